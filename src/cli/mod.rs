@@ -1,6 +1,7 @@
 //! The subcommands and what they share: logging, the Tokio runtime, signals,
 //! config loading with command-line and environment overrides, exit codes.
 
+mod batch;
 mod bench;
 mod broker;
 mod common;
@@ -57,6 +58,16 @@ enum Command {
     Route(route::Args),
     /// Measure worker throughput through the embedded broker.
     Bench(bench::Args),
+    /// Submit a JSONL batch (OpenAI Batch, Anthropic Message Batches or native jobs).
+    Submit(batch::SubmitArgs),
+    /// Show a batch's progress: counts, cost so far, time left.
+    Status(batch::StatusArgs),
+    /// Wait for every result of a batch and write them in the batch's format.
+    Collect(batch::CollectArgs),
+    /// Cancel a batch: jobs not yet started end as canceled.
+    Cancel(batch::CancelArgs),
+    /// Price a batch file under every strategy before anything runs.
+    Estimate(batch::EstimateArgs),
 }
 
 /// Entry point: parse, log, run, exit code.
@@ -83,6 +94,11 @@ pub fn main() -> ExitCode {
             Command::SimProvider(a) => sim::run(a).await,
             Command::Route(a) => route::run(a),
             Command::Bench(a) => bench::run(a).await,
+            Command::Submit(a) => batch::submit(a).await,
+            Command::Status(a) => batch::status(a).await,
+            Command::Collect(a) => batch::collect(a).await,
+            Command::Cancel(a) => batch::cancel(a).await,
+            Command::Estimate(a) => batch::estimate(a).await,
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));

@@ -1,0 +1,316 @@
+//! `collect`: wait until every job of a batch has a final result, then write the
+//! results in the batch's input order, in its format (or the one asked).
+//!
+//! Memory does not grow with the batch beyond its ordering index. Each result is
+//! rendered as its output line when it arrives and appended to a temporary spill
+//! file beside the output; what stays in memory is, per job, the spill offset of
+//! its kept copy (8 bytes) and its status (1 byte): 9 bytes per job. Then the
+//! output is written by reading the spill in job order. Besides that: librdkafka's
+//! prefetch (capped at 16 MiB), one result being decoded, and I/O buffers.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use switchyard_core::batch::BatchFormat;
+use switchyard_core::config::KafkaConfig;
+use switchyard_core::result::JobResult;
+use tempfile::NamedTempFile;
+
+use crate::follow::ResultFollower;
+use crate::formats::{self, Destination, META_CUSTOM_ID};
+use crate::progress::{Progress, Unit};
+use crate::tally::{Counts, Kept, Tally};
+use crate::{Error, Result, registry};
+
+/// Bytes of memory per job while collecting: spill offset and status.
+pub const INDEX_BYTES_PER_JOB: usize = 8 + Tally::BYTES_PER_JOB;
+
+/// Asks a long wait to stop (Ctrl-C); cloned into a signal handler.
+#[derive(Debug, Clone, Default)]
+pub struct StopFlag(Arc<AtomicBool>);
+
+impl StopFlag {
+    /// Asks the wait to stop.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a stop was asked.
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What `collect` was asked to do.
+#[derive(Debug, Clone)]
+pub struct CollectOptions {
+    /// The output file.
+    pub output: PathBuf,
+    /// OpenAI's errors file (default: `NAME.errors.jsonl` beside the output).
+    pub errors_output: Option<PathBuf>,
+    /// Output format; default: the batch's input format.
+    pub format: Option<BatchFormat>,
+    /// Give up after this long.
+    pub timeout: Option<Duration>,
+    /// Pause between reads of the results topic.
+    pub poll_interval: Duration,
+}
+
+impl CollectOptions {
+    /// Defaults for writing to `output`.
+    pub fn new(output: impl Into<PathBuf>) -> Self {
+        Self {
+            output: output.into(),
+            errors_output: None,
+            format: None,
+            timeout: None,
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What `collect` wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectReport {
+    /// The batch.
+    pub batch_id: String,
+    /// The format written.
+    pub format: BatchFormat,
+    /// The output file.
+    pub output: PathBuf,
+    /// Lines in it.
+    pub output_lines: u64,
+    /// The errors file (OpenAI format only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors_output: Option<PathBuf>,
+    /// Lines in it.
+    pub error_lines: u64,
+    /// Jobs by final state.
+    pub counts: Counts,
+    /// What every result copy cost.
+    pub cost_usd: f64,
+    /// Result copies dropped as duplicates.
+    pub duplicates: u64,
+    /// Memory held by the ordering index, bytes.
+    pub index_bytes: u64,
+    /// Size the spill file reached, bytes.
+    pub spill_bytes: u64,
+}
+
+/// The default errors file for `output`: `NAME.errors.jsonl` (from `NAME.jsonl`).
+pub fn default_errors_path(output: &Path) -> PathBuf {
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    output.with_file_name(format!("{stem}.errors.jsonl"))
+}
+
+/// Rendered result lines, appended as they arrive, read back by offset.
+struct Spill {
+    writer: BufWriter<File>,
+    offset: u64,
+    path: PathBuf,
+}
+
+impl Spill {
+    fn append(&mut self, destination: Destination, line: &[u8]) -> std::io::Result<u64> {
+        let at = self.offset;
+        let tag = match destination {
+            Destination::Output => 0u8,
+            Destination::Errors => 1u8,
+        };
+        let len = u32::try_from(line.len())
+            .map_err(|_| std::io::Error::other("a result line over 4 GiB"))?;
+        self.writer.write_all(&[tag])?;
+        self.writer.write_all(&len.to_le_bytes())?;
+        self.writer.write_all(line)?;
+        self.offset += 5 + line.len() as u64;
+        Ok(at)
+    }
+}
+
+/// Waits for every result of `batch_id` and writes the output.
+pub fn collect(
+    kafka: &KafkaConfig,
+    batch_id: &str,
+    options: &CollectOptions,
+    stop: &StopFlag,
+    progress: &dyn Progress,
+) -> Result<CollectReport> {
+    let record = registry::get(kafka, batch_id)?;
+    let format = options.format.unwrap_or(record.format);
+    let dir = match options.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let write_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::Write { path, source }
+    };
+    let spill_file = tempfile::tempfile_in(&dir).map_err(write_err(&dir))?;
+    let mut spill = Spill {
+        writer: BufWriter::with_capacity(1 << 20, spill_file),
+        offset: 0,
+        path: dir.join("(spill)"),
+    };
+    const NONE: u64 = u64::MAX;
+    let mut index: Vec<u64> = vec![NONE; record.jobs as usize];
+    let mut tally = Tally::new(record.jobs);
+    let mut follower = ResultFollower::new(kafka, &record);
+    let deadline = options.timeout.map(|t| Instant::now() + t);
+    let mut line = Vec::with_capacity(4096);
+    let mut io_error: Option<std::io::Error> = None;
+    progress.start("collecting", Unit::Items, Some(record.jobs));
+    loop {
+        follower.read_new(|ordinal, r: JobResult| {
+            if io_error.is_some() {
+                return;
+            }
+            match tally.record(ordinal, &r) {
+                Kept::Duplicate => {}
+                Kept::First | Kept::Replaces => {
+                    let custom_id = r
+                        .metadata
+                        .get(META_CUSTOM_ID)
+                        .map_or(r.job_id.as_str(), String::as_str);
+                    line.clear();
+                    let destination = formats::render(format, &r, custom_id, &mut line);
+                    match spill.append(destination, &line) {
+                        Ok(at) => index[ordinal as usize] = at,
+                        Err(e) => io_error = Some(e),
+                    }
+                }
+            }
+        })?;
+        if let Some(e) = io_error.take() {
+            return Err(Error::Write {
+                path: spill.path,
+                source: e,
+            });
+        }
+        let finished = tally.counts().finished();
+        progress.advance(finished);
+        if tally.complete() {
+            break;
+        }
+        if stop.is_stopped() {
+            progress.finish();
+            return Err(Error::Interrupted {
+                finished,
+                jobs: record.jobs,
+            });
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            progress.finish();
+            return Err(Error::TimedOut {
+                finished,
+                jobs: record.jobs,
+            });
+        }
+        sleep_unless_stopped(options.poll_interval, stop);
+    }
+    progress.finish();
+    let spill_bytes = spill.offset;
+    let mut spill_file = spill.writer.into_inner().map_err(|e| Error::Write {
+        path: spill.path.clone(),
+        source: e.into_error(),
+    })?;
+    let errors_output = (format == BatchFormat::Openai).then(|| {
+        options
+            .errors_output
+            .clone()
+            .unwrap_or_else(|| default_errors_path(&options.output))
+    });
+    let mut out = NamedTempFile::new_in(&dir).map_err(write_err(&dir))?;
+    let mut errs = match &errors_output {
+        Some(_) => Some(NamedTempFile::new_in(&dir).map_err(write_err(&dir))?),
+        None => None,
+    };
+    let (mut output_lines, mut error_lines) = (0u64, 0u64);
+    {
+        let mut out_w = BufWriter::with_capacity(1 << 20, out.as_file_mut());
+        let mut err_w = errs
+            .as_mut()
+            .map(|f| BufWriter::with_capacity(1 << 20, f.as_file_mut()));
+        let mut header = [0u8; 5];
+        for &at in &index {
+            if at == NONE {
+                continue;
+            }
+            spill_file
+                .seek(SeekFrom::Start(at))
+                .and_then(|_| spill_file.read_exact(&mut header))
+                .map_err(write_err(&spill.path))?;
+            let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+            line.resize(len, 0);
+            spill_file
+                .read_exact(&mut line)
+                .map_err(write_err(&spill.path))?;
+            line.push(b'\n');
+            let target = match (header[0], err_w.as_mut()) {
+                (1, Some(w)) => {
+                    error_lines += 1;
+                    w
+                }
+                _ => {
+                    output_lines += 1;
+                    &mut out_w
+                }
+            };
+            target
+                .write_all(&line)
+                .map_err(write_err(&options.output))?;
+        }
+        out_w.flush().map_err(write_err(&options.output))?;
+        if let Some(mut w) = err_w {
+            w.flush().map_err(write_err(&options.output))?;
+        }
+    }
+    out.persist(&options.output).map_err(|e| Error::Write {
+        path: options.output.clone(),
+        source: e.error,
+    })?;
+    if let (Some(f), Some(p)) = (errs, &errors_output) {
+        f.persist(p).map_err(|e| Error::Write {
+            path: p.clone(),
+            source: e.error,
+        })?;
+    }
+    tracing::info!(
+        batch_id,
+        output_lines,
+        error_lines,
+        duplicates = tally.duplicates,
+        "Batch collected."
+    );
+    Ok(CollectReport {
+        batch_id: batch_id.to_owned(),
+        format,
+        output: options.output.clone(),
+        output_lines,
+        errors_output,
+        error_lines,
+        counts: tally.counts(),
+        cost_usd: tally.cost_usd,
+        duplicates: tally.duplicates,
+        index_bytes: (index.capacity() * 8 + record.jobs as usize * Tally::BYTES_PER_JOB) as u64,
+        spill_bytes,
+    })
+}
+
+fn sleep_unless_stopped(d: Duration, stop: &StopFlag) {
+    let end = Instant::now() + d;
+    while !stop.is_stopped() {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}

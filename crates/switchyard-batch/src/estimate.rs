@@ -1,0 +1,302 @@
+//! `estimate`: what a batch would cost under each strategy, and under the
+//! flagship baseline (`routing.baseline_model`), before anything runs. Each line
+//! is analysed (category, complexity, expected output tokens) and routed under
+//! every strategy with fresh health; the first model of each chain is priced on
+//! the request's prompt tokens, counted with that model's tokenizer where it has
+//! a public one (estimated from bytes otherwise), plus the expected output.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde::Serialize;
+use switchyard_core::analysis::TaskAnalyzer;
+use switchyard_core::batch::BatchFormat;
+use switchyard_core::catalog::{ModelSpec, Tokenizer};
+use switchyard_core::config::LoadedPipeline;
+use switchyard_core::health::HealthSnapshot;
+use switchyard_core::job::Job;
+use switchyard_core::org::EffectivePolicy;
+use switchyard_core::routing::{
+    BudgetState, DeploymentInfo, RouteInput, Router, RouterSettings, Strategy,
+};
+use switchyard_core::tokens;
+
+use crate::formats::{self, LineSettings, ModelPins};
+use crate::lines::{Line, LineReader};
+use crate::progress::{Progress, Unit};
+use crate::validate::{EXAMPLES_KEPT, max_line_bytes};
+use crate::{Error, Result};
+
+/// Project path used to validate lines when no project is given.
+const ANY_PROJECT: &str = "estimate/estimate/estimate/estimate";
+
+/// What `estimate` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct EstimateOptions {
+    /// Project whose policy applies (allowed providers, floors); none: the
+    /// pipeline's default strategy and quality floor, nothing denied.
+    pub project: Option<String>,
+    /// Workload whose policy applies.
+    pub workload: Option<String>,
+    /// Price the valid lines even when some are invalid.
+    pub skip_invalid: bool,
+}
+
+/// One strategy's price.
+#[derive(Debug, Clone, Serialize)]
+pub struct StrategyEstimate {
+    /// The strategy.
+    pub strategy: Strategy,
+    /// Estimated cost of the batch.
+    pub cost_usd: f64,
+    /// Saving against the baseline, 0..1 (negative: dearer).
+    pub saving: f64,
+    /// Requests no model could serve under this strategy and policy.
+    pub unroutable: u64,
+    /// Requests per first-choice model, most used first.
+    pub models: Vec<(String, u64)>,
+}
+
+/// The estimate of a batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct Estimate {
+    /// The file's format.
+    pub format: BatchFormat,
+    /// Requests priced.
+    pub requests: u64,
+    /// Lines refused (priced only with `skip_invalid`).
+    pub invalid: u64,
+    /// Prompt tokens, counted with o200k_base (OpenAI's current tokenizer).
+    pub prompt_tokens: u64,
+    /// Output tokens the task analysis expects.
+    pub expected_output_tokens: u64,
+    /// The baseline model.
+    pub baseline_model: String,
+    /// The batch on the baseline model alone.
+    pub baseline_cost_usd: f64,
+    /// Per strategy, in [`Strategy::ALL`] order.
+    pub strategies: Vec<StrategyEstimate>,
+}
+
+/// Prompt-token counts of one job, per tokenizer, computed on demand.
+struct TokenCounts<'a> {
+    job: &'a Job,
+    estimate: u32,
+    o200k: Option<u32>,
+    cl100k: Option<u32>,
+}
+
+impl TokenCounts<'_> {
+    fn for_model(&mut self, spec: &ModelSpec) -> u32 {
+        self.count(spec.tokenizer)
+    }
+
+    fn count(&mut self, tokenizer: Tokenizer) -> u32 {
+        let (slot, tokenizer) = match tokenizer {
+            Tokenizer::O200kBase => (&mut self.o200k, Tokenizer::O200kBase),
+            Tokenizer::Cl100kBase => (&mut self.cl100k, Tokenizer::Cl100kBase),
+            Tokenizer::Estimate => return self.estimate,
+        };
+        *slot.get_or_insert_with(|| tokens::count_job(self.job, tokenizer).unwrap_or(self.estimate))
+    }
+}
+
+/// Prices the batch file at `path`.
+pub fn estimate(
+    pipeline: &LoadedPipeline,
+    path: &Path,
+    options: &EstimateOptions,
+    progress: &dyn Progress,
+) -> Result<Estimate> {
+    let config = &pipeline.config;
+    let catalog = Arc::new(pipeline.catalog.clone());
+    let open_policy = EffectivePolicy::open(
+        config.routing.default_strategy,
+        config.routing.default_quality_floor,
+    );
+    let policy = match &options.project {
+        Some(p) => pipeline
+            .org
+            .policy(p, options.workload.as_deref())
+            .map_err(|e| Error::UnknownProject(e.to_string()))?,
+        None => &open_policy,
+    };
+    let baseline = catalog
+        .get(&config.routing.baseline_model)
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "routing.baseline_model `{}` is not in the catalog",
+                config.routing.baseline_model
+            ))
+        })?
+        .clone();
+    let infos: Vec<DeploymentInfo> = config
+        .deployments
+        .iter()
+        .filter_map(|d| {
+            catalog.id(&d.model).map(|model| DeploymentInfo {
+                name: d.name.clone(),
+                model,
+                provider: catalog.model(model).provider.clone(),
+            })
+        })
+        .collect();
+    let router = Router::new(
+        catalog.clone(),
+        infos,
+        RouterSettings {
+            max_chain: config.routing.max_chain,
+            quality_slack: config.routing.quality_slack,
+        },
+    );
+    let settings = LineSettings {
+        project: options
+            .project
+            .clone()
+            .unwrap_or_else(|| ANY_PROJECT.into()),
+        strategy: None,
+        workload: options.workload.clone(),
+        pins: ModelPins::from_catalog(&catalog),
+    };
+    let analyzer = TaskAnalyzer::new();
+    let read_err = |source| Error::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(read_err)?;
+    let size = file.metadata().map(|m| m.len()).ok();
+    let mut reader = LineReader::new(file, max_line_bytes(&config.kafka.topics.jobs));
+    let mut format: Option<BatchFormat> = None;
+    let mut per: Vec<(f64, u64, HashMap<String, u64>)> = Strategy::ALL
+        .iter()
+        .map(|_| (0.0, 0, HashMap::new()))
+        .collect();
+    let (mut requests, mut lines, mut invalid) = (0u64, 0u64, 0u64);
+    let (mut prompt_tokens, mut output_tokens, mut baseline_cost) = (0u64, 0u64, 0.0f64);
+    let mut examples = Vec::new();
+    let now = Utc::now();
+    progress.start("estimating", Unit::Bytes, size);
+    while let Some(line) = reader.next_line().map_err(read_err)? {
+        let (number, bytes) = match line {
+            Line::Text { number, bytes } => (number, bytes),
+            Line::TooLong { number, len } => {
+                lines += 1;
+                invalid += 1;
+                if examples.len() < EXAMPLES_KEPT {
+                    examples.push((number, format!("line is {len} bytes, over the limit")));
+                }
+                continue;
+            }
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        lines += 1;
+        if format.is_none() {
+            format = formats::detect(bytes);
+        }
+        let parsed = match format {
+            Some(f) => formats::parse_line(f, bytes, &settings).map_err(|e| e.reason),
+            None => Err("not a batch request line".to_owned()),
+        };
+        let mut job = match parsed {
+            Ok(p) => p.job,
+            Err(reason) => {
+                invalid += 1;
+                if examples.len() < EXAMPLES_KEPT {
+                    examples.push((number, reason));
+                }
+                continue;
+            }
+        };
+        requests += 1;
+        let analysis = analyzer.analyze(&job, false);
+        let expected = analysis.expected_output_tokens;
+        output_tokens += u64::from(expected);
+        let mut counts = TokenCounts {
+            job: &job,
+            estimate: analysis.prompt_tokens,
+            o200k: None,
+            cl100k: None,
+        };
+        prompt_tokens += u64::from(counts.count(Tokenizer::O200kBase));
+        baseline_cost += baseline.estimate_usd(counts.for_model(&baseline), expected);
+        let (o200k, cl100k) = (counts.o200k, counts.cl100k);
+        for (i, strategy) in Strategy::ALL.into_iter().enumerate() {
+            job.strategy = Some(strategy);
+            let input = RouteInput {
+                job: &job,
+                analysis: &analysis,
+                policy,
+                budget: BudgetState::Normal { headroom_usd: None },
+                now,
+            };
+            let decision = router.route(&input, &|_| HealthSnapshot::fresh(), false);
+            let entry = &mut per[i];
+            match decision.ok().and_then(|d| d.chain.first().map(|e| e.model)) {
+                Some(model) => {
+                    let spec = catalog.model(model);
+                    let mut counts = TokenCounts {
+                        job: &job,
+                        estimate: analysis.prompt_tokens,
+                        o200k,
+                        cl100k,
+                    };
+                    entry.0 += spec.estimate_usd(counts.for_model(spec), expected);
+                    *entry.2.entry(spec.name.clone()).or_default() += 1;
+                }
+                None => entry.1 += 1,
+            }
+        }
+        if requests.is_multiple_of(256) {
+            progress.advance(reader.bytes_read());
+        }
+    }
+    progress.advance(reader.bytes_read());
+    progress.finish();
+    let Some(format) = format else {
+        return Err(Error::UnknownFormat {
+            path: path.to_owned(),
+        });
+    };
+    if invalid > 0 && !options.skip_invalid {
+        return Err(Error::InvalidLines {
+            path: path.to_owned(),
+            lines,
+            invalid,
+            examples,
+        });
+    }
+    let strategies = Strategy::ALL
+        .into_iter()
+        .zip(per)
+        .map(|(strategy, (cost, unroutable, models))| {
+            let mut models: Vec<(String, u64)> = models.into_iter().collect();
+            models.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            StrategyEstimate {
+                strategy,
+                cost_usd: cost,
+                saving: if baseline_cost > 0.0 {
+                    1.0 - cost / baseline_cost
+                } else {
+                    0.0
+                },
+                unroutable,
+                models,
+            }
+        })
+        .collect();
+    Ok(Estimate {
+        format,
+        requests,
+        invalid,
+        prompt_tokens,
+        expected_output_tokens: output_tokens,
+        baseline_model: baseline.name.clone(),
+        baseline_cost_usd: baseline_cost,
+        strategies,
+    })
+}

@@ -1,0 +1,141 @@
+//! Producing many messages fast and knowing that every one was acknowledged: a
+//! threaded producer whose delivery callback counts successes and failures, so
+//! no per-message future is allocated. `flush` then says whether all arrived.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use switchyard_core::config::KafkaConfig;
+use switchyard_kafka::client::producer_config;
+
+use crate::{Error, Result};
+
+/// Counts deliveries.
+#[derive(Default)]
+pub struct DeliveryCounter {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryCounter {}
+
+impl ProducerContext for DeliveryCounter {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut first) = self.first_error.lock()
+                    && first.is_none()
+                {
+                    *first = Some(e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// A producer for one bulk send.
+pub struct Sender {
+    producer: ThreadedProducer<DeliveryCounter>,
+    sent: u64,
+}
+
+impl Sender {
+    /// An idempotent, acks=all producer for the cluster.
+    pub fn new(kafka: &KafkaConfig) -> Result<Self> {
+        let mut config = producer_config(kafka);
+        // Bulk sends favour throughput: bigger batches, a little more linger.
+        config
+            .set("linger.ms", "20")
+            .set("batch.num.messages", "10000");
+        for (k, v) in &kafka.client {
+            config.set(k, v);
+        }
+        let producer =
+            ThreadedProducer::from_config_and_context(&config, DeliveryCounter::default())
+                .map_err(Error::kafka("producer setup"))?;
+        Ok(Self { producer, sent: 0 })
+    }
+
+    /// Queues one message, waiting while the local queue is full.
+    pub fn send(&mut self, topic: &str, key: &[u8], payload: &[u8]) -> Result<()> {
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(topic).key(key).payload(payload);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => {
+                    self.sent += 1;
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    self.producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(Error::kafka("produce")(e)),
+            }
+        }
+    }
+
+    /// Connects and learns the topics' leaders now, so the first sends do not
+    /// wait for it. Errors are left for the sends to report.
+    pub fn warm_up(&self, topics: &[&str]) {
+        for t in topics {
+            let _ = self
+                .producer
+                .client()
+                .fetch_metadata(Some(t), Duration::from_secs(10));
+        }
+    }
+
+    /// Messages acknowledged so far.
+    pub fn delivered(&self) -> u64 {
+        self.producer.context().delivered.load(Ordering::Relaxed)
+    }
+
+    /// Waits for every acknowledgement; fails if any message sent so far was not
+    /// delivered. The producer stays usable.
+    pub fn flush(&self, timeout: Duration) -> Result<u64> {
+        // rdkafka's own flush sleeps in steps of 100 ms while the background
+        // thread serves the delivery reports; ask librdkafka to send now and
+        // check often instead.
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.producer.flush(Duration::ZERO) {
+                Ok(()) => break,
+                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+                    if Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => return Err(Error::kafka("flush")(e)),
+            }
+        }
+        let ctx = self.producer.context();
+        let failed = ctx.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            let first = ctx
+                .first_error
+                .lock()
+                .ok()
+                .and_then(|f| f.clone())
+                .unwrap_or_default();
+            return Err(Error::Undelivered {
+                sent: self.sent,
+                failed,
+                first,
+            });
+        }
+        Ok(ctx.delivered.load(Ordering::Relaxed))
+    }
+}

@@ -1,0 +1,451 @@
+//! `switchyard submit | status | collect | cancel | estimate`: bulk offline
+//! batches (OpenAI Batch, Anthropic Message Batches or native JSONL files). The
+//! work is in `switchyard-batch`; this module parses flags, loads the pipeline,
+//! runs the blocking library calls off the runtime, prints tables or JSON on
+//! stdout and progress on stderr, and maps errors to exit codes (2 for bad
+//! input: an invalid file, an unknown batch or project).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::ValueEnum;
+use switchyard_batch::{
+    BatchFormat, BatchState, BatchStatus, CollectOptions, ConsoleProgress, EstimateOptions,
+    StopFlag, SubmitOptions,
+};
+use switchyard_core::config::LoadedPipeline;
+use switchyard_core::routing::Strategy;
+
+use super::common::{BadInput, Overrides, load_pipeline, shutdown_signal};
+
+/// Config and cluster flags every batch command takes.
+#[derive(clap::Args)]
+pub struct PipelineArgs {
+    /// Pipeline config (Kafka, topics, catalog, org).
+    #[arg(
+        long,
+        short,
+        default_value = "pipelines/demo.toml",
+        env = "SWITCHYARD_CONFIG"
+    )]
+    config: PathBuf,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+impl PipelineArgs {
+    fn load(&self) -> anyhow::Result<LoadedPipeline> {
+        load_pipeline(&self.config, &self.overrides)
+    }
+}
+
+/// How results are printed on stdout.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Report {
+    /// Tables for people.
+    Table,
+    /// One JSON object, for scripts.
+    Json,
+}
+
+/// Output file format of `collect`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FileFormat {
+    /// OpenAI Batch output lines, plus an errors file.
+    Openai,
+    /// Anthropic Message Batches result lines.
+    Anthropic,
+    /// Switchyard result records.
+    Native,
+}
+
+impl From<FileFormat> for BatchFormat {
+    fn from(f: FileFormat) -> Self {
+        match f {
+            FileFormat::Openai => BatchFormat::Openai,
+            FileFormat::Anthropic => BatchFormat::Anthropic,
+            FileFormat::Native => BatchFormat::Native,
+        }
+    }
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    Strategy::parse(s).ok_or_else(|| {
+        format!(
+            "unknown strategy `{s}` (auto, balanced, cost-first, latency-first, availability-first)"
+        )
+    })
+}
+
+/// Arguments of `submit`.
+#[derive(clap::Args)]
+pub struct SubmitArgs {
+    /// The batch file: JSONL in the OpenAI Batch input format, the Anthropic
+    /// Message Batches request format, or Switchyard jobs (detected per file).
+    file: PathBuf,
+    /// Org path every job belongs to (`org/business-unit/team/project`).
+    #[arg(long)]
+    project: String,
+    /// Strategy for every job, overriding the org policy.
+    #[arg(long, value_parser = parse_strategy)]
+    strategy: Option<Strategy>,
+    /// Workload of every job (selects per-workload policy).
+    #[arg(long)]
+    workload: Option<String>,
+    /// Submit the valid lines even when some are invalid; the invalid ones go to --rejects.
+    #[arg(long)]
+    skip_invalid: bool,
+    /// Where --skip-invalid writes refused lines [default: FILE.rejects.jsonl].
+    #[arg(long)]
+    rejects: Option<PathBuf>,
+    /// Print the report as a table (the batch id alone on stdout) or JSON.
+    #[arg(long, value_enum, default_value_t = Report::Table)]
+    format: Report,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+/// Arguments of `status`.
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// The batch id `submit` printed.
+    batch: String,
+    /// Table or JSON on stdout.
+    #[arg(long, value_enum, default_value_t = Report::Table)]
+    format: Report,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+/// Arguments of `collect`.
+#[derive(clap::Args)]
+pub struct CollectArgs {
+    /// The batch id `submit` printed.
+    batch: String,
+    /// Output file (written when every job has a result, in input order).
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Output format [default: the format the batch came in].
+    #[arg(long, value_enum)]
+    format: Option<FileFormat>,
+    /// OpenAI errors file [default: OUTPUT-STEM.errors.jsonl beside the output].
+    #[arg(long)]
+    errors: Option<PathBuf>,
+    /// Give up after this long (e.g. `30m`); by default wait until done.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+/// Arguments of `cancel`.
+#[derive(clap::Args)]
+pub struct CancelArgs {
+    /// The batch id `submit` printed.
+    batch: String,
+    /// Table or JSON on stdout.
+    #[arg(long, value_enum, default_value_t = Report::Table)]
+    format: Report,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+/// Arguments of `estimate`.
+#[derive(clap::Args)]
+pub struct EstimateArgs {
+    /// The batch file (any of the formats `submit` takes).
+    file: PathBuf,
+    /// Project whose policy applies [default: the pipeline's default strategy
+    /// and quality floor, nothing denied].
+    #[arg(long)]
+    project: Option<String>,
+    /// Workload whose policy applies.
+    #[arg(long)]
+    workload: Option<String>,
+    /// Price the valid lines even when some are invalid.
+    #[arg(long)]
+    skip_invalid: bool,
+    /// Table or JSON on stdout.
+    #[arg(long, value_enum, default_value_t = Report::Table)]
+    format: Report,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+}
+
+/// Runs a blocking library call off the runtime, mapping bad input to exit code 2.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> switchyard_batch::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    match tokio::task::spawn_blocking(f).await.context("batch task")? {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_bad_input() => Err(BadInput(e.to_string()).into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn check_batch_id(id: &str) -> anyhow::Result<()> {
+    if switchyard_batch::ids::is_batch_id(id) {
+        Ok(())
+    } else {
+        Err(BadInput(format!(
+            "`{id}` is not a batch id (they look like batch_0123456789abcdef01234567, as printed by submit)"
+        ))
+        .into())
+    }
+}
+
+fn json_out(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// `submit`.
+pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let pipeline = args.pipeline.load()?;
+    let options = SubmitOptions {
+        project: args.project,
+        strategy: args.strategy,
+        workload: args.workload,
+        skip_invalid: args.skip_invalid,
+        rejects_path: args.rejects,
+    };
+    let file = args.file;
+    let report = blocking(move || {
+        switchyard_batch::submit(&pipeline, &file, &options, &ConsoleProgress::stderr())
+    })
+    .await?;
+    if args.format == Report::Json {
+        json_out(&report)?;
+    } else {
+        println!("{}", report.batch_id);
+        let what = if report.already_submitted {
+            "already submitted; nothing sent".to_owned()
+        } else if report.resumed {
+            format!(
+                "finished an interrupted submission ({} jobs sent now)",
+                report.produced
+            )
+        } else {
+            format!("{} jobs sent", report.produced)
+        };
+        eprintln!(
+            "{} batch of {} jobs: {what}; state {}",
+            report.format.as_str(),
+            report.jobs,
+            state_name(report.state)
+        );
+        if let Some(r) = &report.rejects_file {
+            eprintln!(
+                "{} invalid lines skipped, written to {}",
+                report.invalid,
+                r.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn state_name(s: BatchState) -> &'static str {
+    match s {
+        BatchState::Submitting => "submitting",
+        BatchState::Submitted => "submitted",
+        BatchState::Canceled => "canceled",
+    }
+}
+
+fn print_status(s: &BatchStatus) {
+    let r = &s.record;
+    let c = &s.counts;
+    println!(
+        "batch      {}  ({}, {})",
+        r.batch_id,
+        r.format.as_str(),
+        r.file_name
+    );
+    println!("project    {}", r.project);
+    let mut state = format!(
+        "{}, submitted {}",
+        state_name(r.state),
+        r.submitted_at.format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    if let Some(t) = r.canceled_at {
+        state.push_str(&format!(", canceled {}", t.format("%Y-%m-%d %H:%M:%S UTC")));
+    }
+    println!("state      {state}");
+    println!("jobs       {}", r.jobs);
+    println!("queued     {}", c.queued);
+    println!("succeeded  {}", c.succeeded);
+    println!("failed     {}", c.failed);
+    println!("rejected   {}", c.rejected);
+    println!("canceled   {}", c.canceled);
+    println!("cost       ${:.6} so far", s.cost_usd);
+    let eta = match (s.eta, s.results_per_second) {
+        (Some(d), _) if d.is_zero() => "done".to_owned(),
+        (Some(d), Some(rate)) => format!(
+            "{} ({rate:.1} results/s)",
+            humantime::format_duration(Duration::from_secs(d.as_secs().max(1)))
+        ),
+        _ => "unknown (too few results yet)".to_owned(),
+    };
+    println!("eta        {eta}");
+}
+
+/// `status`.
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    check_batch_id(&args.batch)?;
+    let pipeline = args.pipeline.load()?;
+    let kafka = pipeline.config.kafka;
+    let id = args.batch;
+    let status = blocking(move || switchyard_batch::status(&kafka, &id)).await?;
+    match args.format {
+        Report::Json => json_out(&status)?,
+        Report::Table => print_status(&status),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `collect`.
+pub async fn collect(args: CollectArgs) -> anyhow::Result<ExitCode> {
+    check_batch_id(&args.batch)?;
+    let pipeline = args.pipeline.load()?;
+    let kafka = pipeline.config.kafka;
+    let options = CollectOptions {
+        errors_output: args.errors,
+        format: args.format.map(BatchFormat::from),
+        timeout: args.timeout,
+        ..CollectOptions::new(args.output)
+    };
+    let stop = StopFlag::default();
+    let on_signal = {
+        let stop = stop.clone();
+        let signal = shutdown_signal();
+        tokio::spawn(async move {
+            signal.await;
+            stop.stop();
+        })
+    };
+    let id = args.batch;
+    let outcome = blocking(move || {
+        switchyard_batch::collect(&kafka, &id, &options, &stop, &ConsoleProgress::stderr())
+    })
+    .await;
+    on_signal.abort();
+    let report = outcome?;
+    if args.json {
+        json_out(&report)?;
+    } else {
+        let c = &report.counts;
+        println!(
+            "batch      {} ({})",
+            report.batch_id,
+            report.format.as_str()
+        );
+        println!(
+            "output     {} ({} lines)",
+            report.output.display(),
+            report.output_lines
+        );
+        if let Some(e) = &report.errors_output {
+            println!("errors     {} ({} lines)", e.display(), report.error_lines);
+        }
+        println!(
+            "results    {} succeeded, {} failed, {} rejected, {} canceled",
+            c.succeeded, c.failed, c.rejected, c.canceled
+        );
+        println!("cost       ${:.6}", report.cost_usd);
+        println!(
+            "duplicates {} re-delivered copies dropped",
+            report.duplicates
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cancel`.
+pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
+    check_batch_id(&args.batch)?;
+    let pipeline = args.pipeline.load()?;
+    let kafka = pipeline.config.kafka;
+    let id = args.batch;
+    let report = blocking(move || switchyard_batch::cancel(&kafka, &id)).await?;
+    match args.format {
+        Report::Json => json_out(&report)?,
+        Report::Table if report.already_canceled => {
+            println!("{} was already canceled", report.record.batch_id)
+        }
+        Report::Table => println!(
+            "{} canceled: jobs not yet started will end as canceled; started ones finish and are billed as usual",
+            report.record.batch_id
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `estimate`.
+pub async fn estimate(args: EstimateArgs) -> anyhow::Result<ExitCode> {
+    let pipeline = args.pipeline.load()?;
+    let options = EstimateOptions {
+        project: args.project,
+        workload: args.workload,
+        skip_invalid: args.skip_invalid,
+    };
+    let file = args.file.clone();
+    let e = blocking(move || {
+        switchyard_batch::estimate(&pipeline, &file, &options, &ConsoleProgress::stderr())
+    })
+    .await?;
+    if args.format == Report::Json {
+        json_out(&e)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let skipped = if e.invalid > 0 {
+        format!(", {} invalid lines skipped", e.invalid)
+    } else {
+        String::new()
+    };
+    println!(
+        "file       {} ({}, {} requests{skipped})",
+        args.file.display(),
+        e.format.as_str(),
+        e.requests
+    );
+    println!(
+        "tokens     {} prompt (o200k_base), {} expected output",
+        e.prompt_tokens, e.expected_output_tokens
+    );
+    println!(
+        "baseline   {}: ${:.4}",
+        e.baseline_model, e.baseline_cost_usd
+    );
+    println!();
+    println!(
+        "{:<20} {:>12} {:>8} {:>10}  first choice",
+        "strategy", "est. cost", "saving", "unroutable"
+    );
+    for s in &e.strategies {
+        let routed: u64 = s.models.iter().map(|(_, n)| n).sum();
+        let mut models: Vec<String> = s
+            .models
+            .iter()
+            .take(3)
+            .map(|(m, n)| format!("{m} {:.0}%", *n as f64 * 100.0 / routed.max(1) as f64))
+            .collect();
+        if s.models.len() > 3 {
+            models.push(format!("+{} more", s.models.len() - 3));
+        }
+        println!(
+            "{:<20} {:>12} {:>7.1}% {:>10}  {}",
+            s.strategy.as_str(),
+            format!("${:.4}", s.cost_usd),
+            s.saving * 100.0,
+            s.unroutable,
+            models.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
