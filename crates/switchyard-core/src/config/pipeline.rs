@@ -307,6 +307,22 @@ pub struct AnalyticsConfig {
     pub flush_max_events: usize,
     /// Start a new Parquet file past this size.
     pub parquet_max_file_bytes: u64,
+    /// Close the open Parquet files (making them visible and their offsets
+    /// committable) at least this often.
+    #[serde(with = "humantime_serde")]
+    pub parquet_roll_interval: Duration,
+    /// Names this sink's Parquet files and manifest; defaults to `group_id`. Give
+    /// every sink that writes into the same `parquet_dir` its own id.
+    pub sink_id: Option<String>,
+    /// Events held for ClickHouse while it is unreachable; at this bound the sink
+    /// stops consuming (nothing is dropped) until ClickHouse catches up.
+    pub clickhouse_max_pending_events: usize,
+    /// Longest wait for one ClickHouse request before it counts as failed.
+    #[serde(with = "humantime_serde")]
+    pub clickhouse_timeout: Duration,
+    /// Longest pause between retries while ClickHouse is failing (backoff doubles up to it).
+    #[serde(with = "humantime_serde")]
+    pub clickhouse_max_backoff: Duration,
 }
 
 impl Default for AnalyticsConfig {
@@ -321,6 +337,11 @@ impl Default for AnalyticsConfig {
             flush_interval: Duration::from_secs(5),
             flush_max_events: 100_000,
             parquet_max_file_bytes: 128 << 20,
+            parquet_roll_interval: Duration::from_secs(60),
+            sink_id: None,
+            clickhouse_max_pending_events: 1_000_000,
+            clickhouse_timeout: Duration::from_secs(30),
+            clickhouse_max_backoff: Duration::from_secs(30),
         }
     }
 }

@@ -1,0 +1,208 @@
+//! The flat record both stores share: a usage event with its org path split into
+//! columns, its time as seconds, milliseconds and day, and the Kafka position it
+//! came from (which is what makes inserts exactly-once, see `sinks::clickhouse`).
+//! Field order is the ClickHouse column order of `usage_events`.
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use serde::Serialize;
+use switchyard_core::usage::UsageEvent;
+
+/// One billed attempt, ready for Parquet and ClickHouse.
+#[derive(Debug, Clone, PartialEq, Serialize, clickhouse::Row)]
+pub struct UsageRow {
+    /// Unique per billed attempt; copies of an event share it.
+    pub event_id: String,
+    /// The job the attempt served.
+    pub job_id: String,
+    /// The job's batch, empty when none.
+    pub batch_id: String,
+    /// Position of the attempt in the job (0-based).
+    pub attempt: u32,
+    /// When the attempt finished, seconds since the epoch (ClickHouse `DateTime`).
+    pub ts: u32,
+    /// When the attempt finished, milliseconds since the epoch.
+    pub ts_ms: u64,
+    /// UTC day of `ts`, days since the epoch (ClickHouse `Date`).
+    pub day: u16,
+    /// Org path, level 1.
+    pub org: String,
+    /// Org path, level 2.
+    pub business_unit: String,
+    /// Org path, level 3.
+    pub team: String,
+    /// Org path, level 4.
+    pub project: String,
+    /// Workload name, empty when none.
+    pub workload: String,
+    /// Strategy that routed the job (wire name).
+    pub strategy: String,
+    /// Estimated task category (wire name).
+    pub category: String,
+    /// Estimated complexity, 0..1.
+    pub complexity: f64,
+    /// Model the routing ranked first.
+    pub chosen_model: String,
+    /// The routing decision's one-line reason.
+    pub routing_reason: String,
+    /// Provider name.
+    pub provider: String,
+    /// Catalog model name.
+    pub model: String,
+    /// Deployment name.
+    pub deployment: String,
+    /// How the attempt ended (`succeeded` or the failure kind).
+    pub outcome: String,
+    /// Prompt tokens at the full input price.
+    pub input_tokens: u64,
+    /// Generated tokens.
+    pub output_tokens: u64,
+    /// Prompt tokens served from cache.
+    pub cached_input_tokens: u64,
+    /// Cost at the model's list price, USD.
+    pub cost_usd: f64,
+    /// Cost of the same tokens on the baseline (flagship) model, USD.
+    pub baseline_cost_usd: f64,
+    /// Wall time of the attempt.
+    pub latency_ms: u64,
+    /// Topic the event was read from.
+    pub kafka_topic: String,
+    /// Partition the event was read from.
+    pub kafka_partition: i32,
+    /// Offset of the event in its partition.
+    pub kafka_offset: i64,
+}
+
+const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
+impl UsageRow {
+    /// Flattens an event read at `partition`/`offset` of `topic`.
+    pub fn from_event(event: UsageEvent, topic: &str, partition: i32, offset: i64) -> Self {
+        let ts_ms = event.ts.timestamp_millis().max(0);
+        let days = event.ts.date_naive().num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE;
+        Self {
+            event_id: event.event_id,
+            job_id: event.job_id,
+            batch_id: event.batch_id.unwrap_or_default(),
+            attempt: event.attempt,
+            ts: u32::try_from(ts_ms / 1000).unwrap_or(u32::MAX),
+            ts_ms: ts_ms as u64,
+            day: u16::try_from(days.max(0)).unwrap_or(u16::MAX),
+            org: event.org,
+            business_unit: event.business_unit,
+            team: event.team,
+            project: event.project,
+            workload: event.workload,
+            strategy: event.strategy.as_str().to_owned(),
+            category: serde_name(&event.category),
+            complexity: event.complexity,
+            chosen_model: event.chosen_model,
+            routing_reason: event.routing_reason,
+            provider: event.provider,
+            model: event.model,
+            deployment: event.deployment,
+            outcome: event.outcome.as_str().to_owned(),
+            input_tokens: event.usage.input_tokens,
+            output_tokens: event.usage.output_tokens,
+            cached_input_tokens: event.usage.cached_input_tokens,
+            cost_usd: event.cost_usd,
+            baseline_cost_usd: event.baseline_cost_usd,
+            latency_ms: event.latency_ms,
+            kafka_topic: topic.to_owned(),
+            kafka_partition: partition,
+            kafka_offset: offset,
+        }
+    }
+
+    /// The UTC day as a date.
+    pub fn date(&self) -> NaiveDate {
+        date_from_days(self.day)
+    }
+
+    /// The finish time.
+    pub fn timestamp(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.ts_ms as i64).unwrap_or_default()
+    }
+
+    /// ClickHouse's monthly partition of the row (`toYYYYMM(day)`).
+    pub fn month(&self) -> u32 {
+        let d = self.date();
+        d.year().max(0) as u32 * 100 + d.month()
+    }
+
+    /// Whether the attempt failed (its cost still counts).
+    pub fn failed(&self) -> bool {
+        self.outcome != "succeeded"
+    }
+}
+
+/// Days since the epoch as a date.
+pub fn date_from_days(days: u16) -> NaiveDate {
+    NaiveDate::from_num_days_from_ce_opt(UNIX_EPOCH_DAYS_FROM_CE + i32::from(days)).unwrap_or_default()
+}
+
+/// The wire name of a unit-like serde enum value.
+fn serde_name<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use chrono::TimeZone;
+    use switchyard_core::analysis::TaskCategory;
+    use switchyard_core::result::{AttemptOutcome, TokenUsage};
+    use switchyard_core::routing::Strategy;
+
+    use super::*;
+
+    /// An event for tests: `n` picks the org node and the time.
+    pub fn event(id: &str, org: &str, team: &str, ms: i64, cost: f64) -> UsageEvent {
+        UsageEvent {
+            event_id: id.to_owned(),
+            job_id: format!("job-{id}"),
+            batch_id: None,
+            attempt: 0,
+            ts: Utc.timestamp_millis_opt(ms).single().unwrap(),
+            org: org.to_owned(),
+            business_unit: "retail".into(),
+            team: team.to_owned(),
+            project: "search".into(),
+            workload: String::new(),
+            strategy: Strategy::CostFirst,
+            category: TaskCategory::Chat,
+            complexity: 0.3,
+            chosen_model: "m".into(),
+            routing_reason: "cheapest".into(),
+            provider: "openai".into(),
+            model: "gpt-5-nano".into(),
+            deployment: "d".into(),
+            outcome: AttemptOutcome::Succeeded,
+            usage: TokenUsage {
+                input_tokens: 100,
+                output_tokens: 20,
+                cached_input_tokens: 5,
+            },
+            cost_usd: cost,
+            baseline_cost_usd: cost * 10.0,
+            latency_ms: 12,
+        }
+    }
+
+    #[test]
+    fn a_row_keeps_the_exact_time_and_splits_the_day() {
+        // 2026-11-25T23:59:59.999Z
+        let ms = 1_795_651_199_999;
+        let row = UsageRow::from_event(event("e", "acme", "t", ms, 1.0), "u", 3, 42);
+        assert_eq!(row.ts_ms, ms as u64);
+        assert_eq!(row.ts, 1_795_651_199);
+        assert_eq!(row.date().to_string(), "2026-11-25");
+        assert_eq!(row.month(), 202611);
+        assert_eq!(row.strategy, "cost-first");
+        assert_eq!(row.category, "chat");
+        assert_eq!(row.outcome, "succeeded");
+        assert_eq!((row.kafka_partition, row.kafka_offset), (3, 42));
+        assert_eq!(row.timestamp().timestamp_millis(), ms);
+    }
+}

@@ -1,0 +1,131 @@
+//! Schema migrations: the files of `schemas/clickhouse/`, compiled in, applied in
+//! version order at start and recorded in `schema_migrations`. Every statement
+//! is idempotent (`IF NOT EXISTS`), so a migration interrupted between its DDL
+//! and its record is simply applied again.
+
+use clickhouse::Client;
+use tracing::info;
+
+use super::ClickHouseConfig;
+use crate::error::{Error, Result};
+
+/// One versioned schema file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migration {
+    /// Version (the file's number).
+    pub version: u32,
+    /// File name in `schemas/clickhouse/`.
+    pub name: &'static str,
+    /// The SQL, statements separated by `;`.
+    pub sql: &'static str,
+}
+
+/// Every migration, in order. A test checks this lists every file of the folder.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_usage_events.sql",
+        sql: include_str!("../../../../../schemas/clickhouse/0001_usage_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_rollups.sql",
+        sql: include_str!("../../../../../schemas/clickhouse/0002_rollups.sql"),
+    },
+];
+
+/// The table that records applied versions.
+pub const SCHEMA_MIGRATIONS_DDL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
+     (version UInt32, name String, applied_at DateTime('UTC') DEFAULT now()) \
+     ENGINE = MergeTree() ORDER BY version";
+
+/// The statements of a file: `--` comments dropped, split on `;`.
+pub fn statements(sql: &str) -> Vec<String> {
+    let text: String = sql
+        .lines()
+        .map(|l| match l.find("--") {
+            Some(i) => &l[..i],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    text.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Creates the database if needed and applies the missing migrations. Returns
+/// the versions applied now.
+pub async fn migrate(config: &ClickHouseConfig) -> Result<Vec<u32>> {
+    let server = config.server_client();
+    run(
+        config,
+        &server,
+        &format!("CREATE DATABASE IF NOT EXISTS {}", config.database),
+        "creating the database",
+    )
+    .await?;
+    let db = config.client();
+    run(config, &db, SCHEMA_MIGRATIONS_DDL, "creating schema_migrations").await?;
+    let applied: Vec<u32> = timed(
+        config,
+        "reading schema_migrations",
+        db.query("SELECT DISTINCT version FROM schema_migrations")
+            .fetch_all::<u32>(),
+    )
+    .await?;
+    let mut now = Vec::new();
+    for m in MIGRATIONS {
+        if applied.contains(&m.version) {
+            continue;
+        }
+        for statement in statements(m.sql) {
+            db.query(&statement)
+                .execute()
+                .await
+                .map_err(|e| Error::Migration {
+                    name: m.name.to_owned(),
+                    message: e.to_string(),
+                })?;
+        }
+        run(
+            config,
+            &db,
+            &format!(
+                "INSERT INTO schema_migrations (version, name) VALUES ({}, '{}')",
+                m.version, m.name
+            ),
+            "recording a migration",
+        )
+        .await?;
+        info!(version = m.version, name = m.name, database = %config.database, "ClickHouse migration applied.");
+        now.push(m.version);
+    }
+    Ok(now)
+}
+
+async fn run(config: &ClickHouseConfig, client: &Client, sql: &str, during: &str) -> Result<()> {
+    timed(config, during, client.query(sql).execute()).await
+}
+
+/// Runs a request with the configured timeout, naming what it was for in errors.
+pub(crate) async fn timed<T>(
+    config: &ClickHouseConfig,
+    during: &str,
+    request: impl Future<Output = clickhouse::error::Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(config.timeout, request).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(Error::ClickHouse {
+            url: config.url.clone(),
+            during: during.to_owned(),
+            source,
+        }),
+        Err(_) => Err(Error::ClickHouseTimeout {
+            url: config.url.clone(),
+            during: during.to_owned(),
+        }),
+    }
+}
