@@ -28,6 +28,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         StackOptions {
             partitions: args.partitions,
             time_scale: args.time_scale,
+            sink: true,
             ..StackOptions::default()
         },
     )
@@ -41,6 +42,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("topic held: {}", t.held);
     println!("topic batches: {}", t.batches);
     println!("sim-provider: http://{}", stack.sim.addr());
+    println!(
+        "usage parquet: {}",
+        stack.pipeline.config.analytics.parquet_dir.display()
+    );
     println!("projects: {}", stack.pipeline.org.projects().join(", "));
     println!("ready (Ctrl-C drains and exits)");
     shutdown.await;

@@ -7,9 +7,11 @@ mod broker;
 mod common;
 mod demo;
 mod dev;
+mod report;
 mod route;
 mod run;
 mod sim;
+mod sink;
 mod validate;
 
 use std::process::ExitCode;
@@ -58,6 +60,11 @@ enum Command {
     Route(route::Args),
     /// Measure worker throughput through the embedded broker.
     Bench(bench::Args),
+    /// Run the analytics sink: usage events into Parquet and ClickHouse.
+    Sink(sink::Args),
+    /// Cost report by org node, model, provider, strategy or day, with savings
+    /// against the flagship baseline, from ClickHouse or Parquet.
+    Report(report::Args),
     /// Submit a JSONL batch (OpenAI Batch, Anthropic Message Batches or native jobs).
     Submit(batch::SubmitArgs),
     /// Show a batch's progress: counts, cost so far, time left.
@@ -94,6 +101,8 @@ pub fn main() -> ExitCode {
             Command::SimProvider(a) => sim::run(a).await,
             Command::Route(a) => route::run(a),
             Command::Bench(a) => bench::run(a).await,
+            Command::Sink(a) => sink::run(a).await,
+            Command::Report(a) => report::run(a).await,
             Command::Submit(a) => batch::submit(a).await,
             Command::Status(a) => batch::status(a).await,
             Command::Collect(a) => batch::collect(a).await,

@@ -79,7 +79,10 @@ mod tests {
         assert!(w.insert("a"));
         assert!(!w.insert("a"));
         assert!(w.insert("0190b2a4-7c1e-7000-8000-000000000001"));
-        assert!(!w.insert("0190B2A4-7C1E-7000-8000-000000000001"), "UUIDs compare by value");
+        assert!(
+            !w.insert("0190B2A4-7C1E-7000-8000-000000000001"),
+            "UUIDs compare by value"
+        );
         assert!(w.insert("b"));
         assert_eq!(w.len(), 2);
         assert!(w.insert("a"), "`a` left the window");

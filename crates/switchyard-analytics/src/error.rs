@@ -24,7 +24,9 @@ pub enum Error {
         source: clickhouse::error::Error,
     },
     /// A ClickHouse request took longer than `analytics.clickhouse_timeout`.
-    #[error("ClickHouse at {url}: {during} timed out (raise analytics.clickhouse_timeout if the server is just slow)")]
+    #[error(
+        "ClickHouse at {url}: {during} timed out (raise analytics.clickhouse_timeout if the server is just slow)"
+    )]
     ClickHouseTimeout {
         /// Server URL.
         url: String,
@@ -32,7 +34,9 @@ pub enum Error {
         during: String,
     },
     /// A schema migration failed; the database is left at the previous version.
-    #[error("ClickHouse migration {name} failed: {message} (fix the statement in schemas/clickhouse/{name}; applied versions are in the schema_migrations table)")]
+    #[error(
+        "ClickHouse migration {name} failed: {message} (fix the statement in schemas/clickhouse/{name}; applied versions are in the schema_migrations table)"
+    )]
     Migration {
         /// File name of the migration.
         name: String,
@@ -59,7 +63,9 @@ pub enum Error {
         message: String,
     },
     /// A sink manifest is unreadable.
-    #[error("Parquet manifest {path} is not valid ({message}); restore it from a backup, or delete it to rewrite every uncommitted offset (duplicates are removed by event_id when reading)")]
+    #[error(
+        "Parquet manifest {path} is not valid ({message}); restore it from a backup, or delete it to rewrite every uncommitted offset (duplicates are removed by event_id when reading)"
+    )]
     Manifest {
         /// The manifest file.
         path: PathBuf,
@@ -90,7 +96,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         Error::Io {
             action,
             path: path.into(),

@@ -137,7 +137,8 @@ impl UsageRow {
 
 /// Days since the epoch as a date.
 pub fn date_from_days(days: u16) -> NaiveDate {
-    NaiveDate::from_num_days_from_ce_opt(UNIX_EPOCH_DAYS_FROM_CE + i32::from(days)).unwrap_or_default()
+    NaiveDate::from_num_days_from_ce_opt(UNIX_EPOCH_DAYS_FROM_CE + i32::from(days))
+        .unwrap_or_default()
 }
 
 /// The wire name of a unit-like serde enum value.

@@ -9,7 +9,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use switchyard_codec::Codec;
@@ -112,7 +114,8 @@ impl ConsumerContext for SinkContext {
         if let Ok(mut p) = self.progress.lock() {
             for e in tpl.elements_for_topic(&self.topic) {
                 if let Some(o) = p.commit_point(e.partition()) {
-                    let _ = points.add_partition_offset(&self.topic, e.partition(), Offset::Offset(o));
+                    let _ =
+                        points.add_partition_offset(&self.topic, e.partition(), Offset::Offset(o));
                 }
                 p.forget(e.partition());
             }
@@ -141,7 +144,8 @@ pub async fn run_sink_with(
     let mut parquet = ParquetSink::open(parquet_config)?;
 
     let progress = Arc::new(Mutex::new(Progress::new(clickhouse_config.is_some())));
-    let mut settings = consumer_config(&config.kafka, &analytics.group_id, analytics.flush_interval);
+    let mut settings =
+        consumer_config(&config.kafka, &analytics.group_id, analytics.flush_interval);
     settings
         .set("enable.auto.commit", "false")
         .set("client.id", format!("switchyard-sink-{sink_id}"));
@@ -280,7 +284,10 @@ pub async fn run_sink_with(
                 }
                 Ok(None) => break,
                 Err(_) => {
-                    warn!(rows = ch_in_flight, "ClickHouse did not take the last rows in time; their offsets stay uncommitted and are read again next start.");
+                    warn!(
+                        rows = ch_in_flight,
+                        "ClickHouse did not take the last rows in time; their offsets stay uncommitted and are read again next start."
+                    );
                     break;
                 }
             }
@@ -292,7 +299,13 @@ pub async fn run_sink_with(
     }
     commit(&consumer, &progress, &topic, CommitMode::Sync, &mut report);
     consumer.unsubscribe();
-    info!(consumed = report.consumed, parquet_rows = report.parquet_rows, clickhouse_rows = report.clickhouse_rows, duplicates = report.duplicates, "Usage sink stopped.");
+    info!(
+        consumed = report.consumed,
+        parquet_rows = report.parquet_rows,
+        clickhouse_rows = report.clickhouse_rows,
+        duplicates = report.duplicates,
+        "Usage sink stopped."
+    );
     Ok(report)
 }
 
@@ -309,7 +322,9 @@ fn flush(
 ) -> Result<()> {
     let cut = progress.lock().map(|p| p.cut()).unwrap_or_default();
     parquet.flush()?;
-    if parquet.should_roll(Instant::now()) || (parquet.open_rows() == 0 && cut != parquet.manifest().offsets) {
+    if parquet.should_roll(Instant::now())
+        || (parquet.open_rows() == 0 && cut != parquet.manifest().offsets)
+    {
         let rolled = parquet.roll(&cut)?;
         report.parquet_files += rolled.files;
         report.parquet_rows += rolled.rows;
@@ -322,7 +337,13 @@ fn flush(
     {
         let rows = std::mem::take(pending_ch);
         *ch_in_flight += rows.len();
-        if tx.send(ChBatch { rows, cut: cut.clone() }).is_err() {
+        if tx
+            .send(ChBatch {
+                rows,
+                cut: cut.clone(),
+            })
+            .is_err()
+        {
             error!("The ClickHouse writer has stopped; rows stay uncommitted.");
         }
         *last_handoff = cut;
@@ -341,7 +362,11 @@ fn commit(
         Ok(mut p) => {
             let changes = p.take_commits();
             report.committed = p.commit_points();
-            if matches!(mode, CommitMode::Sync) { p.commit_points() } else { changes }
+            if matches!(mode, CommitMode::Sync) {
+                p.commit_points()
+            } else {
+                changes
+            }
         }
         Err(_) => return,
     };
@@ -353,8 +378,13 @@ fn commit(
         let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
     }
     match consumer.commit(&tpl, mode) {
-        Ok(()) => debug!(partitions = changes.len(), "Committed offsets both stores hold."),
-        Err(e) => warn!(error = %e, "Commit failed; the events will be read again and skipped by offset."),
+        Ok(()) => debug!(
+            partitions = changes.len(),
+            "Committed offsets both stores hold."
+        ),
+        Err(e) => {
+            warn!(error = %e, "Commit failed; the events will be read again and skipped by offset.")
+        }
     }
 }
 

@@ -5,8 +5,10 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use switchyard_analytics::SinkReport;
 use switchyard_core::catalog::Catalog;
 use switchyard_core::config::LoadedPipeline;
 use switchyard_kafka::EmbeddedBroker;
@@ -47,6 +49,8 @@ pub struct StackOptions {
     pub env: Vec<(String, String)>,
     /// Whether to start the worker (tests that drive workers themselves say no).
     pub worker: bool,
+    /// Whether to start the usage sink (Parquet, and ClickHouse when configured).
+    pub sink: bool,
 }
 
 impl Default for StackOptions {
@@ -57,6 +61,7 @@ impl Default for StackOptions {
             sim: None,
             env: Vec::new(),
             worker: true,
+            sink: false,
         }
     }
 }
@@ -73,7 +78,10 @@ pub struct Stack {
     pub engine: Arc<Engine>,
     stop: CancellationToken,
     worker: Option<JoinHandle<Result<RunReport, switchyard_worker::WorkerError>>>,
+    sink: Option<(CancellationToken, JoinHandle<SinkResult>)>,
 }
+
+type SinkResult = Result<SinkReport, switchyard_analytics::Error>;
 
 impl Stack {
     /// Starts broker, simulator and worker for the config at `config`.
@@ -94,6 +102,18 @@ impl Stack {
         let worker = options
             .worker
             .then(|| spawn_worker(engine.clone(), &pipeline.config, stop.clone()));
+        if options.sink {
+            prepare_parquet_dir(&pipeline.config.analytics.parquet_dir)?;
+        }
+        let sink = options.sink.then(|| {
+            let stop = CancellationToken::new();
+            let config = pipeline.config.clone();
+            let token = stop.clone();
+            let task = tokio::spawn(async move {
+                switchyard_analytics::run_sink(&config, token.cancelled_owned()).await
+            });
+            (stop, task)
+        });
         Ok(Self {
             broker,
             sim,
@@ -101,6 +121,7 @@ impl Stack {
             engine,
             stop,
             worker,
+            sink,
         })
     }
 
@@ -124,13 +145,88 @@ impl Stack {
         }
     }
 
-    /// Drains the worker, stops the simulator, then the broker.
+    /// Waits (up to `timeout`) until the usage sink has committed every usage
+    /// event on the topic, so that stopping it loses nothing it should have
+    /// written. Returns whether it caught up.
+    pub async fn sink_caught_up(&self, timeout: Duration) -> anyhow::Result<bool> {
+        let deadline = Instant::now() + timeout;
+        let kafka = self.pipeline.config.kafka.clone();
+        let group = self.pipeline.config.analytics.group_id.clone();
+        let topic = self.pipeline.config.kafka.topics.usage.name.clone();
+        loop {
+            let (k, g, t) = (kafka.clone(), group.clone(), topic.clone());
+            let lag = tokio::task::spawn_blocking(move || {
+                switchyard_kafka::group_lag(&k, &g, &t, Duration::from_secs(5))
+            })
+            .await
+            .context("lag check")??;
+            if lag == 0 {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Stops the usage sink: it writes out and commits what it holds.
+    pub async fn stop_sink(&mut self) -> anyhow::Result<Option<SinkReport>> {
+        match self.sink.take() {
+            Some((stop, task)) => {
+                stop.cancel();
+                Ok(Some(task.await.context("usage sink task")??))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Drains the worker, stops the sink, the simulator, then the broker.
     pub async fn stop(mut self) -> anyhow::Result<RunReport> {
         let report = self.stop_worker().await?;
+        self.stop_sink().await?;
         self.sim.shutdown().await?;
         drop(self.broker);
         Ok(report)
     }
+}
+
+/// Marks a Parquet directory written by an embedded run.
+const EMBEDDED_MARK: &str = "_switchyard/embedded";
+
+/// Makes `dir` ready for an embedded run's usage sink. The embedded broker starts
+/// empty, so the files and manifests of an earlier embedded run would not match
+/// its offsets: a directory an embedded run wrote (it carries
+/// `_switchyard/embedded`) is emptied, a missing or empty one is used, and any
+/// other is refused rather than touched.
+fn prepare_parquet_dir(dir: &Path) -> anyhow::Result<()> {
+    let marked = dir.join(EMBEDDED_MARK).is_file();
+    let empty = match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    if !marked && !empty {
+        anyhow::bail!(
+            "{} holds files that an embedded run did not write; the embedded stack starts a new broker, so give analytics.parquet_dir an empty or new directory",
+            dir.display()
+        );
+    }
+    if marked {
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("clearing the previous embedded run's {}", dir.display()))?;
+    }
+    let mark = dir.join(EMBEDDED_MARK);
+    if let Some(parent) = mark.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(
+        &mark,
+        "written by switchyard demo/dev; emptied at their next start\n",
+    )
+    .with_context(|| format!("writing {}", mark.display()))?;
+    Ok(())
 }
 
 /// An engine whose deployments call this simulator.

@@ -10,4 +10,4 @@ pub mod scan;
 
 pub use embedded::EmbeddedBroker;
 pub use offsets::{OffsetTracker, Ticket};
-pub use scan::{Positions, ScanFrom, Scanned, offsets_at_time, scan_to_end};
+pub use scan::{Positions, ScanFrom, Scanned, group_lag, offsets_at_time, scan_to_end};

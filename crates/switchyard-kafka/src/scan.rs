@@ -195,3 +195,35 @@ pub fn offsets_at_time(
     }
     Ok((lookup(ms)?, true))
 }
+
+/// How far consumer group `group` is behind on `topic`: per partition, the end
+/// offset minus the group's committed offset (the whole partition when the group
+/// has committed nothing there), summed. Blocking.
+pub fn group_lag(
+    kafka: &KafkaConfig,
+    group: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<i64, KafkaError> {
+    let mut config = reader_config(kafka);
+    config.set("group.id", group);
+    let consumer: BaseConsumer = config.create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+        for p in t.partitions() {
+            tpl.add_partition(topic, p.id());
+        }
+    }
+    let committed = consumer.committed_offsets(tpl, timeout)?;
+    let mut lag = 0;
+    for e in committed.elements() {
+        let (low, high) = consumer.fetch_watermarks(topic, e.partition(), timeout)?;
+        let at = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => low,
+        };
+        lag += (high - at).max(0);
+    }
+    Ok(lag)
+}

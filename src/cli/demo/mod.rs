@@ -81,6 +81,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             partitions: 8,
             time_scale: args.time_scale,
             sim: Some(sim),
+            sink: true,
             ..StackOptions::default()
         },
     )
@@ -226,7 +227,21 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let baseline = stack.pipeline.config.routing.baseline_model.clone();
     let parquet_dir = stack.pipeline.config.analytics.parquet_dir.clone();
     let catalog = stack.catalog().clone();
+    if !stack.sink_caught_up(Duration::from_secs(60)).await? {
+        eprintln!(
+            "The usage sink is still behind after 60 s; stopping it anyway (it commits only what it wrote)."
+        );
+    }
     stack.stop().await?;
+    let by_bu = switchyard_analytics::report::parquet::report(
+        &parquet_dir,
+        &switchyard_analytics::ReportQuery {
+            by: vec![switchyard_analytics::Dimension::Bu],
+            since: None,
+            until: None,
+        },
+    )
+    .context("reading the demo's Parquet files back")?;
     summary::print(&summary::Inputs {
         results: &results,
         labels: &labels,
@@ -237,6 +252,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         elapsed: started.elapsed(),
         time_scale: args.time_scale,
         parquet_dir: &parquet_dir,
+        by_bu: &by_bu,
     });
     Ok(ExitCode::SUCCESS)
 }

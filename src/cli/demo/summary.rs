@@ -20,6 +20,8 @@ pub struct Inputs<'a> {
     pub elapsed: Duration,
     pub time_scale: f64,
     pub parquet_dir: &'a Path,
+    /// The usage the sink wrote to Parquet, read back by business unit.
+    pub by_bu: &'a switchyard_analytics::Report,
 }
 
 /// Quality a job of each difficulty label needs (the same scale as the catalog).
@@ -198,7 +200,13 @@ pub fn print(i: &Inputs<'_>) {
     }
     println!();
     println!(
-        "Usage events: Parquet files under {}",
+        "Usage events written by the sink to Parquet under {} ({} billed attempts), read back by business unit:",
+        i.parquet_dir.display(),
+        i.by_bu.total.attempts
+    );
+    print!("{}", i.by_bu.render(switchyard_analytics::Format::Table));
+    println!(
+        "More: switchyard report --parquet {} --by team,model [--format csv|json] [--html report.html]",
         i.parquet_dir.display()
     );
 }

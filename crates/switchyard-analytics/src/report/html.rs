@@ -33,7 +33,9 @@ impl Pages {
             until: window.until,
         };
         Ok(Self {
-            daily_by_bu: source.report(&q(vec![Dimension::Day, Dimension::Bu])).await?,
+            daily_by_bu: source
+                .report(&q(vec![Dimension::Day, Dimension::Bu]))
+                .await?,
             by_model: source.report(&q(vec![Dimension::Model])).await?,
             by_strategy: source.report(&q(vec![Dimension::Strategy])).await?,
             by_bu: source.report(&q(vec![Dimension::Bu])).await?,
@@ -90,7 +92,11 @@ th:first-child,td:first-child{{text-align:left}} .legend span{{display:inline-bl
         jobs = digits(total.jobs),
         per_k = dollars(total.avg_cost_per_job_usd() * 1000.0),
     );
-    section(&mut out, "Spend over time by business unit", &spend_over_time(&pages.daily_by_bu));
+    section(
+        &mut out,
+        "Spend over time by business unit",
+        &spend_over_time(&pages.daily_by_bu),
+    );
     section(&mut out, "Spend by model", &spend_by_model(&pages.by_model));
     section(
         &mut out,
@@ -129,7 +135,11 @@ fn spend_over_time(report: &Report) -> String {
     let mut days: BTreeMap<&str, BTreeMap<&str, f64>> = BTreeMap::new();
     let mut bu_totals: BTreeMap<&str, f64> = BTreeMap::new();
     for r in &report.rows {
-        *days.entry(&r.keys[0]).or_default().entry(&r.keys[1]).or_default() += r.cost_usd;
+        *days
+            .entry(&r.keys[0])
+            .or_default()
+            .entry(&r.keys[1])
+            .or_default() += r.cost_usd;
         *bu_totals.entry(&r.keys[1]).or_default() += r.cost_usd;
     }
     let mut bus: Vec<(&str, f64)> = bu_totals.into_iter().collect();
@@ -246,7 +256,11 @@ fn savings_by_strategy(report: &Report) -> String {
     }
     let mut bars = Vec::new();
     for r in report.rows.iter().chain(std::iter::once(&report.total)) {
-        let name = r.keys.first().cloned().unwrap_or_else(|| "all strategies".into());
+        let name = r
+            .keys
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "all strategies".into());
         bars.push((
             format!("{name}: flagship"),
             vec![(r.baseline_cost_usd, BASELINE)],

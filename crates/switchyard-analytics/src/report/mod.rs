@@ -320,7 +320,9 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        out.push_str(&line(self.headers().into_iter().map(str::to_owned).collect()));
+        out.push_str(&line(
+            self.headers().into_iter().map(str::to_owned).collect(),
+        ));
         out.push_str("\r\n");
         for row in &self.rows {
             let cells = row.keys.iter().cloned().chain(Self::machine_cells(row));
@@ -424,7 +426,11 @@ impl Report {
 /// Money for machines: USD rounded to the micro-dollar.
 fn money(v: f64) -> String {
     let s = format!("{v:.6}");
-    if s == "-0.000000" { "0.000000".into() } else { s }
+    if s == "-0.000000" {
+        "0.000000".into()
+    } else {
+        s
+    }
 }
 
 /// Money for people: `$1,234.56`, or four decimals below a dollar.

@@ -8,7 +8,9 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 
-use arrow::array::{Array, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array};
+use arrow::array::{
+    Array, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
+};
 use chrono::{DateTime, Utc};
 
 use super::{Dimension, Report, ReportQuery, ReportRow};
@@ -85,7 +87,10 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn of(batch: &'a RecordBatch) -> std::result::Result<Self, String> {
-        fn col<'b, T: 'static>(batch: &'b RecordBatch, name: &str) -> std::result::Result<&'b T, String> {
+        fn col<'b, T: 'static>(
+            batch: &'b RecordBatch,
+            name: &str,
+        ) -> std::result::Result<&'b T, String> {
             batch
                 .column_by_name(name)
                 .and_then(|c| c.as_any().downcast_ref::<T>())

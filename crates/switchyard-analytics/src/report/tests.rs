@@ -63,7 +63,14 @@ fn parquet_sums_group_by_org_node_and_count_jobs_once() {
     write(dir.path(), "s", 0, sample());
     let r = parquet::report(dir.path(), &query(vec![Dimension::Team])).unwrap();
     let keys: Vec<&str> = r.rows.iter().map(|r| r.keys[0].as_str()).collect();
-    assert_eq!(keys, ["acme/retail/ads", "acme/retail/search", "globex/retail/search"]);
+    assert_eq!(
+        keys,
+        [
+            "acme/retail/ads",
+            "acme/retail/search",
+            "globex/retail/search"
+        ]
+    );
     let search = &r.rows[1];
     // e1, e3 and the failed retry e4 of job e3.
     assert_eq!((search.jobs, search.attempts), (2, 3));
@@ -81,7 +88,12 @@ fn copies_in_other_files_are_counted_once_and_the_window_cuts_by_time() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a", 0, sample());
     // Another sink wrote e1 and e5 again at other offsets.
-    write(dir.path(), "b", 100, vec![sample()[0].clone(), sample()[4].clone()]);
+    write(
+        dir.path(),
+        "b",
+        100,
+        vec![sample()[0].clone(), sample()[4].clone()],
+    );
     let r = parquet::report(dir.path(), &query(vec![Dimension::Org, Dimension::Day])).unwrap();
     assert_eq!(r.total.attempts, 5);
     let day2 = ReportQuery {
@@ -95,14 +107,21 @@ fn copies_in_other_files_are_counted_once_and_the_window_cuts_by_time() {
         until: Some(parse_instant("2026-11-24T10:00:01Z").unwrap()),
         ..query(vec![Dimension::Org])
     };
-    assert_eq!(parquet::report(dir.path(), &until).unwrap().total.attempts, 1);
+    assert_eq!(
+        parquet::report(dir.path(), &until).unwrap().total.attempts,
+        1
+    );
 }
 
 #[test]
 fn renders_table_csv_and_json_with_the_same_numbers() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "s", 0, sample());
-    let r = parquet::report(dir.path(), &query(vec![Dimension::Org, Dimension::Strategy])).unwrap();
+    let r = parquet::report(
+        dir.path(),
+        &query(vec![Dimension::Org, Dimension::Strategy]),
+    )
+    .unwrap();
     let csv = r.render(Format::Csv);
     let mut lines = csv.lines();
     assert_eq!(
@@ -125,7 +144,11 @@ fn renders_table_csv_and_json_with_the_same_numbers() {
 #[test]
 fn queries_are_checked() {
     assert!(query(vec![]).validate().is_err());
-    assert!(query(vec![Dimension::Org, Dimension::Org]).validate().is_err());
+    assert!(
+        query(vec![Dimension::Org, Dimension::Org])
+            .validate()
+            .is_err()
+    );
     let backwards = ReportQuery {
         since: Some(parse_instant("2026-11-02").unwrap()),
         until: Some(parse_instant("2026-11-01").unwrap()),
@@ -135,7 +158,10 @@ fn queries_are_checked() {
     assert!(parse_instant("yesterday").is_err());
     assert_eq!("bu".parse::<Dimension>().unwrap(), Dimension::Bu);
     assert!("division".parse::<Dimension>().is_err());
-    let missing = parquet::report(Path::new("/nonexistent/usage"), &query(vec![Dimension::Org]));
+    let missing = parquet::report(
+        Path::new("/nonexistent/usage"),
+        &query(vec![Dimension::Org]),
+    );
     assert!(missing.unwrap_err().to_string().contains("not a directory"));
 }
 
@@ -143,7 +169,12 @@ fn queries_are_checked() {
 fn the_same_query_gives_the_same_sql_keys_as_the_parquet_side() {
     let sql = clickhouse::group_sql(&query(vec![Dimension::Project, Dimension::Day]));
     assert!(sql.contains("FROM usage_events FINAL"), "{sql}");
-    assert!(sql.contains("GROUP BY concat(org, '/', business_unit, '/', team, '/', project), toString(day)"), "{sql}");
+    assert!(
+        sql.contains(
+            "GROUP BY concat(org, '/', business_unit, '/', team, '/', project), toString(day)"
+        ),
+        "{sql}"
+    );
 }
 
 #[test]
@@ -163,7 +194,10 @@ fn the_html_page_is_self_contained_and_escapes_names() {
     assert!(page.starts_with("<!doctype html>"));
     assert!(!page.contains("<script"), "names must be escaped");
     assert!(page.contains("acme/&lt;script&gt;"));
-    assert!(!page.contains("http://") && !page.contains("https://"), "nothing fetched");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "nothing fetched"
+    );
     assert_eq!(page.matches("<svg").count(), 3);
     assert!(page.contains("Saved by routing"));
 }

@@ -68,7 +68,13 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<Vec<u32>> {
     )
     .await?;
     let db = config.client();
-    run(config, &db, SCHEMA_MIGRATIONS_DDL, "creating schema_migrations").await?;
+    run(
+        config,
+        &db,
+        SCHEMA_MIGRATIONS_DDL,
+        "creating schema_migrations",
+    )
+    .await?;
     let applied: Vec<u32> = timed(
         config,
         "reading schema_migrations",

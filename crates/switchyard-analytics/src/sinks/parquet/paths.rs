@@ -157,7 +157,10 @@ pub fn partition_dirs(root: &Path) -> std::io::Result<Vec<(NaiveDate, PathBuf)>>
         for org in std::fs::read_dir(day.path())? {
             let org = org?;
             if org.file_type()?.is_dir()
-                && org.file_name().to_str().is_some_and(|n| n.starts_with("org="))
+                && org
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with("org="))
             {
                 out.push((date, org.path()));
             }

@@ -63,7 +63,11 @@ fn plain_strings(batch: RecordBatch) -> std::result::Result<RecordBatch, arrow::
     for (field, column) in schema.fields().iter().zip(batch.columns()) {
         if matches!(field.data_type(), DataType::Dictionary(..)) {
             columns.push(arrow::compute::cast(column, &DataType::Utf8)?);
-            fields.push(Field::new(field.name(), DataType::Utf8, field.is_nullable()));
+            fields.push(Field::new(
+                field.name(),
+                DataType::Utf8,
+                field.is_nullable(),
+            ));
         } else {
             columns.push(column.clone());
             fields.push(field.as_ref().clone());

@@ -72,7 +72,9 @@ pub fn record_batch(rows: &[UsageRow]) -> Result<RecordBatch, arrow::error::Arro
         Arc::new(StringArray::from_iter(rows.iter().map(|r| {
             (!r.batch_id.is_empty()).then_some(r.batch_id.as_str())
         }))),
-        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.attempt))),
+        Arc::new(UInt32Array::from_iter_values(
+            rows.iter().map(|r| r.attempt),
+        )),
         Arc::new(
             TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.ts_ms as i64))
                 .with_timezone("UTC"),
@@ -88,25 +90,39 @@ pub fn record_batch(rows: &[UsageRow]) -> Result<RecordBatch, arrow::error::Arro
         text(|r| &r.workload),
         text(|r| &r.strategy),
         text(|r| &r.category),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.complexity))),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.complexity),
+        )),
         text(|r| &r.chosen_model),
         text(|r| &r.routing_reason),
         text(|r| &r.provider),
         text(|r| &r.model),
         text(|r| &r.deployment),
         text(|r| &r.outcome),
-        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.input_tokens))),
-        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.output_tokens))),
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|r| r.input_tokens),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|r| r.output_tokens),
+        )),
         Arc::new(UInt64Array::from_iter_values(
             rows.iter().map(|r| r.cached_input_tokens),
         )),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.cost_usd))),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.cost_usd),
+        )),
         Arc::new(Float64Array::from_iter_values(
             rows.iter().map(|r| r.baseline_cost_usd),
         )),
-        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.latency_ms))),
-        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.kafka_partition))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.kafka_offset))),
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|r| r.latency_ms),
+        )),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|r| r.kafka_partition),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.kafka_offset),
+        )),
     ];
     RecordBatch::try_new(schema(), columns)
 }

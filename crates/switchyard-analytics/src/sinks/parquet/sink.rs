@@ -129,8 +129,8 @@ impl ParquetSink {
         let buffered = std::mem::take(&mut self.buffered);
         self.buffered_rows = 0;
         for (key, rows) in buffered {
-            let batch = schema::record_batch(&rows)
-                .map_err(|e| Error::parquet(&self.config.dir, e))?;
+            let batch =
+                schema::record_batch(&rows).map_err(|e| Error::parquet(&self.config.dir, e))?;
             if !self.open.contains_key(&key) {
                 let file = self.create(&key)?;
                 self.open.insert(key.clone(), file);
@@ -206,17 +206,18 @@ impl ParquetSink {
         self.open_rows = 0;
         self.opened_at = None;
         if outcome.files > 0 {
-            info!(seq, files = outcome.files, rows = outcome.rows, "Parquet roll complete.");
+            info!(
+                seq,
+                files = outcome.files,
+                rows = outcome.rows,
+                "Parquet roll complete."
+            );
         }
         Ok(outcome)
     }
 
     fn create(&self, key: &Key) -> Result<OpenFile> {
-        let dir = paths::partition_dir(
-            &self.config.dir,
-            crate::row::date_from_days(key.0),
-            &key.1,
-        );
+        let dir = paths::partition_dir(&self.config.dir, crate::row::date_from_days(key.0), &key.1);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
         let seq = self.manifest.seq + 1;
         let n = self.open.len() as u32;
