@@ -24,11 +24,14 @@ pub fn key_sql(d: Dimension) -> &'static str {
     }
 }
 
-const SUMS: &str = "uniqExact(job_id) AS jobs, count() AS attempts, \
-    sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
-    sum(cached_input_tokens) AS cached_input_tokens, sum(cost_usd) AS cost_usd, \
-    sum(if(outcome != 'succeeded', cost_usd, 0.)) AS failed_cost_usd, \
-    sum(baseline_cost_usd) AS baseline_cost_usd";
+/// The sums, in [`GroupRow`]'s order. Aliases differ from the column names:
+/// ClickHouse resolves an alias inside the next expression, so `sum(cost_usd) AS
+/// cost_usd` would turn the failed-cost sum into a sum of a sum.
+const SUMS: &str = "uniqExact(job_id) AS n_jobs, count() AS n_attempts, \
+    sum(input_tokens) AS s_input, sum(output_tokens) AS s_output, \
+    sum(cached_input_tokens) AS s_cached, sum(cost_usd) AS s_cost, \
+    sum(if(outcome != 'succeeded', cost_usd, 0.)) AS s_failed_cost, \
+    sum(baseline_cost_usd) AS s_baseline";
 
 /// The group query for `query` (its window bound as the two `?` parameters).
 pub fn group_sql(query: &ReportQuery) -> String {

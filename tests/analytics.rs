@@ -1,0 +1,382 @@
+//! The usage sink and the cost reports against a real ClickHouse server (started
+//! by scripts/test.sh) and the embedded broker with the real worker: sums per org
+//! node equal the results' tokens at catalog prices to the cent; a sink killed
+//! with SIGKILL and restarted, or a ClickHouse that is unreachable for part of
+//! the run, changes nothing; Parquet and ClickHouse reports agree; the Parquet
+//! files read in pyarrow and DuckDB; the schema and report SQL run on current
+//! ClickHouse (chdb).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "common/analytics.rs"]
+mod analytics;
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use switchyard_analytics::report::clickhouse::group_sql;
+use switchyard_analytics::{ClickHouseConfig, Dimension, Report, ReportQuery, Source};
+use switchyard_codec::Codec;
+use switchyard_core::result::JobResult;
+use switchyard_embedded::Stack;
+
+use analytics::*;
+use common::{collect_results, jobs, produce_jobs, results_consumer};
+
+/// Runs `n` jobs through the stack and returns their results.
+async fn run_jobs(stack: &Stack, prefix: &str, n: usize) -> Vec<JobResult> {
+    let bootstrap = stack.broker.bootstrap().to_owned();
+    let topics = stack.pipeline.config.kafka.topics.clone();
+    let consumer = results_consumer(&bootstrap, &topics.results.name);
+    let jobs = jobs(prefix, n);
+    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
+    produce_jobs(&bootstrap, &topics.jobs, &jobs).await;
+    let results = collect_results(
+        &consumer,
+        &Codec::for_topic(&topics.results),
+        &ids,
+        Duration::from_secs(180),
+    )
+    .await;
+    // The consumer reads the topic from the start: keep only this run's jobs.
+    ids.iter().map(|id| results[id][0].clone()).collect()
+}
+
+fn query(by: Vec<Dimension>) -> ReportQuery {
+    ReportQuery {
+        by,
+        since: None,
+        until: None,
+    }
+}
+
+/// The two reports have the same groups, counts and (to float rounding) money.
+fn assert_reports_agree(a: &Report, b: &Report) {
+    let strip = |r: &Report| {
+        r.rows
+            .iter()
+            .chain(std::iter::once(&r.total))
+            .map(|row| {
+                (
+                    row.keys.clone(),
+                    row.jobs,
+                    row.attempts,
+                    row.input_tokens,
+                    row.output_tokens,
+                    row.cached_input_tokens,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(a), strip(b));
+    for (x, y) in a
+        .rows
+        .iter()
+        .chain([&a.total])
+        .zip(b.rows.iter().chain([&b.total]))
+    {
+        for (p, q) in [
+            (x.cost_usd, y.cost_usd),
+            (x.failed_cost_usd, y.failed_cost_usd),
+            (x.baseline_cost_usd, y.baseline_cost_usd),
+        ] {
+            assert!((p - q).abs() < 1e-9, "{:?}: {p} vs {q}", x.keys);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_sums_equal_catalog_prices_per_org_node_and_both_stores_report_the_same() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let parquet = dir.path().join("usage");
+    let mut stack = stack_with_sink(&parquet, &db.url, &db.name, 0.01, true).await;
+    let results = run_jobs(&stack, "sums", 400).await;
+    assert!(stack.sink_caught_up(Duration::from_secs(60)).await.unwrap());
+    let events = usage_events(&stack);
+    stack.stop_sink().await.unwrap();
+
+    let expected = expected_by_node(results.clone(), stack.catalog());
+    assert_eq!(
+        expected["acme"].attempts, events,
+        "one usage event per billed attempt"
+    );
+    assert_sums_match(&db, &expected).await;
+    assert_eq!(
+        db.number("SELECT count() FROM usage_events").await as u64,
+        events,
+        "no row inserted twice"
+    );
+    // The rollups hold the same money and tokens.
+    for table in ["usage_hourly", "usage_daily"] {
+        let cost = db
+            .number(&format!("SELECT sum(cost_usd) FROM {table}"))
+            .await;
+        assert!(
+            (cost - expected["acme"].cost_usd).abs() < 0.005,
+            "{table}: {cost}"
+        );
+        let attempts = db
+            .number(&format!("SELECT sum(attempts) FROM {table}"))
+            .await;
+        assert_eq!(attempts as u64, events, "{table}");
+    }
+
+    let ch = Source::ClickHouse(ClickHouseConfig::new(&db.url, &db.name));
+    let pq = Source::Parquet(parquet.clone());
+    for by in [
+        vec![Dimension::Org],
+        vec![Dimension::Bu, Dimension::Model],
+        vec![Dimension::Team, Dimension::Strategy],
+        vec![Dimension::Project, Dimension::Provider, Dimension::Day],
+    ] {
+        let q = query(by);
+        let (a, b) = (pq.report(&q).await.unwrap(), ch.report(&q).await.unwrap());
+        assert_reports_agree(&a, &b);
+    }
+    let total = pq.report(&query(vec![Dimension::Org])).await.unwrap().total;
+    assert_eq!(total.jobs, results.len() as u64);
+    assert!(
+        total.savings_pct() > 50.0,
+        "routing saves against the flagship: {total:?}"
+    );
+
+    // The files are plain Parquet to other readers.
+    let seen = python("read_parquet.py", &[parquet.to_str().unwrap()]);
+    for reader in ["pyarrow", "duckdb"] {
+        assert_eq!(seen[reader]["rows"].as_u64().unwrap(), events, "{reader}");
+        let cost = seen[reader]["cost_usd"].as_f64().unwrap();
+        assert!(
+            (cost - expected["acme"].cost_usd).abs() < 0.005,
+            "{reader}: {cost}"
+        );
+        assert_eq!(
+            seen[reader]["orgs"],
+            serde_json::json!(["acme"]),
+            "{reader}"
+        );
+    }
+    assert_eq!(seen["pyarrow"]["ts_type"], "timestamp[ms, tz=UTC]");
+    stack.stop().await.unwrap();
+    db.drop_database().await;
+}
+
+fn switchyard() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `switchyard sink` as its own process, on the stack's broker.
+fn start_sink(config: &std::path::Path, stack: &Stack, env: &[(String, String)]) -> Proc {
+    let mut child = switchyard()
+        .args(["sink", "--config"])
+        .arg(config)
+        .env("SWITCHYARD_BROKERS", stack.broker.bootstrap())
+        .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v.trim_matches('"'))))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
+    Proc(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_killed_mid_stream_and_restarted_gives_the_same_sums() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let parquet = dir.path().join("usage");
+    let env = sink_env(&parquet, &db.url, &db.name);
+    // Real-ish latencies so usage keeps arriving while the sink is killed.
+    let stack = stack_with_sink(&parquet, &db.url, &db.name, 0.2, false).await;
+    let config = common::write_process_config(dir.path(), "http://127.0.0.1:9");
+
+    let first = start_sink(&config, &stack, &env);
+    let run = run_jobs(&stack, "kill", 600);
+    let kill = async {
+        // Once ClickHouse has some rows, kill the sink without warning.
+        assert!(wait_for_rows(&db, 1, Duration::from_secs(120)).await >= 1);
+        let status = Command::new("kill")
+            .args(["-KILL", &first.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        drop(first);
+    };
+    let (results, ()) = tokio::join!(run, kill);
+    let events = usage_events(&stack);
+    let held = db.number("SELECT count() FROM usage_events").await as u64;
+    assert!(
+        held < events,
+        "the sink was killed before it had everything ({held} of {events})"
+    );
+
+    let second = start_sink(&config, &stack, &env);
+    assert!(
+        stack
+            .sink_caught_up(Duration::from_secs(120))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        wait_for_rows(&db, events, Duration::from_secs(30)).await,
+        events
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &second.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut second = second;
+    let exit = tokio::task::spawn_blocking(move || second.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "sink exit status {exit:?}");
+
+    let expected = expected_by_node(results, stack.catalog());
+    assert_sums_match(&db, &expected).await;
+    assert_eq!(
+        db.number("SELECT count() FROM usage_events").await as u64,
+        events,
+        "re-delivered events were not inserted twice"
+    );
+    let pq = Source::Parquet(parquet.clone())
+        .report(&query(vec![Dimension::Team]))
+        .await
+        .unwrap();
+    assert_eq!(pq.total.attempts, events, "Parquet holds every event once");
+    let ch = Source::ClickHouse(ClickHouseConfig::new(&db.url, &db.name))
+        .report(&query(vec![Dimension::Team]))
+        .await
+        .unwrap();
+    assert_reports_agree(&pq, &ch);
+    stack.stop().await.unwrap();
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_down_for_part_of_the_run_loses_nothing() {
+    let db = TestDb::new().await;
+    let proxy = Proxy::start(&db.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let parquet = dir.path().join("usage");
+    // ClickHouse is unreachable from the start: the sink cannot even migrate.
+    proxy.set_up(false);
+    let mut stack = stack_with_sink(&parquet, &proxy.url, &db.name, 0.01, true).await;
+    let mut results = run_jobs(&stack, "down-a", 200).await;
+    let events_while_down = usage_events(&stack);
+
+    // Parquet goes on while ClickHouse is down...
+    let pq = Source::Parquet(parquet.clone());
+    assert!(
+        common::eventually(Duration::from_secs(30), || {
+            switchyard_analytics::report::parquet::report(&parquet, &query(vec![Dimension::Org]))
+                .is_ok_and(|r| r.total.attempts == events_while_down)
+        })
+        .await,
+        "Parquet has every event while ClickHouse is down"
+    );
+    // ...but nothing is committed that ClickHouse does not hold.
+    assert!(!stack.sink_caught_up(Duration::from_secs(2)).await.unwrap());
+
+    proxy.set_up(true);
+    results.extend(run_jobs(&stack, "down-b", 200).await);
+    // Down again mid-stream, with inserts in flight, then back.
+    proxy.set_up(false);
+    results.extend(run_jobs(&stack, "down-c", 100).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.set_up(true);
+
+    assert!(stack.sink_caught_up(Duration::from_secs(90)).await.unwrap());
+    let events = usage_events(&stack);
+    stack.stop_sink().await.unwrap();
+    let expected = expected_by_node(results, stack.catalog());
+    assert_sums_match(&db, &expected).await;
+    assert_eq!(
+        db.number("SELECT count() FROM usage_events").await as u64,
+        events
+    );
+    let q = query(vec![Dimension::Project, Dimension::Model]);
+    let ch = Source::ClickHouse(ClickHouseConfig::new(&db.url, &db.name));
+    assert_reports_agree(&pq.report(&q).await.unwrap(), &ch.report(&q).await.unwrap());
+    stack.stop().await.unwrap();
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_and_report_sql_run_on_current_clickhouse() {
+    // A Parquet tree from a short run, loaded into chdb (current ClickHouse,
+    // in-process) through the migrations, then the report's own SQL.
+    let dir = tempfile::tempdir().unwrap();
+    let parquet = dir.path().join("usage");
+    let stack = Stack::start(
+        &common::demo_config(),
+        switchyard_embedded::StackOptions {
+            time_scale: 0.01,
+            sink: true,
+            env: sink_env(&parquet, "", "switchyard"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    run_jobs(&stack, "chdb", 150).await;
+    assert!(stack.sink_caught_up(Duration::from_secs(60)).await.unwrap());
+    stack.stop().await.unwrap();
+
+    let q = query(vec![Dimension::Team, Dimension::Model]);
+    let sql = group_sql(&q)
+        .replacen('?', "0", 1)
+        .replacen('?', "9223372036854775807", 1);
+    let schemas = common::path("schemas/clickhouse");
+    let out = python(
+        "chdb_check.py",
+        &[schemas.to_str().unwrap(), parquet.to_str().unwrap(), &sql],
+    );
+    assert!(
+        out["version"].as_str().unwrap() > "20",
+        "chdb runs a current ClickHouse: {}",
+        out["version"]
+    );
+    let report = switchyard_analytics::report::parquet::report(&parquet, &q).unwrap();
+    let mut chdb: HashMap<Vec<String>, (u64, f64)> = HashMap::new();
+    for row in out["rows"].as_array().unwrap() {
+        let keys = row[0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_owned())
+            .collect();
+        // Current ClickHouse may quote 64-bit integers in JSON.
+        let attempts = row[2]
+            .as_u64()
+            .or_else(|| row[2].as_str().and_then(|s| s.parse().ok()))
+            .unwrap();
+        chdb.insert(keys, (attempts, row[6].as_f64().unwrap()));
+    }
+    assert_eq!(chdb.len(), report.rows.len());
+    for row in &report.rows {
+        let (attempts, cost) = chdb[&row.keys];
+        assert_eq!(attempts, row.attempts, "{:?}", row.keys);
+        assert!((cost - row.cost_usd).abs() < 1e-9, "{:?}", row.keys);
+    }
+    let daily: f64 = out["daily_cost_usd"].as_f64().unwrap();
+    assert!(
+        (daily - report.total.cost_usd).abs() < 1e-9,
+        "the daily rollup view works"
+    );
+}
