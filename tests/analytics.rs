@@ -125,6 +125,13 @@ async fn clickhouse_sums_equal_catalog_prices_per_org_node_and_both_stores_repor
         assert_eq!(attempts as u64, events, "{table}");
     }
 
+    // The README's ready SQL runs and finds this run's usage.
+    let ready = readme_sql();
+    assert_eq!(ready.len(), 5);
+    for sql in &ready {
+        assert!(!db.sql(sql).await.is_empty(), "no rows from the README's\n{sql}");
+    }
+
     let ch = Source::ClickHouse(ClickHouseConfig::new(&db.url, &db.name));
     let pq = Source::Parquet(parquet.clone());
     for by in [
@@ -343,9 +350,22 @@ async fn the_schema_and_report_sql_run_on_current_clickhouse() {
         .replacen('?', "0", 1)
         .replacen('?', "9223372036854775807", 1);
     let schemas = common::path("schemas/clickhouse");
+    let ready = dir.path().join("ready.json");
+    std::fs::write(&ready, serde_json::to_string(&readme_sql()).unwrap()).unwrap();
     let out = python(
         "chdb_check.py",
-        &[schemas.to_str().unwrap(), parquet.to_str().unwrap(), &sql],
+        &[
+            schemas.to_str().unwrap(),
+            parquet.to_str().unwrap(),
+            &sql,
+            ready.to_str().unwrap(),
+        ],
+    );
+    let counts = out["ready_sql_rows"].as_array().unwrap();
+    assert_eq!(counts.len(), 5);
+    assert!(
+        counts.iter().all(|n| n.as_u64().unwrap() > 0),
+        "the README's SQL finds the usage on current ClickHouse: {counts:?}"
     );
     assert!(
         out["version"].as_str().unwrap() > "20",

@@ -315,3 +315,19 @@ pub fn temp_dir() -> Arc<tempfile::TempDir> {
 pub fn parquet_dir(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("usage")
 }
+
+/// The ready SQL of the README's "Cost analytics" section, one query per block,
+/// without the trailing semicolon.
+pub fn readme_sql() -> Vec<String> {
+    let readme = std::fs::read_to_string(crate::common::path("README.md")).unwrap();
+    let start = readme.find("## Cost analytics").unwrap();
+    let end = start + readme[start..].find("\n## Running").unwrap();
+    readme[start..end]
+        .split("```sql\n")
+        .skip(1)
+        .map(|block| {
+            let sql = &block[..block.find("```").unwrap()];
+            sql.trim().trim_end_matches(';').to_owned()
+        })
+        .collect()
+}

@@ -2,7 +2,10 @@
 in-process), loads a Parquet tree written by the sink into usage_events, runs a
 report query and reads the daily rollup, printing the results as JSON.
 
-usage: chdb_check.py SCHEMAS_DIR PARQUET_DIR REPORT_SQL
+usage: chdb_check.py SCHEMAS_DIR PARQUET_DIR REPORT_SQL [READY_SQL_JSON]
+
+READY_SQL_JSON is a JSON list of further queries; the row count of each is
+printed as ready_sql_rows.
 """
 import glob
 import json
@@ -13,6 +16,10 @@ import tempfile
 from chdb import session
 
 schemas, parquet, report_sql = sys.argv[1:4]
+ready = []
+if len(sys.argv) > 4:
+    with open(sys.argv[4]) as f:
+        ready = json.load(f)
 
 
 def statements(sql):
@@ -51,8 +58,10 @@ with tempfile.TemporaryDirectory() as path:
     rows = json.loads(s.query(report_sql, "JSONCompact").bytes())["data"]
     daily = json.loads(s.query("SELECT sum(cost_usd) FROM usage_daily", "JSONCompact").bytes())
     version = json.loads(s.query("SELECT version()", "JSONCompact").bytes())["data"][0][0]
+    ready_rows = [len(json.loads(s.query(q, "JSONCompact").bytes())["data"]) for q in ready]
     print(json.dumps({
         "version": version,
+        "ready_sql_rows": ready_rows,
         "rows": rows,
         "daily_cost_usd": daily["data"][0][0],
     }))

@@ -135,3 +135,38 @@ pub(crate) async fn timed<T>(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_schema_file_is_a_migration_in_order() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/clickhouse");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let listed: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
+        assert_eq!(files, listed, "add new schema files to MIGRATIONS");
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1);
+            assert!(m.name.starts_with(&format!("{:04}_", m.version)));
+        }
+    }
+
+    #[test]
+    fn statements_drop_comments_and_split_on_semicolons() {
+        let sql = "-- a comment; with a semicolon\nCREATE TABLE a (x UInt8) ENGINE = Memory; -- trailing\n\nCREATE TABLE b (y UInt8) ENGINE = Memory;\n";
+        assert_eq!(
+            statements(sql),
+            [
+                "CREATE TABLE a (x UInt8) ENGINE = Memory",
+                "CREATE TABLE b (y UInt8) ENGINE = Memory"
+            ]
+        );
+        assert_eq!(statements(MIGRATIONS[1].sql).len(), 4);
+    }
+}
