@@ -129,7 +129,10 @@ async fn clickhouse_sums_equal_catalog_prices_per_org_node_and_both_stores_repor
     let ready = readme_sql();
     assert_eq!(ready.len(), 5);
     for sql in &ready {
-        assert!(!db.sql(sql).await.is_empty(), "no rows from the README's\n{sql}");
+        assert!(
+            !db.sql(sql).await.is_empty(),
+            "no rows from the README's\n{sql}"
+        );
     }
 
     let ch = Source::ClickHouse(ClickHouseConfig::new(&db.url, &db.name));

@@ -151,3 +151,163 @@ fn route_json_is_one_object_for_scripts_with_any_strategy() {
         "an unknown strategy is bad usage"
     );
 }
+
+/// A small Parquet tree as the sink writes it: two teams, one failed attempt.
+fn usage_tree(dir: &std::path::Path) {
+    use switchyard_analytics::progress::Cut;
+    use switchyard_analytics::{ParquetConfig, ParquetSink, UsageRow};
+    use switchyard_core::analysis::TaskCategory;
+    use switchyard_core::result::{AttemptOutcome, TokenUsage};
+    use switchyard_core::routing::Strategy;
+    use switchyard_core::usage::UsageEvent;
+
+    let mut sink = ParquetSink::open(ParquetConfig {
+        dir: dir.to_owned(),
+        sink_id: "cli-test".into(),
+        topic: "switchyard.usage".into(),
+        max_file_bytes: 1 << 20,
+        roll_interval: std::time::Duration::from_secs(60),
+        row_group_rows: 1024,
+        zstd_level: 1,
+    })
+    .unwrap();
+    for i in 0..30u32 {
+        let team = if i % 3 == 0 { "search" } else { "support" };
+        let event = UsageEvent {
+            event_id: format!("ev-{i}"),
+            job_id: format!("job-{}", i / 2),
+            batch_id: None,
+            attempt: i % 2,
+            ts: chrono::DateTime::from_timestamp(1_795_514_400 + i64::from(i) * 3600, 0).unwrap(),
+            org: "acme".into(),
+            business_unit: "retail".into(),
+            team: team.into(),
+            project: "p".into(),
+            workload: String::new(),
+            strategy: Strategy::Auto,
+            category: TaskCategory::Chat,
+            complexity: 0.2,
+            chosen_model: "gpt-5-nano".into(),
+            routing_reason: "cheapest".into(),
+            provider: "openai".into(),
+            model: "gpt-5-nano".into(),
+            deployment: "d".into(),
+            outcome: if i == 7 {
+                AttemptOutcome::Timeout
+            } else {
+                AttemptOutcome::Succeeded
+            },
+            usage: TokenUsage {
+                input_tokens: 1000,
+                output_tokens: 500,
+                cached_input_tokens: 0,
+            },
+            cost_usd: 0.25,
+            baseline_cost_usd: 2.5,
+            latency_ms: 100,
+        };
+        sink.push(UsageRow::from_event(
+            event,
+            "switchyard.usage",
+            0,
+            i64::from(i),
+        ));
+    }
+    let cut: Cut = [(0, 30)].into();
+    sink.roll(&cut).unwrap();
+}
+
+#[test]
+fn report_reads_a_parquet_tree_as_csv_json_and_html() {
+    let dir = tempfile::tempdir().unwrap();
+    let usage = dir.path().join("usage");
+    usage_tree(&usage);
+    let html = dir.path().join("spend.html");
+    let out = switchyard(
+        &[
+            "report",
+            "--parquet",
+            usage.to_str().unwrap(),
+            "--by",
+            "team",
+            "--format",
+            "csv",
+            "--html",
+            html.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("team,jobs,attempts,"), "{csv}");
+    assert_eq!(
+        lines[1],
+        "acme/retail/search,10,10,10000,5000,0,2.500000,0.250000,0.000000,25.000000,22.500000,90.00"
+    );
+    assert_eq!(
+        lines[2],
+        "acme/retail/support,15,20,20000,10000,0,5.000000,0.333333,0.250000,50.000000,45.000000,90.00"
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("Spend over time by business unit") && page.contains("<svg"));
+
+    let out = switchyard(
+        &[
+            "report",
+            "--parquet",
+            usage.to_str().unwrap(),
+            "--by",
+            "day",
+            "--since",
+            "2026-11-25",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 30 hourly events from 2026-11-24T10:00Z: 16 on the 25th.
+    assert_eq!(json["total"]["attempts"], 16);
+    assert_eq!(json["rows"][0]["day"], "2026-11-25");
+}
+
+#[test]
+fn report_mistakes_are_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (
+            vec!["report", "--parquet", "/nonexistent/usage"],
+            "not a directory",
+        ),
+        (
+            vec![
+                "report",
+                "--parquet",
+                dir.path().to_str().unwrap(),
+                "--by",
+                "division",
+            ],
+            "unknown report dimension",
+        ),
+        (
+            vec![
+                "report",
+                "--parquet",
+                dir.path().to_str().unwrap(),
+                "--since",
+                "last week",
+            ],
+            "is not a time",
+        ),
+    ] {
+        let out = switchyard(&args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

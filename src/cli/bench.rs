@@ -57,7 +57,7 @@ pub struct Args {
 
 /// Starts a child `switchyard` command and returns it with the value of the
 /// first stdout line starting with `prefix`.
-async fn spawn_child(
+pub(super) async fn spawn_child(
     args: &[&str],
     prefix: &str,
 ) -> anyhow::Result<(tokio::process::Child, String)> {
@@ -79,8 +79,40 @@ async fn spawn_child(
     anyhow::bail!("`switchyard {}` did not print `{prefix}`", args.join(" "))
 }
 
+/// Produces `(key, value)` messages to `topic`, lz4-compressed in large batches
+/// (the embedded broker keeps 5 MB per partition; compressed batches hold far
+/// more), and waits for every acknowledgement.
+pub(super) async fn produce_all(
+    brokers: &str,
+    topic: &str,
+    messages: impl Iterator<Item = anyhow::Result<(String, Vec<u8>)>>,
+) -> anyhow::Result<()> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("compression.type", "lz4")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "2000000")
+        .create()?;
+    let mut sends = Vec::with_capacity(4096);
+    for message in messages {
+        let (key, bytes) = message?;
+        sends.push(enqueue(&producer, topic, Some(key.as_bytes()), &bytes, None).await?);
+        if sends.len() == 4096 {
+            for r in futures::future::join_all(sends.drain(..).map(acknowledged)).await {
+                r?;
+            }
+        }
+    }
+    for r in futures::future::join_all(sends.into_iter().map(acknowledged)).await {
+        r?;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(())
+}
+
 /// Process CPU time (user + system), from /proc/self/stat.
-fn cpu_time() -> Option<Duration> {
+pub(super) fn cpu_time() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let after = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -91,7 +123,7 @@ fn cpu_time() -> Option<Duration> {
 }
 
 /// Peak resident set size, from /proc/self/status.
-fn peak_rss_mb() -> Option<f64> {
+pub(super) fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -175,30 +207,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     eprintln!("Producing {} jobs…", args.jobs);
     let corpus = Corpus::load(&args.corpus)?;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "20")
-        // The embedded broker keeps 5 MB per partition; compressed batches hold far more jobs.
-        .set("compression.type", "lz4")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "2000000")
-        .create()?;
     let codec = Codec::for_topic(&pipeline.config.kafka.topics.jobs);
-    let topic = pipeline.config.kafka.topics.jobs.name.clone();
-    let mut sends = Vec::with_capacity(4096);
-    for (job, _) in corpus.jobs(args.jobs, 1) {
+    let messages = corpus.jobs(args.jobs, 1).into_iter().map(|(job, _)| {
         let bytes = codec.encode(&job)?;
-        sends.push(enqueue(&producer, &topic, Some(job.job_id.as_bytes()), &bytes, None).await?);
-        if sends.len() == 4096 {
-            for r in futures::future::join_all(sends.drain(..).map(acknowledged)).await {
-                r?;
-            }
-        }
-    }
-    for r in futures::future::join_all(sends.into_iter().map(acknowledged)).await {
-        r?;
-    }
-    producer.flush(Duration::from_secs(30))?;
+        Ok((job.job_id, bytes))
+    });
+    produce_all(&brokers, &pipeline.config.kafka.topics.jobs.name, messages).await?;
 
     eprintln!("Running the worker…");
     let stop = CancellationToken::new();

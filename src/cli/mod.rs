@@ -3,6 +3,7 @@
 
 mod batch;
 mod bench;
+mod bench_sink;
 mod broker;
 mod common;
 mod demo;
@@ -60,6 +61,8 @@ enum Command {
     Route(route::Args),
     /// Measure worker throughput through the embedded broker.
     Bench(bench::Args),
+    /// Measure usage-sink throughput into Parquet (and ClickHouse).
+    BenchSink(bench_sink::Args),
     /// Run the analytics sink: usage events into Parquet and ClickHouse.
     Sink(sink::Args),
     /// Cost report by org node, model, provider, strategy or day, with savings
@@ -101,6 +104,7 @@ pub fn main() -> ExitCode {
             Command::SimProvider(a) => sim::run(a).await,
             Command::Route(a) => route::run(a),
             Command::Bench(a) => bench::run(a).await,
+            Command::BenchSink(a) => bench_sink::run(a).await,
             Command::Sink(a) => sink::run(a).await,
             Command::Report(a) => report::run(a).await,
             Command::Submit(a) => batch::submit(a).await,

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::ValueEnum;
 use switchyard_analytics::report::{html, parse_instant};
-use switchyard_analytics::{ClickHouseConfig, Dimension, Format, ReportQuery, Source};
+use switchyard_analytics::{
+    ClickHouseConfig, Dimension, Error as AnalyticsError, Format, ReportQuery, Source,
+};
 use switchyard_core::config::{PipelineConfig, env_overrides};
 
 use super::common::BadInput;
@@ -71,10 +73,10 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let query = query(&args)?;
     let source = source(&args)?;
-    let report = source
-        .report(&query)
-        .await
-        .with_context(|| format!("reading {}", source.describe()))?;
+    let report = source.report(&query).await.map_err(|e| match e {
+        AnalyticsError::Invalid(m) => anyhow::Error::new(BadInput(m)),
+        e => anyhow::Error::new(e).context(format!("reading {}", source.describe())),
+    })?;
     let format = match args.format {
         OutputFormat::Table => Format::Table,
         OutputFormat::Csv => Format::Csv,
@@ -91,7 +93,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn query(args: &Args) -> anyhow::Result<ReportQuery> {
-    let bad = |e: switchyard_analytics::Error| BadInput(e.to_string());
+    let bad = |e: AnalyticsError| BadInput(e.to_string());
     let by = args
         .by
         .iter()

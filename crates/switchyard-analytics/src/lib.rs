@@ -17,6 +17,7 @@ pub mod progress;
 pub mod report;
 pub mod row;
 pub mod runner;
+pub mod sample;
 pub mod sinks;
 
 pub use error::{Error, Result};

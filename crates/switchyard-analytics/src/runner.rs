@@ -6,6 +6,7 @@
 //! the loop stops consuming instead of dropping anything.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ pub struct SinkOptions {
     pub drain_grace: Duration,
     /// First pause after a ClickHouse failure.
     pub base_backoff: Duration,
+    /// Counts the messages consumed, for callers that watch progress.
+    pub consumed: Option<Arc<AtomicU64>>,
 }
 
 impl Default for SinkOptions {
@@ -48,6 +51,7 @@ impl Default for SinkOptions {
             dedupe_window: 1_000_000,
             drain_grace: Duration::from_secs(30),
             base_backoff: Duration::from_millis(200),
+            consumed: None,
         }
     }
 }
@@ -214,6 +218,9 @@ pub async fn run_sink_with(
                     }
                 };
                 report.consumed += 1;
+                if let Some(c) = &options.consumed {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
                 let (partition, offset) = (m.partition(), m.offset());
                 match codec.decode::<UsageEvent>(m.payload().unwrap_or(&[])) {
                     Err(e) => {

@@ -1,0 +1,138 @@
+//! `switchyard bench-sink`: usage-sink throughput through a Kafka broker. Usage
+//! events (realistic org paths, models and token counts) are produced to the
+//! usage topic first; then the sink reads them in its consumer group and writes
+//! Parquet, and ClickHouse with `--clickhouse-url`, until every event is
+//! consumed, written out and committed. The broker runs in a child process
+//! (`switchyard broker`), so the CPU time measured is the sink's alone. The clock
+//! starts at the first event consumed (after the group join) and stops when the
+//! sink has rolled its files, ClickHouse holds every row and the offsets are
+//! committed.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use switchyard_analytics::{SinkOptions, run_sink_with, sample};
+use switchyard_codec::Codec;
+use switchyard_core::config::{PipelineConfig, env_overrides};
+
+use super::bench::{cpu_time, peak_rss_mb, produce_all, spawn_child};
+use super::common::BadInput;
+
+/// Arguments of `bench-sink`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Usage events to write.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Partitions of the usage topic.
+    #[arg(long, default_value_t = 16)]
+    partitions: i32,
+    /// Also insert into this ClickHouse (HTTP URL); database `switchyard_bench`,
+    /// dropped first.
+    #[arg(long)]
+    clickhouse_url: Option<String>,
+    /// Pipeline config for the topic names and sink settings.
+    #[arg(long, default_value = "pipelines/demo.toml")]
+    config: std::path::PathBuf,
+}
+
+/// Runs the benchmark and prints events/s and CPU per event.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.events == 0 {
+        return Err(BadInput("--events must be positive".into()).into());
+    }
+    let (_broker, brokers) = spawn_child(
+        &["broker", "--partitions", &args.partitions.to_string()],
+        "bootstrap:",
+    )
+    .await?;
+    let mut config = PipelineConfig::load(&args.config, &env_overrides())?.config;
+    config.kafka.brokers = brokers.clone();
+    let dir = tempfile::tempdir()?;
+    let analytics = &mut config.analytics;
+    analytics.parquet_dir = dir.path().join("usage");
+    analytics.flush_interval = Duration::from_secs(1);
+    analytics.parquet_roll_interval = Duration::from_secs(60);
+    analytics.clickhouse_url = args.clickhouse_url.clone();
+    analytics.clickhouse_database = "switchyard_bench".into();
+    if let Some(url) = &args.clickhouse_url {
+        let ch = switchyard_analytics::ClickHouseConfig::new(url, "switchyard_bench");
+        ch.server_client()
+            .query("DROP DATABASE IF EXISTS switchyard_bench")
+            .execute()
+            .await
+            .map_err(|e| anyhow::anyhow!("ClickHouse at {url}: {e}"))?;
+    }
+
+    eprintln!("Producing {} usage events…", args.events);
+    let codec = Codec::for_topic(&config.kafka.topics.usage);
+    let events = (0..args.events).map(|i| {
+        let e = sample::event(i);
+        Ok((e.job_id.clone(), codec.encode(&e)?))
+    });
+    produce_all(&brokers, &config.kafka.topics.usage.name, events).await?;
+
+    eprintln!("Running the sink…");
+    let consumed = Arc::new(AtomicU64::new(0));
+    let options = SinkOptions {
+        consumed: Some(consumed.clone()),
+        ..SinkOptions::default()
+    };
+    let total = args.events;
+    let watch = consumed.clone();
+    let started = Arc::new(std::sync::Mutex::new(None::<(Instant, Option<Duration>)>));
+    let start_mark = started.clone();
+    let all_consumed = async move {
+        loop {
+            let n = watch.load(Ordering::Relaxed);
+            if n > 0
+                && let Ok(mut s) = start_mark.lock()
+                && s.is_none()
+            {
+                *s = Some((Instant::now(), cpu_time()));
+            }
+            if n >= total {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    let report = run_sink_with(&config, options, all_consumed).await?;
+    let (elapsed, cpu) = {
+        let s = started.lock().map_err(|_| anyhow::anyhow!("clock lock"))?;
+        let (t0, c0) = s.ok_or_else(|| anyhow::anyhow!("no event was consumed"))?;
+        (
+            t0.elapsed(),
+            cpu_time().zip(c0).map(|(a, b)| a.saturating_sub(b)),
+        )
+    };
+    let n = report.consumed as f64;
+    println!(
+        "{} events in {:.2} s: {:.0} events/s into Parquet{}",
+        report.consumed,
+        elapsed.as_secs_f64(),
+        n / elapsed.as_secs_f64(),
+        if args.clickhouse_url.is_some() {
+            " and ClickHouse"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  Parquet: {} rows in {} files; ClickHouse: {} rows",
+        report.parquet_rows, report.parquet_files, report.clickhouse_rows
+    );
+    if let Some(cpu) = cpu {
+        println!(
+            "  CPU: {:.2} s, {:.2} µs per event",
+            cpu.as_secs_f64(),
+            cpu.as_secs_f64() * 1e6 / n
+        );
+    }
+    if let Some(rss) = peak_rss_mb() {
+        println!("  peak RSS: {rss:.0} MB");
+    }
+    Ok(ExitCode::SUCCESS)
+}
