@@ -211,7 +211,8 @@ fn usage_tree(dir: &std::path::Path) {
             "switchyard.usage",
             0,
             i64::from(i),
-        ));
+        ))
+        .unwrap();
     }
     let cut: Cut = [(0, 30)].into();
     sink.roll(&cut).unwrap();

@@ -4,9 +4,10 @@
 -- Engine: SummingMergeTree over the listed counters; rows with the same key are
 -- added together on merge, so queries must still `sum()` and GROUP BY. The sink
 -- inserts every Kafka offset into usage_events exactly once (it asks ClickHouse
--- which offsets it already has before inserting, and de-duplicates event_ids in a
--- recent window), so the views never see a repeated row and the sums stay right
--- under re-delivery.
+-- which offsets it already has before inserting), so re-delivery never reaches
+-- the views twice. An event a producer published twice (same event_id, two
+-- offsets) is dropped by the sink's recent-id window; one that slips past it is
+-- summed twice here, while `usage_events FINAL` collapses it.
 --
 -- Columns: attempts (billed attempts), failed_attempts and failed_cost_usd
 -- (outcome other than succeeded), succeeded_attempts (one per succeeded job),

@@ -73,6 +73,8 @@ pub(super) async fn spawn_child(
     let mut lines = BufReader::new(stdout).lines();
     while let Some(line) = lines.next_line().await? {
         if let Some(v) = line.strip_prefix(prefix) {
+            // Keep reading, so the child never writes to a closed pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
             return Ok((child, v.trim().to_owned()));
         }
     }

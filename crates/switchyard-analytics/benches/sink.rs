@@ -76,7 +76,7 @@ fn parquet(c: &mut Criterion) {
                 let start = Instant::now();
                 let mut sink = ParquetSink::open(config).unwrap();
                 for r in rows {
-                    sink.push(r);
+                    sink.push(r).unwrap();
                 }
                 let cut: Cut = (0..4).map(|p| (p, N as i64)).collect();
                 sink.roll(&cut).unwrap();

@@ -28,7 +28,8 @@ fn write(dir: &Path, sink_id: &str, first: i64, events: Vec<switchyard_core::usa
     let mut sink = ParquetSink::open(config(dir, sink_id)).unwrap();
     let n = events.len() as i64;
     for (i, e) in events.into_iter().enumerate() {
-        sink.push(UsageRow::from_event(e, "usage", 0, first + i as i64));
+        sink.push(UsageRow::from_event(e, "usage", 0, first + i as i64))
+            .unwrap();
     }
     let cut: Cut = [(0, first + n)].into();
     sink.roll(&cut).unwrap();
@@ -209,4 +210,25 @@ fn money_and_counts_read_well() {
     assert_eq!(dollars(-2.5), "-$2.50");
     assert_eq!(digits(1_234_567), "1,234,567");
     assert_eq!(digits(12), "12");
+}
+
+#[test]
+fn a_sink_whose_manifest_is_gone_refuses_instead_of_deleting_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s", 0, sample());
+    std::fs::remove_file(crate::sinks::parquet::Manifest::path(dir.path(), "s")).unwrap();
+    let err = ParquetSink::open(config(dir.path(), "s"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("no manifest"), "{err}");
+    // Nothing was deleted; another sink id starts fine beside them.
+    assert_eq!(
+        parquet::report(dir.path(), &query(vec![Dimension::Org]))
+            .unwrap()
+            .total
+            .attempts,
+        5
+    );
+    assert!(ParquetSink::open(config(dir.path(), "t")).is_ok());
 }

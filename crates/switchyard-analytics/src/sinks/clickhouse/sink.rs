@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use super::ClickHouseConfig;
 use super::migrate::{migrate, timed};
 use crate::error::Result;
-use crate::row::UsageRow;
+use crate::row::{UsageRow, date_from_days};
 
 /// Rows per INSERT, below ClickHouse's block size so that one INSERT is one
 /// block (and therefore atomic) on every version.
@@ -87,8 +87,16 @@ impl ClickHouseSink {
             self.learn_max(&partitions).await?;
         }
         let mut present: HashMap<i32, HashSet<i64>> = HashMap::new();
+        // A re-delivered row keeps its day, so the lookup reads only those days'
+        // monthly partitions, not the whole table.
+        let first_day = rows.iter().map(|r| r.day).min().unwrap_or_default();
+        let last_day = rows.iter().map(|r| r.day).max().unwrap_or_default();
+        let days = (
+            date_from_days(first_day).to_string(),
+            date_from_days(last_day).to_string(),
+        );
         for (p, lo, hi) in ranges_to_check(rows, &self.known_max) {
-            present.insert(p, self.present(p, lo, hi).await?);
+            present.insert(p, self.present(p, lo, hi, &days).await?);
         }
         let fresh: Vec<&UsageRow> = rows
             .iter()
@@ -197,15 +205,24 @@ impl ClickHouseSink {
         Ok(())
     }
 
-    async fn present(&self, partition: i32, lo: i64, hi: i64) -> Result<HashSet<i64>> {
+    async fn present(
+        &self,
+        partition: i32,
+        lo: i64,
+        hi: i64,
+        days: &(String, String),
+    ) -> Result<HashSet<i64>> {
         let offsets: Vec<i64> = timed(
             &self.config,
             "looking up offsets already inserted",
             self.client
                 .query(
-                    "SELECT kafka_offset FROM usage_events WHERE kafka_topic = ? \
+                    "SELECT kafka_offset FROM usage_events WHERE day >= toDate(?) \
+                     AND day <= toDate(?) AND kafka_topic = ? \
                      AND kafka_partition = ? AND kafka_offset >= ? AND kafka_offset <= ?",
                 )
+                .bind(&days.0)
+                .bind(&days.1)
                 .bind(&self.topic)
                 .bind(partition)
                 .bind(lo)

@@ -64,7 +64,7 @@ impl ParquetConfig {
                 "analytics.parquet_dir is empty; give a directory such as \"data/usage\"".into(),
             ));
         }
-        if self.max_file_bytes < 1024 {
+        if self.max_file_bytes < 1 << 20 {
             return Err(Error::Invalid(format!(
                 "analytics.parquet_max_file_bytes = {} is too small; use at least 1 MiB (1048576)",
                 self.max_file_bytes

@@ -23,6 +23,9 @@ use crate::row::UsageRow;
 /// Partition of the tree: (days since the epoch, org).
 type Key = (u16, String);
 
+/// Rows of one day and org encoded together as they arrive.
+const WRITE_ROWS: usize = 8192;
+
 struct OpenFile {
     writer: ArrowWriter<File>,
     temp: PathBuf,
@@ -57,9 +60,22 @@ impl ParquetSink {
     pub fn open(config: ParquetConfig) -> Result<Self> {
         config.validate()?;
         std::fs::create_dir_all(&config.dir).map_err(|e| Error::io("creating", &config.dir, e))?;
-        let manifest = Manifest::load(&config.dir, &config.sink_id)?
-            .filter(|m| m.topic == config.topic)
-            .unwrap_or_else(|| Manifest::empty(&config.sink_id, &config.topic));
+        let manifest = match Manifest::load(&config.dir, &config.sink_id)? {
+            Some(m) if m.topic == config.topic => m,
+            Some(m) => {
+                return Err(Error::Invalid(format!(
+                    "the Parquet manifest of sink `{}` in {} is for topic `{}`, not `{}`; give this sink another analytics.sink_id or parquet_dir",
+                    config.sink_id,
+                    config.dir.display(),
+                    m.topic,
+                    config.topic
+                )));
+            }
+            None => {
+                refuse_unrecorded_files(&config)?;
+                Manifest::empty(&config.sink_id, &config.topic)
+            }
+        };
         let removed = remove_orphans(&config.dir, &config.sink_id, manifest.seq)?;
         if !removed.is_empty() {
             warn!(sink_id = %config.sink_id, files = removed.len(), seq = manifest.seq, "Removed Parquet files of an unfinished roll; their events are written again.");
@@ -97,13 +113,33 @@ impl ParquetSink {
         self.held.get(&partition).is_some_and(|next| offset < *next)
     }
 
+    /// Re-reads every sink's manifest: after a rebalance, partitions this sink
+    /// takes over may hold offsets another sink already wrote.
+    pub fn reload_held(&mut self) -> Result<()> {
+        for m in Manifest::load_all(&self.config.dir, &self.config.topic)? {
+            for (p, o) in m.offsets {
+                let e = self.held.entry(p).or_insert(o);
+                *e = (*e).max(o);
+            }
+        }
+        Ok(())
+    }
+
     /// Queues a row for the next flush.
-    pub fn push(&mut self, row: UsageRow) {
-        self.buffered
-            .entry((row.day, row.org.clone()))
-            .or_default()
-            .push(row);
+    pub fn push(&mut self, row: UsageRow) -> Result<()> {
+        let key = (row.day, row.org.clone());
+        let rows = self.buffered.entry(key).or_default();
+        rows.push(row);
         self.buffered_rows += 1;
+        if rows.len() >= WRITE_ROWS {
+            // Encode while the rows are still in cache, and keep buffers small.
+            let key = (rows[0].day, rows[0].org.clone());
+            if let Some(rows) = self.buffered.remove(&key) {
+                self.buffered_rows -= rows.len();
+                self.write(key, &rows)?;
+            }
+        }
+        Ok(())
     }
 
     /// Rows queued and not yet in a file.
@@ -129,19 +165,24 @@ impl ParquetSink {
         let buffered = std::mem::take(&mut self.buffered);
         self.buffered_rows = 0;
         for (key, rows) in buffered {
-            let batch =
-                schema::record_batch(&rows).map_err(|e| Error::parquet(&self.config.dir, e))?;
-            if !self.open.contains_key(&key) {
-                let file = self.create(&key)?;
-                self.open.insert(key.clone(), file);
-            }
-            if let Some(file) = self.open.get_mut(&key) {
-                file.writer
-                    .write(&batch)
-                    .map_err(|e| Error::parquet(&file.temp, e))?;
-            }
-            self.open_rows += rows.len() as u64;
+            self.write(key, &rows)?;
         }
+        Ok(())
+    }
+
+    /// Appends `rows` (all of `key`) to its open file, creating it if needed.
+    fn write(&mut self, key: Key, rows: &[UsageRow]) -> Result<()> {
+        let batch = schema::record_batch(rows).map_err(|e| Error::parquet(&self.config.dir, e))?;
+        if !self.open.contains_key(&key) {
+            let file = self.create(&key)?;
+            self.open.insert(key.clone(), file);
+        }
+        if let Some(file) = self.open.get_mut(&key) {
+            file.writer
+                .write(&batch)
+                .map_err(|e| Error::parquet(&file.temp, e))?;
+        }
+        self.open_rows += rows.len() as u64;
         if self.opened_at.is_none() {
             self.opened_at = Some(Instant::now());
         }
@@ -228,4 +269,32 @@ impl ParquetSink {
             .map_err(|e| Error::parquet(&temp, e))?;
         Ok(OpenFile { writer, temp, path })
     }
+}
+
+/// Without a manifest, finished files of this sink are either the first roll of a
+/// run that crashed before recording it, or the history of a sink whose manifest
+/// was lost: only a person can tell, so the sink refuses rather than delete.
+fn refuse_unrecorded_files(config: &ParquetConfig) -> Result<()> {
+    let files: Vec<PathBuf> = paths::data_files(&config.dir)
+        .map_err(|e| Error::io("listing", &config.dir, e))?
+        .into_iter()
+        .map(|(_, p)| p)
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(paths::parse_file_name)
+                .is_some_and(|f| f.sink_id == config.sink_id && !f.temporary)
+        })
+        .collect();
+    if files.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "{} holds {} Parquet files of sink `{}` (for example {}) but no manifest for it ({}): restore the manifest, or, if the sink crashed during its very first roll, delete those files (they were never committed); or give this sink another analytics.sink_id",
+        config.dir.display(),
+        files.len(),
+        config.sink_id,
+        files[0].display(),
+        Manifest::path(&config.dir, &config.sink_id).display()
+    )))
 }
