@@ -60,7 +60,7 @@ pub fn custom_id(i: usize) -> String {
 /// `gpt-4o-mini` (so they are pinned to it); the others name a dated snapshot the
 /// catalog does not list, which is ignored (routing chooses).
 pub fn openai_line(i: usize) -> Value {
-    let model = if i % PROMPTS.len() == 0 {
+    let model = if i.is_multiple_of(PROMPTS.len()) {
         "gpt-4o-mini"
     } else {
         "gpt-4o-mini-2024-07-18"

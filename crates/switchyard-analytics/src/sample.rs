@@ -34,7 +34,7 @@ pub fn event(i: u64) -> UsageEvent {
     UsageEvent {
         event_id: uuid::Uuid::now_v7().to_string(),
         job_id: format!("job-{:012}", i / 2),
-        batch_id: (i % 3 == 0).then(|| "batch_3f0c2a9e".to_owned()),
+        batch_id: i.is_multiple_of(3).then(|| "batch_3f0c2a9e".to_owned()),
         attempt: (i % 2) as u32,
         ts: Utc
             .timestamp_millis_opt(1_795_514_400_000 + (i as i64) * 7)
@@ -53,7 +53,7 @@ pub fn event(i: u64) -> UsageEvent {
         provider: provider.into(),
         model: model.into(),
         deployment: format!("{provider}-{model}"),
-        outcome: if i % 50 == 0 {
+        outcome: if i.is_multiple_of(50) {
             AttemptOutcome::Timeout
         } else {
             AttemptOutcome::Succeeded

@@ -234,16 +234,17 @@ fn spend_by_model(report: &Report) -> String {
         rows.truncate(15);
         rows.push((format!("{n} other models"), rest));
     }
-    let bars: Vec<(String, Vec<(f64, &str)>, String)> = rows
+    let bars: Vec<Bar> = rows
         .iter()
         .enumerate()
         .map(|(i, (model, cost))| {
             let share = 100.0 * cost / report.total.cost_usd.max(f64::MIN_POSITIVE);
-            (
-                model.clone(),
-                vec![(*cost, PALETTE[i % PALETTE.len()])],
-                format!("{} ({share:.1}%)", dollars(*cost)),
-            )
+            Bar {
+                label: model.clone(),
+                value: *cost,
+                colour: PALETTE[i % PALETTE.len()],
+                text: format!("{} ({share:.1}%)", dollars(*cost)),
+            }
         })
         .collect();
     horizontal_bars(&bars, "Spend by model")
@@ -261,16 +262,18 @@ fn savings_by_strategy(report: &Report) -> String {
             .first()
             .cloned()
             .unwrap_or_else(|| "all strategies".into());
-        bars.push((
-            format!("{name}: flagship"),
-            vec![(r.baseline_cost_usd, BASELINE)],
-            dollars(r.baseline_cost_usd),
-        ));
-        bars.push((
-            format!("{name}: routed"),
-            vec![(r.cost_usd, ROUTED)],
-            format!("{} (saved {:.1}%)", dollars(r.cost_usd), r.savings_pct()),
-        ));
+        bars.push(Bar {
+            label: format!("{name}: flagship"),
+            value: r.baseline_cost_usd,
+            colour: BASELINE,
+            text: dollars(r.baseline_cost_usd),
+        });
+        bars.push(Bar {
+            label: format!("{name}: routed"),
+            value: r.cost_usd,
+            colour: ROUTED,
+            text: format!("{} (saved {:.1}%)", dollars(r.cost_usd), r.savings_pct()),
+        });
     }
     let mut out = horizontal_bars(&bars, "Routed cost against the flagship baseline");
     let _ = writeln!(
@@ -280,11 +283,20 @@ fn savings_by_strategy(report: &Report) -> String {
     out
 }
 
-/// A horizontal bar chart: label, segments (value, colour), value text.
-fn horizontal_bars(bars: &[(String, Vec<(f64, &str)>, String)], label: &str) -> String {
+/// One bar of a horizontal chart.
+struct Bar {
+    label: String,
+    value: f64,
+    colour: &'static str,
+    /// Printed after the bar.
+    text: String,
+}
+
+/// A horizontal bar chart.
+fn horizontal_bars(bars: &[Bar], label: &str) -> String {
     let max = bars
         .iter()
-        .map(|b| b.1.iter().map(|s| s.0).sum::<f64>())
+        .map(|b| b.value)
         .fold(0.0, f64::max)
         .max(f64::MIN_POSITIVE);
     let (width, row, left, right) = (1000.0, 24.0, 260.0, 200.0);
@@ -293,32 +305,21 @@ fn horizontal_bars(bars: &[(String, Vec<(f64, &str)>, String)], label: &str) -> 
         "<svg viewBox=\"0 0 {width} {height}\" width=\"100%\" role=\"img\" aria-label=\"{}\">\n",
         esc(label)
     );
-    for (i, (name, segments, text)) in bars.iter().enumerate() {
+    for (i, bar) in bars.iter().enumerate() {
         let y = 5.0 + row * i as f64;
+        let w = (width - left - right) * bar.value / max;
         let _ = writeln!(
             svg,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n<rect x=\"{left}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{:.1}\" fill=\"{}\"/>\n<text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
             left - 8.0,
             y + 15.0,
-            esc(name)
-        );
-        let mut x = left;
-        for (v, colour) in segments {
-            let w = (width - left - right) * v / max;
-            let _ = writeln!(
-                svg,
-                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{:.1}\" fill=\"{colour}\"/>",
-                y + 3.0,
-                row - 6.0
-            );
-            x += w;
-        }
-        let _ = writeln!(
-            svg,
-            "<text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
-            x + 6.0,
+            esc(&bar.label),
+            y + 3.0,
+            row - 6.0,
+            bar.colour,
+            left + w + 6.0,
             y + 15.0,
-            esc(text)
+            esc(&bar.text)
         );
     }
     svg.push_str("</svg>\n");
