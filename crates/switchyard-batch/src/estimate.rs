@@ -52,7 +52,8 @@ pub struct StrategyEstimate {
     pub strategy: Strategy,
     /// Estimated cost of the batch.
     pub cost_usd: f64,
-    /// Saving against the baseline, 0..1 (negative: dearer).
+    /// Saving against the baseline price of the same (routable) requests, 0..1
+    /// (negative: dearer). Unroutable requests count on neither side.
     pub saving: f64,
     /// Requests no model could serve under this strategy and policy.
     pub unroutable: u64,
@@ -170,9 +171,10 @@ pub fn estimate(
     let size = file.metadata().map(|m| m.len()).ok();
     let mut reader = LineReader::new(file, max_line_bytes(&config.kafka.topics.jobs));
     let mut format: Option<BatchFormat> = None;
-    let mut per: Vec<(f64, u64, HashMap<String, u64>)> = Strategy::ALL
+    // Per strategy: cost, unroutable requests, first models, baseline of the routed ones.
+    let mut per: Vec<(f64, u64, HashMap<String, u64>, f64)> = Strategy::ALL
         .iter()
-        .map(|_| (0.0, 0, HashMap::new()))
+        .map(|_| (0.0, 0, HashMap::new(), 0.0))
         .collect();
     let (mut requests, mut lines, mut invalid) = (0u64, 0u64, 0u64);
     let (mut prompt_tokens, mut output_tokens, mut baseline_cost) = (0u64, 0u64, 0.0f64);
@@ -223,7 +225,8 @@ pub fn estimate(
             cl100k: None,
         };
         prompt_tokens += u64::from(counts.count(Tokenizer::O200kBase));
-        baseline_cost += baseline.estimate_usd(counts.for_model(&baseline), expected);
+        let request_baseline = baseline.estimate_usd(counts.for_model(&baseline), expected);
+        baseline_cost += request_baseline;
         let (o200k, cl100k) = (counts.o200k, counts.cl100k);
         for (i, strategy) in Strategy::ALL.into_iter().enumerate() {
             job.strategy = Some(strategy);
@@ -247,6 +250,7 @@ pub fn estimate(
                     };
                     entry.0 += spec.estimate_usd(counts.for_model(spec), expected);
                     *entry.2.entry(spec.name.clone()).or_default() += 1;
+                    entry.3 += request_baseline;
                 }
                 None => entry.1 += 1,
             }
@@ -273,14 +277,14 @@ pub fn estimate(
     let strategies = Strategy::ALL
         .into_iter()
         .zip(per)
-        .map(|(strategy, (cost, unroutable, models))| {
+        .map(|(strategy, (cost, unroutable, models, routed_baseline))| {
             let mut models: Vec<(String, u64)> = models.into_iter().collect();
             models.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             StrategyEstimate {
                 strategy,
                 cost_usd: cost,
-                saving: if baseline_cost > 0.0 {
-                    1.0 - cost / baseline_cost
+                saving: if routed_baseline > 0.0 {
+                    1.0 - cost / routed_baseline
                 } else {
                     0.0
                 },

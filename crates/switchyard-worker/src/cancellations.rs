@@ -40,10 +40,26 @@ impl CancellationWatch {
                         return;
                     }
                 };
-                let partitions = consumer
-                    .fetch_metadata(Some(&topic), Duration::from_secs(10))
-                    .map(|m| m.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect::<Vec<_>>())
-                    .unwrap_or_default();
+                // Until the registry's partitions are known, no cancel can be seen:
+                // keep asking (and say so) rather than follow nothing.
+                let mut partitions = Vec::new();
+                while partitions.is_empty() && !flag.load(Ordering::Relaxed) {
+                    match consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)) {
+                        Ok(m) => {
+                            partitions = m
+                                .topics()
+                                .iter()
+                                .filter(|t| t.name() == topic)
+                                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                                .collect();
+                        }
+                        Err(e) => warn!(error = %e, topic = %topic, "Cannot read the batch registry's partitions yet; retrying."),
+                    }
+                    if partitions.is_empty() {
+                        warn!(topic = %topic, "The batch registry topic has no partitions yet; batch cancellations wait for it.");
+                        std::thread::sleep(Duration::from_secs(2));
+                    }
+                }
                 let mut tpl = TopicPartitionList::new();
                 for p in partitions {
                     let _ = tpl.add_partition_offset(&topic, p, Offset::Beginning);
@@ -53,7 +69,14 @@ impl CancellationWatch {
                     return;
                 }
                 while !flag.load(Ordering::Relaxed) {
-                    let Some(Ok(m)) = consumer.poll(Duration::from_millis(250)) else { continue };
+                    let m = match consumer.poll(Duration::from_millis(250)) {
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) => {
+                            warn!(error = %e, "Error reading the batch registry; continuing.");
+                            continue;
+                        }
+                        None => continue,
+                    };
                     let Some(payload) = m.payload() else { continue };
                     if let Ok(record) = serde_json::from_slice::<BatchRecord>(payload)
                         && record.state == BatchState::Canceled
