@@ -12,9 +12,7 @@ use serde_json::json;
 use switchyard_codec::Codec;
 use switchyard_core::analysis::TaskAnalyzer;
 use switchyard_core::health::HealthSnapshot;
-use switchyard_core::routing::{
-    BudgetState, DeploymentInfo, RouteInput, Router, RouterSettings, Strategy,
-};
+use switchyard_core::routing::{BudgetState, RouteInput, Router, Strategy};
 
 use super::common::{BadInput, Overrides, load_pipeline, read_text};
 
@@ -73,27 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         job.strategy = Some(s);
     }
     let catalog = Arc::new(pipeline.catalog.clone());
-    let infos: Vec<DeploymentInfo> = pipeline
-        .config
-        .deployments
-        .iter()
-        .filter_map(|d| {
-            catalog.id(&d.model).map(|model| DeploymentInfo {
-                name: d.name.clone(),
-                model,
-                provider: catalog.model(model).provider.clone(),
-            })
-        })
-        .collect();
-    let routing = &pipeline.config.routing;
-    let router = Router::new(
-        catalog.clone(),
-        infos,
-        RouterSettings {
-            max_chain: routing.max_chain,
-            quality_slack: routing.quality_slack,
-        },
-    );
+    let router = Router::for_pipeline(catalog.clone(), &pipeline.config);
     let policy = pipeline
         .org
         .policy(&job.project, job.workload.as_deref())

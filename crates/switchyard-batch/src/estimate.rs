@@ -19,9 +19,7 @@ use switchyard_core::config::LoadedPipeline;
 use switchyard_core::health::HealthSnapshot;
 use switchyard_core::job::Job;
 use switchyard_core::org::EffectivePolicy;
-use switchyard_core::routing::{
-    BudgetState, DeploymentInfo, RouteInput, Router, RouterSettings, Strategy,
-};
+use switchyard_core::routing::{BudgetState, RouteInput, Router, Strategy};
 use switchyard_core::tokens;
 
 use crate::formats::{self, LineSettings, ModelPins};
@@ -134,25 +132,7 @@ pub fn estimate(
             ))
         })?
         .clone();
-    let infos: Vec<DeploymentInfo> = config
-        .deployments
-        .iter()
-        .filter_map(|d| {
-            catalog.id(&d.model).map(|model| DeploymentInfo {
-                name: d.name.clone(),
-                model,
-                provider: catalog.model(model).provider.clone(),
-            })
-        })
-        .collect();
-    let router = Router::new(
-        catalog.clone(),
-        infos,
-        RouterSettings {
-            max_chain: config.routing.max_chain,
-            quality_slack: config.routing.quality_slack,
-        },
-    );
+    let router = Router::for_pipeline(catalog.clone(), config);
     let settings = LineSettings {
         project: options
             .project

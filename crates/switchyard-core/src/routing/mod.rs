@@ -257,6 +257,28 @@ impl Router {
         }
     }
 
+    /// A router over the deployments of a pipeline config (those naming a catalog
+    /// model), with its routing settings: what tools that route without calling
+    /// anything (`route`, `estimate`) need.
+    pub fn for_pipeline(catalog: Arc<Catalog>, config: &crate::config::PipelineConfig) -> Self {
+        let deployments = config
+            .deployments
+            .iter()
+            .filter_map(|d| {
+                catalog.id(&d.model).map(|model| DeploymentInfo {
+                    name: d.name.clone(),
+                    model,
+                    provider: catalog.model(model).provider.clone(),
+                })
+            })
+            .collect();
+        let settings = RouterSettings {
+            max_chain: config.routing.max_chain,
+            quality_slack: config.routing.quality_slack,
+        };
+        Self::new(catalog, deployments, settings)
+    }
+
     /// The catalog.
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog
