@@ -43,20 +43,23 @@ impl CancellationWatch {
                 // Until the registry's partitions are known, no cancel can be seen:
                 // keep asking (and say so) rather than follow nothing.
                 let mut partitions = Vec::new();
+                let mut warned = false;
                 while partitions.is_empty() && !flag.load(Ordering::Relaxed) {
-                    match consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)) {
-                        Ok(m) => {
-                            partitions = m
-                                .topics()
-                                .iter()
-                                .filter(|t| t.name() == topic)
-                                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                                .collect();
-                        }
-                        Err(e) => warn!(error = %e, topic = %topic, "Cannot read the batch registry's partitions yet; retrying."),
+                    let found = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10));
+                    if let Ok(m) = &found {
+                        partitions = m
+                            .topics()
+                            .iter()
+                            .filter(|t| t.name() == topic)
+                            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                            .collect();
                     }
                     if partitions.is_empty() {
-                        warn!(topic = %topic, "The batch registry topic has no partitions yet; batch cancellations wait for it.");
+                        if !warned {
+                            let error = found.err().map(|e| e.to_string()).unwrap_or_else(|| "no partitions".into());
+                            warn!(topic = %topic, error = %error, "Cannot see the batch registry topic yet; batch cancellations reach this worker once it can (retrying every 2 s).");
+                            warned = true;
+                        }
                         std::thread::sleep(Duration::from_secs(2));
                     }
                 }
