@@ -268,3 +268,66 @@ async fn a_cancel_ends_unstarted_jobs_as_canceled_in_both_output_formats() {
     assert!(status.cost_usd > 0.0);
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_that_races_the_end_of_a_submit_stands() {
+    use switchyard_batch::registry::{self, RegistryReader};
+    use switchyard_batch::sender::Sender;
+    use switchyard_core::batch::BatchRecord;
+
+    let stack = Stack::start(
+        &demo_config(),
+        StackOptions {
+            worker: false,
+            ..StackOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let kafka = stack.pipeline.config.kafka.clone();
+    tokio::task::spawn_blocking(move || {
+        let record = |id: &str, state| BatchRecord {
+            batch_id: id.into(),
+            project: "acme/retail/support/ticket-triage".into(),
+            format: BatchFormat::Openai,
+            state,
+            jobs: 10,
+            source_sha256: "0".repeat(64),
+            file_name: "requests.jsonl".into(),
+            strategy: None,
+            workload: None,
+            submitted_at: chrono::Utc::now(),
+            canceled_at: (state == BatchState::Canceled).then(chrono::Utc::now),
+        };
+        let reader = RegistryReader::new(&kafka).unwrap();
+        let mut sender = Sender::new(&kafka).unwrap();
+        // The log as a cancel landing between submit's last check and its
+        // `submitted` record leaves it.
+        let raced = "batch_00000000000000000000raced";
+        for state in [
+            BatchState::Submitting,
+            BatchState::Canceled,
+            BatchState::Submitted,
+        ] {
+            registry::publish(&kafka, &record(raced, state)).unwrap();
+        }
+        let state = registry::keep_cancel(&reader, &mut sender, &kafka, raced).unwrap();
+        assert_eq!(state, Some(BatchState::Canceled));
+        assert_eq!(
+            registry::read(&kafka, raced).unwrap().unwrap().state,
+            BatchState::Canceled
+        );
+        // Without a cancel, nothing is published.
+        let plain = "batch_000000000000000000000plain";
+        for state in [BatchState::Submitting, BatchState::Submitted] {
+            registry::publish(&kafka, &record(plain, state)).unwrap();
+        }
+        let before = reader.history(plain).unwrap().len();
+        let state = registry::keep_cancel(&reader, &mut sender, &kafka, plain).unwrap();
+        assert_eq!(state, Some(BatchState::Submitted));
+        assert_eq!(reader.history(plain).unwrap().len(), before);
+    })
+    .await
+    .unwrap();
+    stack.stop().await.unwrap();
+}

@@ -10,7 +10,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use switchyard_core::batch::BatchRecord;
+use switchyard_core::batch::{BatchRecord, BatchState};
 use switchyard_core::config::KafkaConfig;
 use switchyard_kafka::client::reader_config;
 
@@ -58,6 +58,13 @@ impl RegistryReader {
 
     /// The current record of `batch_id`, if any: the registry read to its end as of now.
     pub fn read(&self, batch_id: &str) -> Result<Option<BatchRecord>> {
+        Ok(self.history(batch_id)?.pop())
+    }
+
+    /// Every record of `batch_id` still in the registry, oldest first (since the
+    /// last tombstone): what `submit` checks to let a cancel that raced its last
+    /// record win.
+    pub fn history(&self, batch_id: &str) -> Result<Vec<BatchRecord>> {
         let deadline = Instant::now() + REGISTRY_TIMEOUT;
         let mut ends: HashMap<i32, i64> = HashMap::new();
         let mut tpl = TopicPartitionList::new();
@@ -72,9 +79,9 @@ impl RegistryReader {
                     .map_err(Error::kafka("registry assign"))?;
             }
         }
-        let mut last: Option<BatchRecord> = None;
+        let mut history: Vec<BatchRecord> = Vec::new();
         if ends.is_empty() {
-            return Ok(last);
+            return Ok(history);
         }
         self.consumer
             .assign(&tpl)
@@ -100,11 +107,11 @@ impl RegistryReader {
             let payload = m.payload().unwrap_or_default();
             if payload.is_empty() {
                 // A tombstone: the batch was removed from the registry.
-                last = None;
+                history.clear();
                 continue;
             }
             match serde_json::from_slice::<BatchRecord>(payload) {
-                Ok(r) if r.batch_id == batch_id => last = Some(r),
+                Ok(r) if r.batch_id == batch_id => history.push(r),
                 Ok(_) | Err(_) => tracing::warn!(
                     batch_id,
                     partition = p,
@@ -114,7 +121,7 @@ impl RegistryReader {
             }
         }
         let _ = self.consumer.unassign();
-        Ok(last)
+        Ok(history)
     }
 }
 
@@ -124,6 +131,35 @@ pub fn get(kafka: &KafkaConfig, batch_id: &str) -> Result<BatchRecord> {
         batch_id: batch_id.to_owned(),
         topic: kafka.topics.batches.clone(),
     })
+}
+
+/// After `submit` published a batch's `submitted` record: if a `canceled`
+/// record reached the registry before it (a cancel racing the end of the
+/// submit), publishes that cancel again so it stays the batch's state, since a
+/// canceled batch is never run again. Returns the batch's final state.
+pub fn keep_cancel(
+    reader: &RegistryReader,
+    sender: &mut Sender,
+    kafka: &KafkaConfig,
+    batch_id: &str,
+) -> Result<Option<BatchState>> {
+    let history = reader.history(batch_id)?;
+    let canceled = history
+        .iter()
+        .rev()
+        .find(|r| r.state == BatchState::Canceled)
+        .cloned();
+    match (canceled, history.last()) {
+        (Some(c), Some(last)) if last.state != BatchState::Canceled => {
+            tracing::info!(
+                batch_id,
+                "A cancel arrived while the batch was being submitted; it stands."
+            );
+            publish_with(sender, kafka, &c)?;
+            Ok(Some(BatchState::Canceled))
+        }
+        (_, last) => Ok(last.map(|r| r.state)),
+    }
 }
 
 /// Publishes `record` as the batch's new state and waits for the acknowledgement.

@@ -241,6 +241,12 @@ pub fn submit(
             ..record
         },
     )?;
+    // A cancel published between the read above and this record still wins.
+    if registry::keep_cancel(&reader, &mut sender, kafka, &batch_id)? == Some(BatchState::Canceled)
+    {
+        report.state = BatchState::Canceled;
+        return Ok(report);
+    }
     report.state = BatchState::Submitted;
     tracing::info!(batch_id = %batch_id, jobs = report.jobs, produced = report.produced, "Batch submitted.");
     Ok(report)
