@@ -104,6 +104,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let watch = consumed.clone();
     let started = Arc::new(std::sync::Mutex::new(None::<(Instant, Option<Duration>)>));
     let start_mark = started.clone();
+    let read_all = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let read_mark = read_all.clone();
     let all_consumed = async move {
         loop {
             let n = watch.load(Ordering::Relaxed);
@@ -114,6 +116,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 *s = Some((Instant::now(), cpu_time()));
             }
             if n >= total {
+                if let Ok(mut r) = read_mark.lock() {
+                    *r = Some(Instant::now());
+                }
                 return;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -149,6 +154,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "  CPU: {:.2} s, {:.2} µs per event",
             cpu.as_secs_f64(),
             cpu.as_secs_f64() * 1e6 / n
+        );
+    }
+    let read_at = read_all.lock().ok().and_then(|r| *r);
+    if let (Some(read_at), Some((t0, _))) = (read_at, started.lock().ok().and_then(|s| *s)) {
+        println!(
+            "  of which reading every event: {:.2} s; writing out, closing files and committing: {:.2} s",
+            read_at.duration_since(t0).as_secs_f64(),
+            read_at.elapsed().as_secs_f64()
         );
     }
     if let Some(rss) = peak_rss_mb() {
