@@ -33,11 +33,16 @@ fn kcat_submits_jobs_and_reads_results_from_dev() {
         "kcat is required (scripts/test.sh installs it with apt)"
     );
 
+    let usage = tempfile::tempdir().unwrap();
     let mut dev = Guard(
         Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["dev", "--partitions", "2", "--time-scale", "0.01"])
             .current_dir(root())
             .env("RUST_LOG", "warn")
+            .env(
+                "SWITCHYARD__ANALYTICS__PARQUET_DIR",
+                usage.path().join("usage"),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -131,4 +136,150 @@ fn kcat_submits_jobs_and_reads_results_from_dev() {
         assert!(Instant::now() < deadline, "dev did not exit after SIGINT");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Starts `switchyard dev` with its Parquet files in `parquet`, returning it and
+/// its bootstrap address once it is ready.
+fn start_dev(parquet: &std::path::Path) -> (Guard, String) {
+    let mut dev = Guard(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["dev", "--partitions", "2", "--time-scale", "0.01"])
+            .current_dir(root())
+            .env("RUST_LOG", "warn")
+            .env("SWITCHYARD__ANALYTICS__PARQUET_DIR", parquet)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut bootstrap = String::new();
+    let lines = BufReader::new(dev.0.stdout.take().unwrap()).lines();
+    for line in lines {
+        let line = line.unwrap();
+        if let Some(b) = line.strip_prefix("bootstrap: ") {
+            bootstrap = b.to_owned();
+        } else if line.starts_with("ready") {
+            break;
+        }
+    }
+    (dev, bootstrap)
+}
+
+/// Runs a `switchyard` command from the repository root.
+fn switchyard(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .current_dir(root())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_batch_commands_run_against_dev_from_other_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut dev, bootstrap) = start_dev(&dir.path().join("usage"));
+    assert!(bootstrap.starts_with("127.0.0.1:"), "{bootstrap}");
+
+    let input = dir.path().join("requests.jsonl");
+    let lines: Vec<String> = (0..200)
+        .map(|i| {
+            serde_json::json!({
+                "custom_id": format!("row-{i}"),
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {
+                    "model": "gpt-4o-mini-2024-07-18",
+                    "messages": [{"role": "user", "content": format!("Classify as billing, technical or account, one word: case {i}, I was charged twice.")}],
+                    "max_tokens": 5
+                }
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let project = "acme/retail/support/ticket-triage";
+    let submit = || {
+        let out = switchyard(&[
+            "submit",
+            input.to_str().unwrap(),
+            "--project",
+            project,
+            "--brokers",
+            &bootstrap,
+            "--format",
+            "json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = submit();
+    assert_eq!(
+        (first["jobs"].as_u64(), first["produced"].as_u64()),
+        (Some(200), Some(200))
+    );
+    let batch = first["batch_id"].as_str().unwrap().to_owned();
+
+    let output = dir.path().join("results.jsonl");
+    let out = switchyard(&[
+        "collect",
+        &batch,
+        "-o",
+        output.to_str().unwrap(),
+        "--brokers",
+        &bootstrap,
+        "--timeout",
+        "180s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = std::fs::read_to_string(&output).unwrap();
+    let ids: Vec<String> = written
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["custom_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let want: Vec<String> = (0..200).map(|i| format!("row-{i}")).collect();
+    assert_eq!(ids, want, "every custom_id once, in input order");
+
+    let out = switchyard(&[
+        "status",
+        &batch,
+        "--brokers",
+        &bootstrap,
+        "--format",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["counts"]["succeeded"], 200, "{status}");
+    assert!(status["cost_usd"].as_f64().unwrap() > 0.0);
+
+    let again = submit();
+    assert_eq!(again["batch_id"], batch.as_str());
+    assert_eq!(again["already_submitted"], true);
+    assert_eq!(again["produced"], 0);
+
+    // Ctrl-C drains and exits 0.
+    let status = Command::new("kill")
+        .args(["-INT", &dev.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(dev.0.wait().unwrap().success());
 }

@@ -82,6 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             time_scale: args.time_scale,
             sim: Some(sim),
             sink: true,
+            env: switchyard_core::config::env_overrides(),
             ..StackOptions::default()
         },
     )
