@@ -32,8 +32,10 @@ use crate::row::UsageRow;
 use crate::sinks::clickhouse::{ClickHouseConfig, ClickHouseSink};
 use crate::sinks::parquet::{ParquetConfig, ParquetSink};
 
-/// librdkafka's prefetch bound, in KiB (`kafka.client` may set it).
+/// librdkafka's prefetch bound, in KiB.
 const PREFETCH: &str = "queued.max.messages.kbytes";
+/// Messages per partition librdkafka keeps fetching towards.
+const PREFETCH_MESSAGES: &str = "queued.min.messages";
 
 /// Knobs that are not in the pipeline config (tests and embedding).
 #[derive(Debug, Clone)]
@@ -169,10 +171,13 @@ pub async fn run_sink_with(
     settings
         .set("enable.auto.commit", "false")
         .set("client.id", format!("switchyard-sink-{sink_id}"));
-    if !config.kafka.client.contains_key(PREFETCH) {
-        // Unlike a worker, the sink turns events into rows as fast as they come:
-        // a deep prefetch keeps it fed (16 MB held it to a third of its speed).
-        settings.set(PREFETCH, "131072");
+    // Unlike a worker, the sink turns events into rows as fast as they come: a
+    // deep prefetch keeps it fed (librdkafka's defaults held it to a third of
+    // its speed). `kafka.client` may still set either.
+    for (key, value) in [(PREFETCH, "131072"), (PREFETCH_MESSAGES, "1000000")] {
+        if !config.kafka.client.contains_key(key) {
+            settings.set(key, value);
+        }
     }
     let reassigned_parquet = Arc::new(AtomicBool::new(false));
     let reassigned_clickhouse = Arc::new(AtomicBool::new(false));
