@@ -5,6 +5,7 @@
 //! to what both stores hold; when the rows held for ClickHouse reach their bound
 //! the loop stops consuming instead of dropping anything.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,13 +21,14 @@ use switchyard_core::config::PipelineConfig;
 use switchyard_core::usage::UsageEvent;
 use switchyard_kafka::client::consumer_config;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::dedupe::RecentIds;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::progress::{Cut, Progress};
 use crate::row::UsageRow;
 use crate::sinks::clickhouse::{ClickHouseConfig, ClickHouseSink};
@@ -220,9 +222,22 @@ pub async fn run_sink_with(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     info!(topic = %topic, group = %analytics.group_id, sink_id = %sink_id, clickhouse = batch_tx.is_some(), "Usage sink started.");
 
+    let codec = Arc::new(codec);
+    let row_topic: Arc<str> = topic.as_str().into();
+    let dispatch = |chunk: &mut Vec<Raw>, decoding: &mut VecDeque<JoinHandle<Vec<Decoded>>>| {
+        let taken = std::mem::replace(chunk, Vec::with_capacity(DECODE_CHUNK));
+        let (codec, topic) = (codec.clone(), row_topic.clone());
+        decoding.push_back(tokio::task::spawn_blocking(move || {
+            decode_chunk(&codec, &topic, taken)
+        }));
+    };
+    let mut chunk: Vec<Raw> = Vec::with_capacity(DECODE_CHUNK);
+    let mut chunk_due = Instant::now();
+    let mut decoding: VecDeque<JoinHandle<Vec<Decoded>>> = VecDeque::new();
+
     tokio::pin!(shutdown);
     loop {
-        let room = ch_in_flight + pending_ch.len() < max_pending;
+        let room = ch_in_flight + pending_ch.len() < max_pending && decoding.len() < DECODING_MAX;
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
@@ -235,10 +250,41 @@ pub async fn run_sink_with(
                 }
                 commit(&consumer, &progress, &topic, CommitMode::Async, &mut report);
             }
+            decoded = async {
+                match decoding.front_mut() {
+                    Some(handle) => handle.await,
+                    None => std::future::pending().await,
+                }
+            }, if !decoding.is_empty() => {
+                decoding.pop_front();
+                let decoded = decoded.map_err(|e| Error::Invalid(format!("a usage decoder thread failed: {e}")))?;
+                since_flush += decoded.len();
+                if reassigned_parquet.swap(false, Ordering::SeqCst) {
+                    parquet.reload_held()?;
+                }
+                Intake {
+                    parquet: &mut parquet,
+                    pending_ch: &mut pending_ch,
+                    ids: &mut ids,
+                    report: &mut report,
+                    progress: &progress,
+                    clickhouse: batch_tx.is_some(),
+                    consumed: options.consumed.as_deref(),
+                }
+                .absorb(decoded)?;
+                if since_flush >= flush_max {
+                    flush(&mut parquet, &progress, &mut pending_ch, &mut ch_in_flight, &mut last_handoff, batch_tx.as_ref(), &mut report)?;
+                    since_flush = 0;
+                    commit(&consumer, &progress, &topic, CommitMode::Async, &mut report);
+                }
+            }
             _ = tick.tick() => {
                 flush(&mut parquet, &progress, &mut pending_ch, &mut ch_in_flight, &mut last_handoff, batch_tx.as_ref(), &mut report)?;
                 since_flush = 0;
                 commit(&consumer, &progress, &topic, CommitMode::Async, &mut report);
+            }
+            _ = tokio::time::sleep_until(chunk_due), if !chunk.is_empty() => {
+                dispatch(&mut chunk, &mut decoding);
             }
             message = consumer.recv(), if room => {
                 let m = match message {
@@ -248,51 +294,39 @@ pub async fn run_sink_with(
                         continue;
                     }
                 };
-                report.consumed += 1;
-                if reassigned_parquet.swap(false, Ordering::SeqCst) {
-                    parquet.reload_held()?;
+                if chunk.is_empty() {
+                    chunk_due = Instant::now() + CHUNK_WAIT;
                 }
-                if let Some(c) = &options.consumed {
-                    c.fetch_add(1, Ordering::Relaxed);
-                }
-                let (partition, offset) = (m.partition(), m.offset());
-                match codec.decode::<UsageEvent>(m.payload().unwrap_or(&[])) {
-                    Err(e) => {
-                        report.undecodable += 1;
-                        warn!(partition, offset, reason = %e, "Not a usage event; skipped.");
-                    }
-                    Ok(event) if !ids.insert(&event.event_id) => {
-                        report.duplicates += 1;
-                        debug!(partition, offset, event_id = %event.event_id, "Copy of an event already written; skipped.");
-                    }
-                    Ok(event) => {
-                        let row = UsageRow::from_event(event, &topic, partition, offset);
-                        let in_parquet = parquet.holds(partition, offset);
-                        if in_parquet {
-                            report.parquet_skipped += 1;
-                        }
-                        match (batch_tx.is_some(), in_parquet) {
-                            (true, false) => {
-                                parquet.push(row.clone())?;
-                                pending_ch.push(row);
-                            }
-                            (true, true) => pending_ch.push(row),
-                            (false, false) => parquet.push(row)?,
-                            (false, true) => {}
-                        }
-                    }
-                }
-                if let Ok(mut p) = progress.lock() {
-                    p.consumed(partition, offset);
-                }
-                since_flush += 1;
-                if since_flush >= flush_max {
-                    flush(&mut parquet, &progress, &mut pending_ch, &mut ch_in_flight, &mut last_handoff, batch_tx.as_ref(), &mut report)?;
-                    since_flush = 0;
-                    commit(&consumer, &progress, &topic, CommitMode::Async, &mut report);
+                chunk.push(Raw {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    payload: m.payload().unwrap_or(&[]).to_vec(),
+                });
+                if chunk.len() >= DECODE_CHUNK {
+                    dispatch(&mut chunk, &mut decoding);
                 }
             }
         }
+    }
+
+    // What was read before the stop is written too.
+    if !chunk.is_empty() {
+        dispatch(&mut chunk, &mut decoding);
+    }
+    while let Some(handle) = decoding.pop_front() {
+        let decoded = handle
+            .await
+            .map_err(|e| Error::Invalid(format!("a usage decoder thread failed: {e}")))?;
+        Intake {
+            parquet: &mut parquet,
+            pending_ch: &mut pending_ch,
+            ids: &mut ids,
+            report: &mut report,
+            progress: &progress,
+            clickhouse: batch_tx.is_some(),
+            consumed: options.consumed.as_deref(),
+        }
+        .absorb(decoded)?;
     }
 
     info!("Usage sink stopping: writing out what it holds.");
@@ -348,6 +382,106 @@ pub async fn run_sink_with(
         "Usage sink stopped."
     );
     Ok(report)
+}
+
+/// Messages per chunk handed to a decoder thread: the loop keeps consuming and
+/// writing Parquet while another core decodes.
+const DECODE_CHUNK: usize = 4096;
+/// Chunks being decoded at once; the loop stops fetching beyond it.
+const DECODING_MAX: usize = 3;
+/// A partial chunk waits at most this long for more messages.
+const CHUNK_WAIT: Duration = Duration::from_millis(2);
+
+/// A message as read, waiting for a decoder.
+struct Raw {
+    partition: i32,
+    offset: i64,
+    payload: Vec<u8>,
+}
+
+/// A message decoded into a row, or why it is not a usage event.
+struct Decoded {
+    partition: i32,
+    offset: i64,
+    row: std::result::Result<UsageRow, String>,
+}
+
+/// Decodes a chunk in order (runs on a blocking thread).
+fn decode_chunk(codec: &Codec, topic: &str, chunk: Vec<Raw>) -> Vec<Decoded> {
+    chunk
+        .into_iter()
+        .map(|m| Decoded {
+            partition: m.partition,
+            offset: m.offset,
+            row: codec
+                .decode::<UsageEvent>(&m.payload)
+                .map(|e| UsageRow::from_event(e, topic, m.partition, m.offset))
+                .map_err(|e| e.to_string()),
+        })
+        .collect()
+}
+
+/// What the loop does with decoded messages, in offset order: drop copies by
+/// event id, queue rows for the stores that do not hold them yet, and record the
+/// messages as consumed.
+struct Intake<'a> {
+    parquet: &'a mut ParquetSink,
+    pending_ch: &'a mut Vec<UsageRow>,
+    ids: &'a mut RecentIds,
+    report: &'a mut SinkReport,
+    progress: &'a Mutex<Progress>,
+    clickhouse: bool,
+    consumed: Option<&'a AtomicU64>,
+}
+
+impl Intake<'_> {
+    fn absorb(self, decoded: Vec<Decoded>) -> Result<()> {
+        let n = decoded.len() as u64;
+        let mut positions = Vec::with_capacity(decoded.len());
+        for Decoded {
+            partition,
+            offset,
+            row,
+        } in decoded
+        {
+            positions.push((partition, offset));
+            match row {
+                Err(reason) => {
+                    self.report.undecodable += 1;
+                    warn!(partition, offset, reason = %reason, "Not a usage event; skipped.");
+                }
+                Ok(row) if !self.ids.insert(&row.event_id) => {
+                    self.report.duplicates += 1;
+                    debug!(partition, offset, event_id = %row.event_id, "Copy of an event already written; skipped.");
+                }
+                Ok(row) => {
+                    let in_parquet = self.parquet.holds(partition, offset);
+                    if in_parquet {
+                        self.report.parquet_skipped += 1;
+                    }
+                    match (self.clickhouse, in_parquet) {
+                        (true, false) => {
+                            self.parquet.push(row.clone())?;
+                            self.pending_ch.push(row);
+                        }
+                        (true, true) => self.pending_ch.push(row),
+                        (false, false) => self.parquet.push(row)?,
+                        (false, true) => {}
+                    }
+                }
+            }
+        }
+        if let Ok(mut p) = self.progress.lock() {
+            for (partition, offset) in positions {
+                p.consumed(partition, offset);
+            }
+        }
+        self.report.consumed += n;
+        if let Some(c) = self.consumed {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+        Ok(())
+    }
 }
 
 /// Writes queued rows to the open Parquet files, rolls them when due, and hands
