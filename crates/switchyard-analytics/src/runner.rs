@@ -1,9 +1,11 @@
 //! The usage sink's Kafka loop ([`run_sink`]): a consumer in the analytics group
-//! on the usage topic, decoding each event, dropping copies by event_id, writing
-//! Parquet on the loop and handing batches to a ClickHouse writer task that
-//! retries with backoff while the server is down. Offsets are committed only up
-//! to what both stores hold; when the rows held for ClickHouse reach their bound
-//! the loop stops consuming instead of dropping anything.
+//! on the usage topic, handing messages in chunks to decoder threads (decoding
+//! runs beside the loop, on another core) and taking the rows back in order,
+//! dropping copies by event_id, writing Parquet on the loop and handing batches
+//! to a ClickHouse writer task that retries with backoff while the server is
+//! down. Offsets are committed only up to what both stores hold; when the rows
+//! held for ClickHouse reach their bound the loop stops consuming instead of
+//! dropping anything.
 
 use std::collections::VecDeque;
 use std::future::Future;
