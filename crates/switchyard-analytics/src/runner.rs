@@ -237,12 +237,24 @@ pub async fn run_sink_with(
     let mut chunk_due = Instant::now();
     let mut decoding: VecDeque<JoinHandle<Vec<Decoded>>> = VecDeque::new();
 
+    // After the stop, what was already read is decoded and written too.
+    let mut stopping = false;
     tokio::pin!(shutdown);
     loop {
-        let room = ch_in_flight + pending_ch.len() < max_pending && decoding.len() < DECODING_MAX;
+        if stopping && chunk.is_empty() && decoding.is_empty() {
+            break;
+        }
+        let room = !stopping
+            && ch_in_flight + pending_ch.len() < max_pending
+            && decoding.len() < DECODING_MAX;
         tokio::select! {
             biased;
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if !stopping => {
+                stopping = true;
+                if !chunk.is_empty() {
+                    dispatch(&mut chunk, &mut decoding);
+                }
+            }
             Some(done) = done_rx.recv() => {
                 ch_in_flight -= done.rows;
                 report.clickhouse_rows += done.inserted;
@@ -309,26 +321,6 @@ pub async fn run_sink_with(
                 }
             }
         }
-    }
-
-    // What was read before the stop is written too.
-    if !chunk.is_empty() {
-        dispatch(&mut chunk, &mut decoding);
-    }
-    while let Some(handle) = decoding.pop_front() {
-        let decoded = handle
-            .await
-            .map_err(|e| Error::Invalid(format!("a usage decoder thread failed: {e}")))?;
-        Intake {
-            parquet: &mut parquet,
-            pending_ch: &mut pending_ch,
-            ids: &mut ids,
-            report: &mut report,
-            progress: &progress,
-            clickhouse: batch_tx.is_some(),
-            consumed: options.consumed.as_deref(),
-        }
-        .absorb(decoded)?;
     }
 
     info!("Usage sink stopping: writing out what it holds.");
