@@ -14,7 +14,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use switchyard_analytics::report::clickhouse::group_sql;
@@ -24,7 +24,7 @@ use switchyard_core::result::JobResult;
 use switchyard_embedded::Stack;
 
 use analytics::*;
-use common::{collect_results, jobs, produce_jobs, results_consumer};
+use common::{Proc, collect_results, jobs, produce_jobs, results_consumer, signal, switchyard};
 
 /// Runs `n` jobs through the stack and returns their results.
 async fn run_jobs(stack: &Stack, prefix: &str, n: usize) -> Vec<JobResult> {
@@ -174,19 +174,6 @@ async fn clickhouse_sums_equal_catalog_prices_per_org_node_and_both_stores_repor
     db.drop_database().await;
 }
 
-fn switchyard() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `switchyard sink` as its own process, on the stack's broker.
 fn start_sink(config: &std::path::Path, stack: &Stack, env: &[(String, String)]) -> Proc {
     let mut child = switchyard()
@@ -219,11 +206,7 @@ async fn a_sink_killed_mid_stream_and_restarted_gives_the_same_sums() {
     let kill = async {
         // Once ClickHouse has some rows, kill the sink without warning.
         assert!(wait_for_rows(&db, 1, Duration::from_secs(120)).await >= 1);
-        let status = Command::new("kill")
-            .args(["-KILL", &first.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        signal(&first, "-KILL");
         drop(first);
     };
     let (results, ()) = tokio::join!(run, kill);
@@ -245,11 +228,7 @@ async fn a_sink_killed_mid_stream_and_restarted_gives_the_same_sums() {
         wait_for_rows(&db, events, Duration::from_secs(30)).await,
         events
     );
-    let status = Command::new("kill")
-        .args(["-TERM", &second.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(&second, "-TERM");
     let mut second = second;
     let exit = tokio::task::spawn_blocking(move || second.0.wait())
         .await

@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,19 +76,6 @@ async fn a_worker_dropped_mid_run_loses_no_job() {
     stack.stop().await.unwrap();
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn switchyard() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
-}
-
 fn start_broker() -> (Proc, String) {
     let mut child = switchyard()
         .args(["broker", "--partitions", "4"])
@@ -121,14 +108,6 @@ fn start_worker(config: &std::path::Path, bootstrap: &str) -> Proc {
         .spawn()
         .unwrap();
     Proc(child)
-}
-
-fn signal(p: &Proc, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &p.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,16 +15,6 @@ use switchyard_codec::Codec;
 use switchyard_core::result::{JobResult, JobStatus};
 
 use common::*;
-
-/// Kills the child if the test fails before it exits.
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn kcat_submits_jobs_and_reads_results_from_dev() {
@@ -34,36 +25,12 @@ fn kcat_submits_jobs_and_reads_results_from_dev() {
     );
 
     let usage = tempfile::tempdir().unwrap();
-    let mut dev = Guard(
-        Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["dev", "--partitions", "2", "--time-scale", "0.01"])
-            .current_dir(root())
-            .env("RUST_LOG", "warn")
-            .env(
-                "SWITCHYARD__ANALYTICS__PARQUET_DIR",
-                usage.path().join("usage"),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (mut dev, printed) = start_dev(&usage.path().join("usage"));
+    let (bootstrap, jobs_topic, results_topic) = (
+        printed["bootstrap"].clone(),
+        printed["topic jobs"].clone(),
+        printed["topic results"].clone(),
     );
-    let mut lines = BufReader::new(dev.0.stdout.take().unwrap()).lines();
-    let mut bootstrap = String::new();
-    let mut jobs_topic = String::new();
-    let mut results_topic = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(b) = line.strip_prefix("bootstrap: ") {
-            bootstrap = b.to_owned();
-        } else if let Some(t) = line.strip_prefix("topic jobs: ") {
-            jobs_topic = t.to_owned();
-        } else if let Some(t) = line.strip_prefix("topic results: ") {
-            results_topic = t.to_owned();
-        } else if line.starts_with("ready") {
-            break;
-        }
-    }
     assert!(bootstrap.starts_with("127.0.0.1:"), "{bootstrap}");
 
     // Produce 20 jobs as `key<TAB>json` lines.
@@ -122,11 +89,7 @@ fn kcat_submits_jobs_and_reads_results_from_dev() {
     assert!(results.iter().all(|r| r.status == JobStatus::Succeeded));
 
     // Ctrl-C drains and exits 0.
-    let status = Command::new("kill")
-        .args(["-INT", &dev.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(&dev, "-INT");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(s) = dev.0.try_wait().unwrap() {
@@ -138,48 +101,47 @@ fn kcat_submits_jobs_and_reads_results_from_dev() {
     }
 }
 
-/// Starts `switchyard dev` with its Parquet files in `parquet`, returning it and
-/// its bootstrap address once it is ready.
-fn start_dev(parquet: &std::path::Path) -> (Guard, String) {
-    let mut dev = Guard(
-        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+/// Starts `switchyard dev` with its Parquet files in `parquet` and returns it,
+/// once ready, with the `name: value` lines it printed (bootstrap, topics, …).
+fn start_dev(parquet: &std::path::Path) -> (Proc, HashMap<String, String>) {
+    let mut dev = Proc(
+        switchyard()
             .args(["dev", "--partitions", "2", "--time-scale", "0.01"])
-            .current_dir(root())
-            .env("RUST_LOG", "warn")
             .env("SWITCHYARD__ANALYTICS__PARQUET_DIR", parquet)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let mut bootstrap = String::new();
-    let lines = BufReader::new(dev.0.stdout.take().unwrap()).lines();
-    for line in lines {
+    let mut printed = HashMap::new();
+    for line in BufReader::new(dev.0.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
-        if let Some(b) = line.strip_prefix("bootstrap: ") {
-            bootstrap = b.to_owned();
-        } else if line.starts_with("ready") {
+        if line.starts_with("ready") {
             break;
         }
+        if let Some((name, value)) = line.split_once(": ") {
+            printed.insert(name.to_owned(), value.to_owned());
+        }
     }
-    (dev, bootstrap)
+    assert!(
+        printed
+            .get("bootstrap")
+            .is_some_and(|b| b.starts_with("127.0.0.1:")),
+        "{printed:?}"
+    );
+    (dev, printed)
 }
 
-/// Runs a `switchyard` command from the repository root.
-fn switchyard(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .current_dir(root())
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
+/// Runs a `switchyard` command to its end.
+fn run(args: &[&str]) -> std::process::Output {
+    switchyard().args(args).output().unwrap()
 }
 
 #[test]
 fn the_batch_commands_run_against_dev_from_other_processes() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut dev, bootstrap) = start_dev(&dir.path().join("usage"));
-    assert!(bootstrap.starts_with("127.0.0.1:"), "{bootstrap}");
+    let (mut dev, printed) = start_dev(&dir.path().join("usage"));
+    let bootstrap = printed["bootstrap"].clone();
 
     let input = dir.path().join("requests.jsonl");
     let lines: Vec<String> = (0..200)
@@ -200,7 +162,7 @@ fn the_batch_commands_run_against_dev_from_other_processes() {
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let project = "acme/retail/support/ticket-triage";
     let submit = || {
-        let out = switchyard(&[
+        let out = run(&[
             "submit",
             input.to_str().unwrap(),
             "--project",
@@ -225,7 +187,7 @@ fn the_batch_commands_run_against_dev_from_other_processes() {
     let batch = first["batch_id"].as_str().unwrap().to_owned();
 
     let output = dir.path().join("results.jsonl");
-    let out = switchyard(&[
+    let out = run(&[
         "collect",
         &batch,
         "-o",
@@ -253,7 +215,7 @@ fn the_batch_commands_run_against_dev_from_other_processes() {
     let want: Vec<String> = (0..200).map(|i| format!("row-{i}")).collect();
     assert_eq!(ids, want, "every custom_id once, in input order");
 
-    let out = switchyard(&[
+    let out = run(&[
         "status",
         &batch,
         "--brokers",
@@ -276,10 +238,6 @@ fn the_batch_commands_run_against_dev_from_other_processes() {
     assert_eq!(again["produced"], 0);
 
     // Ctrl-C drains and exits 0.
-    let status = Command::new("kill")
-        .args(["-INT", &dev.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(&dev, "-INT");
     assert!(dev.0.wait().unwrap().success());
 }

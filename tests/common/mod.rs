@@ -23,6 +23,33 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The `switchyard` binary, run from the repository root with warnings-only logs.
+pub fn switchyard() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    c.current_dir(root()).env("RUST_LOG", "warn");
+    c
+}
+
+/// A child process killed (and reaped) when the test lets go of it, so a failing
+/// test leaves nothing running.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends `sig` (as `kill` takes it: `-TERM`, `-KILL`, `-INT`) to `p`.
+pub fn signal(p: &Proc, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &p.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} failed");
+}
+
 /// The demo pipeline config.
 pub fn demo_config() -> PathBuf {
     root().join("pipelines/demo.toml")
