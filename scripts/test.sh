@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Runs every Switchyard test on a fresh Debian/Ubuntu machine.
 #
-# Installs what the tests need when it is missing (ClickHouse server and client
-# from the distribution, kcat, and the Python packages pyarrow, duckdb and chdb
-# that read the Parquet files and run the SQL on current ClickHouse), starts
+# Installs what the tests need when it is missing (the C toolchain, pkg-config
+# and OpenSSL headers the build links against, ClickHouse server and client from
+# the distribution, kcat, and the Python packages pyarrow, duckdb and chdb that
+# read the Parquet files and run the SQL on current ClickHouse), starts
 # ClickHouse when nothing answers on its HTTP port, runs the workspace tests, and
 # stops what it started. Safe to run again: each step checks before acting.
 #
+# Python packages go into the interpreter's site-packages when pip may write
+# there, otherwise (Debian's "externally managed" system Python) into a virtual
+# environment under target/test-python, which the tests are pointed at.
+#
 # Environment:
 #   SWITCHYARD_TEST_CLICKHOUSE_URL   ClickHouse to test against (default http://127.0.0.1:8123)
+#   SWITCHYARD_TEST_PYTHON           Python with pyarrow, duckdb and chdb (found or made when unset)
 #   CARGO_TEST_ARGS                  extra arguments for `cargo test` (e.g. a test name)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,10 +27,14 @@ log() { printf '\n== %s\n' "$*" >&2; }
 
 # --- system packages ---------------------------------------------------------
 missing=()
+command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
 command -v clickhouse-server >/dev/null 2>&1 || missing+=(clickhouse-server)
 command -v clickhouse-client >/dev/null 2>&1 || missing+=(clickhouse-client)
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if [ "${#missing[@]}" -gt 0 ]; then
   log "Installing ${missing[*]}"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -32,10 +42,33 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # --- Python packages used by the Parquet and current-ClickHouse tests ------------
-if ! python3 -c 'import pyarrow, duckdb, chdb' >/dev/null 2>&1; then
-  log "Installing pyarrow, duckdb and chdb"
-  python3 -m pip install --quiet pyarrow duckdb chdb
+PY_PACKAGES=(pyarrow duckdb chdb)
+has_packages() { "$1" -c 'import pyarrow, duckdb, chdb' >/dev/null 2>&1; }
+VENV="$PWD/target/test-python"
+if [ -z "${SWITCHYARD_TEST_PYTHON:-}" ]; then
+  if has_packages python3; then
+    SWITCHYARD_TEST_PYTHON=python3
+  elif has_packages "$VENV/bin/python"; then
+    SWITCHYARD_TEST_PYTHON="$VENV/bin/python"
+  else
+    log "Installing ${PY_PACKAGES[*]}"
+    if python3 -m pip install --quiet "${PY_PACKAGES[@]}" 2>/dev/null && has_packages python3; then
+      SWITCHYARD_TEST_PYTHON=python3
+    else
+      # An externally managed Python (Debian 12 and later) refuses global
+      # installs: use a virtual environment of our own.
+      if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv "$VENV"
+      fi
+      "$VENV/bin/python" -m pip install --quiet "${PY_PACKAGES[@]}"
+      SWITCHYARD_TEST_PYTHON="$VENV/bin/python"
+    fi
+  fi
 fi
+has_packages "$SWITCHYARD_TEST_PYTHON" || { echo "$SWITCHYARD_TEST_PYTHON lacks ${PY_PACKAGES[*]}" >&2; exit 1; }
+export SWITCHYARD_TEST_PYTHON
 
 # --- ClickHouse ----------------------------------------------------------------
 started_clickhouse=""

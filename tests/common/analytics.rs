@@ -299,9 +299,11 @@ pub async fn wait_for_rows(db: &TestDb, n: u64, timeout: Duration) -> u64 {
 }
 
 /// Runs a Python script from tests/data/analytics with arguments and returns its
-/// stdout parsed as JSON.
+/// stdout parsed as JSON. The interpreter is `SWITCHYARD_TEST_PYTHON` (set by
+/// scripts/test.sh to one that has pyarrow, duckdb and chdb), else `python3`.
 pub fn python(script: &str, args: &[&str]) -> serde_json::Value {
-    let out = std::process::Command::new("python3")
+    let python = std::env::var("SWITCHYARD_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&python)
         .arg(crate::common::path(&format!(
             "tests/data/analytics/{script}"
         )))
