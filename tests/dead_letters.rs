@@ -207,3 +207,68 @@ async fn undecodable_avro_is_dead_lettered_and_good_avro_is_processed() {
     assert_eq!(letters[1].payload, truncated);
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_outcome_cannot_be_encoded_is_dead_lettered_whole() {
+    let options = StackOptions {
+        partitions: 1,
+        time_scale: 0.01,
+        worker: false,
+        ..StackOptions::default()
+    };
+    let stack = Stack::start(&demo_config(), options).await.unwrap();
+    let bootstrap = stack.broker.bootstrap().to_owned();
+    let topics = stack.pipeline.config.kafka.topics.clone();
+    // A results topic in Avro without a schema id cannot take any result (the
+    // config check refuses this; here the worker is handed it directly).
+    let mut config = stack.pipeline.config.clone();
+    config.kafka.topics.results.encoding = Encoding::AvroConfluent;
+    config.kafka.topics.results.schema_id = None;
+    let good = jobs("unencodable", 2);
+    produce_jobs(&bootstrap, &topics.jobs, &good).await;
+    let engine = std::sync::Arc::new(stack.new_engine().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = switchyard_embedded::spawn_worker(engine, &config, stop.clone());
+    assert!(
+        eventually(Duration::from_secs(60), || read_dead_letters(
+            &bootstrap,
+            &topics.dlq
+        )
+        .len()
+            >= 2)
+        .await,
+        "both jobs reach the dead-letter topic"
+    );
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+    let letters = read_dead_letters(&bootstrap, &topics.dlq);
+    for letter in &letters {
+        assert_eq!(letter.headers["switchyard.dlq.kind"], "unencodable_outcome");
+        let reason = &letter.headers["switchyard.dlq.reason"];
+        assert!(reason.contains("the job ran (status succeeded"), "{reason}");
+        assert!(reason.contains(&topics.results.name), "{reason}");
+    }
+    let mut payloads: Vec<Vec<u8>> = letters.into_iter().map(|l| l.payload).collect();
+    payloads.sort();
+    let codec = Codec::for_topic(&topics.jobs);
+    let mut expected: Vec<Vec<u8>> = good.iter().map(|j| codec.encode(j).unwrap()).collect();
+    expected.sort();
+    assert_eq!(payloads, expected, "letters carry the original job bytes");
+    assert_eq!(
+        topic_size(&bootstrap, &topics.results.name),
+        0,
+        "no partial outcome"
+    );
+    assert_eq!(
+        topic_size(&bootstrap, &topics.usage.name),
+        0,
+        "no partial outcome"
+    );
+    let (committed, ends) = committed_and_end(
+        &bootstrap,
+        &stack.pipeline.config.kafka.group_id,
+        &topics.jobs.name,
+    );
+    assert_eq!(committed, ends, "the partition keeps moving");
+    stack.stop().await.unwrap();
+}

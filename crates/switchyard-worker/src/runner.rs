@@ -17,7 +17,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use switchyard_codec::{Codec, DecodeError};
+use switchyard_codec::Codec;
 use switchyard_core::config::PipelineConfig;
 use switchyard_kafka::client::{consumer_config, producer_config};
 use switchyard_kafka::{OffsetTracker, Ticket};
@@ -145,26 +145,37 @@ impl Publisher {
         match outcome {
             Outcome::Finished { result, usage } => {
                 let mut sends = Vec::with_capacity(usage.len() + 1);
-                for event in usage {
-                    match self.usage.1.encode(event) {
-                        Ok(bytes) => sends.push((
-                            self.usage.0.as_str(),
-                            event.job_id.as_bytes().to_vec(),
-                            bytes,
-                        )),
-                        Err(e) => {
-                            error!(job_id = %event.job_id, error = %e, "Usage event does not fit its schema; not published.")
+                let encoded = usage
+                    .iter()
+                    .map(|event| {
+                        self.usage
+                            .1
+                            .encode(event)
+                            .map(|bytes| (self.usage.0.as_str(), event.job_id.as_bytes(), bytes))
+                            .map_err(|e| (self.usage.0.as_str(), e))
+                    })
+                    .chain(std::iter::once(
+                        self.results
+                            .1
+                            .encode(result.as_ref())
+                            .map(|bytes| (self.results.0.as_str(), result.job_id.as_bytes(), bytes))
+                            .map_err(|e| (self.results.0.as_str(), e)),
+                    ));
+                for e in encoded {
+                    match e {
+                        Ok(send) => sends.push(send),
+                        Err((topic, e)) => {
+                            // Publishing part of the outcome would end the job
+                            // without a result (or without its cost): the job
+                            // goes to the dead-letter topic instead, whole.
+                            let reason = format!(
+                                "the job ran (status {}, cost ${:.6}) but its outcome does not fit the schema of `{topic}`: {e}; fix the schema or the topic's encoding and replay this message",
+                                result.status.as_str(),
+                                result.cost_usd
+                            );
+                            error!(job_id = %result.job_id, topic, error = %e, "Outcome does not fit its schema; dead-lettering the job.");
+                            return self.dead_letter(incoming, "unencodable_outcome", &reason).await;
                         }
-                    }
-                }
-                match self.results.1.encode(result.as_ref()) {
-                    Ok(bytes) => sends.push((
-                        self.results.0.as_str(),
-                        result.job_id.as_bytes().to_vec(),
-                        bytes,
-                    )),
-                    Err(e) => {
-                        error!(job_id = %result.job_id, error = %e, "Result does not fit its schema; not published.")
                     }
                 }
                 let all = futures::future::join_all(
@@ -189,8 +200,7 @@ impl Publisher {
         }
     }
 
-    async fn dead_letter(&self, incoming: &Incoming, error: &DecodeError) -> bool {
-        let reason = error.to_string();
+    async fn dead_letter(&self, incoming: &Incoming, kind: &str, reason: &str) -> bool {
         let partition = incoming.ticket.partition.to_string();
         let offset = incoming.ticket.offset.to_string();
         let headers = OwnedHeaders::new()
@@ -200,7 +210,7 @@ impl Publisher {
             })
             .insert(Header {
                 key: "switchyard.dlq.kind",
-                value: Some(error.kind().as_bytes()),
+                value: Some(kind.as_bytes()),
             })
             .insert(Header {
                 key: "switchyard.dlq.topic",
@@ -350,7 +360,7 @@ pub async fn run(
                 Err(e) => {
                     warn!(partition = incoming.ticket.partition, offset = incoming.ticket.offset, kind = e.kind(), reason = %e, "Dead-lettering a message.");
                     engine.metrics.dead_lettered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    publisher.dead_letter(&incoming, &e).await
+                    publisher.dead_letter(&incoming, e.kind(), &e.to_string()).await
                 }
             };
             if delivered && let Ok(mut t) = tracker.lock() {
