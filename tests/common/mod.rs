@@ -246,6 +246,59 @@ pub fn topic_size(bootstrap: &str, topic: &str) -> usize {
     n
 }
 
+/// Where each keyed message of a topic sits: key (as text) → (partition, offset).
+pub fn positions_by_key(bootstrap: &str, topic: &str) -> HashMap<String, (i32, i64)> {
+    let mut out = HashMap::new();
+    scan_to_end(
+        &kafka_config(bootstrap),
+        topic,
+        ScanFrom::Beginning,
+        &Default::default(),
+        Duration::from_secs(30),
+        |m| {
+            if let Some(k) = m.key {
+                out.insert(
+                    String::from_utf8_lossy(k).into_owned(),
+                    (m.partition, m.offset),
+                );
+            }
+        },
+    )
+    .unwrap();
+    out
+}
+
+/// Job ids that have a result on the results topic now, with their count.
+pub fn result_counts(bootstrap: &str, topic: &TopicConfig) -> HashMap<String, usize> {
+    let codec = Codec::for_topic(topic);
+    let mut out = HashMap::new();
+    scan_to_end(
+        &kafka_config(bootstrap),
+        &topic.name,
+        ScanFrom::Beginning,
+        &Default::default(),
+        Duration::from_secs(30),
+        |m| {
+            let r: JobResult = codec.decode(m.payload).unwrap();
+            *out.entry(r.job_id).or_insert(0) += 1;
+        },
+    )
+    .unwrap();
+    out
+}
+
+/// Messages of `group` not yet committed on `topic`, and the committed offsets
+/// (a partition with no commit counts from 0).
+pub fn uncommitted(bootstrap: &str, group: &str, topic: &str) -> (i64, BTreeMap<i32, i64>) {
+    let (committed, ends) = committed_and_end(bootstrap, group, topic);
+    let committed: BTreeMap<i32, i64> = ends
+        .keys()
+        .map(|p| (*p, committed.get(p).copied().unwrap_or(-1).max(0)))
+        .collect();
+    let left = ends.iter().map(|(p, end)| end - committed[p]).sum();
+    (left, committed)
+}
+
 /// A Kafka config pointing at the broker.
 pub fn kafka_config(bootstrap: &str) -> KafkaConfig {
     KafkaConfig {
