@@ -1,7 +1,7 @@
 //! `switchyard demo`: the whole pipeline in one process on a realistic workload.
 //! Jobs from the shipped corpus are produced at a steady pace onto the embedded
 //! broker (with a few malformed messages among them), the worker routes them to
-//! simulated providers, one provider model suffers an outage part-way, and the
+//! simulated providers, one provider suffers an outage part-way, and the
 //! results topic is read back to report outcomes, model mix, failovers, latency
 //! and cost against sending everything to the flagship.
 
@@ -49,6 +49,16 @@ pub struct Args {
     /// Skip the provider outage.
     #[arg(long)]
     no_outage: bool,
+    /// Report as tables for a person, or as one JSON object for scripts.
+    #[arg(long, value_enum, default_value_t = DemoFormat::Table)]
+    format: DemoFormat,
+}
+
+/// How the demo reports.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DemoFormat {
+    Table,
+    Json,
 }
 
 /// Malformed messages mixed into the workload: each must land in the DLQ.
@@ -126,7 +136,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let spread = Duration::from_secs_f64(args.spread.max(0.0));
     let jobs_topic = topics.jobs.name.clone();
     let produce = async move {
-        let mut outage: Option<String> = None;
+        let mut outage: Vec<String> = Vec::new();
+        let mut outage_began: Option<usize> = None;
         let total = jobs.len();
         let t0 = Instant::now();
         let mut pending = Vec::new();
@@ -151,35 +162,48 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     r?;
                 }
             }
-            // Outage: the most-used model so far goes down at 30% and comes back at 65%.
-            if !no_outage && outage.is_none() && i == total * 3 / 10 {
+            // Outage: the provider of the most-used model so far goes down (every
+            // one of its models answers 503) from 30% of the jobs (or the first
+            // job after that by which one has been answered) for 35% of them.
+            if !no_outage && outage_began.is_none() && i >= total * 3 / 10 {
                 let top = engine
                     .metrics
                     .by_model()
                     .into_iter()
                     .max_by_key(|(_, t)| t.jobs)
-                    .map(|(m, _)| m);
-                if let Some(model) =
-                    top.and_then(|m| catalog.get(&m).map(|s| (m.clone(), s.api_model.clone())))
-                {
+                    .and_then(|(m, _)| catalog.get(&m).map(|s| s.provider.clone()));
+                if let Some(provider) = top {
+                    outage = catalog
+                        .models()
+                        .iter()
+                        .filter(|m| m.provider == provider)
+                        .map(|m| m.api_model.clone())
+                        .collect();
                     eprintln!(
-                        "Outage: {} (all its traffic) starts failing with 503 at job {i}.",
-                        model.0
+                        "Outage: provider {provider} ({} models, all their traffic) starts failing with 503 at job {i}.",
+                        outage.len()
                     );
-                    sim_outage.set_outage(&model.1, Some(503));
-                    outage = Some(model.1);
+                    for api_model in &outage {
+                        sim_outage.set_outage(api_model, Some(503));
+                    }
+                    outage_began = Some(i);
                 }
             }
-            if let Some(api_model) = &outage
-                && i == total * 65 / 100
-            {
+            if !outage.is_empty() && outage_began.is_some_and(|b| i >= b + total * 35 / 100) {
                 eprintln!("Outage over at job {i}.");
-                sim_outage.set_outage(api_model, None);
-                outage = None;
+                for api_model in outage.drain(..) {
+                    sim_outage.set_outage(&api_model, None);
+                }
             }
             let due = spread.mul_f64((i + 1) as f64 / total as f64);
             if let Some(wait) = due.checked_sub(t0.elapsed()) {
                 tokio::time::sleep(wait).await;
+            }
+        }
+        if !outage.is_empty() {
+            eprintln!("Outage over with the last job.");
+            for api_model in outage.drain(..) {
+                sim_outage.set_outage(&api_model, None);
             }
         }
         let extra = codec.encode(&unknown_project)?;
@@ -243,7 +267,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
     )
     .context("reading the demo's Parquet files back")?;
-    summary::print(&summary::Inputs {
+    let summary = summary::summarize(&summary::Inputs {
         results: &results,
         labels: &labels,
         catalog: &catalog,
@@ -255,5 +279,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         parquet_dir: &parquet_dir,
         by_bu: &by_bu,
     });
+    match args.format {
+        DemoFormat::Table => summary::print(&summary, &by_bu),
+        DemoFormat::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+    }
     Ok(ExitCode::SUCCESS)
 }
