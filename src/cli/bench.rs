@@ -55,12 +55,25 @@ pub struct Args {
     provider_latency: Option<Duration>,
 }
 
+/// A child `switchyard` process, killed on drop, with the task that keeps
+/// reading its stdout (so it never writes to a closed pipe), stopped with it.
+pub(super) struct ChildCommand {
+    _process: tokio::process::Child,
+    drain: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ChildCommand {
+    fn drop(&mut self) {
+        self.drain.abort();
+    }
+}
+
 /// Starts a child `switchyard` command and returns it with the value of the
 /// first stdout line starting with `prefix`.
 pub(super) async fn spawn_child(
     args: &[&str],
     prefix: &str,
-) -> anyhow::Result<(tokio::process::Child, String)> {
+) -> anyhow::Result<(ChildCommand, String)> {
     let exe = std::env::current_exe().context("locating the switchyard binary")?;
     let mut child = tokio::process::Command::new(exe)
         .args(args)
@@ -73,8 +86,12 @@ pub(super) async fn spawn_child(
     let mut lines = BufReader::new(stdout).lines();
     while let Some(line) = lines.next_line().await? {
         if let Some(v) = line.strip_prefix(prefix) {
-            // Keep reading, so the child never writes to a closed pipe.
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            let drain =
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            let child = ChildCommand {
+                _process: child,
+                drain,
+            };
             return Ok((child, v.trim().to_owned()));
         }
     }

@@ -52,9 +52,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    for (property, var) in &c.kafka.client_secret_env {
+        if std::env::var(var).map_or(true, |v| v.trim().is_empty()) {
+            missing += 1;
+            println!(
+                "  warning: Kafka property `{property}` reads its value from {var}, which is not set here"
+            );
+        }
+    }
     if missing > 0 {
         println!(
-            "  ({missing} deployments would fail to start on this machine until their keys are set)"
+            "  ({missing} secrets are missing: deployments or Kafka clients would fail on this machine until they are set)"
         );
     }
     Ok(ExitCode::SUCCESS)

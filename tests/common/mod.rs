@@ -306,6 +306,7 @@ pub fn kafka_config(bootstrap: &str) -> KafkaConfig {
         group_id: "switchyard-workers".into(),
         topics: Default::default(),
         client: Default::default(),
+        client_secret_env: Default::default(),
     }
 }
 

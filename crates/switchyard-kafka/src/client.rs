@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use switchyard_core::config::KafkaConfig;
+use tracing::error;
 
 /// Settings for a consumer in `group_id` that commits only what the caller stores.
 pub fn consumer_config(
@@ -61,7 +62,49 @@ pub fn reader_config(kafka: &KafkaConfig) -> ClientConfig {
 }
 
 fn apply_overrides(c: &mut ClientConfig, kafka: &KafkaConfig) {
+    apply_with(c, kafka, |var| std::env::var(var).ok());
+}
+
+/// Applies `kafka.client`, then the secrets of `kafka.client_secret_env` as
+/// `env` gives them.
+fn apply_with(c: &mut ClientConfig, kafka: &KafkaConfig, env: impl Fn(&str) -> Option<String>) {
     for (k, v) in &kafka.client {
         c.set(k, v);
+    }
+    for (property, var) in &kafka.client_secret_env {
+        match env(var) {
+            Some(value) if !value.trim().is_empty() => {
+                c.set(property, value.trim());
+            }
+            _ => {
+                error!(property = %property, variable = %var, "Kafka client secret is not set; export the variable (the client connects without it).")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_properties_come_from_the_environment() {
+        let kafka = KafkaConfig {
+            brokers: "localhost:9092".into(),
+            group_id: "g".into(),
+            topics: Default::default(),
+            client: [("security.protocol".to_owned(), "SASL_SSL".to_owned())].into(),
+            client_secret_env: [
+                ("sasl.password".to_owned(), "KAFKA_SASL_PASSWORD".to_owned()),
+                ("ssl.key.password".to_owned(), "UNSET".to_owned()),
+            ]
+            .into(),
+        };
+        let env = |var: &str| (var == "KAFKA_SASL_PASSWORD").then(|| "hunter2\n".to_owned());
+        let mut c = ClientConfig::new();
+        apply_with(&mut c, &kafka, env);
+        assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(c.get("sasl.password"), Some("hunter2"));
+        assert_eq!(c.get("ssl.key.password"), None);
     }
 }

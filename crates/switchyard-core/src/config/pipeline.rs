@@ -122,6 +122,12 @@ pub struct KafkaConfig {
     /// Extra librdkafka properties (security.protocol, sasl.*, …), applied to every client.
     #[serde(default)]
     pub client: BTreeMap<String, String>,
+    /// librdkafka properties whose values are secrets, each read from the
+    /// environment variable named here when a client is made (for example
+    /// `"sasl.password" = "KAFKA_SASL_PASSWORD"`), so that they are never
+    /// written in a config file.
+    #[serde(default)]
+    pub client_secret_env: BTreeMap<String, String>,
 }
 
 fn default_group() -> String {
@@ -467,6 +473,23 @@ impl PipelineConfig {
                     at.key("max_message_bytes"),
                     format!("{} bytes is too small for any job", t.max_message_bytes),
                     "use at least 1024",
+                ));
+            }
+        }
+        for (property, var) in &self.kafka.client_secret_env {
+            let at = root.key("kafka").key("client_secret_env").key(property);
+            if self.kafka.client.contains_key(property) {
+                return Err(Invalid::new(
+                    at,
+                    format!("`{property}` is also set in kafka.client"),
+                    "keep the secret only in client_secret_env and remove it from kafka.client",
+                ));
+            }
+            if var.trim().is_empty() {
+                return Err(Invalid::new(
+                    at,
+                    "the environment variable name is empty",
+                    "name the variable that holds the value, e.g. KAFKA_SASL_PASSWORD",
                 ));
             }
         }
