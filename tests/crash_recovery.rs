@@ -26,7 +26,10 @@ use common::*;
 /// The stack, 300 jobs on the topic, and a worker config that keeps few jobs in
 /// flight and commits often, so that most of the topic is behind the commit
 /// point and a little is in flight at any moment.
-async fn stack_with_jobs(prefix: &str, drain_grace: Duration) -> (Stack, PipelineConfig, Vec<String>) {
+async fn stack_with_jobs(
+    prefix: &str,
+    drain_grace: Duration,
+) -> (Stack, PipelineConfig, Vec<String>) {
     let options = StackOptions {
         partitions: 4,
         time_scale: 0.3,
@@ -193,11 +196,7 @@ async fn jobs_still_running_when_the_grace_period_ends_stay_uncommitted() {
     let consumer = results_consumer(&bootstrap, &topics.results.name);
     let codec = Codec::for_topic(&topics.results);
     let stop = CancellationToken::new();
-    let worker = spawn_worker(
-        Arc::new(stack.new_engine().unwrap()),
-        &config,
-        stop.clone(),
-    );
+    let worker = spawn_worker(Arc::new(stack.new_engine().unwrap()), &config, stop.clone());
     let all = collect_results(&consumer, &codec, &ids, Duration::from_secs(180)).await;
     stop.cancel();
     worker.await.unwrap().unwrap();

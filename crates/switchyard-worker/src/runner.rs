@@ -174,7 +174,9 @@ impl Publisher {
                                 result.cost_usd
                             );
                             error!(job_id = %result.job_id, topic, error = %e, "Outcome does not fit its schema; dead-lettering the job.");
-                            return self.dead_letter(incoming, "unencodable_outcome", &reason).await;
+                            return self
+                                .dead_letter(incoming, "unencodable_outcome", &reason)
+                                .await;
                         }
                     }
                 }
