@@ -248,6 +248,13 @@ async fn a_sink_killed_mid_stream_and_restarted_gives_the_same_sums() {
         .await
         .unwrap();
     assert_eq!(pq.total.attempts, events, "Parquet holds every event once");
+    // Raw rows, as other readers see them (the report above collapses copies).
+    let seen = python("read_parquet.py", &[parquet.to_str().unwrap()]);
+    assert_eq!(
+        seen["pyarrow"]["rows"].as_u64().unwrap(),
+        events,
+        "no row written twice across the kill"
+    );
     let ch = Source::ClickHouse(ClickHouseConfig::new(&db.url, &db.name))
         .report(&query(vec![Dimension::Team]))
         .await
@@ -302,6 +309,72 @@ async fn clickhouse_down_for_part_of_the_run_loses_nothing() {
     let q = query(vec![Dimension::Project, Dimension::Model]);
     let ch = Source::ClickHouse(ClickHouseConfig::new(&db.url, &db.name));
     assert_reports_agree(&pq.report(&q).await.unwrap(), &ch.report(&q).await.unwrap());
+    stack.stop().await.unwrap();
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_stopped_while_clickhouse_is_down_exits_and_commits_nothing_clickhouse_lacks() {
+    let db = TestDb::new().await;
+    let proxy = Proxy::start(&db.url).await;
+    proxy.set_up(false);
+    let dir = tempfile::tempdir().unwrap();
+    let parquet = dir.path().join("usage");
+    let stack = stack_with_sink(&parquet, &proxy.url, &db.name, 0.01, false).await;
+    let config = common::write_process_config(dir.path(), "http://127.0.0.1:9");
+    let mut env = sink_env(&parquet, &proxy.url, &db.name);
+    // Few rows may wait for ClickHouse: the sink reaches its limit and holds.
+    env.push((
+        "SWITCHYARD__ANALYTICS__CLICKHOUSE_MAX_PENDING_EVENTS".into(),
+        "50".into(),
+    ));
+    let first = start_sink(&config, &stack, &env);
+    let results = run_jobs(&stack, "held", 300).await;
+    let events = usage_events(&stack);
+    assert!(events > 50);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // SIGTERM: the sink gives ClickHouse its grace period (30 s), then exits 0.
+    let stopped = std::time::Instant::now();
+    signal(&first, "-TERM");
+    let mut first = first;
+    let exit = tokio::task::spawn_blocking(move || first.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "sink exit status {exit:?}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(50),
+        "the sink took {:?} to stop",
+        stopped.elapsed()
+    );
+    let (committed, _) = common::committed_and_end(
+        stack.broker.bootstrap(),
+        &stack.pipeline.config.analytics.group_id,
+        &stack.pipeline.config.kafka.topics.usage.name,
+    );
+    assert!(
+        committed.values().all(|o| *o <= 0),
+        "nothing is committed while ClickHouse holds nothing: {committed:?}"
+    );
+
+    // ClickHouse back: the next sink writes everything, once.
+    proxy.set_up(true);
+    let second = start_sink(&config, &stack, &env);
+    assert!(
+        stack
+            .sink_caught_up(Duration::from_secs(120))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        wait_for_rows(&db, events, Duration::from_secs(30)).await,
+        events
+    );
+    drop(second);
+    assert_sums_match(&db, &expected_by_node(results, stack.catalog())).await;
+    let seen = python("read_parquet.py", &[parquet.to_str().unwrap()]);
+    assert_eq!(seen["pyarrow"]["rows"].as_u64().unwrap(), events);
     stack.stop().await.unwrap();
     db.drop_database().await;
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_core::catalog::Catalog;
-use switchyard_core::result::JobResult;
+use switchyard_core::result::{AttemptOutcome, JobResult};
 use switchyard_embedded::{Stack, StackOptions};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -193,6 +193,7 @@ pub fn sink_env(parquet: &Path, clickhouse_url: &str, database: &str) -> Vec<(St
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Expected {
     pub cost_usd: f64,
+    pub failed_cost_usd: f64,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub attempts: u64,
@@ -215,6 +216,9 @@ pub fn expected_by_node(
             for depth in 1..=parts.len() {
                 let e = out.entry(parts[..depth].join("/")).or_default();
                 e.cost_usd += cost;
+                if a.outcome != AttemptOutcome::Succeeded {
+                    e.failed_cost_usd += cost;
+                }
                 e.input_tokens += a.usage.input_tokens;
                 e.output_tokens += a.usage.output_tokens;
                 e.attempts += 1;
@@ -225,7 +229,8 @@ pub fn expected_by_node(
 }
 
 /// Asserts that ClickHouse's sums per org node (all four levels, read with
-/// plain SQL) equal `expected` to the cent and the tokens exactly.
+/// plain SQL) equal `expected` to the cent and the tokens exactly, in the
+/// events table and in both rollups.
 pub async fn assert_sums_match(db: &TestDb, expected: &BTreeMap<String, Expected>) {
     let levels = [
         "org",
@@ -233,46 +238,65 @@ pub async fn assert_sums_match(db: &TestDb, expected: &BTreeMap<String, Expected
         "concat(org, '/', business_unit, '/', team)",
         "concat(org, '/', business_unit, '/', team, '/', project)",
     ];
-    let mut seen = 0;
-    for key in levels {
-        let rows = db
-            .sql(&format!(
-                "SELECT {key} AS node, sum(cost_usd), sum(input_tokens), sum(output_tokens), count() \
-                 FROM usage_events FINAL GROUP BY node ORDER BY node"
-            ))
-            .await;
-        for row in rows {
-            let want = expected.get(&row[0]).unwrap_or_else(|| {
-                panic!("ClickHouse has usage for {} that no result billed", row[0])
-            });
-            let cost: f64 = row[1].parse().unwrap();
-            assert!(
-                (cost - want.cost_usd).abs() < 0.005,
-                "{}: ClickHouse ${cost} vs ${} from the results",
-                row[0],
-                want.cost_usd
-            );
-            assert_eq!(
-                row[2].parse::<u64>().unwrap(),
-                want.input_tokens,
-                "{}",
-                row[0]
-            );
-            assert_eq!(
-                row[3].parse::<u64>().unwrap(),
-                want.output_tokens,
-                "{}",
-                row[0]
-            );
-            assert_eq!(row[4].parse::<u64>().unwrap(), want.attempts, "{}", row[0]);
-            seen += 1;
+    let tables = [
+        (
+            "usage_events FINAL",
+            "count()",
+            "sum(if(outcome != 'succeeded', cost_usd, 0.))",
+        ),
+        ("usage_daily", "sum(attempts)", "sum(failed_cost_usd)"),
+        ("usage_hourly", "sum(attempts)", "sum(failed_cost_usd)"),
+    ];
+    for (table, attempts, failed) in tables {
+        let mut seen = 0;
+        for key in levels {
+            let rows = db
+                .sql(&format!(
+                    "SELECT {key} AS node, sum(cost_usd), sum(input_tokens), sum(output_tokens), {attempts}, {failed} \
+                     FROM {table} GROUP BY node ORDER BY node"
+                ))
+                .await;
+            for row in rows {
+                let node = &row[0];
+                let want = expected.get(node).unwrap_or_else(|| {
+                    panic!("{table} has usage for {node} that no result billed")
+                });
+                let cost: f64 = row[1].parse().unwrap();
+                assert!(
+                    (cost - want.cost_usd).abs() < 0.005,
+                    "{table} {node}: ClickHouse ${cost} vs ${} from the results",
+                    want.cost_usd
+                );
+                assert_eq!(
+                    row[2].parse::<u64>().unwrap(),
+                    want.input_tokens,
+                    "{table} {node}"
+                );
+                assert_eq!(
+                    row[3].parse::<u64>().unwrap(),
+                    want.output_tokens,
+                    "{table} {node}"
+                );
+                assert_eq!(
+                    row[4].parse::<u64>().unwrap(),
+                    want.attempts,
+                    "{table} {node}"
+                );
+                let failed: f64 = row[5].parse().unwrap();
+                assert!(
+                    (failed - want.failed_cost_usd).abs() < 0.005,
+                    "{table} {node}: failed attempts ${failed} vs ${}",
+                    want.failed_cost_usd
+                );
+                seen += 1;
+            }
         }
+        assert_eq!(
+            seen,
+            expected.len(),
+            "every org node with usage is in {table}"
+        );
     }
-    assert_eq!(
-        seen,
-        expected.len(),
-        "every org node with usage is in ClickHouse"
-    );
 }
 
 /// The usage topic's size in messages.

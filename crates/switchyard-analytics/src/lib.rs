@@ -5,12 +5,16 @@
 //! answers "who spent what, on which model, and what did routing save" from either
 //! store, with the same numbers.
 //!
-//! Layout: [`row`] is the flat record both stores share; [`sinks`] holds one
-//! folder per store; [`runner`] is the Kafka loop that feeds them ([`run_sink`]);
+//! Layout: [`row`] is the flat record both stores share, [`block`] the same
+//! rows in the stores' own shapes (Arrow columns, ClickHouse `RowBinary`) and
+//! [`decode`] how usage events become them; [`sinks`] holds one folder per
+//! store; [`runner`] is the Kafka pipeline that feeds them ([`run_sink`]);
 //! [`report`] reads them back. The bookkeeping that makes delivery exact
 //! ([`progress`], [`dedupe`], [`backoff`]) is pure and tested without I/O.
 
 pub mod backoff;
+pub mod block;
+pub mod decode;
 pub mod dedupe;
 mod error;
 pub mod progress;

@@ -77,16 +77,15 @@ const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
 impl UsageRow {
     /// Flattens an event read at `partition`/`offset` of `topic`.
     pub fn from_event(event: UsageEvent, topic: &str, partition: i32, offset: i64) -> Self {
-        let ts_ms = event.ts.timestamp_millis().max(0);
-        let days = event.ts.date_naive().num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE;
+        let ts_ms = event.ts.timestamp_millis().max(0) as u64;
         Self {
             event_id: event.event_id,
             job_id: event.job_id,
             batch_id: event.batch_id.unwrap_or_default(),
             attempt: event.attempt,
             ts: u32::try_from(ts_ms / 1000).unwrap_or(u32::MAX),
-            ts_ms: ts_ms as u64,
-            day: u16::try_from(days.max(0)).unwrap_or(u16::MAX),
+            ts_ms,
+            day: crate::block::day_of(ts_ms),
             org: event.org,
             business_unit: event.business_unit,
             team: event.team,

@@ -140,6 +140,11 @@ impl Codec {
         }
     }
 
+    /// Largest accepted message, bytes.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
     /// Decodes a record, enforcing the topic's size limit and unknown-field policy.
     pub fn decode<R: AvroRecord + DeserializeOwned>(&self, bytes: &[u8]) -> Result<R, DecodeError> {
         if bytes.len() > self.max_bytes {

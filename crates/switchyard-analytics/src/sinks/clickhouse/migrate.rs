@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_rollups.sql",
         sql: include_str!("../../../../../schemas/clickhouse/0002_rollups.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_rollups_per_insert.sql",
+        sql: include_str!("../../../../../schemas/clickhouse/0003_rollups_per_insert.sql"),
+    },
 ];
 
 /// The table that records applied versions.
@@ -88,6 +93,11 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<Vec<u32>> {
             continue;
         }
         for statement in statements(m.sql) {
+            if let Some((table, column)) = added_column(&statement)
+                && column_exists(config, &db, table, column).await?
+            {
+                continue;
+            }
             db.query(&statement)
                 .execute()
                 .await
@@ -110,6 +120,49 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<Vec<u32>> {
         now.push(m.version);
     }
     Ok(now)
+}
+
+/// The table and column of `ALTER TABLE t ADD COLUMN c …`: ClickHouse 18.16
+/// has no `ADD COLUMN IF NOT EXISTS`, so the migration checks first.
+fn added_column(statement: &str) -> Option<(&str, &str)> {
+    let mut words = statement.split_whitespace();
+    let head: Vec<String> = words
+        .by_ref()
+        .take(2)
+        .map(str::to_ascii_uppercase)
+        .collect();
+    if head != ["ALTER", "TABLE"] {
+        return None;
+    }
+    let table = words.next()?;
+    let add: Vec<String> = words
+        .by_ref()
+        .take(2)
+        .map(str::to_ascii_uppercase)
+        .collect();
+    (add == ["ADD", "COLUMN"]).then_some((table, words.next()?))
+}
+
+async fn column_exists(
+    config: &ClickHouseConfig,
+    client: &Client,
+    table: &str,
+    column: &str,
+) -> Result<bool> {
+    let n: u64 = timed(
+        config,
+        "reading system.columns",
+        client
+            .query(
+                "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?",
+            )
+            .bind(&config.database)
+            .bind(table)
+            .bind(column)
+            .fetch_one::<u64>(),
+    )
+    .await?;
+    Ok(n > 0)
 }
 
 async fn run(config: &ClickHouseConfig, client: &Client, sql: &str, during: &str) -> Result<()> {
@@ -168,5 +221,25 @@ mod tests {
             ]
         );
         assert_eq!(statements(MIGRATIONS[1].sql).len(), 4);
+    }
+
+    #[test]
+    fn an_added_column_is_recognised_for_the_existence_check() {
+        assert_eq!(
+            added_column(
+                "alter table usage_events ADD column failed_cost_usd Float64 MATERIALIZED 0"
+            ),
+            Some(("usage_events", "failed_cost_usd"))
+        );
+        assert_eq!(added_column("ALTER TABLE t DROP COLUMN c"), None);
+        assert_eq!(
+            added_column("CREATE TABLE t (x UInt8) ENGINE = Memory"),
+            None
+        );
+        assert!(
+            statements(MIGRATIONS[2].sql)
+                .iter()
+                .any(|s| added_column(s).is_some())
+        );
     }
 }

@@ -7,19 +7,26 @@
 //! went through is seen as present rather than repeated.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clickhouse::Client;
 use tracing::{debug, info, warn};
 
+use chrono::Datelike;
+
 use super::ClickHouseConfig;
 use super::migrate::{migrate, timed};
+use crate::block::{CLICKHOUSE_COLUMNS, ClickHouseRows, RowPosition};
 use crate::error::Result;
-use crate::row::{UsageRow, date_from_days};
+use crate::row::date_from_days;
 
 /// Rows per INSERT, below ClickHouse's block size so that one INSERT is one
 /// block (and therefore atomic) on every version.
 const MAX_INSERT_ROWS: usize = 500_000;
+
+/// Every sink's INSERT carries a query id with this prefix.
+const QUERY_ID_PREFIX: &str = "switchyard-sink-";
 
 /// What one write did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -39,6 +46,12 @@ pub struct ClickHouseSink {
     known_max: HashMap<i32, i64>,
     /// Query id of an insert whose outcome is unknown.
     unsettled: Option<String>,
+    /// After such an insert, every row of the next write is looked up.
+    verify_all: bool,
+    /// Set by a rebalance: inserts begun before it must end before learning.
+    fence: Option<std::time::Instant>,
+    /// Partitions this sink owns and their epoch (none: every row is written).
+    owned: Option<Arc<tokio::sync::Mutex<HashMap<i32, u64>>>>,
 }
 
 impl ClickHouseSink {
@@ -53,7 +66,17 @@ impl ClickHouseSink {
             topic: topic.to_owned(),
             known_max: HashMap::new(),
             unsettled: None,
+            verify_all: false,
+            fence: None,
+            owned: None,
         })
+    }
+
+    /// Writes only rows of partitions in `owned` at the epoch they were read
+    /// in; each INSERT holds the lock, so whoever takes it waits for the insert.
+    pub fn with_ownership(mut self, owned: Arc<tokio::sync::Mutex<HashMap<i32, u64>>>) -> Self {
+        self.owned = Some(owned);
+        self
     }
 
     /// The database client (for reports and tests).
@@ -66,95 +89,178 @@ impl ClickHouseSink {
         &self.config
     }
 
-    /// Forgets what it knew of the partitions (after a rebalance).
-    pub fn forget_partitions(&mut self) {
+    /// Forgets what it knew of the partitions: after a rebalance, other sinks
+    /// may have written them. Before it learns again, the sink waits until no
+    /// insert that started before `since` (another sink's, into partitions it
+    /// then owned) is still running, so that what it learns includes them.
+    pub fn forget_partitions(&mut self, since: std::time::Instant) {
         self.known_max.clear();
+        self.fence = Some(since);
     }
 
     /// Inserts the rows ClickHouse does not have yet. On error nothing is lost:
     /// call again with the same rows (after a pause) and only what is still
     /// missing goes in.
-    pub async fn write(&mut self, rows: &[UsageRow]) -> Result<WriteOutcome> {
+    pub async fn write(&mut self, rows: &ClickHouseRows) -> Result<WriteOutcome> {
         if rows.is_empty() {
             return Ok(WriteOutcome::default());
         }
         self.settle().await?;
+        self.wait_for_older_inserts().await?;
+        let positions = rows.positions();
         let partitions: Vec<i32> = {
-            let set: HashSet<i32> = rows.iter().map(|r| r.kafka_partition).collect();
+            let set: HashSet<i32> = positions.iter().map(|r| r.partition).collect();
             set.into_iter().collect()
         };
-        if partitions.iter().any(|p| !self.known_max.contains_key(p)) {
+        if self.verify_all {
+            // After an insert whose outcome was unknown, the highest offset
+            // cannot be trusted to be complete: every row is looked up.
+            for p in &partitions {
+                self.known_max.insert(*p, i64::MAX);
+            }
+        } else if partitions.iter().any(|p| !self.known_max.contains_key(p)) {
             self.learn_max(&partitions).await?;
         }
         let mut present: HashMap<i32, HashSet<i64>> = HashMap::new();
         // A re-delivered row keeps its day, so the lookup reads only those days'
         // monthly partitions, not the whole table.
-        let first_day = rows.iter().map(|r| r.day).min().unwrap_or_default();
-        let last_day = rows.iter().map(|r| r.day).max().unwrap_or_default();
+        let first_day = positions.iter().map(|r| r.day).min().unwrap_or_default();
+        let last_day = positions.iter().map(|r| r.day).max().unwrap_or_default();
         let days = (
             date_from_days(first_day).to_string(),
             date_from_days(last_day).to_string(),
         );
-        for (p, lo, hi) in ranges_to_check(rows, &self.known_max) {
+        for (p, lo, hi) in ranges_to_check(positions, &self.known_max) {
             present.insert(p, self.present(p, lo, hi, &days).await?);
         }
-        let fresh: Vec<&UsageRow> = rows
-            .iter()
-            .filter(|r| {
-                !present
-                    .get(&r.kafka_partition)
-                    .is_some_and(|s| s.contains(&r.kafka_offset))
-            })
-            .collect();
-        let skipped = (rows.len() - fresh.len()) as u64;
+        self.verify_all = false;
+        for p in &partitions {
+            if self.known_max.get(p) == Some(&i64::MAX) {
+                let max = present
+                    .get(p)
+                    .and_then(|s| s.iter().max().copied())
+                    .unwrap_or(-1);
+                self.known_max.insert(*p, max);
+            }
+        }
+        let is_present = |r: &RowPosition| {
+            present
+                .get(&r.partition)
+                .is_some_and(|s| s.contains(&r.offset))
+        };
+        let skipped = positions.iter().filter(|r| is_present(r)).count() as u64;
         if skipped > 0 {
             info!(skipped, "Rows ClickHouse already had were left out.");
         }
-        let mut by_month: BTreeMap<u32, Vec<&UsageRow>> = BTreeMap::new();
-        for r in fresh {
-            by_month.entry(r.month()).or_default().push(r);
-        }
+        // One INSERT per month: an INSERT that spans partitions is not atomic.
+        let mut months: Vec<u32> = positions.iter().map(|r| month_of(r.day)).collect();
+        months.sort_unstable();
+        months.dedup();
         let mut inserted = 0;
-        for rows in by_month.values() {
-            for chunk in rows.chunks(MAX_INSERT_ROWS) {
-                self.insert(chunk).await?;
-                inserted += chunk.len() as u64;
+        for month in months {
+            let fresh = if skipped == 0 && positions.iter().all(|r| month_of(r.day) == month) {
+                None
+            } else {
+                Some(rows.select(|r| month_of(r.day) == month && !is_present(r)))
+            };
+            let fresh = fresh.as_ref().unwrap_or(rows);
+            if fresh.len() <= MAX_INSERT_ROWS {
+                inserted += self.insert(fresh).await?;
+            } else {
+                for part in fresh.split(MAX_INSERT_ROWS) {
+                    inserted += self.insert(&part).await?;
+                }
             }
         }
         Ok(WriteOutcome { inserted, skipped })
     }
 
-    async fn insert(&mut self, rows: &[&UsageRow]) -> Result<()> {
-        let query_id = format!("switchyard-sink-{}", uuid::Uuid::new_v4());
+    /// Inserts `rows` (those of partitions still owned, at their epoch) in one
+    /// INSERT; the ownership lock is held until the INSERT has ended.
+    async fn insert(&mut self, rows: &ClickHouseRows) -> Result<u64> {
+        let owned = self.owned.clone();
+        let guard = match &owned {
+            Some(o) => Some(o.lock().await),
+            None => None,
+        };
+        let filtered;
+        let rows = match &guard {
+            Some(g)
+                if rows
+                    .positions()
+                    .iter()
+                    .any(|r| g.get(&r.partition) != Some(&r.epoch)) =>
+            {
+                filtered = rows.select(|r| g.get(&r.partition) == Some(&r.epoch));
+                &filtered
+            }
+            _ => rows,
+        };
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let query_id = format!("{QUERY_ID_PREFIX}{}", uuid::Uuid::new_v4());
         self.unsettled = Some(query_id.clone());
+        let sql = format!("INSERT INTO usage_events ({CLICKHOUSE_COLUMNS}) FORMAT RowBinary");
+        let body = bytes::Bytes::copy_from_slice(rows.bytes());
         let result = timed(&self.config, "inserting usage rows", async {
             let mut insert = self
                 .client
-                .insert::<UsageRow>("usage_events")
-                .await?
+                .insert_formatted_with(sql)
                 .with_setting("query_id", &query_id)
                 .with_timeouts(Some(self.config.timeout), Some(self.config.timeout));
-            for r in rows {
-                insert.write(*r).await?;
-            }
+            insert.send(body).await?;
             insert.end().await
         })
         .await;
         match result {
             Ok(()) => {
                 self.unsettled = None;
-                for r in rows {
-                    let m = self.known_max.entry(r.kafka_partition).or_insert(-1);
-                    *m = (*m).max(r.kafka_offset);
+                for r in rows.positions() {
+                    let m = self.known_max.entry(r.partition).or_insert(-1);
+                    *m = (*m).max(r.offset);
                 }
                 debug!(rows = rows.len(), "Inserted usage rows.");
-                Ok(())
+                Ok(rows.len() as u64)
             }
             Err(e) => {
                 // Whether it went in is unknown until the server is asked.
                 self.known_max.clear();
+                self.verify_all = true;
                 Err(e)
             }
+        }
+    }
+
+    /// After a rebalance: waits until inserts that started before it are done.
+    async fn wait_for_older_inserts(&mut self) -> Result<()> {
+        let Some(since) = self.fence else {
+            return Ok(());
+        };
+        loop {
+            let age = since.elapsed().as_secs_f64();
+            let older: u64 = timed(
+                &self.config,
+                "waiting for inserts begun before the rebalance",
+                self.client
+                    .query(
+                        "SELECT count() FROM system.processes \
+                         WHERE startsWith(query_id, ?) AND elapsed >= ?",
+                    )
+                    .bind(QUERY_ID_PREFIX)
+                    .bind(age)
+                    .fetch_one::<u64>(),
+            )
+            .await?;
+            if older == 0 {
+                self.fence = None;
+                return Ok(());
+            }
+            warn!(
+                inserts = older,
+                "Inserts begun before the rebalance are still running; waiting for them before learning what ClickHouse holds."
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -188,7 +294,7 @@ impl ClickHouseSink {
             "reading the highest offsets",
             self.client
                 .query(
-                    "SELECT kafka_partition, max(kafka_offset) FROM usage_events \
+                    "SELECT kafka_partition, max(max_offset) FROM usage_offsets \
                      WHERE kafka_topic = ? GROUP BY kafka_partition",
                 )
                 .bind(&self.topic)
@@ -237,14 +343,15 @@ impl ClickHouseSink {
 /// Per partition, the offset range of `rows` that ClickHouse may already hold:
 /// from the batch's lowest offset up to the highest one present (inclusive).
 /// Partitions whose rows are all above what is present need no lookup.
-pub fn ranges_to_check(rows: &[UsageRow], known_max: &HashMap<i32, i64>) -> Vec<(i32, i64, i64)> {
+pub fn ranges_to_check(
+    rows: &[RowPosition],
+    known_max: &HashMap<i32, i64>,
+) -> Vec<(i32, i64, i64)> {
     let mut spans: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
     for r in rows {
-        let s = spans
-            .entry(r.kafka_partition)
-            .or_insert((r.kafka_offset, r.kafka_offset));
-        s.0 = s.0.min(r.kafka_offset);
-        s.1 = s.1.max(r.kafka_offset);
+        let s = spans.entry(r.partition).or_insert((r.offset, r.offset));
+        s.0 = s.0.min(r.offset);
+        s.1 = s.1.max(r.offset);
     }
     spans
         .into_iter()
@@ -253,4 +360,10 @@ pub fn ranges_to_check(rows: &[UsageRow], known_max: &HashMap<i32, i64>) -> Vec<
             (lo <= max).then_some((p, lo, hi.min(max)))
         })
         .collect()
+}
+
+/// ClickHouse's monthly partition of a day (`toYYYYMM(day)`).
+fn month_of(day: u16) -> u32 {
+    let d = date_from_days(day);
+    d.year().max(0) as u32 * 100 + d.month()
 }

@@ -7,12 +7,10 @@
 
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::{
-    ArrayRef, DictionaryArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
-    TimestampMillisecondArray, UInt32Array, UInt64Array,
-};
-use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
+use crate::block::{BlockBuilder, RowRef};
 use crate::row::UsageRow;
 
 /// The schema of every file.
@@ -63,66 +61,9 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 
 /// The rows as one record batch of [`schema`].
 pub fn record_batch(rows: &[UsageRow]) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let text = |f: fn(&UsageRow) -> &str| -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
-    };
-    let columns: Vec<ArrayRef> = vec![
-        text(|r| &r.event_id),
-        text(|r| &r.job_id),
-        Arc::new(StringArray::from_iter(rows.iter().map(|r| {
-            (!r.batch_id.is_empty()).then_some(r.batch_id.as_str())
-        }))),
-        Arc::new(UInt32Array::from_iter_values(
-            rows.iter().map(|r| r.attempt),
-        )),
-        Arc::new(
-            TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.ts_ms as i64))
-                .with_timezone("UTC"),
-        ),
-        Arc::new(
-            rows.iter()
-                .map(|r| r.org.as_str())
-                .collect::<DictionaryArray<Int32Type>>(),
-        ),
-        text(|r| &r.business_unit),
-        text(|r| &r.team),
-        text(|r| &r.project),
-        text(|r| &r.workload),
-        text(|r| &r.strategy),
-        text(|r| &r.category),
-        Arc::new(Float64Array::from_iter_values(
-            rows.iter().map(|r| r.complexity),
-        )),
-        text(|r| &r.chosen_model),
-        text(|r| &r.routing_reason),
-        text(|r| &r.provider),
-        text(|r| &r.model),
-        text(|r| &r.deployment),
-        text(|r| &r.outcome),
-        Arc::new(UInt64Array::from_iter_values(
-            rows.iter().map(|r| r.input_tokens),
-        )),
-        Arc::new(UInt64Array::from_iter_values(
-            rows.iter().map(|r| r.output_tokens),
-        )),
-        Arc::new(UInt64Array::from_iter_values(
-            rows.iter().map(|r| r.cached_input_tokens),
-        )),
-        Arc::new(Float64Array::from_iter_values(
-            rows.iter().map(|r| r.cost_usd),
-        )),
-        Arc::new(Float64Array::from_iter_values(
-            rows.iter().map(|r| r.baseline_cost_usd),
-        )),
-        Arc::new(UInt64Array::from_iter_values(
-            rows.iter().map(|r| r.latency_ms),
-        )),
-        Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|r| r.kafka_partition),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|r| r.kafka_offset),
-        )),
-    ];
-    RecordBatch::try_new(schema(), columns)
+    let mut b = BlockBuilder::with_capacity(rows.len());
+    for r in rows {
+        b.append(&RowRef::of_row(r), r.kafka_partition, r.kafka_offset);
+    }
+    b.finish()
 }

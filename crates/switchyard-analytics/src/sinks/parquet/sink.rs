@@ -8,14 +8,17 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
 
+use arrow::array::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::manifest::{Manifest, remove_orphans, sync_dir};
 use super::{ParquetConfig, paths, schema};
+use crate::block::{BlockBuilder, RowRef};
 use crate::error::{Error, Result};
 use crate::progress::Cut;
 use crate::row::UsageRow;
@@ -25,6 +28,9 @@ type Key = (u16, String);
 
 /// Rows of one day and org encoded together as they arrive.
 const WRITE_ROWS: usize = 8192;
+
+/// Columns whose values (nearly) never repeat.
+const UNIQUE_COLUMNS: [&str; 4] = ["event_id", "job_id", "ts", "kafka_offset"];
 
 struct OpenFile {
     writer: ArrowWriter<File>,
@@ -48,9 +54,10 @@ pub struct ParquetSink {
     manifest: Manifest,
     /// Highest next-offset any sink's files hold, per partition.
     held: Cut,
-    buffered: BTreeMap<Key, Vec<UsageRow>>,
+    buffered: BTreeMap<Key, BlockBuilder>,
     buffered_rows: usize,
-    open: BTreeMap<Key, OpenFile>,
+    /// Open files, in the order they were opened (few: one per day and org).
+    open: Vec<(Key, OpenFile)>,
     open_rows: u64,
     opened_at: Option<Instant>,
 }
@@ -89,11 +96,18 @@ impl ParquetSink {
         }
         let level = ZstdLevel::try_new(config.zstd_level)
             .map_err(|e| Error::Invalid(format!("Parquet zstd level: {e}")))?;
-        let props = WriterProperties::builder()
+        // Ids and Kafka positions are unique per row: a dictionary only costs
+        // time before the writer falls back to plain encoding. Chunk-level
+        // statistics are what readers prune row groups by.
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(config.row_group_rows))
-            .set_created_by("switchyard usage sink".into())
-            .build();
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_created_by("switchyard usage sink".into());
+        for column in UNIQUE_COLUMNS {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(column), false);
+        }
+        let props = props.build();
         info!(dir = %config.dir.display(), sink_id = %config.sink_id, seq = manifest.seq, partitions = held.len(), "Parquet store open.");
         Ok(Self {
             config,
@@ -102,7 +116,7 @@ impl ParquetSink {
             held,
             buffered: BTreeMap::new(),
             buffered_rows: 0,
-            open: BTreeMap::new(),
+            open: Vec::new(),
             open_rows: 0,
             opened_at: None,
         })
@@ -125,18 +139,24 @@ impl ParquetSink {
         Ok(())
     }
 
-    /// Queues a row for the next flush.
+    /// Queues a row for the next flush (rows one at a time: tests, benchmarks;
+    /// the sink itself hands over whole record batches with [`ParquetSink::write_batch`]).
     pub fn push(&mut self, row: UsageRow) -> Result<()> {
         let key = (row.day, row.org.clone());
-        let rows = self.buffered.entry(key).or_default();
-        rows.push(row);
+        let rows = self
+            .buffered
+            .entry(key.clone())
+            .or_insert_with(|| BlockBuilder::with_capacity(WRITE_ROWS));
+        rows.append(&RowRef::of_row(&row), row.kafka_partition, row.kafka_offset);
         self.buffered_rows += 1;
         if rows.len() >= WRITE_ROWS {
             // Encode while the rows are still in cache, and keep buffers small.
-            let key = (rows[0].day, rows[0].org.clone());
-            if let Some(rows) = self.buffered.remove(&key) {
+            if let Some(mut rows) = self.buffered.remove(&key) {
                 self.buffered_rows -= rows.len();
-                self.write(key, &rows)?;
+                let batch = rows
+                    .finish()
+                    .map_err(|e| Error::parquet(&self.config.dir, e))?;
+                self.write_batch(key.0, &key.1, &batch)?;
             }
         }
         Ok(())
@@ -164,25 +184,35 @@ impl ParquetSink {
         }
         let buffered = std::mem::take(&mut self.buffered);
         self.buffered_rows = 0;
-        for (key, rows) in buffered {
-            self.write(key, &rows)?;
+        for ((day, org), mut rows) in buffered {
+            let batch = rows
+                .finish()
+                .map_err(|e| Error::parquet(&self.config.dir, e))?;
+            self.write_batch(day, &org, &batch)?;
         }
         Ok(())
     }
 
-    /// Appends `rows` (all of `key`) to its open file, creating it if needed.
-    fn write(&mut self, key: Key, rows: &[UsageRow]) -> Result<()> {
-        let batch = schema::record_batch(rows).map_err(|e| Error::parquet(&self.config.dir, e))?;
-        if !self.open.contains_key(&key) {
-            let file = self.create(&key)?;
-            self.open.insert(key.clone(), file);
+    /// Appends rows of one day and org (a batch of [`schema::schema`]) to their
+    /// open file, creating it if needed.
+    pub fn write_batch(&mut self, day: u16, org: &str, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
         }
-        if let Some(file) = self.open.get_mut(&key) {
-            file.writer
-                .write(&batch)
-                .map_err(|e| Error::parquet(&file.temp, e))?;
-        }
-        self.open_rows += rows.len() as u64;
+        let file = match self.open.iter().position(|(k, _)| k.0 == day && k.1 == org) {
+            Some(i) => &mut self.open[i].1,
+            None => {
+                let key = (day, org.to_owned());
+                let file = self.create(&key)?;
+                self.open.push((key, file));
+                let last = self.open.len() - 1;
+                &mut self.open[last].1
+            }
+        };
+        file.writer
+            .write(batch)
+            .map_err(|e| Error::parquet(&file.temp, e))?;
+        self.open_rows += batch.num_rows() as u64;
         if self.opened_at.is_none() {
             self.opened_at = Some(Instant::now());
         }
@@ -196,7 +226,7 @@ impl ParquetSink {
             return false;
         };
         now.duration_since(opened) >= self.config.roll_interval
-            || self.open.values().any(|f| {
+            || self.open.iter().any(|(_, f)| {
                 f.writer.bytes_written() as u64 + f.writer.in_progress_size() as u64
                     >= self.config.max_file_bytes
             })

@@ -1,0 +1,662 @@
+//! Usage events from the topic's bytes into the stores' shapes, a chunk of
+//! messages at a time (the sink runs this on its decoder threads).
+//!
+//! JSON events take a fast path: the text is checked as UTF-8 once and parsed
+//! into borrowed fields (no string is copied unless it holds escapes), the
+//! canonical RFC 3339 timestamps that Switchyard writes are read without chrono,
+//! and the row goes straight into the column builders. Anything the fast path
+//! does not accept (an unknown field under the `ignore` policy, an unusual
+//! timestamp, a syntax error) goes through the topic's full [`Codec`], so the
+//! outcome, and the reason when a message is not a usage event, is exactly the
+//! codec's.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use arrow::array::RecordBatch;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use switchyard_codec::Codec;
+use switchyard_core::analysis::TaskCategory;
+use switchyard_core::config::Encoding;
+use switchyard_core::result::AttemptOutcome;
+use switchyard_core::routing::Strategy;
+use switchyard_core::usage::UsageEvent;
+
+use crate::block::{BlockBuilder, ClickHouseRows, RowRef};
+use crate::dedupe::key;
+
+/// Messages as read from Kafka, their payloads end to end in one buffer.
+#[derive(Debug, Default)]
+pub struct RawChunk {
+    payloads: Vec<u8>,
+    messages: Vec<RawMessage>,
+}
+
+/// One message of a [`RawChunk`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawMessage {
+    /// Kafka partition.
+    pub partition: i32,
+    /// Kafka offset.
+    pub offset: i64,
+    /// The partition's assignment epoch when the message was read.
+    pub epoch: u64,
+    end: usize,
+}
+
+impl RawChunk {
+    /// An empty chunk with room for `messages` messages.
+    pub fn with_capacity(messages: usize) -> Self {
+        Self {
+            payloads: Vec::with_capacity(messages * 1024),
+            messages: Vec::with_capacity(messages),
+        }
+    }
+
+    /// Copies a message in.
+    pub fn push(&mut self, partition: i32, offset: i64, epoch: u64, payload: &[u8]) {
+        self.payloads.extend_from_slice(payload);
+        self.messages.push(RawMessage {
+            partition,
+            offset,
+            epoch,
+            end: self.payloads.len(),
+        });
+    }
+
+    /// Messages held.
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Whether no message is held.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&RawMessage, &[u8])> {
+        let mut start = 0;
+        self.messages.iter().map(move |m| {
+            let p = &self.payloads[start..m.end];
+            start = m.end;
+            (m, p)
+        })
+    }
+}
+
+/// Rows of one day and org from one chunk.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// UTC day, days since the epoch.
+    pub day: u16,
+    /// Org.
+    pub org: String,
+    /// The rows, in message order.
+    pub batch: RecordBatch,
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// A usage event: its de-duplication key and where its row is.
+    Row {
+        /// The event id as a 128-bit key.
+        id: u128,
+        /// Index into [`DecodedChunk::blocks`].
+        block: usize,
+    },
+    /// Not a usage event, and why.
+    Invalid(String),
+}
+
+/// A decoded message with its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedMessage {
+    /// Kafka partition.
+    pub partition: i32,
+    /// Kafka offset.
+    pub offset: i64,
+    /// The partition's assignment epoch when the message was read.
+    pub epoch: u64,
+    /// The outcome.
+    pub decoded: Decoded,
+}
+
+/// A chunk turned into rows: per message what it was, the Parquet blocks, and
+/// the ClickHouse rows (in message order, one per usage event) when wanted.
+#[derive(Debug)]
+pub struct DecodedChunk {
+    /// Every message, in order.
+    pub messages: Vec<DecodedMessage>,
+    /// Rows per (day, org); the n-th `Row` of a block is its n-th row.
+    pub blocks: Vec<Block>,
+    /// The same rows for ClickHouse.
+    pub clickhouse: Option<ClickHouseRows>,
+    /// Failure to build a block (a bug, not bad input).
+    pub error: Option<String>,
+}
+
+/// Decodes a chunk read from `topic`; with `clickhouse`, also encodes the rows
+/// for ClickHouse.
+pub fn decode_chunk(
+    codec: &Codec,
+    topic: &str,
+    chunk: &RawChunk,
+    clickhouse: bool,
+) -> DecodedChunk {
+    let mut builders: Vec<(u16, String, BlockBuilder)> = Vec::new();
+    let mut messages = Vec::with_capacity(chunk.len());
+    let mut ch = clickhouse.then(|| ClickHouseRows::with_capacity(chunk.len()));
+    let mut add = |r: &RowRef<'_>, m: &RawMessage| -> usize {
+        if let Some(ch) = ch.as_mut() {
+            ch.append(r, topic, m.partition, m.offset, m.epoch);
+        }
+        let day = r.day();
+        let i = match builders
+            .iter()
+            .position(|(d, o, _)| *d == day && o == r.org)
+        {
+            Some(i) => i,
+            None => {
+                builders.push((
+                    day,
+                    r.org.to_owned(),
+                    BlockBuilder::with_capacity(chunk.len()),
+                ));
+                builders.len() - 1
+            }
+        };
+        builders[i].2.append(r, m.partition, m.offset);
+        i
+    };
+    for (m, payload) in chunk.iter() {
+        let decoded = match fast_json(codec, payload) {
+            Some(fast) => Decoded::Row {
+                id: fast.id,
+                block: add(&fast.row(), m),
+            },
+            None => match codec.decode::<UsageEvent>(payload) {
+                Ok(e) => {
+                    let id = key(&e.event_id);
+                    Decoded::Row {
+                        id,
+                        block: add(&row_of_event(&e), m),
+                    }
+                }
+                Err(e) => Decoded::Invalid(e.to_string()),
+            },
+        };
+        messages.push(DecodedMessage {
+            partition: m.partition,
+            offset: m.offset,
+            epoch: m.epoch,
+            decoded,
+        });
+    }
+    let mut blocks = Vec::with_capacity(builders.len());
+    let mut error = None;
+    for (day, org, mut b) in builders {
+        match b.finish() {
+            Ok(batch) => blocks.push(Block { day, org, batch }),
+            Err(e) => error = Some(format!("building a Parquet record batch: {e}")),
+        }
+    }
+    DecodedChunk {
+        messages,
+        blocks,
+        clickhouse: ch,
+        error,
+    }
+}
+
+/// Borrows a decoded event as a row.
+pub fn row_of_event(e: &UsageEvent) -> RowRef<'_> {
+    RowRef {
+        event_id: &e.event_id,
+        job_id: &e.job_id,
+        batch_id: e.batch_id.as_deref().unwrap_or(""),
+        attempt: e.attempt,
+        ts_ms: e.ts.timestamp_millis().max(0) as u64,
+        org: &e.org,
+        business_unit: &e.business_unit,
+        team: &e.team,
+        project: &e.project,
+        workload: &e.workload,
+        strategy: e.strategy.as_str(),
+        category: e.category.as_str(),
+        complexity: e.complexity,
+        chosen_model: &e.chosen_model,
+        routing_reason: &e.routing_reason,
+        provider: &e.provider,
+        model: &e.model,
+        deployment: &e.deployment,
+        outcome: e.outcome.as_str(),
+        input_tokens: e.usage.input_tokens,
+        output_tokens: e.usage.output_tokens,
+        cached_input_tokens: e.usage.cached_input_tokens,
+        cost_usd: e.cost_usd,
+        baseline_cost_usd: e.baseline_cost_usd,
+        latency_ms: e.latency_ms,
+    }
+}
+
+/// Text borrowed from the payload, or owned when it held escapes.
+#[derive(Debug, Default)]
+struct Text<'a>(Cow<'a, str>);
+
+impl AsRef<str> for Text<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The usage event's JSON shape with borrowed text; fields, defaults and the
+/// refusal of unknown fields as in [`UsageEvent`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FastEvent<'a> {
+    #[serde(borrow)]
+    event_id: Text<'a>,
+    #[serde(borrow)]
+    job_id: Text<'a>,
+    #[serde(borrow, default)]
+    batch_id: Option<Text<'a>>,
+    attempt: u32,
+    #[serde(borrow)]
+    ts: Text<'a>,
+    #[serde(borrow)]
+    org: Text<'a>,
+    #[serde(borrow)]
+    business_unit: Text<'a>,
+    #[serde(borrow)]
+    team: Text<'a>,
+    #[serde(borrow)]
+    project: Text<'a>,
+    #[serde(borrow, default)]
+    workload: Text<'a>,
+    #[serde(borrow)]
+    strategy: Text<'a>,
+    #[serde(borrow)]
+    category: Text<'a>,
+    #[serde(default)]
+    complexity: f64,
+    #[serde(borrow, default)]
+    chosen_model: Text<'a>,
+    #[serde(borrow, default)]
+    routing_reason: Text<'a>,
+    #[serde(borrow)]
+    provider: Text<'a>,
+    #[serde(borrow)]
+    model: Text<'a>,
+    #[serde(borrow)]
+    deployment: Text<'a>,
+    #[serde(borrow)]
+    outcome: Text<'a>,
+    usage: FastUsage,
+    cost_usd: f64,
+    baseline_cost_usd: f64,
+    latency_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FastUsage {
+    input_tokens: u64,
+    output_tokens: u64,
+    cached_input_tokens: u64,
+}
+
+/// A fast-path event whose enums and time are already checked.
+struct Fast<'a> {
+    e: FastEvent<'a>,
+    id: u128,
+    ts_ms: u64,
+    strategy: &'static str,
+    category: &'static str,
+    outcome: &'static str,
+}
+
+impl Fast<'_> {
+    fn row(&self) -> RowRef<'_> {
+        let e = &self.e;
+        RowRef {
+            event_id: e.event_id.as_ref(),
+            job_id: e.job_id.as_ref(),
+            batch_id: e.batch_id.as_ref().map_or("", |b| b.as_ref()),
+            attempt: e.attempt,
+            ts_ms: self.ts_ms,
+            org: e.org.as_ref(),
+            business_unit: e.business_unit.as_ref(),
+            team: e.team.as_ref(),
+            project: e.project.as_ref(),
+            workload: e.workload.as_ref(),
+            strategy: self.strategy,
+            category: self.category,
+            complexity: e.complexity,
+            chosen_model: e.chosen_model.as_ref(),
+            routing_reason: e.routing_reason.as_ref(),
+            provider: e.provider.as_ref(),
+            model: e.model.as_ref(),
+            deployment: e.deployment.as_ref(),
+            outcome: self.outcome,
+            input_tokens: e.usage.input_tokens,
+            output_tokens: e.usage.output_tokens,
+            cached_input_tokens: e.usage.cached_input_tokens,
+            cost_usd: e.cost_usd,
+            baseline_cost_usd: e.baseline_cost_usd,
+            latency_ms: e.latency_ms,
+        }
+    }
+}
+
+/// The fast path: `None` whenever the full codec must decide.
+fn fast_json<'a>(codec: &Codec, payload: &'a [u8]) -> Option<Fast<'a>> {
+    if codec.encoding() != Encoding::Json || payload.is_empty() || payload.len() > codec.max_bytes()
+    {
+        return None;
+    }
+    let text = std::str::from_utf8(payload).ok()?;
+    let e: FastEvent<'a> = serde_json::from_str(text).ok()?;
+    let ts_ms = canonical_millis(e.ts.as_ref())?;
+    let strategy = Strategy::parse(e.strategy.as_ref())?.as_str();
+    let category = TaskCategory::parse(e.category.as_ref())?.as_str();
+    let outcome = AttemptOutcome::parse(e.outcome.as_ref())?.as_str();
+    Some(Fast {
+        id: key(e.event_id.as_ref()),
+        e,
+        ts_ms,
+        strategy,
+        category,
+        outcome,
+    })
+}
+
+/// Milliseconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.f…]Z` (or `+00:00`),
+/// the form Switchyard writes; `None` for anything else (chrono then decides).
+/// Times before 1970 are `None` too.
+pub(crate) fn canonical_millis(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let mut n = 0u32;
+        for &c in &b[r] {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u32::from(c - b'0');
+        }
+        Some(n)
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1970..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let mut rest = &b[19..];
+    let mut millis = 0u32;
+    if rest.first() == Some(&b'.') {
+        let digits = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 || digits > 9 {
+            return None;
+        }
+        for (i, &c) in rest[1..=digits].iter().take(3).enumerate() {
+            millis += u32::from(c - b'0') * [100, 10, 1][i];
+        }
+        rest = &rest[1 + digits..];
+    }
+    if rest != b"Z" && rest != b"+00:00" {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + u64::from(hour * 3600 + minute * 60 + second);
+    Some(secs * 1000 + u64::from(millis))
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
+            29
+        }
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to a civil date (proleptic Gregorian, year >= 1970).
+fn days_from_civil(year: u32, month: u32, day: u32) -> u64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    u64::from(era * 146_097 + doe) - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use proptest::prelude::*;
+    use switchyard_core::config::{TopicConfig, UnknownFields};
+
+    use super::*;
+    use crate::row::UsageRow;
+    use crate::row::tests::event;
+    use crate::sample;
+
+    fn decode_one(codec: &Codec, payload: &[u8]) -> DecodedChunk {
+        let mut chunk = RawChunk::with_capacity(1);
+        chunk.push(2, 40, 0, payload);
+        decode_chunk(codec, "switchyard.usage", &chunk, true)
+    }
+
+    /// What the codec and the flat row make of the payload: the reference.
+    fn reference(codec: &Codec, payload: &[u8]) -> Result<UsageRow, String> {
+        codec
+            .decode::<UsageEvent>(payload)
+            .map(|e| UsageRow::from_event(e, "switchyard.usage", 2, 40))
+            .map_err(|e| e.to_string())
+    }
+
+    fn check_same(codec: &Codec, payload: &[u8]) {
+        let got = decode_one(codec, payload);
+        assert!(got.error.is_none());
+        match (reference(codec, payload), &got.messages[0].decoded) {
+            (Ok(row), Decoded::Row { id, block }) => {
+                assert_eq!(*id, key(&row.event_id));
+                let expected = crate::sinks::parquet::schema::record_batch(&[row.clone()]).unwrap();
+                assert_eq!(got.blocks[*block].batch, expected);
+                assert_eq!(
+                    (got.blocks[*block].day, got.blocks[*block].org.as_str()),
+                    (row.day, row.org.as_str())
+                );
+                assert_eq!(
+                    got.clickhouse.as_ref().unwrap(),
+                    &ClickHouseRows::from_rows(&[row], "switchyard.usage")
+                );
+            }
+            (Err(reason), Decoded::Invalid(got)) => assert_eq!(&reason, got),
+            (r, g) => panic!("reference {r:?}, decoded {g:?}"),
+        }
+    }
+
+    #[test]
+    fn canonical_times_match_chrono() {
+        for s in [
+            "1970-01-01T00:00:00Z",
+            "2026-11-25T23:59:59.999Z",
+            "2024-02-29T12:00:00.5Z",
+            "2026-11-25T09:12:07.123456789+00:00",
+            "2000-03-01T00:00:00Z",
+            "2100-12-31T23:59:59Z",
+        ] {
+            let chrono: DateTime<Utc> = s.parse().unwrap();
+            assert_eq!(
+                canonical_millis(s),
+                Some(chrono.timestamp_millis() as u64),
+                "{s}"
+            );
+        }
+        for s in [
+            "2026-02-29T00:00:00Z",
+            "2026-11-25T24:00:00Z",
+            "2026-11-25T10:00:00+01:00",
+            "2026-11-25 10:00:00Z",
+            "2026-11-25T10:00:60Z",
+            "1969-12-31T23:59:59Z",
+            "2026-11-25T10:00:00.Z",
+            "2026-11-25T10:00:00",
+        ] {
+            assert_eq!(canonical_millis(s), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn the_fast_path_gives_what_the_codec_gives() {
+        let codec = Codec::json();
+        for i in 0..200 {
+            check_same(&codec, &codec.encode(&sample::event(i)).unwrap());
+        }
+        let mut e = event("ü\"é", "acme", "t\\n", 1_795_651_199_999, 0.5);
+        e.batch_id = Some("b\u{1F600}".into());
+        check_same(&codec, &codec.encode(&e).unwrap());
+        // Unusual but valid: an offset time, and fields in another order.
+        let mut v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        v["ts"] = "2026-11-25T10:00:00.25+01:30".into();
+        check_same(&codec, v.to_string().as_bytes());
+        let reordered = r#"{"usage":{"cached_input_tokens":0,"output_tokens":2,"input_tokens":1},"latency_ms":3,"baseline_cost_usd":1.0,"cost_usd":0.1,"outcome":"timeout","deployment":"d","model":"m","provider":"p","category":"code","strategy":"latency-first","project":"pr","team":"te","business_unit":"bu","org":"o","ts":"2026-01-02T03:04:05Z","attempt":1,"job_id":"j","event_id":"x"}"#;
+        check_same(&codec, reordered.as_bytes());
+    }
+
+    #[test]
+    fn what_is_not_a_usage_event_is_refused_with_the_codecs_reason() {
+        let codec = Codec::json();
+        let good = codec.encode(&sample::event(1)).unwrap();
+        let text = String::from_utf8(good.clone()).unwrap();
+        for bad in [
+            b"".to_vec(),
+            b"{".to_vec(),
+            vec![0xff, 0xfe],
+            text.replace("\"auto\"", "\"smartest\"").into_bytes(),
+            text.replace("\"extraction\"", "\"poetry\"").into_bytes(),
+            text.replace("\"succeeded\"", "\"won\"").into_bytes(),
+            text.replacen('{', "{\"extra\":1,", 1).into_bytes(),
+            text.replace("\"attempt\":1", "\"attempt\":-1").into_bytes(),
+        ] {
+            check_same(&codec, &bad);
+        }
+        // Under the lenient policy, an unknown field is dropped, as by the codec.
+        let lenient = Codec::for_topic(&TopicConfig {
+            unknown_fields: UnknownFields::Ignore,
+            ..TopicConfig::json("switchyard.usage")
+        });
+        check_same(&lenient, text.replacen('{', "{\"extra\":1,", 1).as_bytes());
+        // Over the size limit.
+        let small = Codec::for_topic(&TopicConfig {
+            max_message_bytes: 64,
+            ..TopicConfig::json("switchyard.usage")
+        });
+        check_same(&small, &good);
+    }
+
+    #[test]
+    fn a_chunk_splits_its_rows_by_day_and_org_in_message_order() {
+        let codec = Codec::json();
+        let day = 86_400_000;
+        let events = [
+            event("a", "acme", "t", 5 * day + 1, 0.1),
+            event("b", "globex", "t", 5 * day + 2, 0.2),
+            event("c", "acme", "t", 6 * day, 0.3),
+            event("d", "acme", "t", 5 * day + 3, 0.4),
+        ];
+        let mut chunk = RawChunk::with_capacity(5);
+        for (i, e) in events.iter().enumerate() {
+            chunk.push(0, i as i64, 7, &codec.encode(e).unwrap());
+        }
+        chunk.push(1, 0, 7, b"not json");
+        let got = decode_chunk(&codec, "u", &chunk, false);
+        assert!(got.clickhouse.is_none());
+        let keys: Vec<(u16, &str, usize)> = got
+            .blocks
+            .iter()
+            .map(|b| (b.day, b.org.as_str(), b.batch.num_rows()))
+            .collect();
+        assert_eq!(keys, [(5, "acme", 2), (5, "globex", 1), (6, "acme", 1)]);
+        let blocks: Vec<Option<usize>> = got
+            .messages
+            .iter()
+            .map(|m| match m.decoded {
+                Decoded::Row { block, .. } => Some(block),
+                Decoded::Invalid(_) => None,
+            })
+            .collect();
+        assert_eq!(blocks, [Some(0), Some(1), Some(2), Some(0), None]);
+        assert!(got.messages.iter().all(|m| m.epoch == 7));
+    }
+
+    proptest! {
+        /// Any event Switchyard writes decodes on the fast path to the codec's row.
+        #[test]
+        fn any_event_decodes_as_the_codec_does(
+            id in "\\PC{1,40}",
+            org in "[a-z\"\\\\é]{1,12}",
+            reason in "\\PC{0,80}",
+            ms in 0i64..4_102_444_800_000,
+            tokens in (0u64..u64::MAX / 4, 0u64..1_000_000, 0u64..1_000_000),
+            cost in 0.0f64..1000.0,
+            batch in proptest::option::of("[a-z0-9_]{1,20}"),
+        ) {
+            let codec = Codec::json();
+            let mut e = event(&id, &org, "team", ms, cost);
+            e.routing_reason = reason;
+            e.batch_id = batch;
+            e.usage.input_tokens = tokens.0;
+            e.usage.output_tokens = tokens.1;
+            e.usage.cached_input_tokens = tokens.2;
+            let payload = codec.encode(&e).unwrap();
+            check_same(&codec, &payload);
+            // Switchyard's own writer produces the canonical form.
+            let ts = e.ts.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+            prop_assert_eq!(canonical_millis(&ts), Some(ms as u64));
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The sink's reader thread: polls the consumer, copies messages into chunks
+//! stamped with their partition's assignment epoch, and hands each chunk to the
+//! decoders and its result slot to the writer, in order. It pauses the
+//! partitions while the writer is CHUNKS_IN_FLIGHT chunks behind, and keeps
+//! polling so that rebalances are served. The rebalance callbacks
+//! ([`SinkContext`]) run here, inside the poll.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tracing::{debug, warn};
+
+use super::{CHUNKS_IN_FLIGHT, Control, DECODE_CHUNK, DecodeJob};
+use crate::decode::{DecodedChunk, RawChunk};
+
+/// A partial chunk waits at most this long for more messages.
+const CHUNK_WAIT: Duration = Duration::from_millis(2);
+/// Poll timeout when nothing is waiting.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+/// At most one consumer error is logged per this period.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Rebalance handling, shared with librdkafka's callbacks.
+pub(super) struct SinkContext {
+    topic: String,
+    control: mpsc::Sender<Control>,
+    revoke_grace: Duration,
+    /// Epoch of each assigned partition.
+    epochs: Mutex<HashMap<i32, u64>>,
+    next_epoch: AtomicU64,
+    /// Bumped on every rebalance, so the reader re-reads `epochs`.
+    generation: AtomicU64,
+}
+
+impl SinkContext {
+    pub(super) fn new(
+        topic: String,
+        control: mpsc::Sender<Control>,
+        revoke_grace: Duration,
+    ) -> Self {
+        Self {
+            topic,
+            control,
+            revoke_grace,
+            epochs: Mutex::new(HashMap::new()),
+            next_epoch: AtomicU64::new(1),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
+        tpl.elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect()
+    }
+}
+
+impl ClientContext for SinkContext {}
+
+impl ConsumerContext for SinkContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let partitions = self.partitions(tpl);
+        if partitions.is_empty() {
+            return;
+        }
+        if let Ok(mut epochs) = self.epochs.lock() {
+            for p in &partitions {
+                epochs.remove(p);
+            }
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        // The writer rolls Parquet, lets ClickHouse take its rows, ends the
+        // partitions' epoch and answers with what both stores hold.
+        let (reply, answer) = mpsc::sync_channel(1);
+        let sent = self.control.send(Control::Revoke {
+            partitions: partitions.clone(),
+            reply,
+        });
+        if sent.is_err() {
+            return;
+        }
+        let Ok(points) = answer.recv_timeout(self.revoke_grace + Duration::from_secs(5)) else {
+            warn!(partitions = ?partitions, "The sink's writer did not answer the revocation in time; their uncommitted events will be read again.");
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in &points {
+            let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o));
+        }
+        if tpl.count() > 0
+            && let Err(e) = consumer.commit(&tpl, CommitMode::Sync)
+        {
+            warn!(error = %e, "Could not commit the revoked partitions; their uncommitted events will be read again.");
+        }
+        debug!(partitions = ?partitions, committed = ?points, "Partitions given up.");
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(tpl) = rebalance else {
+            return;
+        };
+        let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
+        let partitions: Vec<(i32, u64)> = self
+            .partitions(tpl)
+            .into_iter()
+            .map(|p| (p, epoch))
+            .collect();
+        if let Ok(mut epochs) = self.epochs.lock() {
+            epochs.extend(partitions.iter().copied());
+        }
+        // Sent before any message of the new epoch is polled, so the writer
+        // knows the epoch before it sees one.
+        let _ = self.control.send(Control::Assigned {
+            partitions,
+            at: Instant::now(),
+        });
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The reader thread's state.
+pub(super) struct Reader {
+    pub(super) consumer: Arc<BaseConsumer<SinkContext>>,
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) work: mpsc::Sender<DecodeJob>,
+    pub(super) ordered: mpsc::SyncSender<mpsc::Receiver<DecodedChunk>>,
+    /// Set by the writer when it takes no more chunks.
+    pub(super) writer_left: Arc<AtomicBool>,
+}
+
+/// Why a chunk could not be handed on.
+enum Handoff {
+    /// The writer is CHUNKS_IN_FLIGHT chunks behind.
+    Full(RawChunk),
+    /// The writer or the decoders are gone.
+    Closed,
+}
+
+impl Reader {
+    /// Polls until stopped (or the writer is gone), then hands on what it read.
+    pub(super) fn run(self) {
+        let context = self.consumer.context();
+        let mut epochs: HashMap<i32, u64> = HashMap::new();
+        let mut generation = u64::MAX;
+        let mut chunk = RawChunk::with_capacity(DECODE_CHUNK);
+        let mut chunk_due = Instant::now();
+        let mut held: Option<RawChunk> = None;
+        let mut paused = false;
+        let mut last_error_log: Option<Instant> = None;
+        debug!(chunks_in_flight = CHUNKS_IN_FLIGHT, "Sink reader started.");
+        while !self.stop.load(Ordering::SeqCst) {
+            if let Some(full) = held.take() {
+                match self.hand_off(full) {
+                    Ok(()) => {
+                        if paused {
+                            self.set_paused(false);
+                            paused = false;
+                        }
+                    }
+                    Err(Handoff::Full(full)) => {
+                        held = Some(full);
+                        if !paused {
+                            self.set_paused(true);
+                            paused = true;
+                        }
+                    }
+                    Err(Handoff::Closed) => return,
+                }
+            }
+            let timeout = if held.is_some() {
+                CHUNK_WAIT
+            } else if chunk.is_empty() {
+                IDLE_POLL
+            } else {
+                chunk_due.saturating_duration_since(Instant::now())
+            };
+            let polled = self.consumer.poll(timeout);
+            let now_generation = context.generation.load(Ordering::SeqCst);
+            if now_generation != generation {
+                generation = now_generation;
+                if let Ok(e) = context.epochs.lock() {
+                    epochs = e.clone();
+                }
+                if paused {
+                    // A new assignment starts unpaused.
+                    self.set_paused(true);
+                }
+            }
+            match polled {
+                Some(Ok(m)) => {
+                    if chunk.is_empty() {
+                        chunk_due = Instant::now() + CHUNK_WAIT;
+                    }
+                    let epoch = epochs.get(&m.partition()).copied().unwrap_or(0);
+                    chunk.push(m.partition(), m.offset(), epoch, m.payload().unwrap_or(&[]));
+                }
+                Some(Err(e)) => {
+                    if last_error_log.is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY) {
+                        warn!(error = %e, "Consumer error; retrying (logged at most every 10 s).");
+                        last_error_log = Some(Instant::now());
+                    }
+                }
+                None => {}
+            }
+            if held.is_none()
+                && !chunk.is_empty()
+                && (chunk.len() >= DECODE_CHUNK || Instant::now() >= chunk_due)
+            {
+                held = Some(std::mem::replace(
+                    &mut chunk,
+                    RawChunk::with_capacity(DECODE_CHUNK),
+                ));
+            }
+        }
+        // Stopping: what was read is decoded and written too, unless the writer
+        // has stopped taking chunks (those messages stay uncommitted).
+        for last in [held, Some(chunk)].into_iter().flatten() {
+            if last.is_empty() {
+                continue;
+            }
+            let (reply, result) = mpsc::sync_channel(1);
+            let mut slot = result;
+            loop {
+                match self.ordered.try_send(slot) {
+                    Ok(()) => break,
+                    Err(mpsc::TrySendError::Full(back)) => {
+                        if self.writer_left.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        slot = back;
+                        std::thread::sleep(CHUNK_WAIT);
+                    }
+                    Err(mpsc::TrySendError::Disconnected(_)) => return,
+                }
+            }
+            if self.work.send(DecodeJob { chunk: last, reply }).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn hand_off(&self, chunk: RawChunk) -> Result<(), Handoff> {
+        let (reply, result) = mpsc::sync_channel(1);
+        match self.ordered.try_send(result) {
+            Ok(()) => self
+                .work
+                .send(DecodeJob { chunk, reply })
+                .map_err(|_| Handoff::Closed),
+            Err(mpsc::TrySendError::Full(_)) => Err(Handoff::Full(chunk)),
+            Err(mpsc::TrySendError::Disconnected(_)) => Err(Handoff::Closed),
+        }
+    }
+
+    /// Pauses or resumes every assigned partition: paused, librdkafka drops
+    /// what it prefetched and fetches nothing, and resumes from the next
+    /// message not yet returned.
+    fn set_paused(&self, pause: bool) {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        if assignment.count() == 0 {
+            return;
+        }
+        let result = if pause {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        match result {
+            Ok(()) => debug!(
+                pause,
+                partitions = assignment.count(),
+                "Writer backpressure."
+            ),
+            Err(e) => warn!(error = %e, pause, "Could not pause or resume the usage partitions."),
+        }
+    }
+}

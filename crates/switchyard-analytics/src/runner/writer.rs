@@ -1,0 +1,425 @@
+//! The sink's writer thread: takes decoded chunks in offset order, drops rows of
+//! ended epochs, copies of an event already seen and rows a store already
+//! holds, writes Parquet, gathers rows for ClickHouse and hands them to its
+//! task by size or time, and commits what both stores hold. Revocations are
+//! answered here (see the runner's module documentation).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use arrow::array::BooleanArray;
+use arrow::compute::filter_record_batch;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::clickhouse::{Batch, Done, Owned};
+use super::reader::SinkContext;
+use super::{Control, SinkOptions, SinkReport};
+use crate::block::ClickHouseRows;
+use crate::decode::{Decoded, DecodedChunk};
+use crate::dedupe::RecentIds;
+use crate::error::{Error, Result};
+use crate::progress::{Cut, Progress};
+use crate::sinks::parquet::ParquetSink;
+
+/// Longest the writer sleeps before looking at its controls again.
+const WAKE: Duration = Duration::from_millis(50);
+
+/// What the writer is built from.
+pub(super) struct Setup {
+    pub(super) parquet: ParquetSink,
+    pub(super) consumer: Arc<BaseConsumer<SinkContext>>,
+    pub(super) topic: String,
+    pub(super) options: SinkOptions,
+    pub(super) flush_interval: Duration,
+    pub(super) flush_max: usize,
+    pub(super) max_pending: usize,
+    pub(super) clickhouse: Option<tokio::sync::mpsc::UnboundedSender<Batch>>,
+    pub(super) done: mpsc::Receiver<Done>,
+    pub(super) owned: Owned,
+    pub(super) stop_clickhouse: CancellationToken,
+    /// Set when the sink is asked to stop.
+    pub(super) stop: Arc<AtomicBool>,
+    /// Set by the writer when it takes no more chunks.
+    pub(super) left_loop: Arc<AtomicBool>,
+}
+
+/// The writer thread's state.
+pub(super) struct Writer {
+    s: Setup,
+    progress: Progress,
+    ids: RecentIds,
+    report: SinkReport,
+    /// Assigned partitions and their epoch, as the writer has seen them.
+    epochs: HashMap<i32, u64>,
+    pending: ClickHouseRows,
+    in_flight: usize,
+    last_handoff: Cut,
+    since_flush: usize,
+    /// The Parquet manifests must be re-read (partitions were assigned).
+    reload_manifests: bool,
+    /// ClickHouse must re-learn what it holds, after inserts begun before this.
+    relearn: Option<Instant>,
+}
+
+impl Writer {
+    pub(super) fn new(s: Setup) -> Self {
+        let clickhouse = s.clickhouse.is_some();
+        Self {
+            progress: Progress::new(clickhouse),
+            ids: RecentIds::new(s.options.dedupe_window),
+            report: SinkReport::default(),
+            epochs: HashMap::new(),
+            pending: ClickHouseRows::default(),
+            in_flight: 0,
+            last_handoff: Cut::new(),
+            since_flush: 0,
+            reload_manifests: false,
+            relearn: None,
+            s,
+        }
+    }
+
+    /// Runs until the reader stops, then writes out, commits and reports.
+    pub(super) fn run(
+        mut self,
+        ordered: mpsc::Receiver<mpsc::Receiver<DecodedChunk>>,
+        control: mpsc::Receiver<Control>,
+    ) -> Result<SinkReport> {
+        let mut next_tick = Instant::now() + self.s.flush_interval;
+        loop {
+            self.controls(&control)?;
+            self.take_done();
+            if Instant::now() >= next_tick {
+                self.tick()?;
+                next_tick = Instant::now() + self.s.flush_interval;
+            }
+            let wait = next_tick
+                .saturating_duration_since(Instant::now())
+                .min(WAKE);
+            if self.in_flight + self.pending.len() >= self.s.max_pending {
+                if self.s.stop.load(Ordering::SeqCst) {
+                    // Stopping while ClickHouse holds all it may (it is down or
+                    // slow): chunks still queued are not taken, so not committed,
+                    // and are read again on the next start.
+                    break;
+                }
+                // ClickHouse holds as many rows as it may: wait for it, and let
+                // the reader pause.
+                if let Ok(done) = self.s.done.recv_timeout(wait) {
+                    self.done(done);
+                }
+                continue;
+            }
+            match ordered.recv_timeout(wait) {
+                Ok(result) => {
+                    let decoded = result
+                        .recv()
+                        .map_err(|_| Error::Invalid("a usage decoder thread stopped".into()))?;
+                    // Controls sent before the messages were polled come first.
+                    self.controls(&control)?;
+                    self.absorb(decoded)?;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.s.left_loop.store(true, Ordering::SeqCst);
+        self.finish()
+    }
+
+    fn controls(&mut self, control: &mpsc::Receiver<Control>) -> Result<()> {
+        while let Ok(c) = control.try_recv() {
+            match c {
+                Control::Assigned { partitions, at } => {
+                    self.epochs.extend(partitions.iter().copied());
+                    self.s
+                        .owned
+                        .blocking_lock()
+                        .extend(partitions.iter().copied());
+                    // Another sink may have written these partitions further
+                    // than it committed: learn what the stores hold first.
+                    self.reload_manifests = true;
+                    self.relearn = Some(at);
+                    debug!(partitions = ?partitions, "Partitions assigned.");
+                }
+                Control::Revoke { partitions, reply } => {
+                    let points = self.revoke(&partitions)?;
+                    let _ = reply.send(points);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes out everything held of `partitions`, ends their epoch and gives
+    /// the offsets to commit.
+    fn revoke(&mut self, partitions: &[i32]) -> Result<Vec<(i32, i64)>> {
+        self.roll()?;
+        if self.s.clickhouse.is_some() {
+            self.handoff();
+            let deadline = Instant::now() + self.s.options.revoke_grace;
+            while partitions
+                .iter()
+                .any(|p| self.progress.commit_point(*p) != self.progress.cut().get(p).copied())
+            {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    warn!(partitions = ?partitions, "ClickHouse did not take the revoked partitions' rows in time; they are read again by their next owner.");
+                    break;
+                }
+                if let Ok(done) = self.s.done.recv_timeout(left.min(WAKE)) {
+                    self.done(done);
+                }
+            }
+        }
+        // Under the ClickHouse task's insert lock: no insert of these
+        // partitions runs now or starts later.
+        {
+            let mut owned = self.s.owned.blocking_lock();
+            for p in partitions {
+                owned.remove(p);
+            }
+        }
+        let mut points = Vec::new();
+        for p in partitions {
+            self.epochs.remove(p);
+            if let Some(o) = self.progress.commit_point(*p) {
+                points.push((*p, o));
+            }
+            self.progress.forget(*p);
+            self.last_handoff.remove(p);
+        }
+        self.report.committed = self.progress.commit_points();
+        Ok(points)
+    }
+
+    /// Takes one decoded chunk, in offset order.
+    fn absorb(&mut self, chunk: DecodedChunk) -> Result<()> {
+        if let Some(e) = chunk.error {
+            return Err(Error::Invalid(e));
+        }
+        if std::mem::take(&mut self.reload_manifests) {
+            self.s.parquet.reload_held()?;
+        }
+        let clickhouse = self.s.clickhouse.is_some();
+        let mut parquet_keep: Vec<Vec<bool>> = chunk
+            .blocks
+            .iter()
+            .map(|b| Vec::with_capacity(b.batch.num_rows()))
+            .collect();
+        let mut clickhouse_keep: Vec<bool> = Vec::with_capacity(chunk.messages.len());
+        let mut consumed = 0u64;
+        for m in &chunk.messages {
+            let current = self.epochs.get(&m.partition) == Some(&m.epoch);
+            if current {
+                self.progress.consumed(m.partition, m.offset);
+                consumed += 1;
+            }
+            match &m.decoded {
+                Decoded::Invalid(reason) => {
+                    if current {
+                        self.report.undecodable += 1;
+                        warn!(partition = m.partition, offset = m.offset, reason = %reason, "Not a usage event; skipped.");
+                    }
+                }
+                Decoded::Row { id, block } => {
+                    let (to_parquet, to_clickhouse) = if !current {
+                        (false, false)
+                    } else if !self.ids.insert_key(*id, m.partition, m.offset) {
+                        self.report.duplicates += 1;
+                        debug!(
+                            partition = m.partition,
+                            offset = m.offset,
+                            "Copy of an event already written; skipped."
+                        );
+                        (false, false)
+                    } else if self.s.parquet.holds(m.partition, m.offset) {
+                        self.report.parquet_skipped += 1;
+                        (false, true)
+                    } else {
+                        (true, true)
+                    };
+                    parquet_keep[*block].push(to_parquet);
+                    clickhouse_keep.push(to_clickhouse);
+                }
+            }
+        }
+        for (block, keep) in chunk.blocks.iter().zip(parquet_keep) {
+            if keep.iter().all(|k| *k) {
+                self.s
+                    .parquet
+                    .write_batch(block.day, &block.org, &block.batch)?;
+            } else if keep.iter().any(|k| *k) {
+                let kept = filter_record_batch(&block.batch, &BooleanArray::from(keep))
+                    .map_err(|e| Error::Invalid(format!("filtering a usage block: {e}")))?;
+                self.s.parquet.write_batch(block.day, &block.org, &kept)?;
+            }
+        }
+        if clickhouse && let Some(mut rows) = chunk.clickhouse {
+            if !clickhouse_keep.iter().all(|k| *k) {
+                let mut i = 0;
+                rows = rows.select(|_| {
+                    i += 1;
+                    clickhouse_keep[i - 1]
+                });
+            }
+            self.pending.extend(rows);
+        }
+        self.report.consumed += consumed;
+        if let Some(c) = &self.s.options.consumed {
+            c.fetch_add(consumed, Ordering::Relaxed);
+        }
+        self.since_flush += chunk.messages.len();
+        if self.since_flush >= self.s.flush_max {
+            self.since_flush = 0;
+            self.handoff();
+            self.commit(CommitMode::Async);
+        }
+        Ok(())
+    }
+
+    /// Every flush interval: roll Parquet when due, hand rows to ClickHouse, commit.
+    fn tick(&mut self) -> Result<()> {
+        let cut = self.progress.cut();
+        self.s.parquet.flush()?;
+        if self.s.parquet.should_roll(tokio::time::Instant::now())
+            || (self.s.parquet.open_rows() == 0 && cut != self.s.parquet.manifest().offsets)
+        {
+            self.roll()?;
+        }
+        self.since_flush = 0;
+        self.handoff();
+        self.commit(CommitMode::Async);
+        Ok(())
+    }
+
+    /// Makes everything consumed so far visible in Parquet.
+    fn roll(&mut self) -> Result<()> {
+        let cut = self.progress.cut();
+        let rolled = self.s.parquet.roll(&cut)?;
+        self.report.parquet_files += rolled.files;
+        self.report.parquet_rows += rolled.rows;
+        self.progress.parquet_reached(&cut);
+        Ok(())
+    }
+
+    /// Hands the gathered rows, and the cut they complete, to ClickHouse.
+    fn handoff(&mut self) {
+        let Some(tx) = &self.s.clickhouse else {
+            return;
+        };
+        let cut = self.progress.cut();
+        if self.pending.is_empty() && cut == self.last_handoff && self.relearn.is_none() {
+            return;
+        }
+        let rows = std::mem::take(&mut self.pending);
+        let epochs = cut
+            .keys()
+            .filter_map(|p| self.epochs.get(p).map(|e| (*p, *e)))
+            .collect();
+        self.in_flight += rows.len();
+        let batch = Batch {
+            rows,
+            cut: cut.clone(),
+            epochs,
+            relearn: self.relearn.take(),
+        };
+        if tx.send(batch).is_err() {
+            warn!("The ClickHouse task has stopped; rows stay uncommitted.");
+        }
+        self.last_handoff = cut;
+    }
+
+    fn take_done(&mut self) {
+        while let Ok(done) = self.s.done.try_recv() {
+            self.done(done);
+        }
+    }
+
+    /// ClickHouse holds a batch: advance its cut for the epochs still current.
+    fn done(&mut self, done: Done) {
+        self.in_flight = self.in_flight.saturating_sub(done.rows);
+        self.report.clickhouse_rows += done.inserted;
+        self.report.clickhouse_skipped += done.skipped;
+        let cut: Cut = done
+            .cut
+            .into_iter()
+            .filter(|(p, _)| {
+                self.epochs.get(p).is_some() && self.epochs.get(p) == done.epochs.get(p)
+            })
+            .collect();
+        self.progress.clickhouse_reached(&cut);
+        self.commit(CommitMode::Async);
+    }
+
+    fn commit(&mut self, mode: CommitMode) {
+        let changes = self.progress.take_commits();
+        self.report.committed = self.progress.commit_points();
+        let points = if matches!(mode, CommitMode::Sync) {
+            self.progress.commit_points()
+        } else {
+            changes
+        };
+        if points.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in &points {
+            let _ = tpl.add_partition_offset(&self.s.topic, *p, Offset::Offset(*o));
+        }
+        match self.s.consumer.commit(&tpl, mode) {
+            Ok(()) => debug!(
+                partitions = points.len(),
+                "Committed offsets both stores hold."
+            ),
+            Err(e) => {
+                warn!(error = %e, "Commit failed; the events will be read again and skipped by offset.")
+            }
+        }
+    }
+
+    /// The reader has stopped: roll, let ClickHouse take the rest within the
+    /// grace period, commit.
+    fn finish(mut self) -> Result<SinkReport> {
+        self.roll()?;
+        if self.s.clickhouse.is_some() {
+            self.handoff();
+            // No more batches: the task ends once it has written these.
+            self.s.clickhouse = None;
+            let deadline = Instant::now() + self.s.options.drain_grace;
+            while self.in_flight > 0 || self.progress.commit_points() != self.cut_points() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    warn!(
+                        rows = self.in_flight,
+                        "ClickHouse did not take the last rows in time; their offsets stay uncommitted and are read again next start."
+                    );
+                    break;
+                }
+                match self.s.done.recv_timeout(left.min(WAKE)) {
+                    Ok(done) => self.done(done),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            self.s.stop_clickhouse.cancel();
+        }
+        self.commit(CommitMode::Sync);
+        info!(
+            consumed = self.report.consumed,
+            parquet_rows = self.report.parquet_rows,
+            clickhouse_rows = self.report.clickhouse_rows,
+            "Usage sink written out."
+        );
+        Ok(self.report)
+    }
+
+    fn cut_points(&self) -> Vec<(i32, i64)> {
+        self.progress.cut().into_iter().collect()
+    }
+}
