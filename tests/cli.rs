@@ -373,8 +373,17 @@ fn estimate_prices_a_file_under_every_strategy_against_the_flagship() {
         assert!(!s["models"].as_array().unwrap().is_empty());
     }
 
+    // The same validation as submit: the duplicate custom_id is refused too.
     let broken = path("tests/data/batch/broken_openai.jsonl");
     let out = switchyard(&["estimate", broken.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("line"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "4 of 49 lines",
+        "nothing was priced",
+        "line 12: custom_id `ticket-5` is already used on line 5",
+        "pass --skip-invalid to price the 45 valid lines",
+    ] {
+        assert!(err.contains(want), "`{want}` not in:\n{err}");
+    }
 }

@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -204,43 +202,9 @@ async fn jobs_still_running_when_the_grace_period_ends_stay_uncommitted() {
     stack.stop().await.unwrap();
 }
 
-fn start_broker() -> (Proc, String) {
-    let mut child = switchyard()
-        .args(["broker", "--partitions", "4"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let bootstrap = loop {
-        let line = lines.next().expect("broker exited").unwrap();
-        if let Some(b) = line.strip_prefix("bootstrap: ") {
-            break b.to_owned();
-        }
-    };
-    // Keep draining stdout so the broker never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (Proc(child), bootstrap)
-}
-
-fn start_worker(config: &std::path::Path, bootstrap: &str) -> Proc {
-    let child = switchyard()
-        .args(["run", "--config"])
-        .arg(config)
-        .env("SWITCHYARD_BROKERS", bootstrap)
-        .env("SWITCHYARD_SIM_KEY", "test-key")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Proc(child)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_loses_no_job_and_sigterm_drains_cleanly() {
-    let (_broker, bootstrap) = start_broker();
+    let (_broker, bootstrap) = start_broker(4);
     let catalog = switchyard_core::catalog::Catalog::load(&path("pipelines/models.toml")).unwrap();
     // Real catalog latencies (seconds per call), so that many jobs are in flight at the kill.
     let sim_config = SimConfig::from_catalog(&catalog);
@@ -257,7 +221,7 @@ async fn kill_dash_nine_loses_no_job_and_sigterm_drains_cleanly() {
     let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
     produce_jobs(&bootstrap, &topics.jobs, &jobs).await;
 
-    let first = start_worker(&config, &bootstrap);
+    let first = start_worker(&config, &bootstrap, &[]);
     // Wait until the first worker has published some results, then kill it hard.
     let mut results = std::collections::HashMap::new();
     collect_into(
@@ -278,7 +242,7 @@ async fn kill_dash_nine_loses_no_job_and_sigterm_drains_cleanly() {
         "the first worker finished everything before the kill"
     );
 
-    let mut second = start_worker(&config, &bootstrap);
+    let mut second = start_worker(&config, &bootstrap, &[]);
     collect_into(
         &consumer,
         &codec,

@@ -144,7 +144,7 @@ fn the_batch_commands_run_against_dev_from_other_processes() {
     let bootstrap = printed["bootstrap"].clone();
 
     let input = dir.path().join("requests.jsonl");
-    let lines: Vec<String> = (0..200)
+    let mut lines: Vec<String> = (0..200)
         .map(|i| {
             serde_json::json!({
                 "custom_id": format!("row-{i}"),
@@ -159,6 +159,10 @@ fn the_batch_commands_run_against_dev_from_other_processes() {
             .to_string()
         })
         .collect();
+    // Three bad lines, submitted without them (--skip-invalid).
+    lines.insert(10, lines[3].clone());
+    lines.insert(50, "{\"custom_id\": \"broken\", ".to_owned());
+    lines.push(r#"{"custom_id": "no-messages", "method": "POST", "url": "/v1/chat/completions", "body": {}}"#.to_owned());
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let project = "acme/retail/support/ticket-triage";
     let submit = || {
@@ -167,6 +171,7 @@ fn the_batch_commands_run_against_dev_from_other_processes() {
             input.to_str().unwrap(),
             "--project",
             project,
+            "--skip-invalid",
             "--brokers",
             &bootstrap,
             "--format",
@@ -183,6 +188,13 @@ fn the_batch_commands_run_against_dev_from_other_processes() {
     assert_eq!(
         (first["jobs"].as_u64(), first["produced"].as_u64()),
         (Some(200), Some(200))
+    );
+    assert_eq!(first["invalid"], 3);
+    let rejects = format!("{}.rejects.jsonl", input.display());
+    assert_eq!(first["rejects_file"], rejects.as_str());
+    assert_eq!(
+        std::fs::read_to_string(&rejects).unwrap().lines().count(),
+        3
     );
     let batch = first["batch_id"].as_str().unwrap().to_owned();
 
@@ -202,6 +214,13 @@ fn the_batch_commands_run_against_dev_from_other_processes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Nothing failed: no errors file, and collect says why.
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("errors     none: every request succeeded"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!dir.path().join("results.errors.jsonl").exists());
     let written = std::fs::read_to_string(&output).unwrap();
     let ids: Vec<String> = written
         .lines()
@@ -231,6 +250,24 @@ fn the_batch_commands_run_against_dev_from_other_processes() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["counts"]["succeeded"], 200, "{status}");
     assert!(status["cost_usd"].as_f64().unwrap() > 0.0);
+    assert_eq!(status["refused"], 3, "{status}");
+    assert_eq!(status["eta"], 0.0, "{status}");
+    assert!(
+        status["results_per_second"].as_f64().unwrap() > 0.0,
+        "{status}"
+    );
+    let out = run(&["status", &batch, "--brokers", &bootstrap]);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "jobs       200\n",
+        "refused    3 lines at submit",
+        "succeeded  200\n",
+        "queued     0\n",
+        "eta        done\n",
+    ] {
+        assert!(table.contains(want), "`{want}` not in:\n{table}");
+    }
 
     let again = submit();
     assert_eq!(again["batch_id"], batch.as_str());

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::ValueEnum;
+use switchyard_batch::formats::ModelIds;
+use switchyard_batch::status::state_name;
 use switchyard_batch::{
-    BatchFormat, BatchState, BatchStatus, CollectOptions, ConsoleProgress, EstimateOptions,
-    StopFlag, SubmitOptions,
+    BatchFormat, CollectOptions, ConsoleProgress, EstimateOptions, StopFlag, SubmitOptions,
 };
 use switchyard_core::config::LoadedPipeline;
 use switchyard_core::routing::Strategy;
@@ -208,11 +209,11 @@ fn json_out(value: &impl serde::Serialize) -> anyhow::Result<()> {
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let pipeline = args.pipeline.load()?;
     let options = SubmitOptions {
-        project: args.project,
         strategy: args.strategy,
         workload: args.workload,
         skip_invalid: args.skip_invalid,
         rejects_path: args.rejects,
+        ..SubmitOptions::new(args.project)
     };
     let file = args.file;
     let report = blocking(move || {
@@ -241,58 +242,13 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         );
         if let Some(r) = &report.rejects_file {
             eprintln!(
-                "{} invalid lines skipped, written to {}",
+                "{} invalid lines skipped, each written with its line number and reason to {}",
                 report.invalid,
                 r.display()
             );
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn state_name(s: BatchState) -> &'static str {
-    match s {
-        BatchState::Submitting => "submitting",
-        BatchState::Submitted => "submitted",
-        BatchState::Canceled => "canceled",
-    }
-}
-
-fn print_status(s: &BatchStatus) {
-    let r = &s.record;
-    let c = &s.counts;
-    println!(
-        "batch      {}  ({}, {})",
-        r.batch_id,
-        r.format.as_str(),
-        r.file_name
-    );
-    println!("project    {}", r.project);
-    let mut state = format!(
-        "{}, submitted {}",
-        state_name(r.state),
-        r.submitted_at.format("%Y-%m-%d %H:%M:%S UTC")
-    );
-    if let Some(t) = r.canceled_at {
-        state.push_str(&format!(", canceled {}", t.format("%Y-%m-%d %H:%M:%S UTC")));
-    }
-    println!("state      {state}");
-    println!("jobs       {}", r.jobs);
-    println!("queued     {}", c.queued);
-    println!("succeeded  {}", c.succeeded);
-    println!("failed     {}", c.failed);
-    println!("rejected   {}", c.rejected);
-    println!("canceled   {}", c.canceled);
-    println!("cost       ${:.6} so far", s.cost_usd);
-    let eta = match (s.eta, s.results_per_second) {
-        (Some(d), _) if d.is_zero() => "done".to_owned(),
-        (Some(d), Some(rate)) => format!(
-            "{} ({rate:.1} results/s)",
-            humantime::format_duration(Duration::from_secs(d.as_secs().max(1)))
-        ),
-        _ => "unknown (too few results yet)".to_owned(),
-    };
-    println!("eta        {eta}");
 }
 
 /// `status`.
@@ -304,7 +260,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let status = blocking(move || switchyard_batch::status(&kafka, &id)).await?;
     match args.format {
         Report::Json => json_out(&status)?,
-        Report::Table => print_status(&status),
+        Report::Table => print!("{}", status.table()),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -313,28 +269,30 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 pub async fn collect(args: CollectArgs) -> anyhow::Result<ExitCode> {
     check_batch_id(&args.batch)?;
     let pipeline = args.pipeline.load()?;
+    let models = ModelIds::from_pipeline(&pipeline);
     let kafka = pipeline.config.kafka;
     let options = CollectOptions {
         errors_output: args.errors,
         format: args.format.map(BatchFormat::from),
         timeout: args.timeout,
+        models,
         ..CollectOptions::new(args.output)
     };
     let stop = StopFlag::default();
-    let on_signal = {
-        let stop = stop.clone();
-        let signal = shutdown_signal();
-        tokio::spawn(async move {
-            signal.await;
-            stop.stop();
-        })
-    };
     let id = args.batch;
-    let outcome = blocking(move || {
-        switchyard_batch::collect(&kafka, &id, &options, &stop, &ConsoleProgress::stderr())
-    })
-    .await;
-    on_signal.abort();
+    let work = blocking({
+        let stop = stop.clone();
+        move || switchyard_batch::collect(&kafka, &id, &options, &stop, &ConsoleProgress::stderr())
+    });
+    tokio::pin!(work);
+    // Ctrl-C asks the collect to stop; it then returns (Interrupted) on its own.
+    let outcome = tokio::select! {
+        outcome = &mut work => outcome,
+        () = shutdown_signal() => {
+            stop.stop();
+            work.await
+        }
+    };
     let report = outcome?;
     if args.json {
         json_out(&report)?;
@@ -350,8 +308,12 @@ pub async fn collect(args: CollectArgs) -> anyhow::Result<ExitCode> {
             report.output.display(),
             report.output_lines
         );
-        if let Some(e) = &report.errors_output {
-            println!("errors     {} ({} lines)", e.display(), report.error_lines);
+        match &report.errors_output {
+            Some(e) => println!("errors     {} ({} lines)", e.display(), report.error_lines),
+            None if report.format == BatchFormat::Openai => println!(
+                "errors     none: every request succeeded, so no errors file was written (as OpenAI does)"
+            ),
+            None => {}
         }
         println!(
             "results    {} succeeded, {} failed, {} rejected, {} canceled",

@@ -50,6 +50,47 @@ pub fn signal(p: &Proc, sig: &str) {
     assert!(status.success(), "kill {sig} failed");
 }
 
+/// Starts `switchyard broker` (the embedded broker in a process of its own, so
+/// that workers can be killed while it stays up) and returns it with its
+/// bootstrap address.
+pub fn start_broker(partitions: u32) -> (Proc, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = switchyard()
+        .args(["broker", "--partitions", &partitions.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let bootstrap = loop {
+        let line = lines.next().expect("broker exited").unwrap();
+        if let Some(b) = line.strip_prefix("bootstrap: ") {
+            break b.to_owned();
+        }
+    };
+    // Keep draining stdout so the broker never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), bootstrap)
+}
+
+/// Starts a worker process (`switchyard run`) on `config` against `bootstrap`,
+/// with `env` added (e.g. `SWITCHYARD__WORKER__…` overrides).
+pub fn start_worker(config: &Path, bootstrap: &str, env: &[(&str, &str)]) -> Proc {
+    let child = switchyard()
+        .args(["run", "--config"])
+        .arg(config)
+        .env("SWITCHYARD_BROKERS", bootstrap)
+        .env("SWITCHYARD_SIM_KEY", "test-key")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
 /// The demo pipeline config.
 pub fn demo_config() -> PathBuf {
     root().join("pipelines/demo.toml")

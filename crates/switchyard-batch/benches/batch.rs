@@ -93,13 +93,7 @@ fn bench_submit(c: &mut Criterion) {
                 f.write_all(&base).unwrap();
                 f.write_all(&vec![b'\n'; round]).unwrap();
                 drop(f);
-                let options = SubmitOptions {
-                    project: "acme/retail/support/ticket-triage".into(),
-                    strategy: None,
-                    workload: None,
-                    skip_invalid: false,
-                    rejects_path: None,
-                };
+                let options = SubmitOptions::new("acme/retail/support/ticket-triage");
                 let t = Instant::now();
                 let r = switchyard_batch::submit(&pipeline, &path, &options, &NoProgress).unwrap();
                 total += t.elapsed();
@@ -130,6 +124,8 @@ fn seed_results(pipeline: &LoadedPipeline, n: u64, tag: &str) -> String {
             workload: None,
             submitted_at: Utc::now(),
             canceled_at: None,
+            refused: 0,
+            submitter: None,
         },
     )
     .unwrap();

@@ -22,7 +22,7 @@ use switchyard_core::result::JobResult;
 use tempfile::NamedTempFile;
 
 use crate::follow::ResultFollower;
-use crate::formats::{self, Destination, META_CUSTOM_ID};
+use crate::formats::{self, Destination, META_CUSTOM_ID, ModelIds};
 use crate::progress::{Progress, Unit};
 use crate::tally::{Counts, Kept, Tally};
 use crate::{Error, Result, registry};
@@ -51,7 +51,8 @@ impl StopFlag {
 pub struct CollectOptions {
     /// The output file.
     pub output: PathBuf,
-    /// OpenAI's errors file (default: `NAME.errors.jsonl` beside the output).
+    /// OpenAI's errors file (default: `NAME.errors.jsonl` beside the output);
+    /// written only when some request did not succeed, as OpenAI does.
     pub errors_output: Option<PathBuf>,
     /// Output format; default: the batch's input format.
     pub format: Option<BatchFormat>,
@@ -59,6 +60,9 @@ pub struct CollectOptions {
     pub timeout: Option<Duration>,
     /// Pause between reads of the results topic.
     pub poll_interval: Duration,
+    /// The providers' API model ids, for `model` in OpenAI and Anthropic
+    /// output (empty: Switchyard's catalog names).
+    pub models: ModelIds,
 }
 
 impl CollectOptions {
@@ -70,6 +74,7 @@ impl CollectOptions {
             format: None,
             timeout: None,
             poll_interval: Duration::from_millis(500),
+            models: ModelIds::default(),
         }
     }
 }
@@ -85,7 +90,8 @@ pub struct CollectReport {
     pub output: PathBuf,
     /// Lines in it.
     pub output_lines: u64,
-    /// The errors file (OpenAI format only).
+    /// The errors file (OpenAI format only, and only when some request did
+    /// not succeed: with none, no errors file is written, as OpenAI does).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors_output: Option<PathBuf>,
     /// Lines in it.
@@ -180,7 +186,8 @@ pub fn collect(
                         .get(META_CUSTOM_ID)
                         .map_or(r.job_id.as_str(), String::as_str);
                     line.clear();
-                    let destination = formats::render(format, &r, custom_id, &mut line);
+                    let destination =
+                        formats::render(format, &r, custom_id, &options.models, &mut line);
                     match spill.append(destination, &line) {
                         Ok(at) => index[ordinal as usize] = at,
                         Err(e) => io_error = Some(e),
@@ -276,6 +283,8 @@ pub fn collect(
         path: options.output.clone(),
         source: e.error,
     })?;
+    // No errors file when every request succeeded (the temporary one is removed).
+    let errors_output = errors_output.filter(|_| error_lines > 0);
     if let (Some(f), Some(p)) = (errs, &errors_output) {
         f.persist(p).map_err(|e| Error::Write {
             path: p.clone(),

@@ -2,8 +2,10 @@
 //! user's input (a bad file, an unknown batch, a conflicting resubmission) say so
 //! through [`Error::is_bad_input`], which the CLI maps to exit code 2.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use rdkafka::error::KafkaError;
 
 /// Everything that can go wrong in a batch command.
@@ -34,10 +36,7 @@ pub enum Error {
         path: PathBuf,
     },
     /// Some lines are invalid and `--skip-invalid` was not given.
-    #[error(
-        "{invalid} of {lines} lines of {path} are invalid; nothing was submitted (fix them, or pass --skip-invalid to submit the rest and write the rejects to a file){}",
-        first_reasons(.examples)
-    )]
+    #[error("{}", invalid_lines(.path, *.lines, *.invalid, .examples, .skip))]
     InvalidLines {
         /// The file.
         path: PathBuf,
@@ -47,6 +46,8 @@ pub enum Error {
         invalid: u64,
         /// The first few refusals (line number and reason).
         examples: Vec<(u64, String)>,
+        /// What `--skip-invalid` would do instead.
+        skip: SkipInvalid,
     },
     /// Every line is invalid (nothing left to submit).
     #[error("no valid line in {path}; nothing to submit")]
@@ -73,6 +74,43 @@ pub enum Error {
     /// A resubmission disagrees with the registered batch.
     #[error("{0}")]
     Conflict(String),
+    /// Another submit run is producing the batch's jobs right now.
+    #[error(
+        "batch `{batch_id}` is being submitted by another process (pid {pid} on {host}) since {}, last heard from {} ago; wait for it to finish, or run this command again after it stops: a submit not heard from for {} is taken over and finished from where it stopped",
+        .since.format("%Y-%m-%d %H:%M:%S UTC"),
+        humantime::format_duration(*.silent_for),
+        humantime::format_duration(*.lease)
+    )]
+    Busy {
+        /// The batch.
+        batch_id: String,
+        /// Host of the other run.
+        host: String,
+        /// Its process id.
+        pid: u32,
+        /// When it claimed the batch.
+        since: DateTime<Utc>,
+        /// How long since its last heartbeat (whole seconds).
+        silent_for: Duration,
+        /// How long a silent run keeps the batch.
+        lease: Duration,
+    },
+    /// This run stopped sending heartbeats for longer than the lease and another
+    /// run took the batch over.
+    #[error(
+        "another process (pid {pid} on {host}) took over submitting batch `{batch_id}` because this one was not heard from for {}; that process finishes the batch, and this one stopped producing",
+        humantime::format_duration(*.lease)
+    )]
+    ClaimLost {
+        /// The batch.
+        batch_id: String,
+        /// Host of the run that took over.
+        host: String,
+        /// Its process id.
+        pid: u32,
+        /// The lease this run overran.
+        lease: Duration,
+    },
     /// Kafka failed.
     #[error("Kafka {action} failed: {source}; check --brokers and that the cluster is up")]
     Kafka {
@@ -124,10 +162,49 @@ pub enum Error {
     },
 }
 
-fn first_reasons(examples: &[(u64, String)]) -> String {
-    let mut s = String::new();
+/// What `--skip-invalid` does for the command that refused a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipInvalid {
+    /// `submit`: submits the valid lines and writes every refused one to this file.
+    Submit {
+        /// The rejects file.
+        rejects: PathBuf,
+    },
+    /// `estimate`: prices the valid lines.
+    Estimate,
+}
+
+fn invalid_lines(
+    path: &Path,
+    lines: u64,
+    invalid: u64,
+    examples: &[(u64, String)],
+    skip: &SkipInvalid,
+) -> String {
+    let nothing = match skip {
+        SkipInvalid::Submit { .. } => "submitted",
+        SkipInvalid::Estimate => "priced",
+    };
+    let mut s = format!(
+        "{invalid} of {lines} lines of {} are invalid; nothing was {nothing}:",
+        path.display()
+    );
     for (line, reason) in examples {
         s.push_str(&format!("\n  line {line}: {reason}"));
+    }
+    let more = invalid.saturating_sub(examples.len() as u64);
+    if more > 0 {
+        s.push_str(&format!("\n  … and {more} more"));
+    }
+    let valid = lines - invalid.min(lines);
+    match skip {
+        SkipInvalid::Submit { rejects } => s.push_str(&format!(
+            "\nfix them, or pass --skip-invalid to submit the {valid} valid lines and write every invalid one, with its line number and reason, to {}",
+            rejects.display()
+        )),
+        SkipInvalid::Estimate => s.push_str(&format!(
+            "\nfix them, or pass --skip-invalid to price the {valid} valid lines"
+        )),
     }
     s
 }

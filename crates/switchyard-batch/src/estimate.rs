@@ -1,12 +1,13 @@
 //! `estimate`: what a batch would cost under each strategy, and under the
-//! flagship baseline (`routing.baseline_model`), before anything runs. Each line
-//! is analysed (category, complexity, expected output tokens) and routed under
-//! every strategy with fresh health; the first model of each chain is priced on
-//! the request's prompt tokens, counted with that model's tokenizer where it has
-//! a public one (estimated from bytes otherwise), plus the expected output.
+//! flagship baseline (`routing.baseline_model`), before anything runs. The file
+//! goes through the same validation pass as `submit` (so it refuses the same
+//! lines, duplicate `custom_id`s included); each accepted line is analysed
+//! (category, complexity, expected output tokens) and routed under every
+//! strategy with fresh health; the first model of each chain is priced on the
+//! request's prompt tokens, counted with that model's tokenizer where it has a
+//! public one (estimated from bytes otherwise), plus the expected output.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,10 +23,10 @@ use switchyard_core::org::EffectivePolicy;
 use switchyard_core::routing::{BudgetState, RouteInput, Router, Strategy};
 use switchyard_core::tokens;
 
-use crate::formats::{self, LineSettings, ModelPins};
-use crate::lines::{Line, LineReader};
-use crate::progress::{Progress, Unit};
-use crate::validate::{EXAMPLES_KEPT, max_line_bytes};
+use crate::error::SkipInvalid;
+use crate::formats::{LineSettings, ModelPins, ParsedLine};
+use crate::progress::Progress;
+use crate::validate::validate_file;
 use crate::{Error, Result};
 
 /// Project path used to validate lines when no project is given.
@@ -143,58 +144,15 @@ pub fn estimate(
         pins: ModelPins::from_catalog(&catalog),
     };
     let analyzer = TaskAnalyzer::new();
-    let read_err = |source| Error::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let file = File::open(path).map_err(read_err)?;
-    let size = file.metadata().map(|m| m.len()).ok();
-    let mut reader = LineReader::new(file, max_line_bytes(&config.kafka.topics.jobs));
-    let mut format: Option<BatchFormat> = None;
     // Per strategy: cost, unroutable requests, first models, baseline of the routed ones.
     let mut per: Vec<(f64, u64, HashMap<String, u64>, f64)> = Strategy::ALL
         .iter()
         .map(|_| (0.0, 0, HashMap::new(), 0.0))
         .collect();
-    let (mut requests, mut lines, mut invalid) = (0u64, 0u64, 0u64);
     let (mut prompt_tokens, mut output_tokens, mut baseline_cost) = (0u64, 0u64, 0.0f64);
-    let mut examples = Vec::new();
     let now = Utc::now();
-    progress.start("estimating", Unit::Bytes, size);
-    while let Some(line) = reader.next_line().map_err(read_err)? {
-        let (number, bytes) = match line {
-            Line::Text { number, bytes } => (number, bytes),
-            Line::TooLong { number, len } => {
-                lines += 1;
-                invalid += 1;
-                if examples.len() < EXAMPLES_KEPT {
-                    examples.push((number, format!("line is {len} bytes, over the limit")));
-                }
-                continue;
-            }
-        };
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        lines += 1;
-        if format.is_none() {
-            format = formats::detect(bytes);
-        }
-        let parsed = match format {
-            Some(f) => formats::parse_line(f, bytes, &settings).map_err(|e| e.reason),
-            None => Err("not a batch request line".to_owned()),
-        };
-        let mut job = match parsed {
-            Ok(p) => p.job,
-            Err(reason) => {
-                invalid += 1;
-                if examples.len() < EXAMPLES_KEPT {
-                    examples.push((number, reason));
-                }
-                continue;
-            }
-        };
-        requests += 1;
+    let mut price = |parsed: ParsedLine| {
+        let mut job = parsed.job;
         let analysis = analyzer.analyze(&job, false);
         let expected = analysis.expected_output_tokens;
         output_tokens += u64::from(expected);
@@ -235,23 +193,23 @@ pub fn estimate(
                 None => entry.1 += 1,
             }
         }
-        if requests.is_multiple_of(256) {
-            progress.advance(reader.bytes_read());
-        }
-    }
-    progress.advance(reader.bytes_read());
-    progress.finish();
-    let Some(format) = format else {
-        return Err(Error::UnknownFormat {
-            path: path.to_owned(),
-        });
     };
-    if invalid > 0 && !options.skip_invalid {
+    let validation = validate_file(
+        path,
+        &settings,
+        &config.kafka.topics.jobs,
+        None,
+        progress,
+        "estimating",
+        &mut price,
+    )?;
+    if validation.invalid > 0 && !options.skip_invalid {
         return Err(Error::InvalidLines {
             path: path.to_owned(),
-            lines,
-            invalid,
-            examples,
+            lines: validation.lines,
+            invalid: validation.invalid,
+            examples: validation.examples,
+            skip: SkipInvalid::Estimate,
         });
     }
     let strategies = Strategy::ALL
@@ -274,9 +232,9 @@ pub fn estimate(
         })
         .collect();
     Ok(Estimate {
-        format,
-        requests,
-        invalid,
+        format: validation.format,
+        requests: validation.accepted,
+        invalid: validation.invalid,
         prompt_tokens,
         expected_output_tokens: output_tokens,
         baseline_model: baseline.name.clone(),

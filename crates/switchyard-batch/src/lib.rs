@@ -3,7 +3,9 @@
 //! job format; [`submit`] validates it in one streaming pass and produces one job
 //! per line in a second, recording the batch in the compacted batches topic
 //! (the registry), keyed by a batch id derived from the project and the file's
-//! hash, so resubmitting is idempotent. [`status`] counts its results so far,
+//! hash, so resubmitting is idempotent; a claim in the registry fences runs of
+//! the same batch, so only one produces it at a time. [`status`] counts its
+//! results so far,
 //! [`cancel`] ends its unstarted jobs, [`collect`] waits for every result and
 //! writes them in input order and format with memory bounded by a 9-byte-per-job
 //! index, and [`estimate`] prices a file under every strategy before it runs.
@@ -28,7 +30,7 @@ pub mod tally;
 pub mod validate;
 
 pub use collect::{CollectOptions, CollectReport, StopFlag, collect};
-pub use error::{Error, Result};
+pub use error::{Error, Result, SkipInvalid};
 pub use estimate::{Estimate, EstimateOptions, StrategyEstimate, estimate};
 pub use progress::{ConsoleProgress, NoProgress, Progress, Unit};
 pub use status::{BatchStatus, CancelReport, cancel, status};

@@ -1,14 +1,17 @@
 //! Producing many messages fast and knowing that every one was acknowledged: a
 //! threaded producer whose delivery callback counts successes and failures, so
 //! no per-message future is allocated. `flush` then says whether all arrived.
+//! The callback also keeps the offset of the last registry record delivered,
+//! which a submit's claim is judged by.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use switchyard_core::config::KafkaConfig;
 use switchyard_kafka::client::producer_config;
@@ -16,11 +19,12 @@ use switchyard_kafka::client::producer_config;
 use crate::{Error, Result};
 
 /// Counts deliveries.
-#[derive(Default)]
 pub struct DeliveryCounter {
     delivered: AtomicU64,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+    registry_topic: String,
+    registry_offset: AtomicI64,
 }
 
 impl ClientContext for DeliveryCounter {}
@@ -30,8 +34,11 @@ impl ProducerContext for DeliveryCounter {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
-            Ok(_) => {
+            Ok(m) => {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
+                if m.topic() == self.registry_topic {
+                    self.registry_offset.store(m.offset(), Ordering::Relaxed);
+                }
             }
             Err((e, _)) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
@@ -62,9 +69,15 @@ impl Sender {
         for (k, v) in &kafka.client {
             config.set(k, v);
         }
-        let producer =
-            ThreadedProducer::from_config_and_context(&config, DeliveryCounter::default())
-                .map_err(Error::kafka("producer setup"))?;
+        let counter = DeliveryCounter {
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            first_error: Mutex::new(None),
+            registry_topic: kafka.topics.batches.clone(),
+            registry_offset: AtomicI64::new(-1),
+        };
+        let producer = ThreadedProducer::from_config_and_context(&config, counter)
+            .map_err(Error::kafka("producer setup"))?;
         Ok(Self { producer, sent: 0 })
     }
 
@@ -96,6 +109,15 @@ impl Sender {
                 .client()
                 .fetch_metadata(Some(t), Duration::from_secs(10));
         }
+    }
+
+    /// Offset of the last registry record acknowledged (-1 before any): after a
+    /// registry record is sent and flushed alone, its own offset.
+    pub fn last_registry_offset(&self) -> i64 {
+        self.producer
+            .context()
+            .registry_offset
+            .load(Ordering::Relaxed)
     }
 
     /// Messages acknowledged so far.

@@ -1,5 +1,8 @@
 //! `status` and `cancel`: a batch's state from the registry and its results so
-//! far (counts by status, cost, estimated time left), and its cancellation.
+//! far (counts by status, lines refused at submit, cost, estimated time left),
+//! and its cancellation.
+
+use std::fmt::Write as _;
 
 use std::time::Duration;
 
@@ -19,6 +22,9 @@ pub struct BatchStatus {
     pub record: BatchRecord,
     /// Jobs by state.
     pub counts: Counts,
+    /// Lines of the file refused at submit (`--skip-invalid`), which are not
+    /// jobs of the batch: they are in the rejects file.
+    pub refused: u64,
     /// What every result copy seen so far cost (a job redone after a worker
     /// restart was billed twice, and counts twice).
     pub cost_usd: f64,
@@ -59,6 +65,7 @@ impl BatchStatus {
                 .and_then(|r| Duration::try_from_secs_f64(counts.queued as f64 / r).ok())
         };
         Self {
+            refused: record.refused,
             record,
             counts,
             cost_usd: tally.cost_usd,
@@ -67,6 +74,73 @@ impl BatchStatus {
             eta,
             as_of: Utc::now(),
         }
+    }
+
+    /// The status as a table for people.
+    pub fn table(&self) -> String {
+        let r = &self.record;
+        let c = &self.counts;
+        let mut t = String::new();
+        let time = |d: &DateTime<Utc>| d.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        let _ = writeln!(
+            t,
+            "batch      {}  ({}, {})",
+            r.batch_id,
+            r.format.as_str(),
+            r.file_name
+        );
+        let _ = writeln!(t, "project    {}", r.project);
+        let mut state = format!(
+            "{}, submitted {}",
+            state_name(r.state),
+            time(&r.submitted_at)
+        );
+        if let Some(at) = &r.canceled_at {
+            let _ = write!(state, ", canceled {}", time(at));
+        }
+        if let Some(s) = &r.submitter {
+            let _ = write!(
+                state,
+                ", being submitted by pid {} on {} (last heartbeat {})",
+                s.pid,
+                s.host,
+                time(&s.heartbeat_at)
+            );
+        }
+        let _ = writeln!(t, "state      {state}");
+        let _ = writeln!(t, "jobs       {}", r.jobs);
+        if self.refused > 0 {
+            let _ = writeln!(
+                t,
+                "refused    {} lines at submit (not in the batch; see the rejects file)",
+                self.refused
+            );
+        }
+        let _ = writeln!(t, "queued     {}", c.queued);
+        let _ = writeln!(t, "succeeded  {}", c.succeeded);
+        let _ = writeln!(t, "failed     {}", c.failed);
+        let _ = writeln!(t, "rejected   {}", c.rejected);
+        let _ = writeln!(t, "canceled   {}", c.canceled);
+        let _ = writeln!(t, "cost       ${:.6} so far", self.cost_usd);
+        let eta = match (self.eta, self.results_per_second) {
+            (Some(d), _) if d.is_zero() => "done".to_owned(),
+            (Some(d), Some(rate)) => format!(
+                "{} ({rate:.1} results/s)",
+                humantime::format_duration(Duration::from_secs(d.as_secs().max(1)))
+            ),
+            _ => "unknown (too few results yet)".to_owned(),
+        };
+        let _ = writeln!(t, "eta        {eta}");
+        t
+    }
+}
+
+/// The wire name of a batch state.
+pub fn state_name(s: BatchState) -> &'static str {
+    match s {
+        BatchState::Submitting => "submitting",
+        BatchState::Submitted => "submitted",
+        BatchState::Canceled => "canceled",
     }
 }
 
@@ -104,6 +178,7 @@ pub fn cancel(kafka: &KafkaConfig, batch_id: &str) -> Result<CancelReport> {
     let record = BatchRecord {
         state: BatchState::Canceled,
         canceled_at: Some(Utc::now()),
+        submitter: None,
         ..record
     };
     registry::publish(kafka, &record)?;
@@ -112,4 +187,104 @@ pub fn cancel(kafka: &KafkaConfig, batch_id: &str) -> Result<CancelReport> {
         record,
         already_canceled: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use switchyard_core::batch::BatchFormat;
+    use switchyard_core::result::{JobResult, JobStatus, TokenUsage};
+
+    fn record(jobs: u64, refused: u64) -> BatchRecord {
+        BatchRecord {
+            batch_id: "batch_0123456789abcdef01234567".into(),
+            project: "acme/retail/support/ticket-triage".into(),
+            format: BatchFormat::Openai,
+            state: BatchState::Submitted,
+            jobs,
+            source_sha256: "0".repeat(64),
+            file_name: "requests.jsonl".into(),
+            strategy: None,
+            workload: None,
+            submitted_at: Utc.timestamp_opt(1_800_000_000, 0).unwrap(),
+            canceled_at: None,
+            refused,
+            submitter: None,
+        }
+    }
+
+    fn finished_at(secs: i64, status: JobStatus) -> JobResult {
+        JobResult {
+            job_id: "j".into(),
+            batch_id: None,
+            project: "acme/retail/support/ticket-triage".into(),
+            status,
+            provider: None,
+            model: None,
+            output: None,
+            usage: TokenUsage::default(),
+            cost_usd: 0.25,
+            latency_ms: 1,
+            attempts: Vec::new(),
+            routing: None,
+            error: None,
+            metadata: Default::default(),
+            completed_at: Utc.timestamp_opt(1_800_000_100 + secs, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_eta_is_the_queued_jobs_at_the_rate_of_results_so_far() {
+        // 100 jobs; 41 results over 20 s: 2 results/s, 59 queued, about 30 s left.
+        let mut tally = Tally::new(100);
+        for i in 0..41u64 {
+            let status = if i == 7 {
+                JobStatus::Failed
+            } else {
+                JobStatus::Succeeded
+            };
+            tally.record(i, &finished_at(i as i64 / 2, status));
+        }
+        let s = BatchStatus::from_tally(record(100, 3), &tally);
+        assert_eq!(s.counts.queued, 59);
+        assert_eq!(s.results_per_second, Some(2.0));
+        assert_eq!(s.eta, Some(Duration::from_millis(29_500)));
+        assert_eq!(s.refused, 3);
+        let table = s.table();
+        for want in [
+            "jobs       100\n",
+            "refused    3 lines at submit",
+            "queued     59\n",
+            "succeeded  40\n",
+            "failed     1\n",
+            "cost       $10.250000 so far\n",
+            "eta        29s (2.0 results/s)\n",
+        ] {
+            assert!(table.contains(want), "`{want}` not in:\n{table}");
+        }
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["refused"], 3);
+        assert_eq!(json["eta"], 29.5);
+        assert_eq!(json["results_per_second"], 2.0);
+    }
+
+    #[test]
+    fn the_eta_is_unknown_before_two_results_and_zero_when_done() {
+        let mut tally = Tally::new(2);
+        let s = BatchStatus::from_tally(record(2, 0), &tally);
+        assert_eq!((s.eta, s.results_per_second), (None, None));
+        assert!(
+            s.table()
+                .contains("eta        unknown (too few results yet)\n")
+        );
+        assert!(!s.table().contains("refused"));
+        tally.record(0, &finished_at(0, JobStatus::Succeeded));
+        assert_eq!(BatchStatus::from_tally(record(2, 0), &tally).eta, None);
+        tally.record(1, &finished_at(4, JobStatus::Succeeded));
+        let s = BatchStatus::from_tally(record(2, 0), &tally);
+        assert_eq!(s.eta, Some(Duration::ZERO));
+        assert!(s.table().contains("eta        done\n"));
+        assert_eq!(serde_json::to_value(&s).unwrap()["eta"], 0.0);
+    }
 }

@@ -1,6 +1,8 @@
 //! The first, streaming pass over a batch file: detect its format, turn every
 //! line into a job, check it (structure, `custom_id` unique, size on the jobs
-//! topic), hash the file, and record which lines are refused. Nothing is sent.
+//! topic), hash the file, and record which lines are refused. Nothing is sent:
+//! `submit` produces the accepted lines in a second pass, and `estimate` prices
+//! each one as this pass hands it over, so both refuse exactly the same lines.
 //! Memory: one bit per line for refusals plus about 40 bytes per line for the
 //! `custom_id` uniqueness check (a 128-bit hash and its line number).
 
@@ -17,12 +19,13 @@ use switchyard_core::batch::BatchFormat;
 use switchyard_core::config::TopicConfig;
 
 use crate::bits::BitSet;
-use crate::formats::{self, LineError, LineSettings, META_LINE};
+use crate::formats::{self, LineError, LineSettings, META_LINE, ParsedLine};
 use crate::lines::{Line, LineReader};
 use crate::progress::{Progress, Unit};
 use crate::{Error, Result};
 
-/// Refusals kept in memory to show people; all of them go to the rejects file.
+/// Refusals kept in memory to show people; all of them go to the rejects file
+/// (and the error says how many more there are).
 pub const EXAMPLES_KEPT: usize = 20;
 
 /// What the first pass found.
@@ -44,7 +47,8 @@ pub struct Validation {
     pub examples: Vec<(u64, String)>,
     /// Line numbers refused.
     pub refused: BitSet,
-    /// Where every refusal was written, if asked.
+    /// Where every refusal was written, if asked and there was any (an empty
+    /// rejects file is never created).
     pub rejects_file: Option<PathBuf>,
 }
 
@@ -63,13 +67,17 @@ pub fn max_line_bytes(jobs_topic: &TopicConfig) -> usize {
     jobs_topic.max_message_bytes.saturating_mul(4).max(1 << 20)
 }
 
-/// Runs the first pass over `path`. With `rejects`, every refused line is written there.
+/// Runs the first pass over `path`, showing progress as `step`; hands every
+/// accepted line to `accept` as it goes. With `rejects`, every refused line is
+/// written there (the file is created with the first one).
 pub fn validate_file(
     path: &Path,
     settings: &LineSettings,
     jobs_topic: &TopicConfig,
     rejects: Option<&Path>,
     progress: &dyn Progress,
+    step: &str,
+    accept: &mut dyn FnMut(ParsedLine),
 ) -> Result<Validation> {
     let read_err = |source| Error::Read {
         path: path.to_owned(),
@@ -78,16 +86,7 @@ pub fn validate_file(
     let file = File::open(path).map_err(read_err)?;
     let size = file.metadata().map(|m| m.len()).ok();
     let mut reader = LineReader::new(file, max_line_bytes(jobs_topic));
-    let mut rejects_out = match rejects {
-        Some(p) => Some((
-            BufWriter::new(File::create(p).map_err(|source| Error::Write {
-                path: p.to_owned(),
-                source,
-            })?),
-            p.to_owned(),
-        )),
-        None => None,
-    };
+    let mut rejects_out: Option<BufWriter<File>> = None;
     let codec = Codec::for_topic(jobs_topic);
     let hashers = (RandomState::new(), RandomState::new());
     let mut ids: HashMap<u128, u64> = HashMap::new();
@@ -101,9 +100,9 @@ pub fn validate_file(
         bytes: 0,
         examples: Vec::new(),
         refused: BitSet::default(),
-        rejects_file: rejects.map(Path::to_owned),
+        rejects_file: None,
     };
-    progress.start("validating", Unit::Bytes, size);
+    progress.start(step, Unit::Bytes, size);
     loop {
         let (number, outcome, text) = match reader.next_line().map_err(read_err)? {
             None => break,
@@ -123,9 +122,10 @@ pub fn validate_file(
                     format = formats::detect(bytes).map(|f| (f, number));
                 }
                 let outcome = match format {
-                    None => Err(LineError::new(
+                    // Before the format is known: say why JSON is broken, if it is.
+                    None => Err(formats::syntax_error(bytes).unwrap_or_else(|| LineError::new(
                         "not a batch request: expected a JSON object with custom_id and body (OpenAI), custom_id and params (Anthropic), or job_id and request (native)",
-                    )),
+                    ))),
                     Some((f, detected_at)) => check_line(
                         f,
                         detected_at,
@@ -134,22 +134,23 @@ pub fn validate_file(
                         &codec,
                         jobs_topic,
                     )
-                    .and_then(|custom_id| {
+                    .and_then(|parsed| {
+                        let custom_id = &parsed.custom_id;
                         let key = (
-                            hashers.0.hash_one(&custom_id),
-                            hashers.1.hash_one(&custom_id),
+                            hashers.0.hash_one(custom_id),
+                            hashers.1.hash_one(custom_id),
                         );
                         let key = (u128::from(key.0) << 64) | u128::from(key.1);
                         match ids.entry(key) {
                             Entry::Vacant(e) => {
                                 e.insert(number);
-                                Ok(())
+                                Ok(parsed)
                             }
                             Entry::Occupied(e) => Err(LineError::new(format!(
                                 "custom_id `{custom_id}` is already used on line {}; custom_id must be unique within a batch",
                                 e.get()
                             ))
-                            .with_id(&custom_id)),
+                            .with_id(custom_id)),
                         }
                     }),
                 };
@@ -158,14 +159,28 @@ pub fn validate_file(
         };
         v.lines += 1;
         match outcome {
-            Ok(()) => v.accepted += 1,
+            Ok(parsed) => {
+                v.accepted += 1;
+                accept(parsed);
+            }
             Err(e) => {
                 v.invalid += 1;
                 v.refused.insert(number);
                 if v.examples.len() < EXAMPLES_KEPT {
                     v.examples.push((number, e.reason.clone()));
                 }
-                if let Some((out, p)) = rejects_out.as_mut() {
+                if let Some(p) = rejects {
+                    let write_err = |source| Error::Write {
+                        path: p.to_owned(),
+                        source,
+                    };
+                    let out = match rejects_out.as_mut() {
+                        Some(out) => out,
+                        None => {
+                            rejects_out.insert(BufWriter::new(File::create(p).map_err(write_err)?))
+                        }
+                    };
+                    v.rejects_file = Some(p.to_owned());
                     let reject = Reject {
                         line: number,
                         custom_id: e.custom_id.as_deref(),
@@ -175,10 +190,7 @@ pub fn validate_file(
                     serde_json::to_writer(&mut *out, &reject)
                         .map_err(std::io::Error::from)
                         .and_then(|()| out.write_all(b"\n"))
-                        .map_err(|source| Error::Write {
-                            path: p.clone(),
-                            source,
-                        })?;
+                        .map_err(write_err)?;
                 }
             }
         }
@@ -188,9 +200,11 @@ pub fn validate_file(
     }
     progress.advance(reader.bytes_read());
     progress.finish();
-    if let Some((mut out, p)) = rejects_out {
-        out.flush()
-            .map_err(|source| Error::Write { path: p, source })?;
+    if let (Some(mut out), Some(p)) = (rejects_out, rejects) {
+        out.flush().map_err(|source| Error::Write {
+            path: p.to_owned(),
+            source,
+        })?;
     }
     v.bytes = reader.bytes_read();
     v.sha256 = reader.finish();
@@ -205,7 +219,7 @@ pub fn validate_file(
     Ok(v)
 }
 
-/// Checks one line of a file in `format`; returns its `custom_id`.
+/// Checks one line of a file in `format`; returns it as a job.
 fn check_line(
     format: BatchFormat,
     detected_at: u64,
@@ -213,7 +227,7 @@ fn check_line(
     settings: &LineSettings,
     codec: &Codec,
     jobs_topic: &TopicConfig,
-) -> Result<String, LineError> {
+) -> Result<ParsedLine, LineError> {
     let parsed = formats::parse_line(format, bytes, settings).map_err(|e| {
         match formats::detect(bytes) {
             Some(other) if other != format => LineError {
@@ -230,7 +244,7 @@ fn check_line(
     // The real job id and line number add under 100 bytes to what is checked here.
     const ID_AND_LINE_SLACK: usize = 128;
     if bytes.len() + 4096 > jobs_topic.max_message_bytes {
-        let mut job = parsed.job;
+        let mut job = parsed.job.clone();
         job.metadata
             .insert(META_LINE.to_owned(), u64::MAX.to_string());
         let encoded = codec
@@ -245,5 +259,133 @@ fn check_line(
             .with_id(&parsed.custom_id));
         }
     }
-    Ok(parsed.custom_id)
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::SkipInvalid;
+    use crate::formats::ModelPins;
+    use crate::progress::NoProgress;
+    use switchyard_core::config::Topics;
+
+    fn settings() -> LineSettings {
+        LineSettings {
+            project: "acme/retail/support/ticket-triage".into(),
+            strategy: None,
+            workload: None,
+            pins: ModelPins::default(),
+        }
+    }
+
+    fn line(id: &str) -> String {
+        format!(
+            r#"{{"custom_id":"{id}","method":"POST","url":"/v1/chat/completions","body":{{"messages":[{{"role":"user","content":"Classify: I was charged twice."}}],"max_tokens":5}}}}"#
+        )
+    }
+
+    fn run(text: &str, rejects: Option<&Path>) -> (Validation, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("batch.jsonl");
+        std::fs::write(&path, text).unwrap();
+        let mut accepted = Vec::new();
+        let v = validate_file(
+            &path,
+            &settings(),
+            &Topics::default().jobs,
+            rejects,
+            &NoProgress,
+            "validating",
+            &mut |p| accepted.push(p.custom_id),
+        )
+        .unwrap();
+        (v, accepted)
+    }
+
+    #[test]
+    fn no_rejects_file_when_every_line_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let rejects = dir.path().join("batch.rejects.jsonl");
+        let (v, accepted) = run(&format!("{}\n\n{}\n", line("a"), line("b")), Some(&rejects));
+        assert_eq!((v.lines, v.accepted, v.invalid), (2, 2, 0));
+        assert_eq!(accepted, ["a", "b"]);
+        assert_eq!(v.rejects_file, None);
+        assert!(!rejects.exists(), "an empty rejects file was created");
+        // With a refusal the file appears, holding it.
+        let (v, accepted) = run(&format!("{}\n{}\n", line("a"), line("a")), Some(&rejects));
+        assert_eq!(accepted, ["a"]);
+        assert_eq!(v.rejects_file.as_deref(), Some(rejects.as_path()));
+        let text = std::fs::read_to_string(&rejects).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.contains(r#""line":2"#), "{text}");
+    }
+
+    #[test]
+    fn a_broken_first_line_is_reported_as_broken_json() {
+        let (v, accepted) = run(
+            &format!("{{\"custom_id\": \"a\", \"method\": \n{}\n", line("b")),
+            None,
+        );
+        assert_eq!(accepted, ["b"]);
+        assert_eq!(v.examples.len(), 1);
+        let (number, reason) = &v.examples[0];
+        assert_eq!(*number, 1);
+        assert!(reason.starts_with("invalid JSON at column"), "{reason}");
+        // Valid JSON that is no known request still says what a line must be.
+        let (v, _) = run(&format!("{{\"hello\": 1}}\n{}\n", line("b")), None);
+        assert!(
+            v.examples[0].1.starts_with("not a batch request"),
+            "{:?}",
+            v.examples
+        );
+    }
+
+    #[test]
+    fn the_error_counts_every_invalid_line_and_says_where_they_all_go() {
+        let mut text = String::new();
+        for i in 0..30 {
+            text.push_str(&line("same"));
+            text.push('\n');
+            if i == 0 {
+                text.push_str(&line("other"));
+                text.push('\n');
+            }
+        }
+        let (v, _) = run(&text, None);
+        assert_eq!((v.lines, v.invalid), (31, 29));
+        assert_eq!(v.examples.len(), EXAMPLES_KEPT);
+        let err = Error::InvalidLines {
+            path: "batch.jsonl".into(),
+            lines: v.lines,
+            invalid: v.invalid,
+            examples: v.examples.clone(),
+            skip: SkipInvalid::Submit {
+                rejects: "batch.jsonl.rejects.jsonl".into(),
+            },
+        }
+        .to_string();
+        assert!(
+            err.starts_with("29 of 31 lines of batch.jsonl are invalid; nothing was submitted:\n  line 3: custom_id `same` is already used on line 1"),
+            "{err}"
+        );
+        assert!(err.contains("\n  … and 9 more\n"), "{err}");
+        assert!(
+            err.ends_with("pass --skip-invalid to submit the 2 valid lines and write every invalid one, with its line number and reason, to batch.jsonl.rejects.jsonl"),
+            "{err}"
+        );
+        let err = Error::InvalidLines {
+            path: "batch.jsonl".into(),
+            lines: v.lines,
+            invalid: v.invalid,
+            examples: v.examples,
+            skip: SkipInvalid::Estimate,
+        }
+        .to_string();
+        assert!(err.contains("nothing was priced"), "{err}");
+        assert!(
+            err.ends_with("pass --skip-invalid to price the 2 valid lines"),
+            "{err}"
+        );
+    }
 }

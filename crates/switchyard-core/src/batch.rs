@@ -1,7 +1,8 @@
 //! The batch registry record: one per bulk batch, keyed by batch id on the
-//! compacted batches topic (the last record of a key is the batch's state). Any
-//! machine with access to the cluster can follow or collect a batch from it, and
-//! workers learn cancellations from it.
+//! compacted batches topic. Any machine with access to the cluster can follow or
+//! collect a batch from it, and workers learn cancellations from it. While a
+//! batch is `submitting`, its records also name the submit run producing its jobs
+//! (a [`Submitter`]), so that two runs never produce the same batch at once.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -72,4 +73,43 @@ pub struct BatchRecord {
     /// When it was canceled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canceled_at: Option<DateTime<Utc>>,
+    /// Lines of the file refused at submit (`--skip-invalid`): they are in the
+    /// rejects file, not in the batch, and status shows how many.
+    #[serde(default)]
+    pub refused: u64,
+    /// The submit run that holds the batch while it is `submitting`; absent on
+    /// other states and on a released claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitter: Option<Submitter>,
+}
+
+/// One submit run's claim on a batch: written when it starts producing the
+/// batch's jobs, again as a heartbeat while it does, and once more, `released`,
+/// when it stops without finishing. Another run may take a batch over only when
+/// its holder released it or stopped sending heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submitter {
+    /// Unique per run.
+    pub id: String,
+    /// Host of the run, for people.
+    pub host: String,
+    /// Process id of the run, for people.
+    pub pid: u32,
+    /// When the run claimed the batch.
+    pub since: DateTime<Utc>,
+    /// When the run last said it is alive.
+    pub heartbeat_at: DateTime<Utc>,
+    /// Registry offset of the batch's latest record the run had read when it wrote
+    /// this one. A claim on a batch another run holds counts only if that run
+    /// wrote nothing after this offset, so of two runs that raced, one wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
+    /// The run stopped without finishing and gives the batch up.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub released: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }

@@ -251,6 +251,9 @@ fn worker_id(config: &PipelineConfig) -> String {
         .unwrap_or_else(|| "switchyard".to_owned())
 }
 
+/// Longest a starting worker waits to have read the batch registry.
+const REGISTRY_CATCH_UP: Duration = Duration::from_secs(30);
+
 /// Runs the worker until `shutdown` resolves, then drains.
 pub async fn run(
     engine: Arc<Engine>,
@@ -286,11 +289,19 @@ pub async fn run(
         stop: stop.clone(),
     };
     let jobs_codec = Codec::for_topic(&topics.jobs);
-    let cancellations = crate::cancellations::CancellationWatch::start(engine.clone(), config);
-    // Budgets first: replay this month's spend before taking jobs.
+    // Know every batch canceled so far, and replay this month's spend, before
+    // taking jobs: a canceled batch's jobs must not run, and budgets must count
+    // what was spent before this worker started.
+    let (cancellations, registry_read) =
+        crate::cancellations::CancellationWatch::start(engine.clone(), config);
     let (ledger, caught_up) = crate::ledger::LedgerFollower::start(engine.clone(), config);
     let _ =
         tokio::task::spawn_blocking(move || caught_up.recv_timeout(Duration::from_secs(60))).await;
+    let registry_wait = REGISTRY_CATCH_UP;
+    let read = tokio::task::spawn_blocking(move || registry_read.recv_timeout(registry_wait)).await;
+    if !matches!(read, Ok(Ok(_))) {
+        warn!(topic = %topics.batches, waited = ?registry_wait, "The batch registry could not be read before taking jobs; jobs of batches canceled so far may run until it can (check that the topic exists and the brokers are reachable).");
+    }
     let permits = Arc::new(Semaphore::new(config.worker.max_in_flight));
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));

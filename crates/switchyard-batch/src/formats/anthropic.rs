@@ -8,8 +8,8 @@ use switchyard_core::job::{ChatMessage, ResponseFormat, Role};
 use switchyard_core::result::{JobResult, JobStatus};
 
 use super::{
-    Destination, LineError, LineSettings, ParsedLine, TextContent, from_line, job_for, last_status,
-    request, short_hash, unsupported,
+    Destination, LineError, LineSettings, ModelIds, ParsedLine, TextContent, answer_usage,
+    from_line, job_for, last_status, request, short_hash, unsupported,
 };
 
 #[derive(Deserialize)]
@@ -162,26 +162,34 @@ struct ErrorBody {
 }
 
 /// Renders one result as a result line.
-pub(crate) fn render(result: &JobResult, custom_id: &str, out: &mut Vec<u8>) -> Destination {
+pub(crate) fn render(
+    result: &JobResult,
+    custom_id: &str,
+    models: &ModelIds,
+    out: &mut Vec<u8>,
+) -> Destination {
     let code = result.error.as_ref().map_or("", |e| e.code.as_str());
+    let usage = answer_usage(result);
     let outcome = match (&result.status, &result.output) {
         (JobStatus::Succeeded, Some(output)) => Outcome::Succeeded {
             message: AssistantMessage {
                 id: format!("msg_{}", short_hash(&result.job_id)),
                 kind: "message",
                 role: "assistant",
-                model: result.model.as_deref().unwrap_or(""),
+                model: models.answered(result),
                 content: [TextBlock {
                     kind: "text",
                     text: &output.content,
                 }],
                 stop_reason: stop_reason(&output.finish_reason),
+                // Which stop sequence ended the answer is not known: the
+                // providers' normalised finish reason says only "stop".
                 stop_sequence: None,
                 usage: Usage {
-                    input_tokens: result.usage.input_tokens,
-                    output_tokens: result.usage.output_tokens,
+                    input_tokens: usage.input_tokens,
+                    output_tokens: usage.output_tokens,
                     cache_creation_input_tokens: 0,
-                    cache_read_input_tokens: result.usage.cached_input_tokens,
+                    cache_read_input_tokens: usage.cached_input_tokens,
                 },
             },
         },

@@ -13,8 +13,9 @@ use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use switchyard_core::batch::BatchFormat;
 use switchyard_core::catalog::Catalog;
+use switchyard_core::config::LoadedPipeline;
 use switchyard_core::job::{ChatMessage, ChatRequest, Job, ResponseFormat};
-use switchyard_core::result::JobResult;
+use switchyard_core::result::{Attempt, AttemptOutcome, JobResult, TokenUsage};
 use switchyard_core::routing::Strategy;
 
 /// Metadata key carrying the line's `custom_id` (the native job's own `job_id`).
@@ -66,6 +67,77 @@ impl ModelPins {
     pub fn resolve(&self, requested: &str) -> Option<&str> {
         self.names.get(requested).map(String::as_str)
     }
+}
+
+/// The provider's API model id of each deployment and catalog model, so that an
+/// output line names the model as the provider's own API would (`model` in an
+/// OpenAI or Anthropic response), not by Switchyard's catalog name.
+#[derive(Debug, Clone, Default)]
+pub struct ModelIds {
+    by_deployment: HashMap<String, String>,
+    by_model: HashMap<String, String>,
+}
+
+impl ModelIds {
+    /// The ids a pipeline sends: a deployment's `api_model` override, else its
+    /// catalog model's `api_model`.
+    pub fn from_pipeline(pipeline: &LoadedPipeline) -> Self {
+        let by_model: HashMap<String, String> = pipeline
+            .catalog
+            .models()
+            .iter()
+            .map(|m| (m.name.clone(), m.api_model.clone()))
+            .collect();
+        let by_deployment = pipeline
+            .config
+            .deployments
+            .iter()
+            .filter_map(|d| {
+                let id = d
+                    .api_model
+                    .clone()
+                    .or_else(|| by_model.get(&d.model).cloned())?;
+                Some((d.name.clone(), id))
+            })
+            .collect();
+        Self {
+            by_deployment,
+            by_model,
+        }
+    }
+
+    /// The API model id that answered `result`: by the answering attempt's
+    /// deployment, else its catalog model; the catalog name when this pipeline
+    /// knows neither (an empty map keeps catalog names).
+    pub fn answered<'a>(&'a self, result: &'a JobResult) -> &'a str {
+        let catalog_name = result.model.as_deref().unwrap_or("");
+        let Some(a) = answering(result) else {
+            return self
+                .by_model
+                .get(catalog_name)
+                .map_or(catalog_name, String::as_str);
+        };
+        self.by_deployment
+            .get(&a.deployment)
+            .or_else(|| self.by_model.get(&a.model))
+            .map_or(a.model.as_str(), String::as_str)
+    }
+}
+
+/// The attempt whose answer a succeeded result carries.
+pub(crate) fn answering(result: &JobResult) -> Option<&Attempt> {
+    result
+        .attempts
+        .iter()
+        .rev()
+        .find(|a| a.outcome == AttemptOutcome::Succeeded)
+}
+
+/// The tokens of the answer itself: the answering attempt's usage, as the
+/// provider's response reported it. Earlier failed attempts may have billed
+/// tokens too; those are in the result's total, its cost and the usage events.
+pub(crate) fn answer_usage(result: &JobResult) -> TokenUsage {
+    answering(result).map_or(result.usage, |a| a.usage)
 }
 
 /// Why a line was refused, with its `custom_id` when it got that far.
@@ -146,6 +218,12 @@ pub fn parse_line(
     Ok(parsed)
 }
 
+/// Why `line` is not JSON at all, if it is not: what a line refused before the
+/// file's format is known should say.
+pub(crate) fn syntax_error(line: &[u8]) -> Option<LineError> {
+    from_line::<IgnoredAny>(line).err()
+}
+
 /// Deserializes `line`, naming the path of the offending field on failure.
 pub(crate) fn from_line<T: DeserializeOwned>(line: &[u8]) -> Result<T, LineError> {
     let mut de = serde_json::Deserializer::from_slice(line);
@@ -219,16 +297,17 @@ pub enum Destination {
 }
 
 /// Renders `result` (whose line had `custom_id`) as one output line in `format`,
-/// without the newline, into `out`.
+/// without the newline, into `out`; `models` names the answering model.
 pub fn render(
     format: BatchFormat,
     result: &JobResult,
     custom_id: &str,
+    models: &ModelIds,
     out: &mut Vec<u8>,
 ) -> Destination {
     match format {
-        BatchFormat::Openai => openai::render(result, custom_id, out),
-        BatchFormat::Anthropic => anthropic::render(result, custom_id, out),
+        BatchFormat::Openai => openai::render(result, custom_id, models, out),
+        BatchFormat::Anthropic => anthropic::render(result, custom_id, models, out),
         BatchFormat::Native => native::render(result, custom_id, out),
     }
 }

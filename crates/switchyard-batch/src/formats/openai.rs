@@ -10,8 +10,8 @@ use switchyard_core::job::{ChatMessage, ResponseFormat, Role};
 use switchyard_core::result::{JobResult, JobStatus};
 
 use super::{
-    Destination, LineError, LineSettings, ParsedLine, Stops, TextContent, from_line, job_for,
-    last_status, request, short_hash, unsupported,
+    Destination, LineError, LineSettings, ModelIds, ParsedLine, Stops, TextContent, answer_usage,
+    from_line, job_for, last_status, request, short_hash, unsupported,
 };
 
 /// The only endpoint Switchyard serves from a batch.
@@ -230,7 +230,12 @@ const CANCELED_CODE: &str = "batch_cancelled";
 const EXPIRED_CODE: &str = "batch_expired";
 
 /// Renders one result as an output line.
-pub(crate) fn render(result: &JobResult, custom_id: &str, out: &mut Vec<u8>) -> Destination {
+pub(crate) fn render(
+    result: &JobResult,
+    custom_id: &str,
+    models: &ModelIds,
+    out: &mut Vec<u8>,
+) -> Destination {
     let id = format!("batch_req_{}", short_hash(&result.job_id));
     let (code, message) = result
         .error
@@ -240,13 +245,13 @@ pub(crate) fn render(result: &JobResult, custom_id: &str, out: &mut Vec<u8>) -> 
         });
     let (line, destination) = match (&result.status, &result.output) {
         (JobStatus::Succeeded, Some(output)) => {
-            let usage = &result.usage;
+            let usage = answer_usage(result);
             let prompt = usage.input_tokens + usage.cached_input_tokens;
             let completion = Completion {
                 id: format!("chatcmpl-{}", short_hash(&result.job_id)),
                 object: "chat.completion",
                 created: result.completed_at.timestamp(),
-                model: result.model.as_deref().unwrap_or(""),
+                model: models.answered(result),
                 choices: [Choice {
                     index: 0,
                     message: AssistantMessage {

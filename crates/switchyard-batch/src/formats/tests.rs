@@ -183,46 +183,66 @@ fn a_native_line_keeps_its_id_as_custom_id_and_must_match_the_project() {
     assert_eq!(e.custom_id.as_deref(), Some("mine-2"));
 }
 
+fn attempt(outcome: AttemptOutcome, status: u16, usage: TokenUsage) -> Attempt {
+    Attempt {
+        deployment: "sim-mistral-small-4".into(),
+        provider: "mistral".into(),
+        model: "mistral-small-4".into(),
+        outcome,
+        status_code: Some(status),
+        latency_ms: 5,
+        usage,
+        cost_usd: 0.0,
+        error: None,
+    }
+}
+
+/// A result; a succeeded one had a first attempt whose answer failed the job's
+/// checks (billed, 7 in / 30 out) before the answer (10 + 4 cached in, 2 out).
 fn result(status: JobStatus) -> JobResult {
     let mut metadata = BTreeMap::new();
     metadata.insert(META_CUSTOM_ID.to_owned(), "req-1".to_owned());
+    let answer = TokenUsage {
+        input_tokens: 10,
+        output_tokens: 2,
+        cached_input_tokens: 4,
+    };
+    let wasted = TokenUsage {
+        input_tokens: 7,
+        output_tokens: 30,
+        cached_input_tokens: 0,
+    };
+    let attempts = if status == JobStatus::Succeeded {
+        vec![
+            attempt(AttemptOutcome::InvalidOutput, 200, wasted),
+            attempt(AttemptOutcome::Succeeded, 200, answer),
+        ]
+    } else {
+        vec![attempt(
+            AttemptOutcome::ProviderError,
+            503,
+            TokenUsage::default(),
+        )]
+    };
+    let mut usage = TokenUsage::default();
+    for a in &attempts {
+        usage.add(&a.usage);
+    }
     JobResult {
         job_id: "batch_x-0".into(),
         batch_id: Some("batch_x".into()),
         project: "a/b/c/d".into(),
         status,
-        provider: Some("openai".into()),
-        model: Some("gpt-4o-mini".into()),
+        provider: Some("mistral".into()),
+        model: Some("mistral-small-4".into()),
         output: (status == JobStatus::Succeeded).then(|| Output {
             content: "billing".into(),
             finish_reason: "stop".into(),
         }),
-        usage: TokenUsage {
-            input_tokens: 10,
-            output_tokens: 2,
-            cached_input_tokens: 4,
-        },
+        usage,
         cost_usd: 0.001,
         latency_ms: 5,
-        attempts: vec![Attempt {
-            deployment: "d".into(),
-            provider: "openai".into(),
-            model: "gpt-4o-mini".into(),
-            outcome: if status == JobStatus::Succeeded {
-                AttemptOutcome::Succeeded
-            } else {
-                AttemptOutcome::ProviderError
-            },
-            status_code: Some(if status == JobStatus::Succeeded {
-                200
-            } else {
-                503
-            }),
-            latency_ms: 5,
-            usage: TokenUsage::default(),
-            cost_usd: 0.0,
-            error: None,
-        }],
+        attempts,
         routing: None,
         error: (status != JobStatus::Succeeded).then(|| ErrorInfo {
             code: "all_attempts_failed".into(),
@@ -233,10 +253,44 @@ fn result(status: JobStatus) -> JobResult {
     }
 }
 
+/// The ids of the pipeline that produced [`result`]: the deployment's own
+/// override wins over the catalog's id.
+fn models() -> ModelIds {
+    ModelIds {
+        by_deployment: [(
+            "sim-mistral-small-4".to_owned(),
+            "mistral-small-2603".to_owned(),
+        )]
+        .into(),
+        by_model: [
+            (
+                "mistral-small-4".to_owned(),
+                "mistral-small-latest".to_owned(),
+            ),
+            ("gpt-4o-mini".to_owned(), "gpt-4o-mini".to_owned()),
+        ]
+        .into(),
+    }
+}
+
 fn rendered(format: BatchFormat, r: &JobResult) -> (Destination, Value) {
     let mut out = Vec::new();
-    let d = render(format, r, "req-1", &mut out);
+    let d = render(format, r, "req-1", &models(), &mut out);
     (d, serde_json::from_slice(&out).unwrap())
+}
+
+#[test]
+fn the_model_is_the_api_id_that_answered() {
+    let r = result(JobStatus::Succeeded);
+    let ids = models();
+    assert_eq!(ids.answered(&r), "mistral-small-2603");
+    let mut other = r.clone();
+    other.attempts[1].deployment = "elsewhere".into();
+    assert_eq!(ids.answered(&other), "mistral-small-latest");
+    other.attempts[1].model = "unknown-model".into();
+    assert_eq!(ids.answered(&other), "unknown-model");
+    // An empty map (no pipeline) keeps the catalog name.
+    assert_eq!(ModelIds::default().answered(&r), "mistral-small-4");
 }
 
 #[test]
@@ -251,6 +305,9 @@ fn openai_output_lines_follow_the_batch_output_shape() {
     assert_eq!(r["body"]["object"], "chat.completion");
     assert_eq!(r["body"]["choices"][0]["message"]["content"], "billing");
     assert_eq!(r["body"]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(r["body"]["model"], "mistral-small-2603");
+    // The answer's own tokens, not those of the attempt that failed before it.
+    assert_eq!(r["body"]["usage"]["completion_tokens"], 2);
     assert_eq!(r["body"]["usage"]["prompt_tokens"], 14);
     assert_eq!(r["body"]["usage"]["total_tokens"], 16);
     assert_eq!(
@@ -284,7 +341,10 @@ fn anthropic_result_lines_have_the_four_types() {
     assert_eq!(m["type"], "message");
     assert_eq!(m["content"][0]["text"], "billing");
     assert_eq!(m["stop_reason"], "end_turn");
+    assert_eq!(m["stop_sequence"], Value::Null);
+    assert_eq!(m["model"], "mistral-small-2603");
     assert_eq!(m["usage"]["input_tokens"], 10);
+    assert_eq!(m["usage"]["output_tokens"], 2);
     assert_eq!(m["usage"]["cache_read_input_tokens"], 4);
     let (_, v) = rendered(BatchFormat::Anthropic, &result(JobStatus::Failed));
     assert_eq!(v["result"]["type"], "errored");

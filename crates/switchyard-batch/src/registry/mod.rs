@@ -1,7 +1,11 @@
 //! The batch registry: [`BatchRecord`]s as JSON on the compacted batches topic,
-//! keyed by batch id; the last record of a key is the batch's state. Reading it
-//! needs nothing but the cluster, so any machine can follow, collect or cancel a
-//! batch. Workers follow the same topic to learn cancellations.
+//! keyed by batch id. A batch's state is its records folded in log order
+//! ([`log::fold`]), and its newest record is kept equal to that state, since it
+//! is what compaction leaves. Reading it needs nothing but the cluster, so any
+//! machine can follow, collect or cancel a batch. Workers follow the same topic
+//! to learn cancellations.
+
+pub mod log;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -14,6 +18,7 @@ use switchyard_core::batch::{BatchRecord, BatchState};
 use switchyard_core::config::KafkaConfig;
 use switchyard_kafka::client::reader_config;
 
+pub use self::log::{BatchView, Holder, fold};
 use crate::sender::Sender;
 use crate::{Error, Result};
 
@@ -58,13 +63,18 @@ impl RegistryReader {
 
     /// The current record of `batch_id`, if any: the registry read to its end as of now.
     pub fn read(&self, batch_id: &str) -> Result<Option<BatchRecord>> {
-        Ok(self.history(batch_id)?.pop())
+        Ok(self.view(batch_id)?.map(|v| v.record))
     }
 
-    /// Every record of `batch_id` still in the registry, oldest first (since the
-    /// last tombstone): what `submit` checks to let a cancel that raced its last
-    /// record win.
-    pub fn history(&self, batch_id: &str) -> Result<Vec<BatchRecord>> {
+    /// What the registry says about `batch_id` as of now: its state, the submit
+    /// run holding it, and its newest record.
+    pub fn view(&self, batch_id: &str) -> Result<Option<BatchView>> {
+        Ok(fold(&self.history(batch_id)?))
+    }
+
+    /// Every record of `batch_id` still in the registry with its offset, oldest
+    /// first (since the last tombstone), read to the registry's end as of now.
+    pub fn history(&self, batch_id: &str) -> Result<Vec<(i64, BatchRecord)>> {
         let deadline = Instant::now() + REGISTRY_TIMEOUT;
         let mut ends: HashMap<i32, i64> = HashMap::new();
         let mut tpl = TopicPartitionList::new();
@@ -79,7 +89,7 @@ impl RegistryReader {
                     .map_err(Error::kafka("registry assign"))?;
             }
         }
-        let mut history: Vec<BatchRecord> = Vec::new();
+        let mut history: Vec<(i64, BatchRecord)> = Vec::new();
         if ends.is_empty() {
             return Ok(history);
         }
@@ -111,7 +121,7 @@ impl RegistryReader {
                 continue;
             }
             match serde_json::from_slice::<BatchRecord>(payload) {
-                Ok(r) if r.batch_id == batch_id => history.push(r),
+                Ok(r) if r.batch_id == batch_id => history.push((m.offset(), r)),
                 Ok(_) | Err(_) => tracing::warn!(
                     batch_id,
                     partition = p,
@@ -133,46 +143,45 @@ pub fn get(kafka: &KafkaConfig, batch_id: &str) -> Result<BatchRecord> {
     })
 }
 
-/// After `submit` published a batch's `submitted` record: if a `canceled`
-/// record reached the registry before it (a cancel racing the end of the
-/// submit), publishes that cancel again so it stays the batch's state, since a
-/// canceled batch is never run again. Returns the batch's final state.
-pub fn keep_cancel(
+/// Keeps the newest record of a batch equal to its state. A record written after
+/// the batch became final (a `submitted` racing a cancel, a heartbeat or claim of
+/// a run that had not yet noticed) would otherwise be all that compaction leaves;
+/// when the newest record disagrees with the folded state, the state is
+/// published again. Returns the batch's state.
+pub fn restore_final_state(
     reader: &RegistryReader,
     sender: &mut Sender,
     kafka: &KafkaConfig,
     batch_id: &str,
 ) -> Result<Option<BatchState>> {
-    let history = reader.history(batch_id)?;
-    let canceled = history
-        .iter()
-        .rev()
-        .find(|r| r.state == BatchState::Canceled)
-        .cloned();
-    match (canceled, history.last()) {
-        (Some(c), Some(last)) if last.state != BatchState::Canceled => {
-            tracing::info!(
-                batch_id,
-                "A cancel arrived while the batch was being submitted; it stands."
-            );
-            publish_with(sender, kafka, &c)?;
-            Ok(Some(BatchState::Canceled))
-        }
-        (_, last) => Ok(last.map(|r| r.state)),
+    let Some(view) = reader.view(batch_id)? else {
+        return Ok(None);
+    };
+    let state = view.record.state;
+    if state != BatchState::Submitting && view.last_state != state {
+        tracing::info!(
+            batch_id,
+            state = ?state,
+            "A record landed after the batch's final state; publishing the state again."
+        );
+        publish_with(sender, kafka, &view.record)?;
     }
+    Ok(Some(state))
 }
 
 /// Publishes `record` as the batch's new state and waits for the acknowledgement.
 pub fn publish(kafka: &KafkaConfig, record: &BatchRecord) -> Result<()> {
-    publish_with(&mut Sender::new(kafka)?, kafka, record)
+    publish_with(&mut Sender::new(kafka)?, kafka, record).map(drop)
 }
 
 /// As [`publish`], on a producer the caller already has (and warmed up).
-pub fn publish_with(sender: &mut Sender, kafka: &KafkaConfig, record: &BatchRecord) -> Result<()> {
+/// Returns the record's offset in the registry.
+pub fn publish_with(sender: &mut Sender, kafka: &KafkaConfig, record: &BatchRecord) -> Result<i64> {
     let payload =
         serde_json::to_vec(record).map_err(|e| Error::Encode(format!("batch record: {e}")))?;
     sender.send(&kafka.topics.batches, record.batch_id.as_bytes(), &payload)?;
     sender.flush(REGISTRY_TIMEOUT)?;
-    tracing::debug!(batch_id = %record.batch_id, state = ?record.state, "Batch record published.");
-    Ok(())
+    let offset = sender.last_registry_offset();
+    tracing::debug!(batch_id = %record.batch_id, state = ?record.state, offset, "Batch record published.");
+    Ok(offset)
 }

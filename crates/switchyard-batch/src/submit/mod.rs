@@ -1,0 +1,323 @@
+//! `submit`: validate a batch file in a first streaming pass, then produce one
+//! job per accepted line in a second, and record the batch in the registry.
+//!
+//! Idempotency: the batch id comes from the project and the file's SHA-256, and
+//! each job id from the batch id and the line's position, so the same file
+//! names the same jobs. A resubmission of a batch already `submitted` produces
+//! nothing; one of a batch left `submitting` (the first run died) reads which
+//! jobs are already on the jobs topic and produces only the others. Two runs
+//! never produce the same batch at once: each claims it in the registry first
+//! ([`claim`]), and only one claim counts.
+
+mod claim;
+mod produce;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Serialize;
+use switchyard_core::batch::{BatchFormat, BatchRecord, BatchState};
+use switchyard_core::config::LoadedPipeline;
+use switchyard_core::routing::Strategy;
+
+pub use self::claim::DEFAULT_LEASE;
+use crate::bits::BitSet;
+use crate::error::SkipInvalid;
+use crate::formats::{LineSettings, ModelPins};
+use crate::progress::Progress;
+use crate::sender::Sender;
+use crate::validate::{Validation, validate_file};
+use crate::{Error, Result, ids, registry};
+
+/// How far before `submitted_at` scans start, for clock skew between machines.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(120);
+
+/// Longest wait, after a failed submit, for the jobs it sent to settle.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `submit` was asked to do.
+#[derive(Debug, Clone)]
+pub struct SubmitOptions {
+    /// Org path every job belongs to.
+    pub project: String,
+    /// Strategy forced on every job.
+    pub strategy: Option<Strategy>,
+    /// Workload of every job.
+    pub workload: Option<String>,
+    /// Submit the valid lines even when some are invalid.
+    pub skip_invalid: bool,
+    /// Where refused lines are written with `skip_invalid`
+    /// (default: `FILE.rejects.jsonl` beside the input).
+    pub rejects_path: Option<PathBuf>,
+    /// How long a submit run of the same batch that is not heard from keeps its
+    /// claim before this one takes over ([`DEFAULT_LEASE`]; runs send a
+    /// heartbeat every sixth of it).
+    pub claim_lease: Duration,
+}
+
+impl SubmitOptions {
+    /// Options for submitting to `project`, everything else by default.
+    pub fn new(project: impl Into<String>) -> Self {
+        Self {
+            project: project.into(),
+            strategy: None,
+            workload: None,
+            skip_invalid: false,
+            rejects_path: None,
+            claim_lease: DEFAULT_LEASE,
+        }
+    }
+}
+
+/// What `submit` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubmitReport {
+    /// The batch id.
+    pub batch_id: String,
+    /// The file's format.
+    pub format: BatchFormat,
+    /// Jobs in the batch.
+    pub jobs: u64,
+    /// Lines refused (only with `skip_invalid`).
+    pub invalid: u64,
+    /// Jobs produced by this run (0 when the batch was already submitted).
+    pub produced: u64,
+    /// The batch was already fully submitted; nothing was produced.
+    pub already_submitted: bool,
+    /// An interrupted earlier submission was finished.
+    pub resumed: bool,
+    /// Where refused lines were written (none when every line was valid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejects_file: Option<PathBuf>,
+    /// The batch's state now.
+    pub state: BatchState,
+}
+
+/// The default rejects file of `input`.
+pub fn default_rejects_path(input: &Path) -> PathBuf {
+    let mut name = input
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "batch".into());
+    name.push(".rejects.jsonl");
+    input.with_file_name(name)
+}
+
+/// Line settings for `options` against a pipeline's catalog and org tree.
+pub fn line_settings(pipeline: &LoadedPipeline, options: &SubmitOptions) -> Result<LineSettings> {
+    pipeline
+        .org
+        .policy(&options.project, options.workload.as_deref())
+        .map_err(|e| Error::UnknownProject(e.to_string()))?;
+    Ok(LineSettings {
+        project: options.project.clone(),
+        strategy: options.strategy,
+        workload: options.workload.clone(),
+        pins: ModelPins::from_catalog(&pipeline.catalog),
+    })
+}
+
+/// Submits the batch file at `path`.
+pub fn submit(
+    pipeline: &LoadedPipeline,
+    path: &Path,
+    options: &SubmitOptions,
+    progress: &dyn Progress,
+) -> Result<SubmitReport> {
+    let kafka = &pipeline.config.kafka;
+    let settings = line_settings(pipeline, options)?;
+    let rejects = options
+        .rejects_path
+        .clone()
+        .unwrap_or_else(|| default_rejects_path(path));
+    let started = std::time::Instant::now();
+    // Connecting and the idempotent producer's handshake happen in librdkafka's
+    // threads while the file is validated.
+    let mut sender = Sender::new(kafka)?;
+    let (validation, reader) = std::thread::scope(|scope| {
+        let warm = &sender;
+        let reader = scope.spawn(move || {
+            warm.warm_up(&[&kafka.topics.jobs.name, &kafka.topics.batches]);
+            registry::RegistryReader::new(kafka)
+        });
+        let validation = validate_file(
+            path,
+            &settings,
+            &kafka.topics.jobs,
+            options.skip_invalid.then_some(rejects.as_path()),
+            progress,
+            "validating",
+            &mut |_| {},
+        );
+        let reader = reader
+            .join()
+            .unwrap_or_else(|_| registry::RegistryReader::new(kafka));
+        (validation, reader)
+    });
+    let (validation, reader) = (validation?, reader?);
+    tracing::debug!(
+        lines = validation.lines,
+        invalid = validation.invalid,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "Batch file validated."
+    );
+    if validation.invalid > 0 && !options.skip_invalid {
+        return Err(Error::InvalidLines {
+            path: path.to_owned(),
+            lines: validation.lines,
+            invalid: validation.invalid,
+            examples: validation.examples,
+            skip: SkipInvalid::Submit { rejects },
+        });
+    }
+    if validation.accepted == 0 {
+        return Err(Error::NothingToSubmit {
+            path: path.to_owned(),
+        });
+    }
+    let batch_id = ids::batch_id(&options.project, &validation.sha256);
+    let mut report = SubmitReport {
+        batch_id: batch_id.clone(),
+        format: validation.format,
+        jobs: validation.accepted,
+        invalid: validation.invalid,
+        produced: 0,
+        already_submitted: false,
+        resumed: false,
+        rejects_file: validation.rejects_file.clone(),
+        state: BatchState::Submitting,
+    };
+    let fresh = BatchRecord {
+        batch_id: batch_id.clone(),
+        project: options.project.clone(),
+        format: validation.format,
+        state: BatchState::Submitting,
+        jobs: validation.accepted,
+        source_sha256: validation.sha256.clone(),
+        file_name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        strategy: options.strategy,
+        workload: options.workload.clone(),
+        submitted_at: Utc::now(),
+        canceled_at: None,
+        refused: validation.invalid,
+        submitter: None,
+    };
+    let lease = options.claim_lease;
+    let claim = match claim::acquire(&reader, &mut sender, kafka, fresh, lease, |r| {
+        check_same(r, &validation, options)
+    })? {
+        None => {
+            tracing::info!(batch_id = %batch_id, "Batch already submitted; nothing to do.");
+            report.already_submitted = true;
+            report.state = BatchState::Submitted;
+            return Ok(report);
+        }
+        Some(claim) => claim,
+    };
+    tracing::debug!(batch_id = %batch_id, elapsed_ms = started.elapsed().as_millis() as u64, "Batch claimed.");
+    report.resumed = claim.resumed;
+    if claim.resumed {
+        tracing::info!(batch_id = %batch_id, "Finishing an interrupted submission.");
+    }
+    let (produced, last_offset) = claim::with_heartbeat(&claim, kafka, lease, |lease| {
+        let already = if claim.resumed {
+            produce::jobs_on_topic(kafka, &claim.record, progress, lease)?
+        } else {
+            BitSet::default()
+        };
+        produce::produce(
+            &mut sender,
+            kafka,
+            path,
+            &settings,
+            &validation,
+            &batch_id,
+            &already,
+            progress,
+            lease,
+        )
+    });
+    report.produced = match produced {
+        Ok(n) => n,
+        Err(e @ Error::ClaimLost { .. }) => return Err(e),
+        Err(e) => {
+            // Let what was sent settle (delivered or failed) before the next
+            // submit may look for it on the topic, then give the batch up.
+            if let Err(unsettled) = sender.flush(SETTLE_TIMEOUT) {
+                tracing::debug!(error = %unsettled, "Jobs sent before the failure did not all settle.");
+            }
+            claim::release(kafka, &claim, last_offset);
+            return Err(e);
+        }
+    };
+    tracing::debug!(batch_id = %batch_id, produced = report.produced, elapsed_ms = started.elapsed().as_millis() as u64, "Jobs produced.");
+    // Every job is on the topic. A cancel that arrived meanwhile wins: never
+    // overwrite it; and a run that took over meanwhile finishes the batch itself.
+    if let Some(view) = reader.view(&batch_id)? {
+        if view.record.state == BatchState::Canceled {
+            registry::restore_final_state(&reader, &mut sender, kafka, &batch_id)?;
+            report.state = BatchState::Canceled;
+            return Ok(report);
+        }
+        if let Some(h) = view
+            .holder
+            .filter(|h| Some(&h.submitter.id) != claim.record.submitter.as_ref().map(|s| &s.id))
+        {
+            return Err(Error::ClaimLost {
+                batch_id,
+                host: h.submitter.host,
+                pid: h.submitter.pid,
+                lease,
+            });
+        }
+    }
+    registry::publish_with(
+        &mut sender,
+        kafka,
+        &BatchRecord {
+            state: BatchState::Submitted,
+            submitter: None,
+            ..claim.record
+        },
+    )?;
+    // A cancel published between the read above and this record still wins.
+    report.state = registry::restore_final_state(&reader, &mut sender, kafka, &batch_id)?
+        .unwrap_or(BatchState::Submitted);
+    tracing::info!(batch_id = %batch_id, jobs = report.jobs, produced = report.produced, state = ?report.state, "Batch submitted.");
+    Ok(report)
+}
+
+/// A resubmission must ask for what the registered batch is.
+fn check_same(r: &BatchRecord, v: &Validation, options: &SubmitOptions) -> Result<()> {
+    let mut differences = Vec::new();
+    if r.strategy != options.strategy {
+        differences.push(format!(
+            "strategy {} (now {})",
+            r.strategy.map_or("none".into(), |s| s.to_string()),
+            options.strategy.map_or("none".into(), |s| s.to_string())
+        ));
+    }
+    if r.workload != options.workload {
+        differences.push(format!(
+            "workload {} (now {})",
+            r.workload.as_deref().unwrap_or("none"),
+            options.workload.as_deref().unwrap_or("none")
+        ));
+    }
+    if r.jobs != v.accepted {
+        differences.push(format!("{} jobs (now {})", r.jobs, v.accepted));
+    }
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Conflict(format!(
+        "this file was already submitted to `{}` as batch `{}` with {}; resubmit with the same options (or change the file to make a new batch)",
+        r.project,
+        r.batch_id,
+        differences.join(", ")
+    )))
+}
