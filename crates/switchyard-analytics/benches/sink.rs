@@ -1,6 +1,7 @@
-//! Throughput of the usage sink's stages on realistic usage events:
-//! decoding events from the usage topic's JSON into rows, writing rows into
-//! Parquet (Zstd, rolled into place), and inserting them into ClickHouse
+//! Throughput of the usage sink's stages on realistic usage events, through
+//! the paths the sink itself takes: decoding chunks of usage-topic JSON into
+//! Arrow blocks and ClickHouse `RowBinary` (one decoder thread), writing the
+//! blocks into Parquet (Zstd, rolled into place), and inserting rows into ClickHouse
 //! (when one answers at SWITCHYARD_BENCH_CLICKHOUSE_URL, default
 //! http://127.0.0.1:8123; database `switchyard_bench`, dropped at the end).
 //!
@@ -11,13 +12,14 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use switchyard_analytics::block::ClickHouseRows;
+use switchyard_analytics::decode::{RawChunk, decode_chunk};
 use switchyard_analytics::progress::Cut;
 use switchyard_analytics::sample::event;
 use switchyard_analytics::{
     ClickHouseConfig, ClickHouseSink, ParquetConfig, ParquetSink, UsageRow,
 };
 use switchyard_codec::Codec;
-use switchyard_core::usage::UsageEvent;
 
 fn rows(n: u64, first_offset: i64) -> Vec<UsageRow> {
     (0..n)
@@ -32,28 +34,59 @@ fn rows(n: u64, first_offset: i64) -> Vec<UsageRow> {
         .collect()
 }
 
-fn decode(c: &mut Criterion) {
+/// Chunks of 4,096 JSON usage events, as the sink's reader makes them.
+fn chunks(n: u64) -> Vec<RawChunk> {
     let codec = Codec::json();
-    let payloads: Vec<Vec<u8>> = (0..10_000)
-        .map(|i| codec.encode(&event(i)).unwrap())
-        .collect();
+    let mut out = Vec::new();
+    let mut chunk = RawChunk::with_capacity(4096);
+    for i in 0..n {
+        chunk.push(
+            (i % 4) as i32,
+            i as i64,
+            1,
+            &codec.encode(&event(i)).unwrap(),
+        );
+        if chunk.len() == 4096 {
+            out.push(std::mem::replace(&mut chunk, RawChunk::with_capacity(4096)));
+        }
+    }
+    if !chunk.is_empty() {
+        out.push(chunk);
+    }
+    out
+}
+
+fn decode(c: &mut Criterion) {
+    const N: u64 = 4096 * 5;
+    let codec = Codec::json();
+    let chunks = chunks(N);
     let mut g = c.benchmark_group("sink");
-    g.throughput(Throughput::Elements(payloads.len() as u64));
-    g.bench_function("decode_json_to_rows", |b| {
-        b.iter(|| {
-            for (i, p) in payloads.iter().enumerate() {
-                let e: UsageEvent = codec.decode(p).unwrap();
-                std::hint::black_box(UsageRow::from_event(e, "switchyard.usage", 0, i as i64));
-            }
+    g.throughput(Throughput::Elements(N));
+    for (name, clickhouse) in [
+        ("decode_json_to_blocks", false),
+        ("decode_json_to_blocks_and_rowbinary", true),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for chunk in &chunks {
+                    let d = decode_chunk(&codec, "switchyard.usage", chunk, clickhouse);
+                    assert!(d.error.is_none());
+                    std::hint::black_box(d);
+                }
+            });
         });
-    });
+    }
     g.finish();
 }
 
 fn parquet(c: &mut Criterion) {
     const N: u64 = 200_000;
     let dir = tempfile::tempdir().unwrap();
-    let batch = rows(N, 0);
+    let codec = Codec::json();
+    let blocks: Vec<_> = chunks(N)
+        .iter()
+        .flat_map(|c| decode_chunk(&codec, "switchyard.usage", c, false).blocks)
+        .collect();
     let mut g = c.benchmark_group("sink");
     g.throughput(Throughput::Elements(N));
     g.sample_size(10);
@@ -72,11 +105,10 @@ fn parquet(c: &mut Criterion) {
                     row_group_rows: 128 * 1024,
                     zstd_level: 1,
                 };
-                let rows = batch.clone();
                 let start = Instant::now();
                 let mut sink = ParquetSink::open(config).unwrap();
-                for r in rows {
-                    sink.push(r).unwrap();
+                for b in &blocks {
+                    sink.write_batch(b.day, &b.org, &b.batch).unwrap();
                 }
                 let cut: Cut = (0..4).map(|p| (p, N as i64)).collect();
                 sink.roll(&cut).unwrap();
@@ -108,7 +140,7 @@ fn clickhouse(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let batch = rows(N, next);
+                let batch = ClickHouseRows::from_rows(&rows(N, next), "switchyard.usage");
                 next += N as i64;
                 let start = Instant::now();
                 runtime.block_on(sink.write(&batch)).unwrap();

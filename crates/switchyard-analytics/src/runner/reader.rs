@@ -1,8 +1,8 @@
 //! The sink's reader thread: polls the consumer, copies messages into chunks
 //! stamped with their partition's assignment epoch, and hands each chunk to the
-//! decoders and its result slot to the writer, in order. It pauses the
-//! partitions while the writer is CHUNKS_IN_FLIGHT chunks behind, and keeps
-//! polling so that rebalances are served. The rebalance callbacks
+//! decoders and its result slot to the writer, in order. When the writer is
+//! CHUNKS_IN_FLIGHT chunks behind, it waits for it; if the writer stays stuck,
+//! it pauses the partitions and keeps polling so that rebalances are served. The rebalance callbacks
 //! ([`SinkContext`]) run here, inside the poll.
 
 use std::collections::HashMap;
@@ -20,6 +20,14 @@ use crate::decode::{DecodedChunk, RawChunk};
 
 /// A partial chunk waits at most this long for more messages.
 const CHUNK_WAIT: Duration = Duration::from_millis(2);
+/// How long the reader waits, without polling, for the writer to take a chunk
+/// before it pauses the partitions. Pausing makes librdkafka drop what it
+/// prefetched, so it is kept for a writer that is stuck (ClickHouse down at its
+/// bound), not one that is merely a few chunks behind; the wait also bounds how
+/// late a rebalance is served.
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
+/// How often the waiting reader tries again.
+const RETRY: Duration = Duration::from_micros(200);
 /// Poll timeout when nothing is waiting.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// At most one consumer error is logged per this period.
@@ -159,7 +167,8 @@ impl Reader {
         debug!(chunks_in_flight = CHUNKS_IN_FLIGHT, "Sink reader started.");
         while !self.stop.load(Ordering::SeqCst) {
             if let Some(full) = held.take() {
-                match self.hand_off(full) {
+                let patience = if paused { Duration::ZERO } else { PAUSE_AFTER };
+                match self.hand_off(full, patience) {
                     Ok(()) => {
                         if paused {
                             self.set_paused(false);
@@ -248,15 +257,28 @@ impl Reader {
         }
     }
 
-    fn hand_off(&self, chunk: RawChunk) -> Result<(), Handoff> {
+    /// Hands `chunk` on, waiting up to `patience` for the writer to make room.
+    fn hand_off(&self, chunk: RawChunk, patience: Duration) -> Result<(), Handoff> {
         let (reply, result) = mpsc::sync_channel(1);
-        match self.ordered.try_send(result) {
-            Ok(()) => self
-                .work
-                .send(DecodeJob { chunk, reply })
-                .map_err(|_| Handoff::Closed),
-            Err(mpsc::TrySendError::Full(_)) => Err(Handoff::Full(chunk)),
-            Err(mpsc::TrySendError::Disconnected(_)) => Err(Handoff::Closed),
+        let deadline = Instant::now() + patience;
+        let mut slot = result;
+        loop {
+            match self.ordered.try_send(slot) {
+                Ok(()) => {
+                    return self
+                        .work
+                        .send(DecodeJob { chunk, reply })
+                        .map_err(|_| Handoff::Closed);
+                }
+                Err(mpsc::TrySendError::Full(back)) => {
+                    if Instant::now() >= deadline || self.stop.load(Ordering::SeqCst) {
+                        return Err(Handoff::Full(chunk));
+                    }
+                    slot = back;
+                    std::thread::sleep(RETRY);
+                }
+                Err(mpsc::TrySendError::Disconnected(_)) => return Err(Handoff::Closed),
+            }
         }
     }
 
