@@ -1,13 +1,35 @@
+//! Router tests: strategies and chains here, feasibility filters in `filters`,
+//! invariants over random catalogs, policies and jobs in `properties`.
+
 use std::sync::Arc;
 
-use chrono::{Duration, Utc};
-use proptest::prelude::{any, prop_assert, proptest};
+use chrono::Utc;
 
 use super::*;
 use crate::analysis::TaskAnalyzer;
+use crate::catalog::ModelSpec;
 use crate::catalog::tests::model;
 use crate::health::{CircuitState, HealthSnapshot};
 use crate::job::ChatRequest;
+
+mod filters;
+mod properties;
+
+/// A router with one deployment per model, in catalog order (deployment i serves model i).
+fn router_of(models: Vec<ModelSpec>) -> Router {
+    let catalog = Arc::new(Catalog::from_models(models).unwrap());
+    let deployments = catalog
+        .models()
+        .iter()
+        .enumerate()
+        .map(|(i, m)| DeploymentInfo {
+            name: format!("{}-dep", m.name),
+            model: i,
+            provider: m.provider.clone(),
+        })
+        .collect();
+    Router::new(catalog, deployments, RouterSettings::default())
+}
 
 /// cheap-a (openai, q .65), mid-b (anthropic, q .80), mid-c (gemini, q .82, slow), top-d (openai, q .95), fast-e (groq, q .72)
 fn router() -> Router {
@@ -23,18 +45,7 @@ fn router() -> Router {
     models[4].tokens_per_second = 500.0;
     models[0].context_window = 8_000;
     models[0].max_output_tokens = 4_000;
-    let catalog = Arc::new(Catalog::from_models(models).unwrap());
-    let deployments = catalog
-        .models()
-        .iter()
-        .enumerate()
-        .map(|(i, m)| DeploymentInfo {
-            name: format!("{}-dep", m.name),
-            model: i,
-            provider: m.provider.clone(),
-        })
-        .collect();
-    Router::new(catalog, deployments, RouterSettings::default())
+    router_of(models)
 }
 
 fn job(prompt: &str) -> Job {
@@ -51,7 +62,7 @@ fn route_with(
     policy: &EffectivePolicy,
     budget: BudgetState,
     health: &dyn Fn(DeploymentId) -> HealthSnapshot,
-) -> Result<RoutingDecision, RouteError> {
+) -> Result<RoutingDecision, Box<Refusal>> {
     let analysis = TaskAnalyzer::new().analyze(job, false);
     r.route(
         &RouteInput {
@@ -194,20 +205,120 @@ fn availability_first_follows_observed_success() {
     assert!(d.chain.len() >= 3);
 }
 
+/// `basic` (q .62) and `better` (q .85, at `markup` times basic's price) both
+/// meet an easy chat job's need; `premium` (q .95) costs 50 times basic.
+fn value_router(markup: f64) -> Router {
+    router_of(vec![
+        model("basic", "openai", (0.10, 0.40), 0.62),
+        model("better", "anthropic", (0.10 * markup, 0.40 * markup), 0.85),
+        model("premium", "gemini", (5.0, 20.0), 0.95),
+    ])
+}
+
 #[test]
-fn balanced_pays_for_quality_only_when_it_is_worth_it() {
-    let r = router();
-    let d = route(
-        &r,
-        &job("Hello, can you help me with my order?"),
-        Strategy::Balanced,
-    );
-    // cheap-a fails the relaxed need (0.65 < need - slack); fast-e is cheap and good enough.
-    let first = &chain_models(&r, &d)[0];
+fn balanced_pays_a_little_more_for_much_more_quality_where_cost_first_does_not() {
+    let j = job("Hello, can you help me with my order?");
+    let r = value_router(1.2);
+    let cheap = route(&r, &j, Strategy::CostFirst);
+    let balanced = route(&r, &j, Strategy::Balanced);
+    assert_eq!(chain_models(&r, &cheap)[0], "basic", "{}", cheap.reason);
+    // Both stay within balanced's bar, so the choice is the trade-off, not a filter.
+    let ranked = |name: &str| {
+        balanced
+            .candidates
+            .iter()
+            .find(|c| c.model == name)
+            .and_then(|c| c.rank)
+    };
     assert!(
-        first == "fast-e" || first == "cheap-a",
-        "{first}: {}",
-        d.reason
+        ranked("basic").is_some() && ranked("better").is_some(),
+        "{:?}",
+        balanced.candidates
+    );
+    // 20% more buys 0.23 of quality: a fraction of a doubling, well worth it.
+    assert_eq!(
+        chain_models(&r, &balanced)[0],
+        "better",
+        "{}",
+        balanced.reason
+    );
+    // The scores say why: useful quality (capped at need + 0.10) minus 0.03 per doubling of price.
+    let need = balanced.required_quality;
+    let score = |name: &str| {
+        balanced
+            .candidates
+            .iter()
+            .find(|c| c.model == name)
+            .unwrap()
+            .score
+    };
+    assert!((score("basic") - 0.62_f64.min(need + 0.10)).abs() < 1e-9);
+    let better = 0.85_f64.min(need + 0.10) - 0.03 * 1.2_f64.log2();
+    assert!(
+        (score("better") - better).abs() < 1e-6,
+        "{} vs {better}",
+        score("better")
+    );
+    assert!(score("premium") < score("better"));
+
+    // At eight times the price the same quality is not worth it: balanced agrees with cost-first.
+    let r = value_router(8.0);
+    let balanced = route(&r, &j, Strategy::Balanced);
+    assert_eq!(
+        chain_models(&r, &balanced)[0],
+        "basic",
+        "{}",
+        balanced.reason
+    );
+}
+
+#[test]
+fn one_model_with_two_deployments_fails_over_to_its_other_deployment() {
+    let mut r = router();
+    // cheap-a (model 0) gets a second deployment, say the same model under another key.
+    let mut deployments = r.deployments().to_vec();
+    deployments.push(DeploymentInfo {
+        name: "cheap-a-second-key".into(),
+        model: 0,
+        provider: "openai".into(),
+    });
+    r = Router::new(r.catalog().clone(), deployments, RouterSettings::default());
+    let j = job("Classify this review as positive or negative: great product.");
+    let policy = EffectivePolicy::open(Strategy::Auto, 0.5);
+    let normal = BudgetState::Normal { headroom_usd: None };
+    let d = route_with(&r, &j, &policy, normal, &fresh).unwrap();
+    let names: Vec<&str> = d
+        .chain
+        .iter()
+        .map(|e| r.deployments()[e.deployment].name.as_str())
+        .collect();
+    assert_eq!(names[0], "cheap-a-dep");
+    assert_eq!(
+        names.len(),
+        4,
+        "fallbacks go to other providers first: {names:?}"
+    );
+
+    // The first deployment's circuit opens: the model stays first, on its other deployment.
+    let first_open = |d: DeploymentId| HealthSnapshot {
+        circuit: if d == 0 {
+            CircuitState::Open
+        } else {
+            CircuitState::Closed
+        },
+        ..HealthSnapshot::fresh()
+    };
+    let d = route_with(&r, &j, &policy, normal, &first_open).unwrap();
+    assert_eq!(
+        r.deployments()[d.chain[0].deployment].name,
+        "cheap-a-second-key"
+    );
+    assert_eq!(chain_models(&r, &d)[0], "cheap-a", "{}", d.reason);
+    assert!(d.chain.iter().all(|e| e.deployment != 0));
+    let cheap_a = d.candidates.iter().find(|c| c.model == "cheap-a").unwrap();
+    assert_eq!(
+        cheap_a.dropped, None,
+        "one usable deployment keeps the model"
     );
 }
 
@@ -258,233 +369,41 @@ fn open_circuits_are_routed_around_and_half_open_probes_let_traffic_back() {
     assert_eq!(chain_models(&r, &d)[0], "cheap-a");
 }
 
+/// The shipped production config serves gemini-3.8-flash from two Google Cloud
+/// projects: with one deployment's circuit open, a job for that model goes to the other.
 #[test]
-fn pins_and_allow_lists_restrict_the_chain() {
-    let r = router();
-    let mut j = job("Hello there");
-    j.model = Some("mid-b".into());
-    let d = route(&r, &j, Strategy::Auto);
-    assert_eq!(chain_models(&r, &d), vec!["mid-b"]);
-    let mut j = job("Hello there");
-    j.allowed_models = vec!["mid-b".into(), "top-d".into()];
-    let d = route(&r, &j, Strategy::CostFirst);
-    assert_eq!(chain_models(&r, &d), vec!["mid-b", "top-d"]);
-    let mut j = job("Hello there");
-    j.model = Some("nope".into());
-    let analysis = TaskAnalyzer::new().analyze(&j, false);
+fn the_shipped_second_deployment_takes_over_when_the_first_circuit_opens() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let pipeline =
+        crate::config::PipelineConfig::load(&root.join("pipelines/production.toml"), &[])
+            .unwrap_or_else(|e| panic!("{e}"));
+    let r = Router::for_pipeline(Arc::new(pipeline.catalog.clone()), &pipeline.config);
+    let model = r.catalog().id("gemini-3.8-flash").unwrap();
+    let serving: Vec<DeploymentId> = (0..r.deployments().len())
+        .filter(|&d| r.deployments()[d].model == model)
+        .collect();
+    assert_eq!(serving.len(), 2, "{:?}", r.deployments());
+    let mut j = job("Summarize this paragraph in one sentence: the meeting moved to Friday.");
+    j.model = Some("gemini-3.8-flash".into());
     let policy = EffectivePolicy::open(Strategy::Auto, 0.5);
-    let e = r.route(
-        &RouteInput {
-            job: &j,
-            analysis: &analysis,
-            policy: &policy,
-            budget: BudgetState::Normal { headroom_usd: None },
-            now: Utc::now(),
+    let normal = BudgetState::Normal { headroom_usd: None };
+    let d = route_with(&r, &j, &policy, normal, &fresh).unwrap();
+    let mut chain: Vec<DeploymentId> = d.chain.iter().map(|e| e.deployment).collect();
+    chain.sort_unstable();
+    assert_eq!(chain, serving, "both deployments of the pinned model");
+    let first_open = |d: DeploymentId| HealthSnapshot {
+        circuit: if d == serving[0] {
+            CircuitState::Open
+        } else {
+            CircuitState::Closed
         },
-        &fresh,
-        false,
-    );
-    assert_eq!(e.unwrap_err(), RouteError::UnknownModel("nope".into()));
-}
-
-#[test]
-fn policies_deny_providers_and_cap_prices() {
-    let r = router();
-    let j = job("Classify this review as positive or negative: great product.");
-    let mut p = EffectivePolicy::open(Strategy::Auto, 0.5);
-    p.denied_providers = vec!["openai".into()];
-    let d = route_with(
-        &r,
-        &j,
-        &p,
-        BudgetState::Normal { headroom_usd: None },
-        &fresh,
-    )
-    .unwrap();
-    assert!(
-        d.chain
-            .iter()
-            .all(|e| r.deployments()[e.deployment].provider != "openai")
-    );
-    let mut p = EffectivePolicy::open(Strategy::Auto, 0.5);
-    p.max_usd_per_job = Some(0.000_3);
-    let d = route_with(
-        &r,
-        &j,
-        &p,
-        BudgetState::Normal { headroom_usd: None },
-        &fresh,
-    )
-    .unwrap();
-    assert!(d.chain.iter().all(|e| e.estimated_cost_usd <= 0.000_3));
-}
-
-#[test]
-fn context_windows_and_output_limits_are_feasibility_filters() {
-    let r = router();
-    let mut j = job(&"word ".repeat(8_000));
-    j.request.max_tokens = Some(1_000);
-    let d = route(&r, &j, Strategy::CostFirst);
-    assert!(
-        !chain_models(&r, &d).contains(&"cheap-a".to_owned()),
-        "40 kB does not fit 8k tokens"
-    );
-    let mut j = job("Write a long story.");
-    j.request.max_tokens = Some(10_000);
-    let d = route(&r, &j, Strategy::CostFirst);
-    assert!(
-        d.candidates
-            .iter()
-            .any(|c| c.model == "cheap-a" && matches!(c.dropped, Some(Drop::MaxOutput { .. })))
-    );
-}
-
-#[test]
-fn deadlines_drop_slow_models_and_passed_deadlines_reject() {
-    let r = router();
-    let mut j = job("Hello, can you help me with my order?");
-    j.deadline = Some(Utc::now() + Duration::milliseconds(1_500));
-    let d = route(&r, &j, Strategy::Auto);
-    assert!(
-        !chain_models(&r, &d).contains(&"mid-c".to_owned()),
-        "mid-c needs over 2 s"
-    );
-    j.deadline = Some(Utc::now() - Duration::seconds(1));
-    let analysis = TaskAnalyzer::new().analyze(&j, false);
-    let policy = EffectivePolicy::open(Strategy::Auto, 0.5);
-    let e = r.route(
-        &RouteInput {
-            job: &j,
-            analysis: &analysis,
-            policy: &policy,
-            budget: BudgetState::Normal { headroom_usd: None },
-            now: Utc::now(),
-        },
-        &fresh,
-        false,
-    );
-    assert_eq!(e.unwrap_err(), RouteError::DeadlinePassed);
-}
-
-#[test]
-fn budget_pressure_downgrades_and_headroom_filters() {
-    let r = router();
-    let hard = job(
-        "Prove rigorously that the algorithm is optimal, covering every edge case, and derive its closed form.",
-    );
-    let p = EffectivePolicy::open(Strategy::Auto, 0.6);
-    let d = route_with(
-        &r,
-        &hard,
-        &p,
-        BudgetState::NearLimit {
-            headroom_usd: 100.0,
-        },
-        &fresh,
-    )
-    .unwrap();
-    assert_eq!(chain_models(&r, &d)[0], "cheap-a", "{}", d.reason);
-    assert!(d.reason.contains("downgraded"));
-    let d = route_with(
-        &r,
-        &hard,
-        &p,
-        BudgetState::Normal {
-            headroom_usd: Some(0.000_5),
-        },
-        &fresh,
-    )
-    .unwrap();
-    assert!(d.chain.iter().all(|e| e.estimated_cost_usd <= 0.000_5));
-}
-
-#[test]
-fn nothing_feasible_is_an_error_with_the_reasons() {
-    let r = router();
-    let j = job("Hello");
-    let mut p = EffectivePolicy::open(Strategy::Auto, 0.5);
-    p.allowed_providers = Some(vec!["mistral".into()]);
-    let e = route_with(
-        &r,
-        &j,
-        &p,
-        BudgetState::Normal { headroom_usd: None },
-        &fresh,
-    )
-    .unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "no model can serve this job: 5 denied by policy"
-    );
-}
-
-#[test]
-fn when_no_model_meets_the_need_the_best_available_leads() {
-    let r = router();
-    let mut j = job(
-        "Prove rigorously that the algorithm is optimal, covering every edge case, and derive its closed form.",
-    );
-    j.allowed_models = vec!["cheap-a".into(), "mid-b".into()];
-    let d = route(&r, &j, Strategy::Auto);
-    assert_eq!(chain_models(&r, &d)[0], "mid-b");
-    assert!(d.reason.contains("best available"), "{}", d.reason);
-}
-
-fn arb_policy() -> impl proptest::strategy::Strategy<Value = EffectivePolicy> {
-    use proptest::strategy::Strategy as _;
-    let providers = ["openai", "anthropic", "gemini", "groq"];
-    (
-        proptest::sample::select(Strategy::ALL.to_vec()),
-        0.0f64..0.9,
-        proptest::collection::vec(proptest::sample::select(providers.to_vec()), 0..3),
-        proptest::option::of(0.00001f64..0.01),
-    )
-        .prop_map(|(s, floor, denied, cap)| {
-            let mut p = EffectivePolicy::open(s, floor);
-            p.denied_providers = denied.into_iter().map(String::from).collect();
-            p.max_usd_per_job = cap;
-            p
-        })
-}
-
-proptest! {
-    /// A chain never holds a denied, open-circuit, over-cap or below-floor model, and
-    /// is never empty when some model passes every hard filter.
-    #[test]
-    fn chains_hold_only_feasible_models(
-        policy in arb_policy(),
-        open in proptest::collection::vec(any::<bool>(), 5),
-        prompt in "[a-z ]{0,200}",
-        max_tokens in proptest::option::of(1u32..20_000),
-    ) {
-        let r = router();
-        let mut j = job(&format!("{prompt} hello"));
-        j.request.max_tokens = max_tokens;
-        let health = |d: DeploymentId| HealthSnapshot { circuit: if open[d] { CircuitState::Open } else { CircuitState::Closed }, ..HealthSnapshot::fresh() };
-        let analysis = TaskAnalyzer::new().analyze(&j, false);
-        let input = RouteInput { job: &j, analysis: &analysis, policy: &policy, budget: BudgetState::Normal { headroom_usd: None }, now: Utc::now() };
-        let feasible_exists = r.catalog().models().iter().enumerate().any(|(i, m)| {
-            !open[i]
-                && policy.provider_allowed(&m.provider)
-                && m.quality_for(analysis.category) >= policy.quality_floor
-                && max_tokens.is_none_or(|t| t <= m.max_output_tokens)
-                && policy.max_usd_per_job.is_none_or(|cap| m.estimate_usd(analysis.prompt_tokens, analysis.expected_output_tokens.min(m.max_output_tokens)) <= cap)
-        });
-        match r.route(&input, &health, false) {
-            Ok(d) => {
-                prop_assert!(!d.chain.is_empty());
-                prop_assert!(d.chain.len() <= RouterSettings::default().max_chain);
-                for e in &d.chain {
-                    let m = r.catalog().model(e.model);
-                    prop_assert!(!open[e.deployment]);
-                    prop_assert!(policy.provider_allowed(&m.provider));
-                    prop_assert!(m.quality_for(analysis.category) + 1e-9 >= policy.quality_floor);
-                    if let Some(cap) = policy.max_usd_per_job { prop_assert!(e.estimated_cost_usd <= cap); }
-                    if let Some(t) = max_tokens { prop_assert!(t <= m.max_output_tokens); }
-                }
-                prop_assert!(feasible_exists);
-            }
-            Err(_) => prop_assert!(!feasible_exists, "a feasible model existed but the chain was empty"),
-        }
-    }
+        ..HealthSnapshot::fresh()
+    };
+    let d = route_with(&r, &j, &policy, normal, &first_open).unwrap();
+    let names: Vec<&str> = d
+        .chain
+        .iter()
+        .map(|e| r.deployments()[e.deployment].name.as_str())
+        .collect();
+    assert_eq!(names, ["gemini-gemini-3.8-flash-project-b"]);
 }
