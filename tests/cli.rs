@@ -1,5 +1,6 @@
 //! The command line as a user meets it: `validate` names the file, line and fix
-//! with exit code 2; `route --explain` and `--json` explain a decision.
+//! with exit code 2; `route --explain` and `--json` explain a decision, and a
+//! refusal with every candidate's reason.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -119,6 +120,62 @@ fn route_explain_shows_analysis_candidates_and_chain() {
     ] {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
     }
+}
+
+/// Health only allows openai, anthropic and gemini; this job allows only models of
+/// other providers, so nothing can serve it.
+const UNSERVABLE: &str = r#"{"job_id": "cli-2", "project": "acme/health/clinical/clinical-notes",
+ "allowed_models": ["deepseek-flash", "groq-llama-3.1-8b"],
+ "request": {"messages": [{"role": "user", "content": "Summarize this discharge note for the patient."}], "max_tokens": 400}}"#;
+
+#[test]
+fn route_explain_shows_why_every_candidate_was_dropped_when_nothing_fits() {
+    let out = switchyard(&["route", "--explain"], Some(UNSERVABLE));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("candidates (0 ranked, "), "{text}");
+    for needle in [
+        r#"deepseek-flash"#,
+        r#"dropped: {"reason":"policy_denied","rule":"provider `deepseek` not allowed"}"#,
+        r#"dropped: {"reason":"policy_denied","rule":"provider `groq` not allowed"}"#,
+        r#"dropped: {"reason":"not_requested"}"#,
+        "rejected (no_feasible_model): no model can serve this job: ",
+        "reason: availability-first: summarization",
+        "not routed: no model can serve this job",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+    }
+    // Every catalog model is listed, none kept.
+    let rows = text.lines().filter(|l| l.contains("dropped: ")).count();
+    assert!(rows >= 30, "{rows} rows in:\n{text}");
+    assert!(
+        !text.lines().any(|l| l.trim_end().ends_with("kept")),
+        "{text}"
+    );
+
+    let out = switchyard(&["route", "--json"], Some(UNSERVABLE));
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "no_feasible_model");
+    assert!(v["chain"].as_array().unwrap().is_empty());
+    let candidates = v["decision"]["candidates"].as_array().unwrap();
+    assert!(candidates.len() >= 30);
+    assert!(
+        candidates
+            .iter()
+            .all(|c| c["dropped"]["reason"].is_string() && c["rank"].is_null())
+    );
+    let groq = candidates
+        .iter()
+        .find(|c| c["model"] == "groq-llama-3.1-8b")
+        .unwrap();
+    assert_eq!(groq["dropped"]["reason"], "policy_denied");
+    assert_eq!(v["decision"]["strategy"], "availability-first");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `switchyard route [--explain] [--json]`: how one job would be routed and why:
 //! the analysis (category, complexity, features that fired), every candidate with
-//! its score and why it was kept or dropped, and the chain chosen.
+//! its score and why it was kept or dropped, and the chain chosen. When nothing
+//! can serve the job, the candidates still show why each one was dropped.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -85,26 +86,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         now: Utc::now(),
     };
     let decision = router.route(&input, &|_| HealthSnapshot::fresh(), true);
+    // A refusal carries the decision as far as it went, candidates included.
+    let shown = match &decision {
+        Ok(d) => d,
+        Err(refusal) => &refusal.decision,
+    };
 
     if args.json {
-        let value = match &decision {
-            Ok(d) => json!({
-                "job_id": job.job_id,
-                "analysis": analysis,
-                "policy": policy,
-                "decision": d,
-                "chain": d.chain.iter().map(|e| json!({
-                    "deployment": router.deployments()[e.deployment].name,
-                    "model": catalog.model(e.model).name,
-                    "provider": catalog.model(e.model).provider,
-                    "estimated_cost_usd": e.estimated_cost_usd,
-                    "expected_latency_ms": e.expected_latency_ms,
-                })).collect::<Vec<_>>(),
-            }),
-            Err(e) => {
-                json!({"job_id": job.job_id, "analysis": analysis, "policy": policy, "error": {"code": e.code(), "message": e.to_string()}})
-            }
-        };
+        let mut value = json!({
+            "job_id": job.job_id,
+            "analysis": analysis,
+            "policy": policy,
+            "decision": shown,
+            "chain": shown.chain.iter().map(|e| json!({
+                "deployment": router.deployments()[e.deployment].name,
+                "model": catalog.model(e.model).name,
+                "provider": catalog.model(e.model).provider,
+                "estimated_cost_usd": e.estimated_cost_usd,
+                "expected_latency_ms": e.expected_latency_ms,
+            })).collect::<Vec<_>>(),
+        });
+        if let Err(refusal) = &decision {
+            value["error"] = json!({"code": refusal.code(), "message": refusal.to_string()});
+        }
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(if decision.is_ok() {
             ExitCode::SUCCESS
@@ -125,7 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         println!("  complexity        {:.2}", analysis.complexity);
         println!("  required quality  {:.2}", analysis.required_quality);
-        let counted = decision.as_ref().map(|d| d.tokens_counted).unwrap_or(false);
+        let counted = shown.tokens_counted;
         println!(
             "  prompt tokens     {} ({})",
             analysis.prompt_tokens,
@@ -167,46 +171,48 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .max_usd_per_job
                 .map_or("none".into(), |c| format!("${c}"))
         );
-        if let Ok(d) = &decision {
-            println!();
+        println!();
+        println!(
+            "candidates ({} ranked, {} dropped)",
+            shown.candidates.iter().filter(|c| c.rank.is_some()).count(),
+            shown
+                .candidates
+                .iter()
+                .filter(|c| c.dropped.is_some())
+                .count()
+        );
+        println!(
+            "  {:<4} {:<30} {:<10} {:>7} {:>11} {:>9} {:>8}  why",
+            "rank", "model", "provider", "quality", "est. cost", "latency", "score"
+        );
+        for c in &shown.candidates {
+            let rank = c
+                .rank
+                .map(|r| (r + 1).to_string())
+                .unwrap_or_else(|| "-".into());
+            let why = match &c.dropped {
+                Some(drop) => format!(
+                    "dropped: {}",
+                    serde_json::to_string(drop).unwrap_or_default()
+                ),
+                None => "kept".into(),
+            };
+            let score = if c.score.is_nan() {
+                "-".to_owned()
+            } else {
+                format!("{:.4}", c.score)
+            };
             println!(
-                "candidates ({} ranked, {} dropped)",
-                d.candidates.iter().filter(|c| c.rank.is_some()).count(),
-                d.candidates.iter().filter(|c| c.dropped.is_some()).count()
+                "  {:<4} {:<30} {:<10} {:>7.2} {:>11.6} {:>7.0}ms {:>8}  {}",
+                rank,
+                c.model,
+                c.provider,
+                c.quality,
+                c.estimated_cost_usd,
+                c.expected_latency_ms,
+                score,
+                why
             );
-            println!(
-                "  {:<4} {:<30} {:<10} {:>7} {:>11} {:>9} {:>8}  why",
-                "rank", "model", "provider", "quality", "est. cost", "latency", "score"
-            );
-            for c in &d.candidates {
-                let rank = c
-                    .rank
-                    .map(|r| (r + 1).to_string())
-                    .unwrap_or_else(|| "-".into());
-                let why = match &c.dropped {
-                    Some(drop) => format!(
-                        "dropped: {}",
-                        serde_json::to_string(drop).unwrap_or_default()
-                    ),
-                    None => "kept".into(),
-                };
-                let score = if c.score.is_nan() {
-                    "-".to_owned()
-                } else {
-                    format!("{:.4}", c.score)
-                };
-                println!(
-                    "  {:<4} {:<30} {:<10} {:>7.2} {:>11.6} {:>7.0}ms {:>8}  {}",
-                    rank,
-                    c.model,
-                    c.provider,
-                    c.quality,
-                    c.estimated_cost_usd,
-                    c.expected_latency_ms,
-                    score,
-                    why
-                );
-            }
         }
         println!();
     }
@@ -227,8 +233,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("reason: {}", d.reason);
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            println!("rejected ({}): {e}", e.code());
+        Err(refusal) => {
+            println!("rejected ({}): {refusal}", refusal.code());
+            println!("reason: {}", refusal.decision.reason);
             Ok(ExitCode::from(1))
         }
     }

@@ -146,7 +146,15 @@ fn rejected_result() -> JobResult {
         cost_usd: 0.0,
         latency_ms: 0,
         attempts: vec![],
-        routing: None,
+        // A refused job carries its decision, with no model chosen.
+        routing: Some(RoutingSummary {
+            strategy: Strategy::CostFirst,
+            category: TaskCategory::Chat,
+            complexity: 0.2,
+            required_quality: 0.55,
+            chosen_model: String::new(),
+            reason: "cost-first: chat (complexity 0.20) needs quality >= 0.55; not routed: acme/retail is over budget".into(),
+        }),
         error: Some(ErrorInfo {
             code: "budget_exhausted".into(),
             message: "acme/retail is over budget".into(),
@@ -192,7 +200,10 @@ fn every_record_round_trips_in_every_encoding() {
             let bytes = c.encode(&job).unwrap();
             assert_eq!(c.decode::<Job>(&bytes).unwrap(), job, "{enc:?}");
         }
-        for result in [full_result(), rejected_result()] {
+        // Results written before refusals carried a decision have none.
+        let mut without_routing = rejected_result();
+        without_routing.routing = None;
+        for result in [full_result(), rejected_result(), without_routing] {
             let bytes = c.encode(&result).unwrap();
             assert_eq!(c.decode::<JobResult>(&bytes).unwrap(), result, "{enc:?}");
         }

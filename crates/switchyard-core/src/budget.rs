@@ -3,6 +3,14 @@
 //! before the call and settles the actual cost after, so a hard cap is never
 //! overshot by more than what is in flight. The worker rebuilds spend from the
 //! usage topic at start.
+//!
+//! Each budgeted node's policy ([`BudgetAction`]) acts on a job when the node's
+//! spend (settled plus in flight) has reached its `act_at` fraction of the budget
+//! (default 0.9), or when the job's estimated cost does not fit what is left:
+//! `reject` refuses the job, `hold` parks it for approval, `downgrade` routes it
+//! to the cheapest model above the quality floor that fits (and refuses it when
+//! the budget is spent or nothing fits). Where several nodes act, a refusal or a
+//! hold wins over a downgrade, and the highest node speaks first.
 
 use std::collections::HashMap;
 
@@ -14,17 +22,51 @@ use crate::routing::BudgetState;
 /// What the budget allows for a job.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BudgetVerdict {
-    /// Route, within this state.
+    /// Route in this state: `Normal` (no headroom filter: the policy, not the
+    /// router, decides what happens to a job that does not fit) when no node acts,
+    /// `NearLimit` when a `downgrade` node acts.
     Proceed(BudgetState),
-    /// A node on the path has nothing left and its policy says what to do.
-    Exhausted {
-        /// The node.
+    /// A node's policy refuses the job.
+    Reject {
+        /// The node whose policy acted.
         node: String,
-        /// Its policy.
-        action: BudgetAction,
-        /// Its limit.
-        limit_usd: f64,
+        /// Why, for the rejected result.
+        reason: String,
     },
+    /// A node's policy holds the job for approval.
+    Hold {
+        /// The node whose policy acted.
+        node: String,
+        /// Why, for the held record.
+        reason: String,
+    },
+}
+
+/// Why a node's policy acts on a job.
+enum Trigger {
+    /// Nothing left.
+    Exhausted,
+    /// Spend at or past `act_at` of the budget.
+    NearLimit { used: f64 },
+    /// The job's estimate is more than what is left.
+    DoesNotFit { estimate: f64, left: f64 },
+}
+
+impl Trigger {
+    fn describe(&self, node: &str, b: &Budget) -> String {
+        let limit = b.usd_per_month;
+        match *self {
+            Trigger::Exhausted => format!("budget of `{node}` (${limit:.2}/month) is exhausted"),
+            Trigger::NearLimit { used } => format!(
+                "budget of `{node}` is {:.0}% spent (${used:.2} of ${limit:.2}/month); its policy acts from {:.0}%",
+                100.0 * used / limit,
+                100.0 * b.act_at
+            ),
+            Trigger::DoesNotFit { estimate, left } => format!(
+                "the job's estimated ${estimate:.6} does not fit the ${left:.6} left in the budget of `{node}` (${limit:.2}/month)"
+            ),
+        }
+    }
 }
 
 /// Spend and reservations for one calendar month.
@@ -64,10 +106,18 @@ impl BudgetLedger {
     }
 
     /// The verdict for a job whose path has these budgeted nodes (top first).
-    pub fn verdict(&mut self, nodes: &[String], now: DateTime<Utc>) -> BudgetVerdict {
+    /// Called before routing without an estimate (thresholds and exhaustion), and
+    /// again with the routed job's estimated cost, so that a job too expensive for
+    /// what is left is treated by policy like one arriving near the limit.
+    pub fn verdict(
+        &mut self,
+        nodes: &[String],
+        estimate_usd: Option<f64>,
+        now: DateTime<Utc>,
+    ) -> BudgetVerdict {
         self.roll(now);
-        let mut headroom: Option<f64> = None;
-        let mut near = false;
+        let mut headroom = f64::INFINITY;
+        let mut downgrade = false;
         for node in nodes {
             let Some(b) = self.budgets.get(node) else {
                 continue;
@@ -75,23 +125,33 @@ impl BudgetLedger {
             let used = self.spent.get(node).copied().unwrap_or(0.0)
                 + self.reserved.get(node).copied().unwrap_or(0.0);
             let left = b.usd_per_month - used;
-            if left <= 0.0 {
-                return BudgetVerdict::Exhausted {
-                    node: node.clone(),
-                    action: b.on_exhausted,
-                    limit_usd: b.usd_per_month,
-                };
+            let trigger = if left <= 0.0 {
+                Some(Trigger::Exhausted)
+            } else if used >= b.act_at * b.usd_per_month {
+                Some(Trigger::NearLimit { used })
+            } else {
+                estimate_usd
+                    .filter(|e| *e > left)
+                    .map(|estimate| Trigger::DoesNotFit { estimate, left })
+            };
+            headroom = headroom.min(left);
+            let Some(trigger) = trigger else { continue };
+            let (node, reason) = (node.clone(), trigger.describe(node, b));
+            match (b.action, trigger) {
+                (BudgetAction::Hold, _) => return BudgetVerdict::Hold { node, reason },
+                // A spent budget leaves nothing to downgrade within.
+                (BudgetAction::Reject, _) | (BudgetAction::Downgrade, Trigger::Exhausted) => {
+                    return BudgetVerdict::Reject { node, reason };
+                }
+                (BudgetAction::Downgrade, _) => downgrade = true,
             }
-            if b.on_exhausted == BudgetAction::Downgrade && used >= b.soft_limit * b.usd_per_month {
-                near = true;
-            }
-            headroom = Some(headroom.map_or(left, |h: f64| h.min(left)));
         }
-        BudgetVerdict::Proceed(match (near, headroom) {
-            (true, Some(h)) => BudgetState::NearLimit { headroom_usd: h },
-            (_, headroom) => BudgetState::Normal {
+        BudgetVerdict::Proceed(if downgrade {
+            BudgetState::NearLimit {
                 headroom_usd: headroom,
-            },
+            }
+        } else {
+            BudgetState::Normal { headroom_usd: None }
         })
     }
 
@@ -153,8 +213,10 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::org::tests::catalog;
     use crate::routing::Strategy;
 
+    /// `acme` ($100, reject from 90%) above `acme/bu` ($10, downgrade from 80%).
     fn org() -> OrgTree {
         let text = r#"
 [org]
@@ -170,78 +232,162 @@ path = "acme/bu/t"
 [[node]]
 path = "acme/bu/t/p"
 "#;
-        OrgTree::parse(Path::new("org.toml"), text, Strategy::Auto, 0.5).unwrap()
+        OrgTree::parse(Path::new("org.toml"), text, &catalog(), Strategy::Auto, 0.5).unwrap()
+    }
+
+    /// One project under a $100 budget acting from 90% with `action`.
+    fn single(action: &str) -> (OrgTree, Vec<String>) {
+        let text = format!(
+            "[org]\nname = \"acme\"\n[[node]]\npath = \"acme/bu\"\nbudget_usd_per_month = 100\non_budget_exhausted = \"{action}\"\n[[node]]\npath = \"acme/bu/t\"\n[[node]]\npath = \"acme/bu/t/p\"\n"
+        );
+        let org = OrgTree::parse(
+            Path::new("org.toml"),
+            &text,
+            &catalog(),
+            Strategy::Auto,
+            0.5,
+        )
+        .unwrap();
+        let nodes = org
+            .policy("acme/bu/t/p", None)
+            .unwrap()
+            .budget_nodes
+            .clone();
+        (org, nodes)
     }
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
     }
 
+    fn nodes(org: &OrgTree) -> Vec<String> {
+        org.policy("acme/bu/t/p", None)
+            .unwrap()
+            .budget_nodes
+            .clone()
+    }
+
     #[test]
     fn reservations_count_until_settled() {
         let org = org();
-        let nodes = org
-            .policy("acme/bu/t/p", None)
-            .unwrap()
-            .budget_nodes
-            .clone();
+        let nodes = nodes(&org);
         let mut l = BudgetLedger::new(&org, now());
         let r = l.reserve(&nodes, 7.0);
         assert_eq!(
-            l.verdict(&nodes, now()),
-            BudgetVerdict::Proceed(BudgetState::Normal {
-                headroom_usd: Some(3.0)
-            })
+            l.verdict(&nodes, None, now()),
+            BudgetVerdict::Proceed(BudgetState::Normal { headroom_usd: None })
         );
         l.settle(r, 8.5, now());
         assert_eq!(l.spent("acme/bu"), 8.5);
         assert_eq!(l.reserved("acme/bu"), 0.0);
-        assert!(matches!(
-            l.verdict(&nodes, now()),
-            BudgetVerdict::Proceed(BudgetState::NearLimit { .. })
-        ));
-        l.record("acme/bu/t/p", 2.0, now());
         assert_eq!(
-            l.verdict(&nodes, now()),
-            BudgetVerdict::Exhausted {
-                node: "acme/bu".into(),
-                action: BudgetAction::Downgrade,
-                limit_usd: 10.0
-            }
+            l.verdict(&nodes, None, now()),
+            BudgetVerdict::Proceed(BudgetState::NearLimit { headroom_usd: 1.5 })
         );
+        l.record("acme/bu/t/p", 2.0, now());
+        assert!(matches!(
+            l.verdict(&nodes, None, now()),
+            BudgetVerdict::Reject { node, reason } if node == "acme/bu" && reason.contains("exhausted")
+        ));
+    }
+
+    /// Every policy below its threshold, at it, below it with a job too large for
+    /// what is left, and with nothing left.
+    #[test]
+    fn each_policy_acts_from_its_threshold_and_on_jobs_that_do_not_fit() {
+        for action in ["reject", "hold", "downgrade"] {
+            let (org, nodes) = single(action);
+            let mut l = BudgetLedger::new(&org, now());
+            let acted = |v: &BudgetVerdict, headroom: f64| match (action, v) {
+                ("reject", BudgetVerdict::Reject { node, .. })
+                | ("hold", BudgetVerdict::Hold { node, .. }) => node == "acme/bu",
+                ("downgrade", BudgetVerdict::Proceed(BudgetState::NearLimit { headroom_usd })) => {
+                    (headroom_usd - headroom).abs() < 1e-9
+                }
+                _ => false,
+            };
+            let normal = BudgetVerdict::Proceed(BudgetState::Normal { headroom_usd: None });
+
+            // Below the threshold: $89.50 of $100 spent, a small job fits.
+            l.record("acme/bu/t/p", 89.5, now());
+            assert_eq!(l.verdict(&nodes, None, now()), normal, "{action}");
+            assert_eq!(l.verdict(&nodes, Some(5.0), now()), normal, "{action}");
+            // Below the threshold, but the job's estimate is more than what is left.
+            let v = l.verdict(&nodes, Some(11.0), now());
+            assert!(acted(&v, 10.5), "{action}: {v:?}");
+            if let BudgetVerdict::Reject { reason, .. } | BudgetVerdict::Hold { reason, .. } = &v {
+                assert!(reason.contains("does not fit the $10.500000"), "{reason}");
+            }
+
+            // At the threshold (in flight counts): $90 of $100.
+            let r = l.reserve(&nodes, 0.5);
+            let v = l.verdict(&nodes, None, now());
+            assert!(acted(&v, 10.0), "{action}: {v:?}");
+            if let BudgetVerdict::Reject { reason, .. } | BudgetVerdict::Hold { reason, .. } = &v {
+                assert!(reason.contains("90% spent"), "{reason}");
+            }
+            l.settle(r, 0.5, now());
+
+            // Spent: downgrading has nothing left to work within.
+            l.record("acme/bu/t/p", 10.0, now());
+            let v = l.verdict(&nodes, None, now());
+            match action {
+                "hold" => assert!(matches!(v, BudgetVerdict::Hold { .. }), "{v:?}"),
+                _ => assert!(
+                    matches!(&v, BudgetVerdict::Reject { reason, .. } if reason.contains("exhausted")),
+                    "{action}: {v:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn a_refusal_higher_up_wins_over_a_downgrade_below() {
+        let org = org();
+        let nodes = nodes(&org);
+        let mut l = BudgetLedger::new(&org, now());
+        // acme/bu ($10, downgrade from 80%) is at 85%: downgrade within $1.50.
+        l.record("acme/bu/t/p", 8.5, now());
+        assert_eq!(
+            l.verdict(&nodes, None, now()),
+            BudgetVerdict::Proceed(BudgetState::NearLimit { headroom_usd: 1.5 })
+        );
+        // acme ($100, reject from 90%) is at 91% through another business unit.
+        l.record("acme/other/t/p", 82.5, now());
+        assert!(matches!(
+            l.verdict(&nodes, None, now()),
+            BudgetVerdict::Reject { node, .. } if node == "acme"
+        ));
     }
 
     #[test]
     fn a_new_month_starts_from_zero() {
         let org = org();
-        let nodes = org
-            .policy("acme/bu/t/p", None)
-            .unwrap()
-            .budget_nodes
-            .clone();
+        let nodes = nodes(&org);
         let mut l = BudgetLedger::new(&org, now());
         l.record("acme/bu/t/p", 50.0, now());
         let next = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
         assert!(matches!(
-            l.verdict(&nodes, next),
+            l.verdict(&nodes, None, next),
             BudgetVerdict::Proceed(BudgetState::Normal { .. })
         ));
         assert_eq!(l.spent("acme/bu"), 0.0);
     }
 
     proptest! {
-        /// Whatever the sequence of reservations and settlements, the ledger never
-        /// lets admitted reservations exceed the limit by more than one job's estimate.
+        /// Whatever the sequence of jobs, reservations and settlements, a job the
+        /// ledger admits (with its estimate) never takes a node past its limit.
         #[test]
-        fn admitted_work_never_overshoots_by_more_than_in_flight(costs in proptest::collection::vec(0.01f64..3.0, 1..60)) {
+        fn admitted_work_never_overshoots(costs in proptest::collection::vec(0.01f64..3.0, 1..60)) {
             let org = org();
-            let nodes = org.policy("acme/bu/t/p", None).unwrap().budget_nodes.clone();
+            let nodes = nodes(&org);
             let mut l = BudgetLedger::new(&org, now());
             let mut open = Vec::new();
             for (i, c) in costs.iter().enumerate() {
-                if let BudgetVerdict::Proceed(state) = l.verdict(&nodes, now()) {
-                    let headroom = match state { BudgetState::Normal { headroom_usd } => headroom_usd.unwrap_or(f64::MAX), BudgetState::NearLimit { headroom_usd } => headroom_usd };
-                    if *c <= headroom {
+                if let BudgetVerdict::Proceed(state) = l.verdict(&nodes, Some(*c), now()) {
+                    // A downgrade routes within the headroom; a job that fits a normal budget is admitted.
+                    let fits = match state { BudgetState::Normal { .. } => true, BudgetState::NearLimit { headroom_usd } => *c <= headroom_usd };
+                    if fits {
                         open.push((l.reserve(&nodes, *c), *c));
                     }
                 }

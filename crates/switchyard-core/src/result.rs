@@ -179,7 +179,7 @@ pub struct RoutingSummary {
     pub complexity: f64,
     /// Quality the job needed for its category, 0..1.
     pub required_quality: f64,
-    /// Model ranked first.
+    /// Model ranked first; empty when the job was not routed.
     pub chosen_model: String,
     /// One line a person can read.
     pub reason: String,
@@ -226,7 +226,12 @@ pub struct JobResult {
     /// Every attempt, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
-    /// The routing decision; absent when the job was refused before routing.
+    /// The routing decision. Every result a worker produces carries one: a job
+    /// refused before or by routing (policy, budget, deadline, unknown model, no
+    /// feasible model, canceled batch) has its strategy, category, complexity and
+    /// need, an empty `chosen_model` and the reason it was not routed. Absent only
+    /// in results written by workers older than that; decode failures produce
+    /// dead letters, not results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<RoutingSummary>,
     /// Why the job did not succeed.

@@ -12,9 +12,11 @@ use switchyard_core::catalog::{Catalog, ModelId};
 use switchyard_core::config::LoadedPipeline;
 use switchyard_core::health::{DeploymentHealth, HealthSnapshot};
 use switchyard_core::job::Job;
-use switchyard_core::org::{BudgetAction, OrgTree};
-use switchyard_core::result::{ErrorInfo, JobResult, JobStatus, TokenUsage};
-use switchyard_core::routing::{DeploymentId, DeploymentInfo, RouteInput, Router, RouterSettings};
+use switchyard_core::org::{EffectivePolicy, OrgTree};
+use switchyard_core::result::{ErrorInfo, JobResult, JobStatus, RoutingSummary, TokenUsage};
+use switchyard_core::routing::{
+    BudgetState, DeploymentId, DeploymentInfo, RouteError, RouteInput, Router, RouterSettings,
+};
 use switchyard_core::usage::UsageEvent;
 use switchyard_providers::{Backoff, Deployment};
 
@@ -88,6 +90,9 @@ pub struct Engine {
     pub(crate) analyzer: TaskAnalyzer,
     pub(crate) router: Router,
     pub(crate) org: OrgTree,
+    /// The config's default strategy and floor: what a job outside the org tree
+    /// (or canceled before its policy was read) is described with.
+    default_policy: EffectivePolicy,
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) baseline: ModelId,
     pub(crate) deployments: Vec<Deployment>,
@@ -146,6 +151,10 @@ impl Engine {
             analyzer: TaskAnalyzer::new(),
             router: Router::new(catalog.clone(), infos, settings),
             org: pipeline.org.clone(),
+            default_policy: EffectivePolicy::open(
+                routing.default_strategy,
+                routing.default_quality_floor,
+            ),
             health: HealthTable::new(deployments.len(), routing.health),
             ledger: Mutex::new(BudgetLedger::new(&pipeline.org, Utc::now())),
             catalog,
@@ -206,80 +215,156 @@ impl Engine {
             .is_some_and(|b| self.canceled_batches.read().is_ok_and(|s| s.contains(b)))
     }
 
+    /// The budget's verdict for a job on these nodes (see [`BudgetLedger::verdict`]).
+    fn budget_verdict(
+        &self,
+        nodes: &[String],
+        estimate_usd: Option<f64>,
+        now: DateTime<Utc>,
+    ) -> BudgetVerdict {
+        match self.ledger.lock() {
+            Ok(mut l) => l.verdict(nodes, estimate_usd, now),
+            Err(_) => BudgetVerdict::Proceed(BudgetState::Normal { headroom_usd: None }),
+        }
+    }
+
     /// Processes one job to its outcome.
     pub async fn process(&self, job: Job) -> Outcome {
         let started = tokio::time::Instant::now();
         let now = Utc::now();
+        // Analysed first, so that even a refused job's result says what it was.
+        let analysis = self.analyzer.analyze(&job, false);
+        let unrouted = |policy: &EffectivePolicy, why: &str| {
+            let input = RouteInput {
+                job: &job,
+                analysis: &analysis,
+                policy,
+                budget: BudgetState::Normal { headroom_usd: None },
+                now,
+            };
+            self.router.not_routed(&input, why).summary(&self.catalog)
+        };
         if self.is_canceled(&job) {
+            let why = "the job's batch was canceled before the job started";
+            let routing = unrouted(&self.default_policy, why);
             return self.refuse(
                 job,
+                routing,
                 started,
                 JobStatus::Canceled,
                 "batch_canceled",
-                "the job's batch was canceled before the job started".into(),
+                why.into(),
             );
         }
         let policy = match self.org.policy(&job.project, job.workload.as_deref()) {
             Ok(p) => p,
             Err(e) => {
+                let message = e.to_string();
+                let routing = unrouted(&self.default_policy, &message);
                 return self.refuse(
                     job,
+                    routing,
                     started,
                     JobStatus::Rejected,
                     "unknown_project",
-                    e.to_string(),
-                );
-            }
-        };
-        let analysis = self.analyzer.analyze(&job, false);
-        let verdict = match self.ledger.lock() {
-            Ok(mut l) => l.verdict(&policy.budget_nodes, now),
-            Err(_) => BudgetVerdict::Proceed(switchyard_core::routing::BudgetState::Normal {
-                headroom_usd: None,
-            }),
-        };
-        let budget = match verdict {
-            BudgetVerdict::Proceed(state) => state,
-            BudgetVerdict::Exhausted {
-                node,
-                action: BudgetAction::Hold,
-                limit_usd,
-            } => {
-                return Outcome::Held {
-                    reason: format!(
-                        "budget of `{node}` (${limit_usd:.2}/month) is exhausted; held for approval"
-                    ),
-                };
-            }
-            BudgetVerdict::Exhausted {
-                node, limit_usd, ..
-            } => {
-                let message = format!("budget of `{node}` (${limit_usd:.2}/month) is exhausted");
-                return self.refuse(
-                    job,
-                    started,
-                    JobStatus::Rejected,
-                    "budget_exhausted",
                     message,
                 );
             }
         };
-        let input = RouteInput {
-            job: &job,
-            analysis: &analysis,
-            policy,
-            budget,
-            now,
-        };
-        let decision = match self
-            .router
-            .route(&input, &|d| self.health.snapshot(d), false)
-        {
-            Ok(d) => d,
-            Err(e) => {
-                return self.refuse(job, started, JobStatus::Rejected, e.code(), e.to_string());
+        let nodes = &policy.budget_nodes;
+        let budget = match self.budget_verdict(nodes, None, now) {
+            BudgetVerdict::Proceed(state) => state,
+            BudgetVerdict::Hold { reason, .. } => {
+                return Outcome::Held {
+                    reason: format!("{reason}; held for approval"),
+                };
+            }
+            BudgetVerdict::Reject { reason, .. } => {
+                let routing = unrouted(policy, &reason);
+                return self.refuse(
+                    job,
+                    routing,
+                    started,
+                    JobStatus::Rejected,
+                    "budget_exhausted",
+                    reason,
+                );
             }
         };
+        let route = |budget: BudgetState| {
+            let input = RouteInput {
+                job: &job,
+                analysis: &analysis,
+                policy,
+                budget,
+                now,
+            };
+            self.router
+                .route(&input, &|d| self.health.snapshot(d), false)
+        };
+        let mut decision = match route(budget) {
+            Ok(d) => d,
+            Err(refusal) => {
+                let routing = refusal.decision.summary(&self.catalog);
+                let (code, message) = match (budget, &refusal.error) {
+                    // Downgrading, and not even the cheapest model above the floor fits.
+                    (BudgetState::NearLimit { .. }, RouteError::NoFeasibleModel { .. }) => (
+                        "budget_exhausted",
+                        format!(
+                            "budget near its limit and no model above the quality floor fits: {refusal}"
+                        ),
+                    ),
+                    _ => (refusal.code(), refusal.to_string()),
+                };
+                return self.refuse(job, routing, started, JobStatus::Rejected, code, message);
+            }
+        };
+        // The routed job's estimate must fit what every budget has left, or the
+        // node's policy decides: downgrade (route again within the headroom),
+        // reject or hold.
+        if !nodes.is_empty() {
+            let estimate = decision.chain.first().map(|e| e.estimated_cost_usd);
+            match self.budget_verdict(nodes, estimate, now) {
+                BudgetVerdict::Proceed(state @ BudgetState::NearLimit { .. })
+                    if matches!(budget, BudgetState::Normal { .. }) =>
+                {
+                    decision = match route(state) {
+                        Ok(d) => d,
+                        Err(refusal) => {
+                            let routing = refusal.decision.summary(&self.catalog);
+                            let message = format!(
+                                "budget near its limit and no model above the quality floor fits: {refusal}"
+                            );
+                            return self.refuse(
+                                job,
+                                routing,
+                                started,
+                                JobStatus::Rejected,
+                                "budget_exhausted",
+                                message,
+                            );
+                        }
+                    };
+                }
+                BudgetVerdict::Proceed(_) => {}
+                BudgetVerdict::Hold { reason, .. } => {
+                    return Outcome::Held {
+                        reason: format!("{reason}; held for approval"),
+                    };
+                }
+                BudgetVerdict::Reject { reason, .. } => {
+                    let routing = unrouted(policy, &reason);
+                    return self.refuse(
+                        job,
+                        routing,
+                        started,
+                        JobStatus::Rejected,
+                        "budget_exhausted",
+                        reason,
+                    );
+                }
+            }
+        }
         let reservation = self.ledger.lock().ok().map(|mut l| {
             let estimate = decision.chain.first().map_or(0.0, |e| e.estimated_cost_usd);
             l.reserve(&policy.budget_nodes, estimate)
@@ -377,9 +462,12 @@ impl Engine {
         }
     }
 
+    /// A result for a job that was not routed, carrying the decision as far as it
+    /// went (strategy, category, complexity, need; no chosen model; why).
     fn refuse(
         &self,
         job: Job,
+        routing: RoutingSummary,
         started: tokio::time::Instant,
         status: JobStatus,
         code: &str,
@@ -397,7 +485,7 @@ impl Engine {
             cost_usd: 0.0,
             latency_ms: started.elapsed().as_millis() as u64,
             attempts: Vec::new(),
-            routing: None,
+            routing: Some(routing),
             error: Some(ErrorInfo {
                 code: code.to_owned(),
                 message,

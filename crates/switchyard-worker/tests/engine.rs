@@ -1,5 +1,6 @@
-//! The engine without Kafka: policy refusals, budget actions, answers that fail
-//! the job's checks (billed, then failed over), canceled batches and deadlines.
+//! The engine without Kafka: policy refusals (each carrying its routing
+//! decision), budget actions at and before the limit, answers that fail the job's
+//! checks (billed, then failed over), canceled batches and deadlines.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -22,7 +23,10 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A pipeline on the shipped catalog with a small org: budgets of $1 (reject), $1 (hold) and $1 (downgrade, soft limit 10%).
+/// A pipeline on the shipped catalog with a small org: tiny budgets (reject,
+/// hold), one that downgrades from the first cent, one that rejects from half
+/// spent, and $0.001 budgets that act only on jobs that do not fit (downgrade,
+/// reject).
 fn pipeline(dir: &Path) -> switchyard_core::config::LoadedPipeline {
     let org = r#"
 [org]
@@ -46,6 +50,21 @@ path = "acme/bu/team/thrifty"
 budget_usd_per_month = 1.0
 budget_soft_limit = 0.0
 on_budget_exhausted = "downgrade"
+[[node]]
+path = "acme/bu/team/half"
+budget_usd_per_month = 1.0
+budget_soft_limit = 0.5
+on_budget_exhausted = "reject"
+[[node]]
+path = "acme/bu/team/tight"
+budget_usd_per_month = 0.001
+budget_soft_limit = 1.0
+on_budget_exhausted = "downgrade"
+[[node]]
+path = "acme/bu/team/tight-reject"
+budget_usd_per_month = 0.001
+budget_soft_limit = 1.0
+on_budget_exhausted = "reject"
 "#;
     std::fs::write(dir.join("org.toml"), org).unwrap();
     let config = format!(
@@ -246,4 +265,163 @@ async fn canceled_batches_and_passed_deadlines_end_without_calls() {
     j.strategy = Some(Strategy::LatencyFirst);
     let (r, _) = finished(e.process(j).await);
     assert_eq!(r.routing.unwrap().strategy, Strategy::LatencyFirst);
+}
+
+const HARD: &str = "Prove rigorously that the scheduling algorithm below is optimal, cover every edge case, and derive its closed form.";
+const EASY: &str = "Classify this ticket as billing, technical or account: 'I was charged twice.'";
+
+#[tokio::test]
+async fn a_budget_past_its_threshold_rejects_before_it_is_exhausted() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Arc::new(InProcessProvider::new()));
+    let (r, _) = finished(e.process(job("acme/bu/team/half", EASY)).await);
+    assert_eq!(r.status, JobStatus::Succeeded);
+    let spent = usage_event("acme/bu/team/half", 0.6);
+    e.record_spend(&spent);
+    let (r, _) = finished(e.process(job("acme/bu/team/half", EASY)).await);
+    assert_eq!(r.status, JobStatus::Rejected);
+    let err = r.error.unwrap();
+    assert_eq!(err.code, "budget_exhausted");
+    assert!(
+        err.message.contains("60% spent") && err.message.contains("acts from 50%"),
+        "{}",
+        err.message
+    );
+    let routing = r.routing.unwrap();
+    assert_eq!(routing.chosen_model, "");
+    assert!(
+        routing
+            .reason
+            .contains("not routed: budget of `acme/bu/team/half`"),
+        "{}",
+        routing.reason
+    );
+}
+
+#[tokio::test]
+async fn a_job_too_expensive_for_what_is_left_is_treated_by_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Arc::new(InProcessProvider::new()));
+    // Unbudgeted, the hard job goes to a model whose estimate exceeds $0.001.
+    let (open, _) = finished(e.process(job("acme/bu/team/open", HARD)).await);
+    let open_model = open.routing.unwrap().chosen_model;
+    // Downgrade: routed again within what is left, to a cheaper model.
+    let (r, _) = finished(e.process(job("acme/bu/team/tight", HARD)).await);
+    assert_eq!(r.status, JobStatus::Succeeded, "{:?}", r.error);
+    let routing = r.routing.unwrap();
+    assert!(routing.reason.contains("downgraded"), "{}", routing.reason);
+    assert_ne!(routing.chosen_model, open_model);
+    // Reject: refused with what did not fit; a small job still passes.
+    let (r, _) = finished(e.process(job("acme/bu/team/tight-reject", HARD)).await);
+    assert_eq!(r.status, JobStatus::Rejected);
+    let err = r.error.unwrap();
+    assert_eq!(err.code, "budget_exhausted");
+    assert!(
+        err.message.contains("does not fit the $0.001000 left"),
+        "{}",
+        err.message
+    );
+    let (r, _) = finished(e.process(job("acme/bu/team/tight-reject", EASY)).await);
+    assert_eq!(r.status, JobStatus::Succeeded, "{:?}", r.error);
+}
+
+#[tokio::test]
+async fn every_refused_result_carries_its_routing_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Arc::new(InProcessProvider::new()));
+    let mut refused = Vec::new();
+    refused.push(finished(e.process(job("acme/bu/team/opne", EASY)).await).0);
+    let mut j = job("acme/bu/team/open", EASY);
+    j.deadline = Some(chrono::Utc::now() - chrono::Duration::seconds(1));
+    refused.push(finished(e.process(j).await).0);
+    let mut j = job("acme/bu/team/open", EASY);
+    j.model = Some("gpt-5-nanoo".into());
+    refused.push(finished(e.process(j).await).0);
+    let mut j = job("acme/bu/team/open", EASY);
+    j.allowed_models = vec!["gpt-5-nano".into(), "claude-haiku-55".into()];
+    refused.push(finished(e.process(j).await).0);
+    let mut j = job("acme/bu/team/open", EASY);
+    j.request.max_tokens = Some(5_000_000);
+    refused.push(finished(e.process(j).await).0);
+    let mut j = job("acme/bu/team/open", EASY);
+    j.batch_id = Some("gone".into());
+    e.cancel_batch("gone");
+    refused.push(finished(e.process(j).await).0);
+
+    let codes: Vec<&str> = refused
+        .iter()
+        .map(|r| r.error.as_ref().unwrap().code.as_str())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "unknown_project",
+            "deadline_passed",
+            "unknown_model",
+            "unknown_model",
+            "no_feasible_model",
+            "batch_canceled"
+        ]
+    );
+    for r in &refused {
+        let routing = r
+            .routing
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} has no routing", r.job_id));
+        assert_eq!(
+            routing.category,
+            switchyard_core::analysis::TaskCategory::Classification
+        );
+        assert_eq!(routing.chosen_model, "");
+        assert!(
+            routing.reason.contains("not routed: "),
+            "{}",
+            routing.reason
+        );
+        assert!(r.attempts.is_empty() && r.cost_usd == 0.0);
+    }
+    let unknown = &refused[3].error.as_ref().unwrap().message;
+    assert!(
+        unknown.contains("`claude-haiku-55` (did you mean `claude-haiku-5-5`?)")
+            && !unknown.contains("`gpt-5-nano`"),
+        "{unknown}"
+    );
+    assert!(
+        refused[4]
+            .routing
+            .as_ref()
+            .unwrap()
+            .reason
+            .contains("max output")
+    );
+}
+
+/// A usage event from another worker, charging `cost_usd` to `project`.
+fn usage_event(project: &str, cost_usd: f64) -> switchyard_core::usage::UsageEvent {
+    let (_, rest) = project.rsplit_once('/').unwrap();
+    switchyard_core::usage::UsageEvent {
+        event_id: "other-worker-1".into(),
+        job_id: "other".into(),
+        batch_id: None,
+        attempt: 0,
+        ts: chrono::Utc::now(),
+        org: "acme".into(),
+        business_unit: "bu".into(),
+        team: "team".into(),
+        project: rest.into(),
+        workload: String::new(),
+        strategy: Strategy::Auto,
+        category: switchyard_core::analysis::TaskCategory::Chat,
+        complexity: 0.1,
+        chosen_model: "gpt-5-nano".into(),
+        routing_reason: String::new(),
+        provider: "openai".into(),
+        model: "gpt-5-nano".into(),
+        deployment: "dep-gpt-5-nano".into(),
+        outcome: AttemptOutcome::Succeeded,
+        usage: TokenUsage::default(),
+        cost_usd,
+        baseline_cost_usd: cost_usd,
+        latency_ms: 10,
+    }
 }

@@ -7,6 +7,8 @@
 
 mod corpus;
 mod summary;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -25,6 +27,11 @@ use switchyard_kafka::produce::{acknowledged, enqueue};
 pub use corpus::Corpus;
 use switchyard_embedded::{Stack, StackOptions};
 
+/// Jobs the demo draws from the corpus by default.
+pub const DEFAULT_JOBS: usize = 2400;
+/// Seed of the demo's job order by default.
+pub const DEFAULT_SEED: u64 = 7;
+
 /// Arguments of `demo`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,7 +42,7 @@ pub struct Args {
     #[arg(long, default_value = "pipelines/corpus/prompts.jsonl")]
     corpus: PathBuf,
     /// Number of jobs.
-    #[arg(long, default_value_t = 2400)]
+    #[arg(long, default_value_t = DEFAULT_JOBS)]
     jobs: usize,
     /// Seconds over which the jobs are produced.
     #[arg(long, default_value_t = 12.0)]
@@ -44,7 +51,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0.2)]
     time_scale: f64,
     /// Seed of the job order.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = DEFAULT_SEED)]
     seed: u64,
     /// Skip the provider outage.
     #[arg(long)]

@@ -177,8 +177,13 @@ pub struct TaskAnalysis {
     pub complexity: f64,
     /// Quality the job needs for its category.
     pub required_quality: f64,
-    /// Estimated prompt tokens (about four bytes per token).
+    /// Estimated prompt tokens (about four bytes per token), for prices.
     pub prompt_tokens: u32,
+    /// A cautious count for context-window checks: ASCII at four bytes per token,
+    /// other text at two. Scripts such as Chinese, Japanese, Korean or Hindi take
+    /// a token for every one to three bytes, so four bytes per token would
+    /// undercount them; this figure decides when the exact count is needed.
+    pub prompt_tokens_ceiling: u32,
     /// Expected answer length.
     pub expected_output_tokens: u32,
     /// Features that fired (filled only when asked, to keep the hot path allocation-free).
@@ -404,13 +409,15 @@ impl TaskAnalyzer {
             .rev()
             .find(|m| m.role == Role::User);
         let instruction = last_user.map(|m| m.content.as_str()).unwrap_or("");
-        let total_bytes: usize = job
-            .request
-            .messages
-            .iter()
-            .map(|m| m.content.len())
-            .sum::<usize>()
-            + job.request.system.as_ref().map_or(0, String::len);
+        let texts = || {
+            job.request
+                .messages
+                .iter()
+                .map(|m| m.content.as_str())
+                .chain(job.request.system.as_deref())
+        };
+        let total_bytes: usize = texts().map(str::len).sum();
+        let non_ascii_bytes: usize = texts().map(non_ascii_bytes).sum();
 
         // One bit per lexicon entry: allocation-free "already fired" set.
         let mut seen = [0u64; FEATURE_WORDS];
@@ -570,6 +577,7 @@ impl TaskAnalyzer {
             .filter(|(_, score)| *score > 0.5 && *score >= ALTERNATIVE_SHARE * top.max(0.5))
             .map(|(c, _)| c);
         let prompt_tokens = estimate_tokens(total_bytes);
+        let prompt_tokens_ceiling = ceiling_tokens(total_bytes, non_ascii_bytes);
         let mut complexity = category.base_complexity() + f64::from(cx_sum);
         // Longer than usual for the kind of job: harder. Log scale, bounded.
         let length_ratio = (total_bytes.max(1) as f64 / category.typical_bytes()).log2();
@@ -591,6 +599,7 @@ impl TaskAnalyzer {
             complexity,
             required_quality: required_quality(complexity),
             prompt_tokens,
+            prompt_tokens_ceiling,
             expected_output_tokens,
             features,
         }
@@ -600,6 +609,21 @@ impl TaskAnalyzer {
 /// About four bytes of English per token; a conservative estimate for routing.
 pub fn estimate_tokens(bytes: usize) -> u32 {
     u32::try_from(bytes.div_ceil(4) + 4).unwrap_or(u32::MAX)
+}
+
+/// ASCII at four bytes per token, everything else at two: more tokens than
+/// `cl100k_base` and `o200k_base` give for Chinese, Japanese, Korean, Hindi,
+/// Thai, Arabic or Russian text (2.4 to 4.5 bytes per token outside ASCII in our
+/// measurements), and equal to [`estimate_tokens`] for ASCII. Emoji-dense text
+/// (about 1.6 bytes per token) can still exceed it.
+pub fn ceiling_tokens(bytes: usize, non_ascii_bytes: usize) -> u32 {
+    let ascii = bytes.saturating_sub(non_ascii_bytes);
+    u32::try_from(ascii.div_ceil(4) + non_ascii_bytes.div_ceil(2) + 4).unwrap_or(u32::MAX)
+}
+
+/// Bytes of `text` outside ASCII (UTF-8 lead and continuation bytes).
+fn non_ascii_bytes(text: &str) -> usize {
+    text.bytes().filter(|b| !b.is_ascii()).count()
 }
 
 /// Expected answer length: the category's habit, scaled by complexity, never over `max_tokens`.

@@ -113,3 +113,41 @@ fn words_match_on_boundaries_only() {
         a.features
     );
 }
+
+/// Four bytes per token undercounts scripts outside ASCII; the ceiling that
+/// decides when to count exactly does not, and equals the estimate for ASCII.
+#[test]
+fn the_token_ceiling_does_not_undercount_non_latin_scripts() {
+    let samples = [
+        "请把下面的客户投诉分类为账单、技术或账户问题，并简要说明理由。我上个月被重复扣费两次，客服一直没有回复我的邮件。",
+        "次の顧客の問い合わせを請求、技術、アカウントのいずれかに分類し、理由を簡潔に説明してください。先月二重に請求されました。",
+        "다음 고객 문의를 청구, 기술, 계정 중 하나로 분류하고 이유를 간단히 설명하십시오. 지난달에 두 번 청구되었습니다.",
+        "निम्नलिखित ग्राहक शिकायत को बिलिंग, तकनीकी या खाता समस्या में वर्गीकृत करें और संक्षेप में कारण बताएं।",
+    ];
+    let mut undercounted = 0;
+    for text in samples {
+        let j = job(&text.repeat(20), None);
+        let a = TaskAnalyzer::new().analyze(&j, false);
+        for t in [
+            crate::catalog::Tokenizer::Cl100kBase,
+            crate::catalog::Tokenizer::O200kBase,
+        ] {
+            let exact = crate::tokens::count_job(&j, t).unwrap();
+            assert!(
+                a.prompt_tokens_ceiling >= exact,
+                "{t:?}: {} < {exact} for {text}",
+                a.prompt_tokens_ceiling
+            );
+            undercounted += usize::from(a.prompt_tokens < exact);
+        }
+    }
+    assert!(
+        undercounted >= 3,
+        "the byte estimate alone undercounts these scripts"
+    );
+    let english = TaskAnalyzer::new().analyze(
+        &job("Classify this ticket as billing or technical.", None),
+        false,
+    );
+    assert_eq!(english.prompt_tokens_ceiling, english.prompt_tokens);
+}

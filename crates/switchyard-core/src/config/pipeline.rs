@@ -425,6 +425,7 @@ impl PipelineConfig {
         let catalog = Catalog::load(&config.catalog)?;
         let org = OrgTree::load(
             &config.org,
+            &catalog,
             config.routing.default_strategy,
             config.routing.default_quality_floor,
         )?;

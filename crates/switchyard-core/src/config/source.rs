@@ -350,6 +350,39 @@ fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
     Some(&s[from..from + len])
 }
 
+/// The known name closest to `name` (edit distance, ignoring case), when it is
+/// close enough to be a likely typo: what "did you mean" hints and fixes offer.
+pub fn closest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let name = name.to_lowercase();
+    let limit = (name.chars().count() / 3).max(2);
+    known
+        .into_iter()
+        .map(|k| (edit_distance(&name, &k.to_lowercase()), k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                diagonal
+            } else {
+                1 + diagonal.min(above).min(row[j])
+            };
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,5 +476,16 @@ mod tests {
             err.to_string(),
             "p.toml:5: `items[0].rpm`: rpm is 0; fix: give a positive limit"
         );
+    }
+
+    #[test]
+    fn the_closest_name_is_offered_only_when_it_is_a_likely_typo() {
+        let known = ["gpt-5-nano", "gpt-5-mini", "claude-haiku-5-5"];
+        assert_eq!(closest("gpt-5-nanoo", known), Some("gpt-5-nano"));
+        assert_eq!(closest("GPT-5-Mini", known), Some("gpt-5-mini"));
+        assert_eq!(closest("claude-haiku-55", known), Some("claude-haiku-5-5"));
+        assert_eq!(closest("llama-70b", known), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
     }
 }

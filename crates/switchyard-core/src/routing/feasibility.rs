@@ -113,7 +113,9 @@ impl Assessed {
     }
 }
 
-/// Margin on the byte estimate of prompt tokens for models without a tokenizer.
+/// Margin on the cautious byte count of prompt tokens: the prompt is counted
+/// exactly (or, without a tokenizer, taken at this figure) only when it does not
+/// fit with the margin.
 const ESTIMATE_MARGIN: f64 = 1.15;
 
 pub(super) fn assess(
@@ -130,6 +132,9 @@ pub(super) fn assess(
         .map(|d| (d - input.now).num_milliseconds().max(0) as f64);
     let headroom = input.budget.headroom();
     let estimate = analysis.prompt_tokens;
+    // Near-limit checks use the cautious count, which does not undercount
+    // non-Latin scripts the way four bytes per token would.
+    let padded = (f64::from(analysis.prompt_tokens_ceiling.max(estimate)) * ESTIMATE_MARGIN) as u32;
     let mut exact: [Option<u32>; 2] = [None, None];
     let mut tokens_counted = false;
     let mut out = Assessed {
@@ -199,7 +204,6 @@ pub(super) fn assess(
                 .min(m.max_output_tokens);
             let fits =
                 |prompt: u32| u64::from(prompt) + u64::from(reserve) <= u64::from(m.context_window);
-            let padded = (f64::from(estimate) * ESTIMATE_MARGIN) as u32;
             if !fits(padded) {
                 // Close to the limit: count exactly where a tokenizer exists.
                 let prompt = match m.tokenizer {

@@ -86,15 +86,18 @@ pub struct DeploymentInfo {
     pub provider: String,
 }
 
-/// Budget situation of the job's org path.
+/// Budget situation of the job's org path, as the ledger's policy decided it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum BudgetState {
-    /// Plenty left (or no budget set); `headroom_usd` is the smallest remainder on the path.
+    /// No node's policy acts on this job. `headroom_usd`, when given, drops models
+    /// whose estimate exceeds it; the worker leaves it `None` so that a job that
+    /// does not fit is treated by the node's policy, not silently downgraded.
     Normal {
-        /// Smallest remaining budget on the path, if any budget is set.
+        /// Largest estimated cost allowed, if any.
         headroom_usd: Option<f64>,
     },
-    /// Past the soft limit of a node whose policy is to downgrade.
+    /// A `downgrade` node acts: route to the cheapest model above the quality floor
+    /// whose estimate fits the headroom.
     NearLimit {
         /// Smallest remaining budget on the path.
         headroom_usd: f64,
@@ -211,9 +214,21 @@ pub enum RouteError {
     /// The deadline has passed.
     #[error("the job's deadline passed before routing")]
     DeadlinePassed,
-    /// A pinned model is unknown.
-    #[error("model `{0}` is not in the catalog")]
-    UnknownModel(String),
+    /// The job pins a model the catalog lacks.
+    #[error("model `{name}` is not in the catalog{hint}")]
+    UnknownModel {
+        /// The pinned name.
+        name: String,
+        /// ` (did you mean `x`?)` or empty.
+        hint: String,
+    },
+    /// The job's `allowed_models` names models the catalog lacks. Refused rather
+    /// than ignored: a misspelt entry would quietly narrow the job to the others.
+    #[error("allowed_models names models not in the catalog: {}", .names.join(", "))]
+    UnknownAllowedModels {
+        /// Each unknown name, with ` (did you mean `x`?)` where one is close.
+        names: Vec<String>,
+    },
 }
 
 impl RouteError {
@@ -222,8 +237,30 @@ impl RouteError {
         match self {
             RouteError::NoFeasibleModel { .. } => "no_feasible_model",
             RouteError::DeadlinePassed => "deadline_passed",
-            RouteError::UnknownModel(_) => "unknown_model",
+            RouteError::UnknownModel { .. } | RouteError::UnknownAllowedModels { .. } => {
+                "unknown_model"
+            }
         }
+    }
+}
+
+/// A job the router cannot route: why, and the decision as far as it went
+/// (strategy, analysis, the quality needed; with every candidate and why it was
+/// dropped when explaining). A rejected result carries this decision, so
+/// refusals are as explainable as routes.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize)]
+#[error("{error}")]
+pub struct Refusal {
+    /// Why.
+    pub error: RouteError,
+    /// The decision with an empty chain; its reason says why nothing was chosen.
+    pub decision: RoutingDecision,
+}
+
+impl Refusal {
+    /// Stable error code for results.
+    pub fn code(&self) -> &'static str {
+        self.error.code()
     }
 }
 
@@ -289,39 +326,47 @@ impl Router {
         &self.deployments
     }
 
-    /// Routes one job. `health` gives the live state of a deployment.
+    /// Routes one job. `health` gives the live state of a deployment. With
+    /// `explain`, the decision (or the refusal's) lists every candidate and why it
+    /// was kept or dropped.
     pub fn route(
         &self,
         input: &RouteInput<'_>,
         health: &dyn Fn(DeploymentId) -> HealthSnapshot,
         explain: bool,
-    ) -> Result<RoutingDecision, RouteError> {
+    ) -> Result<RoutingDecision, Box<Refusal>> {
         let job = input.job;
         let analysis = input.analysis;
         let strategy = job.strategy.unwrap_or(input.policy.strategy);
-        if let Some(deadline) = job.deadline
-            && deadline <= input.now
+        let refused = |error: RouteError, tokens_counted: bool, candidates: Vec<Candidate>| {
+            let mut decision = self.not_routed(input, &error.to_string());
+            decision.tokens_counted = tokens_counted;
+            decision.candidates = candidates;
+            Box::new(Refusal { error, decision })
+        };
+        let early = self.check_request(input);
+        if let Some(error) = early.clone()
+            && !explain
         {
-            return Err(RouteError::DeadlinePassed);
-        }
-        if let Some(pinned) = &job.model
-            && self.catalog.id(pinned).is_none()
-        {
-            return Err(RouteError::UnknownModel(pinned.clone()));
+            return Err(refused(error, false, Vec::new()));
         }
         let assessed = feasibility::assess(self, input, health);
         let (ranked, reason) = strategy::rank(self, strategy, input, &assessed);
-        let chain = chain::build(self, &ranked, &assessed, self.settings.max_chain);
-        if chain.is_empty() {
-            return Err(RouteError::NoFeasibleModel {
-                summary: feasibility::summarize(&assessed),
-            });
-        }
         let candidates = if explain {
             strategy::explain(self, &assessed, &ranked)
         } else {
             Vec::new()
         };
+        if let Some(error) = early {
+            return Err(refused(error, assessed.tokens_counted, candidates));
+        }
+        let chain = chain::build(self, &ranked, &assessed, self.settings.max_chain);
+        if chain.is_empty() {
+            let error = RouteError::NoFeasibleModel {
+                summary: feasibility::summarize(&assessed),
+            };
+            return Err(refused(error, assessed.tokens_counted, candidates));
+        }
         Ok(RoutingDecision {
             strategy,
             category: analysis.category,
@@ -333,10 +378,68 @@ impl Router {
             candidates,
         })
     }
+
+    /// Refusals that do not depend on the candidates: a passed deadline, unknown
+    /// model names in the job.
+    fn check_request(&self, input: &RouteInput<'_>) -> Option<RouteError> {
+        let job = input.job;
+        if let Some(deadline) = job.deadline
+            && deadline <= input.now
+        {
+            return Some(RouteError::DeadlinePassed);
+        }
+        let names = || self.catalog.models().iter().map(|m| m.name.as_str());
+        let hint = |name: &str| {
+            crate::config::source::closest(name, names())
+                .map(|near| format!(" (did you mean `{near}`?)"))
+                .unwrap_or_default()
+        };
+        if let Some(pinned) = &job.model
+            && self.catalog.id(pinned).is_none()
+        {
+            return Some(RouteError::UnknownModel {
+                name: pinned.clone(),
+                hint: hint(pinned),
+            });
+        }
+        let unknown: Vec<String> = job
+            .allowed_models
+            .iter()
+            .filter(|m| self.catalog.id(m).is_none())
+            .map(|m| format!("`{m}`{}", hint(m)))
+            .collect();
+        if !unknown.is_empty() {
+            return Some(RouteError::UnknownAllowedModels { names: unknown });
+        }
+        None
+    }
+
+    /// A decision that routes nowhere, for a job refused before or by routing
+    /// (budget policy, unknown project, canceled batch, no feasible model): the
+    /// strategy, analysis and need as they stand, an empty chain, and `why` as
+    /// the reason. Results carry it so every refusal says what the job was.
+    pub fn not_routed(&self, input: &RouteInput<'_>, why: &str) -> RoutingDecision {
+        let strategy = input.job.strategy.unwrap_or(input.policy.strategy);
+        let needed = strategy::need(strategy, input, self.settings);
+        RoutingDecision {
+            strategy,
+            category: input.analysis.category,
+            complexity: input.analysis.complexity,
+            required_quality: needed,
+            chain: Vec::new(),
+            reason: format!(
+                "{}; not routed: {why}",
+                strategy::head(strategy, input, needed)
+            ),
+            tokens_counted: false,
+            candidates: Vec::new(),
+        }
+    }
 }
 
 impl RoutingDecision {
-    /// The summary carried in results and usage events.
+    /// The summary carried in results and usage events; `chosen_model` is empty
+    /// when the job was not routed.
     pub fn summary(&self, catalog: &Catalog) -> RoutingSummary {
         let chosen = self
             .chain

@@ -163,6 +163,15 @@ pub(super) fn rank(
     )
 }
 
+/// The opening of every reason: strategy, what the job is and what it needs.
+pub(super) fn head(strategy: Strategy, input: &RouteInput<'_>, needed: f64) -> String {
+    let a = input.analysis;
+    format!(
+        "{strategy}: {} (complexity {:.2}) needs quality >= {needed:.2}",
+        a.category, a.complexity
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 fn reason(
     router: &Router,
@@ -174,15 +183,11 @@ fn reason(
     best_effort: bool,
     downgrading: bool,
 ) -> String {
-    let a = input.analysis;
+    let head = head(strategy, input, needed);
     let Some(&first) = eligible.first() else {
-        return format!("{strategy}: no feasible model");
+        return format!("{head}; no feasible model");
     };
     let chosen = &router.catalog.model(assessed.models[first].model).name;
-    let head = format!(
-        "{strategy}: {} (complexity {:.2}) needs quality >= {needed:.2}",
-        a.category, a.complexity
-    );
     if best_effort {
         return format!(
             "{head}; none of the feasible models reaches it, so {chosen} (best available, {:.2}) leads",

@@ -10,20 +10,29 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::Catalog;
 use crate::config::source::{self, ConfigError, Invalid, KeyPath};
 use crate::routing::Strategy;
 
-/// What to do with a job when a budget on its path is exhausted.
+mod validate;
+
+/// What a node's budget policy does with a job once the node's spend (settled
+/// plus in flight) reaches [`Budget::act_at`] of its budget, or when the job's
+/// estimated cost does not fit what is left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BudgetAction {
     /// Refuse the job with a `budget_exhausted` result.
     Reject,
-    /// Route to the cheapest model that still meets the quality floor.
+    /// Route to the cheapest model that still meets the quality floor and fits
+    /// what is left; refuse the job when none does.
     Downgrade,
     /// Park the job on the held topic until an approver releases it.
     Hold,
 }
+
+/// Fraction of a budget from which its policy acts, when the node does not say.
+pub const DEFAULT_BUDGET_ACT_AT: f64 = 0.9;
 
 /// Routing settings a node or workload may set; unset fields inherit.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -57,7 +66,7 @@ struct NodeSpec {
     #[serde(default)]
     name: String,
     budget_usd_per_month: Option<f64>,
-    /// Fraction of the budget from which the node counts as "near its limit".
+    /// Fraction of the budget from which the node's policy acts (default 0.9).
     budget_soft_limit: Option<f64>,
     on_budget_exhausted: Option<BudgetAction>,
     strategy: Option<Strategy>,
@@ -100,10 +109,12 @@ struct OrgFile {
 pub struct Budget {
     /// Limit per calendar month, USD.
     pub usd_per_month: f64,
-    /// Fraction from which the node is near its limit.
-    pub soft_limit: f64,
-    /// What happens when it is exhausted.
-    pub on_exhausted: BudgetAction,
+    /// Fraction of the budget (0..=1) from which `action` applies to every job:
+    /// near the limit, not only past it, so the last jobs of the month are
+    /// treated by policy instead of overshooting.
+    pub act_at: f64,
+    /// What happens to a job from `act_at` on, or whose estimate does not fit.
+    pub action: BudgetAction,
 }
 
 /// One node of the tree.
@@ -230,6 +241,7 @@ impl OrgTree {
     /// Reads and validates an org file.
     pub fn load(
         path: &Path,
+        catalog: &Catalog,
         default_strategy: Strategy,
         default_floor: f64,
     ) -> Result<Self, ConfigError> {
@@ -240,22 +252,26 @@ impl OrgTree {
             problem: format!("cannot read the org file: {e}"),
             fix: "check the `org` path in the pipeline config".into(),
         })?;
-        Self::parse(path, &text, default_strategy, default_floor)
+        Self::parse(path, &text, catalog, default_strategy, default_floor)
     }
 
-    /// Parses and validates org text.
+    /// Parses and validates org text. Provider and model names in allow and deny
+    /// lists are checked against the known providers and `catalog`: a misspelt deny
+    /// entry would otherwise silently permit the model it meant to deny.
     pub fn parse(
         path: &Path,
         text: &str,
+        catalog: &Catalog,
         default_strategy: Strategy,
         default_floor: f64,
     ) -> Result<Self, ConfigError> {
         let (file, source): (OrgFile, _) = source::parse(path, text, &[])?;
-        Self::build(file, default_strategy, default_floor).map_err(|e| source.locate(e))
+        Self::build(file, catalog, default_strategy, default_floor).map_err(|e| source.locate(e))
     }
 
     fn build(
         file: OrgFile,
+        catalog: &Catalog,
         default_strategy: Strategy,
         default_floor: f64,
     ) -> Result<Self, Invalid> {
@@ -300,43 +316,7 @@ impl OrgTree {
                     ));
                 }
             }
-            if let Some(b) = spec.budget_usd_per_month
-                && !(b.is_finite() && b >= 0.0)
-            {
-                return Err(Invalid::new(
-                    at.key("budget_usd_per_month"),
-                    format!("budget {b} is negative"),
-                    "give USD per month, 0 or more",
-                ));
-            }
-            if let Some(s) = spec.budget_soft_limit
-                && !(0.0..=1.0).contains(&s)
-            {
-                return Err(Invalid::new(
-                    at.key("budget_soft_limit"),
-                    format!("{s} is not a fraction"),
-                    "give a fraction such as 0.9",
-                ));
-            }
-            let floors = std::iter::once((at.key("quality_floor"), spec.quality_floor)).chain(
-                spec.workloads.iter().map(|(w, p)| {
-                    (
-                        at.key("workloads").key(w).key("quality_floor"),
-                        p.quality_floor,
-                    )
-                }),
-            );
-            for (key, floor) in floors {
-                if let Some(q) = floor
-                    && !(0.0..=1.0).contains(&q)
-                {
-                    return Err(Invalid::new(
-                        key,
-                        format!("quality floor {q} is outside 0..1"),
-                        "give a value between 0 and 1",
-                    ));
-                }
-            }
+            validate::node(spec, at, catalog)?;
             if nodes.contains_key(path) {
                 return Err(Invalid::new(
                     at.key("path"),
@@ -346,8 +326,8 @@ impl OrgTree {
             }
             let budget = spec.budget_usd_per_month.map(|usd| Budget {
                 usd_per_month: usd,
-                soft_limit: spec.budget_soft_limit.unwrap_or(0.9),
-                on_exhausted: spec.on_budget_exhausted.unwrap_or(BudgetAction::Reject),
+                act_at: spec.budget_soft_limit.unwrap_or(DEFAULT_BUDGET_ACT_AT),
+                action: spec.on_budget_exhausted.unwrap_or(BudgetAction::Reject),
             });
             nodes.insert(
                 path.clone(),
@@ -480,93 +460,4 @@ impl OrgTree {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ORG: &str = r#"
-[org]
-name = "acme"
-budget_usd_per_month = 1000
-strategy = "auto"
-denied_providers = ["xai"]
-[org.workloads.ticket-triage]
-strategy = "cost-first"
-
-[[node]]
-path = "acme/retail"
-allowed_providers = ["openai", "anthropic", "gemini"]
-quality_floor = 0.6
-
-[[node]]
-path = "acme/retail/search"
-allowed_providers = ["openai", "gemini", "xai"]
-on_budget_exhausted = "downgrade"
-budget_usd_per_month = 100
-
-[[node]]
-path = "acme/retail/search/catalog"
-strategy = "balanced"
-[node.workloads.ticket-triage]
-quality_floor = 0.8
-"#;
-
-    fn tree() -> OrgTree {
-        OrgTree::parse(Path::new("org.toml"), ORG, Strategy::Auto, 0.5).unwrap()
-    }
-
-    #[test]
-    fn children_override_scalars_and_narrow_lists() {
-        let t = tree();
-        let p = t.policy("acme/retail/search/catalog", None).unwrap();
-        assert_eq!(p.strategy, Strategy::Balanced);
-        assert_eq!(p.quality_floor, 0.6);
-        assert_eq!(
-            p.allowed_providers.as_deref(),
-            Some(&["openai".to_owned(), "gemini".to_owned()][..])
-        );
-        assert!(
-            !p.provider_allowed("xai"),
-            "a child cannot re-allow what the org denies"
-        );
-        assert!(!p.provider_allowed("anthropic"));
-        assert_eq!(
-            p.budget_nodes,
-            vec!["acme".to_owned(), "acme/retail/search".to_owned()]
-        );
-    }
-
-    #[test]
-    fn workload_settings_apply_at_every_level() {
-        let t = tree();
-        let p = t
-            .policy("acme/retail/search/catalog", Some("ticket-triage"))
-            .unwrap();
-        // The project's own strategy comes after the org's workload setting…
-        assert_eq!(p.strategy, Strategy::Balanced);
-        // …and the project's workload floor wins over the business unit's floor.
-        assert_eq!(p.quality_floor, 0.8);
-        let unknown = t
-            .policy("acme/retail/search/catalog", Some("other"))
-            .unwrap();
-        assert_eq!(unknown.quality_floor, 0.6);
-    }
-
-    #[test]
-    fn unknown_projects_list_their_siblings() {
-        let e = tree()
-            .policy("acme/retail/search/catalgo", None)
-            .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "project `acme/retail/search/catalgo` is not in the org file (known projects under `acme/retail/search`: acme/retail/search/catalog)"
-        );
-    }
-
-    #[test]
-    fn undeclared_parents_are_reported_with_a_line() {
-        let text = "[org]\nname = \"acme\"\n\n[[node]]\npath = \"acme/retail/search\"\n";
-        let e = OrgTree::parse(Path::new("org.toml"), text, Strategy::Auto, 0.5).unwrap_err();
-        assert_eq!(e.line, Some(5), "{e}");
-        assert!(e.fix.contains("acme/retail"), "{e}");
-    }
-}
+pub(crate) mod tests;
