@@ -503,7 +503,9 @@ mod tests {
         match (reference(codec, payload), &got.messages[0].decoded) {
             (Ok(row), Decoded::Row { id, block }) => {
                 assert_eq!(*id, key(&row.event_id));
-                let expected = crate::sinks::parquet::schema::record_batch(&[row.clone()]).unwrap();
+                let expected =
+                    crate::sinks::parquet::schema::record_batch(std::slice::from_ref(&row))
+                        .unwrap();
                 assert_eq!(got.blocks[*block].batch, expected);
                 assert_eq!(
                     (got.blocks[*block].day, got.blocks[*block].org.as_str()),

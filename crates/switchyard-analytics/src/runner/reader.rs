@@ -212,13 +212,11 @@ impl Reader {
                     let epoch = epochs.get(&m.partition()).copied().unwrap_or(0);
                     chunk.push(m.partition(), m.offset(), epoch, m.payload().unwrap_or(&[]));
                 }
-                Some(Err(e)) => {
-                    if last_error_log.is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY) {
-                        warn!(error = %e, "Consumer error; retrying (logged at most every 10 s).");
-                        last_error_log = Some(Instant::now());
-                    }
+                Some(Err(e)) if last_error_log.is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY) => {
+                    warn!(error = %e, "Consumer error; retrying (logged at most every 10 s).");
+                    last_error_log = Some(Instant::now());
                 }
-                None => {}
+                Some(Err(_)) | None => {}
             }
             if held.is_none()
                 && !chunk.is_empty()

@@ -350,7 +350,7 @@ impl Writer {
             .cut
             .into_iter()
             .filter(|(p, _)| {
-                self.epochs.get(p).is_some() && self.epochs.get(p) == done.epochs.get(p)
+                self.epochs.contains_key(p) && self.epochs.get(p) == done.epochs.get(p)
             })
             .collect();
         self.progress.clickhouse_reached(&cut);
