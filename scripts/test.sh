@@ -98,4 +98,4 @@ log "ClickHouse $(curl -fsS "$SWITCHYARD_TEST_CLICKHOUSE_URL/?query=SELECT%20ver
 # --- the tests -------------------------------------------------------------------
 log "cargo test --workspace"
 # shellcheck disable=SC2086
-cargo test --workspace --locked ${CARGO_TEST_ARGS:-}
+cargo test --workspace --locked --no-fail-fast ${CARGO_TEST_ARGS:-}

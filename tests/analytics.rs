@@ -13,7 +13,6 @@ mod analytics;
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -174,21 +173,33 @@ async fn clickhouse_sums_equal_catalog_prices_per_org_node_and_both_stores_repor
     db.drop_database().await;
 }
 
-/// `switchyard sink` as its own process, on the stack's broker.
-fn start_sink(config: &std::path::Path, stack: &Stack, env: &[(String, String)]) -> Proc {
-    let mut child = switchyard()
+/// `switchyard sink` as its own process, on the stack's broker, logging at
+/// debug level to `log` (printed by [`sink_log`] when an assertion fails).
+fn start_sink(
+    config: &std::path::Path,
+    stack: &Stack,
+    env: &[(String, String)],
+    log: &std::path::Path,
+) -> Proc {
+    let file = std::fs::File::create(log).unwrap();
+    let child = switchyard()
         .args(["sink", "--config"])
         .arg(config)
         .env("SWITCHYARD_BROKERS", stack.broker.bootstrap())
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info,switchyard_analytics=debug")
         .envs(env.iter().map(|(k, v)| (k, v.trim_matches('"'))))
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(file)
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
     Proc(child)
+}
+
+/// The last lines a sink logged.
+fn sink_log(log: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +212,7 @@ async fn a_sink_killed_mid_stream_and_restarted_gives_the_same_sums() {
     let stack = stack_with_sink(&parquet, &db.url, &db.name, 0.2, false).await;
     let config = common::write_process_config(dir.path(), "http://127.0.0.1:9");
 
-    let first = start_sink(&config, &stack, &env);
+    let first = start_sink(&config, &stack, &env, &dir.path().join("sink-1.log"));
     let run = run_jobs(&stack, "kill", 600);
     let kill = async {
         // Once ClickHouse has some rows, kill the sink without warning.
@@ -217,12 +228,15 @@ async fn a_sink_killed_mid_stream_and_restarted_gives_the_same_sums() {
         "the sink was killed before it had everything ({held} of {events})"
     );
 
-    let second = start_sink(&config, &stack, &env);
+    let log = dir.path().join("sink-2.log");
+    let second = start_sink(&config, &stack, &env, &log);
     assert!(
         stack
             .sink_caught_up(Duration::from_secs(120))
             .await
-            .unwrap()
+            .unwrap(),
+        "the restarted sink did not catch up:\n{}",
+        sink_log(&log)
     );
     assert_eq!(
         wait_for_rows(&db, events, Duration::from_secs(30)).await,
@@ -328,7 +342,8 @@ async fn a_sink_stopped_while_clickhouse_is_down_exits_and_commits_nothing_click
         "SWITCHYARD__ANALYTICS__CLICKHOUSE_MAX_PENDING_EVENTS".into(),
         "50".into(),
     ));
-    let first = start_sink(&config, &stack, &env);
+    let first_log = dir.path().join("sink-1.log");
+    let first = start_sink(&config, &stack, &env, &first_log);
     let results = run_jobs(&stack, "held", 300).await;
     let events = usage_events(&stack);
     assert!(events > 50);
@@ -342,11 +357,16 @@ async fn a_sink_stopped_while_clickhouse_is_down_exits_and_commits_nothing_click
         .await
         .unwrap()
         .unwrap();
-    assert!(exit.success(), "sink exit status {exit:?}");
+    assert!(
+        exit.success(),
+        "sink exit status {exit:?}:\n{}",
+        sink_log(&first_log)
+    );
     assert!(
         stopped.elapsed() < Duration::from_secs(50),
-        "the sink took {:?} to stop",
-        stopped.elapsed()
+        "the sink took {:?} to stop:\n{}",
+        stopped.elapsed(),
+        sink_log(&first_log)
     );
     let (committed, _) = common::committed_and_end(
         stack.broker.bootstrap(),
@@ -360,12 +380,15 @@ async fn a_sink_stopped_while_clickhouse_is_down_exits_and_commits_nothing_click
 
     // ClickHouse back: the next sink writes everything, once.
     proxy.set_up(true);
-    let second = start_sink(&config, &stack, &env);
+    let second_log = dir.path().join("sink-2.log");
+    let second = start_sink(&config, &stack, &env, &second_log);
     assert!(
         stack
             .sink_caught_up(Duration::from_secs(120))
             .await
-            .unwrap()
+            .unwrap(),
+        "the second sink did not catch up:\n{}",
+        sink_log(&second_log)
     );
     assert_eq!(
         wait_for_rows(&db, events, Duration::from_secs(30)).await,
