@@ -426,3 +426,169 @@ fn topic_dump(bootstrap: &str, topic: &str) -> Vec<u8> {
     .unwrap();
     out
 }
+
+/// `switchyard sim-provider` with per-model flags over the catalog defaults, read
+/// back through real requests and `GET /sim/stats`; bad values are refused with
+/// the flag and the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_provider_flags_override_models_and_bad_values_are_named() {
+    use std::io::BufRead;
+    let mut child = switchyard()
+        .args([
+            "sim-provider",
+            "--port",
+            "0",
+            "--set",
+            "default.max_output_tokens=50",
+            "--set",
+            "gpt-4.1-mini.ttft=5ms",
+            "--set",
+            "gpt-4.1-mini.tokens_per_second=100000",
+            "--set",
+            "gpt-5-nano.error_rate=1.0",
+            "--set",
+            "gemini-3.8-flash.invalid_key_rate=1",
+            "--set",
+            "gpt-4.1.rate_limit_rate=1",
+            "--set",
+            "gpt-4.1.rate_limit_hint=reset_headers",
+            "--outage",
+            "claude-haiku-5-5=0s..10m:529",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let child = Proc(child);
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("sim-provider printed its address")
+            .unwrap();
+        if let Some(b) = line.strip_prefix("sim-provider: ") {
+            break b.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let client = reqwest::Client::new();
+    let openai = |model: &str| {
+        client
+            .post(format!("{base}/openai/v1/chat/completions"))
+            .bearer_auth("k")
+            .header("content-type", "application/json").body(serde_json::to_vec(&serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})).unwrap())
+            .send()
+    };
+    assert_eq!(openai("gpt-5-nano").await.unwrap().status(), 500);
+    let limited = openai("gpt-4.1").await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().get("retry-after").is_none());
+    assert_eq!(limited.headers()["x-ratelimit-remaining-requests"], "0");
+    let started = Instant::now();
+    assert_eq!(openai("gpt-4.1-mini").await.unwrap().status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "gpt-4.1-mini.ttft replaced the catalog's speed: {:?}",
+        started.elapsed()
+    );
+    // default.* reaches every catalog model that does not set the key itself.
+    let too_long = client
+        .post(format!("{base}/openai/v1/chat/completions"))
+        .bearer_auth("k")
+        .header("content-type", "application/json")
+        .body(
+            serde_json::to_vec(&serde_json::json!({"model": "gpt-4o-mini", "max_completion_tokens": 60, "messages": [{"role": "user", "content": "hi"}]}))
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_long.status(), 400);
+    let anthropic = client
+        .post(format!("{base}/anthropic/v1/messages"))
+        .header("x-api-key", "k")
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json").body(serde_json::to_vec(&serde_json::json!({"model": "claude-haiku-5-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anthropic.status(), 529);
+    let gemini = client
+        .post(format!(
+            "{base}/gemini/v1beta/models/gemini-3.8-flash:generateContent"
+        ))
+        .header("x-goog-api-key", "k")
+        .header("content-type", "application/json")
+        .body(
+            serde_json::to_vec(&serde_json::json!({"contents": [{"parts": [{"text": "hi"}]}]}))
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gemini.status(), 400);
+    // A reasoning model from the catalog refuses `stop`, as OpenAI does.
+    let refused = client
+        .post(format!("{base}/openai/v1/chat/completions"))
+        .bearer_auth("k")
+        .header("content-type", "application/json").body(serde_json::to_vec(&serde_json::json!({"model": "gpt-5-mini", "messages": [{"role": "user", "content": "hi"}], "stop": ["x"]})).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: serde_json::Value = serde_json::from_slice(&refused.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "unsupported_parameter");
+    let stats = client
+        .get(format!("{base}/sim/stats"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats).unwrap();
+    assert_eq!(stats["models"]["gpt-5-nano"]["errors_by_status"]["500"], 1);
+    assert_eq!(
+        stats["models"]["claude-haiku-5-5"]["errors_by_status"]["529"],
+        1
+    );
+    assert!(stats["peak_in_flight"].as_u64().unwrap() >= 1);
+    drop(child);
+
+    for (args, expected) in [
+        (
+            vec!["--set", "gpt-5-nano.error_rate=2"],
+            "gpt-5-nano.error_rate = 2: 2 is not a fraction",
+        ),
+        (
+            vec!["--set", "gpt-5-nano.eror_rate=0.1"],
+            "unknown field `eror_rate`",
+        ),
+        (vec!["--set", "gpt-5-nano.ttft=soon"], "gpt-5-nano.ttft"),
+        (vec!["--set", "error_rate=0.1"], "names no key"),
+        (vec!["--outage", "gpt-4.1=5m..1m"], "ends before it starts"),
+        (
+            vec!["--outage", "gpt-4.1=1m..2m:200"],
+            "not an error status",
+        ),
+        (
+            vec![
+                "--config",
+                "pipelines/sim.toml",
+                "--set",
+                "default.error_rate=0.995",
+            ],
+            "at most 1",
+        ),
+    ] {
+        let out = switchyard()
+            .args(["sim-provider", "--port", "0"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}

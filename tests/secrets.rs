@@ -1,5 +1,8 @@
 //! A provider key never appears in anything a run writes: the worker's logs (at
-//! debug level, JSON and pretty), results, usage events or dead letters.
+//! debug level, JSON and pretty), results, usage events or dead letters, even when
+//! the provider quotes it back (the simulated OpenAI models refuse some calls with
+//! "Incorrect API key provided: <the key>"). One run reads the key from the
+//! environment, the other from a key file.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -34,28 +37,49 @@ async fn the_key_is_nowhere_in_logs_results_usage_or_dead_letters() {
     let catalog = switchyard_core::catalog::Catalog::load(&path("pipelines/models.toml")).unwrap();
     let mut sim_config = switchyard_sim::SimConfig::from_catalog(&catalog);
     sim_config.time_scale = 0.01;
-    // Some failures too, so error paths are logged.
-    for b in sim_config.models.values_mut() {
+    // Some failures too, so error paths are logged; the OpenAI models refuse a
+    // share of calls as if the key were invalid, quoting it in their message.
+    for (model, b) in sim_config.models.iter_mut() {
         b.error_rate = 0.2;
         b.rate_limit_rate = 0.1;
         b.retry_after = Duration::from_millis(100);
+        if model.starts_with("gpt-") {
+            b.invalid_key_rate = 0.4;
+        }
     }
     let sim = switchyard_sim::start(sim_config, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = write_process_config(dir.path(), &format!("http://{}", sim.addr()));
+    // The same pipeline, with the key in a file (as mounted secrets are, newline included).
+    let key_file = dir.path().join("sim.key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let file_config = dir.path().join("pipeline-key-file.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("api_key_env = \"SWITCHYARD_SIM_KEY\""));
+    std::fs::write(
+        &file_config,
+        text.replace(
+            "api_key_env = \"SWITCHYARD_SIM_KEY\"",
+            &format!("api_key_file = \"{}\"", key_file.display()),
+        ),
+    )
+    .unwrap();
     let pipeline = switchyard_core::config::PipelineConfig::load(&config, &[]).unwrap();
     let topics = pipeline.config.kafka.topics.clone();
     let consumer = results_consumer(&bootstrap, &topics.results.name);
 
     let mut logs = Vec::new();
-    for format in ["json", "pretty"] {
+    for (format, config) in [("json", &config), ("pretty", &file_config)] {
         let mut worker = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["run", "--config"])
-            .arg(&config)
+            .arg(config)
             .env("SWITCHYARD_BROKERS", &bootstrap)
-            .env("SWITCHYARD_SIM_KEY", KEY)
+            .env(
+                "SWITCHYARD_SIM_KEY",
+                if format == "json" { KEY } else { "" },
+            )
             .env("SWITCHYARD_LOG_FORMAT", format)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
@@ -94,6 +118,11 @@ async fn the_key_is_nowhere_in_logs_results_usage_or_dead_letters() {
         );
         logs.extend(out);
     }
+    let refused: u64 = sim.stats().models.values().map(|m| m.errors(401)).sum();
+    assert!(
+        refused >= 5,
+        "the key was refused and quoted only {refused} times"
+    );
     let logs = String::from_utf8_lossy(&logs);
     assert!(!logs.contains(KEY), "the key leaked into the worker's logs");
     assert!(
@@ -114,10 +143,18 @@ async fn the_key_is_nowhere_in_logs_results_usage_or_dead_letters() {
         )
         .unwrap();
         assert!(!all.is_empty(), "{topic} is empty");
+        let all = String::from_utf8_lossy(&all);
+        assert!(!all.contains(KEY), "the key leaked into {topic}");
         assert!(
-            !String::from_utf8_lossy(&all).contains(KEY),
-            "the key leaked into {topic}"
+            !all.contains(&KEY[8..24]),
+            "part of the key leaked into {topic}"
         );
+        if *topic == topics.results.name {
+            assert!(
+                all.contains("Incorrect API key provided: ***"),
+                "the provider's quote of the key is in the results, scrubbed"
+            );
+        }
     }
     sim.shutdown().await.unwrap();
     let _ = broker.kill();

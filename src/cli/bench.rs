@@ -3,7 +3,9 @@
 //! consume, decode, analyse, route, call, encode, publish result and usage event,
 //! commit. The broker runs in a child process (`switchyard broker`) so the CPU
 //! time measured here is the worker's alone; jobs are produced before the clock
-//! starts.
+//! starts. With `--provider-latency`, calls go over HTTP to a `sim-provider`
+//! child, which counts the HTTP requests in flight: the concurrency reported is
+//! measured at the provider, not inferred from the worker's jobs in flight.
 
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
@@ -130,6 +132,33 @@ pub(super) async fn produce_all(
     Ok(())
 }
 
+/// What the simulated provider at `base` (`http://HOST:PORT`) counted, from its
+/// `GET /sim/stats` (plain HTTP/1.0, so no client library is needed).
+async fn sim_stats(base: &str) -> anyhow::Result<switchyard_sim::SimStats> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base
+        .strip_prefix("http://")
+        .with_context(|| format!("simulator URL {base} is not http://HOST:PORT"))?;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to the simulator at {addr}"))?;
+    stream
+        .write_all(format!("GET /sim/stats HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("the simulator's answer has no body")?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "the simulator answered {}",
+        head.lines().next().unwrap_or_default()
+    );
+    serde_json::from_str(body).context("reading the simulator's stats")
+}
+
 /// Process CPU time (user + system), from /proc/self/stat.
 pub(super) fn cpu_time() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
@@ -176,6 +205,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     )?;
     pipeline.config.worker.max_in_flight = args.max_in_flight;
     pipeline.config.worker.drain_grace = Duration::from_secs(60);
+    let mut sim_url = None;
     let deployments = match args.provider_latency {
         Some(latency) => {
             let dir = tempfile::tempdir().context("temporary directory")?;
@@ -192,6 +222,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             )
             .await?;
             children.push(child);
+            sim_url = Some(url.clone());
             build_deployments_with(
                 &pipeline.config,
                 &pipeline.catalog,
@@ -280,9 +311,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     println!(
-        "peak in flight:  {} jobs",
+        "peak in flight:  {} jobs (worker)",
         engine.metrics.peak_in_flight.load(Ordering::Relaxed)
     );
+    if let Some(url) = &sim_url {
+        match sim_stats(url).await {
+            Ok(stats) => println!(
+                "HTTP in flight:  {} requests at peak, counted by the simulated provider",
+                stats.peak_in_flight
+            ),
+            Err(e) => eprintln!("Could not read the simulator's stats: {e:#}"),
+        }
+    }
     if let Some(rss) = peak_rss_mb() {
         println!("peak RSS:        {rss:.0} MB (worker process)");
     }

@@ -117,6 +117,32 @@ pub enum Tokenizer {
     Estimate,
 }
 
+/// A request parameter that some models refuse (OpenAI's reasoning models answer
+/// 400 to a non-default `temperature` or `top_p` and to any `stop`). Adapters
+/// leave refused parameters out of the request; stop sequences are then applied
+/// to the returned text instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestParam {
+    /// Sampling temperature (only the default is accepted).
+    Temperature,
+    /// Nucleus sampling (only the default is accepted).
+    TopP,
+    /// Stop sequences.
+    Stop,
+}
+
+impl RequestParam {
+    /// The name used in the catalog and in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestParam::Temperature => "temperature",
+            RequestParam::TopP => "top_p",
+            RequestParam::Stop => "stop",
+        }
+    }
+}
+
 /// One model as written in the catalog file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,6 +182,9 @@ pub struct ModelSpec {
     pub quality_source: String,
     /// Quality per category.
     pub quality: QualityScores,
+    /// Request parameters the model refuses (see [`RequestParam`]); empty for most.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsupported_params: Vec<RequestParam>,
 }
 
 impl ModelSpec {
@@ -176,6 +205,11 @@ impl ModelSpec {
     /// Expected wall time of a call writing `output` tokens, from catalog figures.
     pub fn expected_latency_ms(&self, output: u32) -> f64 {
         f64::from(self.ttft_ms) + f64::from(output) * 1000.0 / self.tokens_per_second.max(1.0)
+    }
+
+    /// Whether requests to this model may carry `param`.
+    pub fn supports(&self, param: RequestParam) -> bool {
+        !self.unsupported_params.contains(&param)
     }
 
     /// Quality for a category.
@@ -393,6 +427,7 @@ pub(crate) mod tests {
                 math: q,
                 creative: q,
             },
+            unsupported_params: Vec::new(),
         }
     }
 
@@ -477,5 +512,54 @@ creative = 0.5
             .map(|m| m.provider.as_str())
             .collect();
         assert!(providers.len() >= 5, "{providers:?}");
+        // OpenAI's reasoning models (GPT-5 family and later) refuse sampling
+        // parameters and stop sequences; the adapters must know.
+        for name in ["gpt-5-nano", "gpt-5-mini", "gpt-5.4", "gpt-6.1-sol"] {
+            let m = catalog.get(name).unwrap();
+            assert!(
+                !m.supports(RequestParam::Temperature) && !m.supports(RequestParam::Stop),
+                "{name}"
+            );
+        }
+        assert!(catalog.get("gpt-4.1").unwrap().supports(RequestParam::Stop));
+    }
+
+    #[test]
+    fn unknown_request_params_are_refused_with_the_line() {
+        let text = r#"
+[[models]]
+name = "x"
+provider = "openai"
+api = "openai"
+api_model = "x"
+tier = "small"
+input_usd_per_mtok = 1.0
+output_usd_per_mtok = 2.0
+cached_input_usd_per_mtok = 0.5
+context_window = 1000
+max_output_tokens = 100
+ttft_ms = 100
+tokens_per_second = 50
+tokenizer = "estimate"
+price_source = "p"
+quality_source = "q"
+unsupported_params = ["temperature", "seed"]
+[models.quality]
+classification = 0.5
+extraction = 0.5
+summarization = 0.5
+chat = 0.5
+code = 0.5
+reasoning = 0.5
+math = 0.5
+creative = 0.5
+"#;
+        let e = Catalog::parse(Path::new("models.toml"), text).unwrap_err();
+        assert_eq!(e.line, Some(18), "{e}");
+        assert!(e.to_string().contains("seed"), "{e}");
+        let ok = text.replace(", \"seed\"", "");
+        let c = Catalog::parse(Path::new("models.toml"), &ok).unwrap();
+        assert!(!c.get("x").unwrap().supports(RequestParam::Temperature));
+        assert!(c.get("x").unwrap().supports(RequestParam::Stop));
     }
 }

@@ -143,7 +143,8 @@ pub fn build_deployments_with(
             };
             let client =
                 HttpProvider::new(wire::for_api(spec.api), Some(&base_url), key, d.timeouts)
-                    .map_err(|p| err(p, "check base_url and the key's characters"))?;
+                    .map_err(|p| err(p, "check base_url and the key's characters"))?
+                    .with_unsupported_params(&spec.unsupported_params);
             Ok(Deployment {
                 name: d.name.clone(),
                 model: spec.name.clone(),

@@ -1,13 +1,17 @@
 //! The HTTP provider: one wire format, one endpoint, one key, one connection pool,
-//! and the three timeouts (connect, first byte, total).
+//! and the three timeouts (connect, first byte, total). Request parameters the
+//! model refuses (the catalog's `unsupported_params`) are left out of the body;
+//! stop sequences left out are applied to the answer here, as the API would have.
 
 use std::time::Instant;
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use switchyard_core::catalog::RequestParam;
 use switchyard_core::config::Timeouts;
+use switchyard_core::job::ChatRequest;
 
 use crate::secret::{ApiKey, redact};
-use crate::wire::WireFormat;
+use crate::wire::{WireFormat, cut_at_stop};
 use crate::{BoxFuture, CallRequest, Completion, Provider, ProviderError, TimeoutPhase};
 
 /// A provider reached over HTTP.
@@ -18,6 +22,7 @@ pub struct HttpProvider {
     headers: HeaderMap,
     key: Option<ApiKey>,
     timeouts: Timeouts,
+    unsupported: Vec<RequestParam>,
 }
 
 impl std::fmt::Debug for HttpProvider {
@@ -62,12 +67,48 @@ impl HttpProvider {
             headers,
             key,
             timeouts,
+            unsupported: Vec::new(),
         })
+    }
+
+    /// Leaves these parameters out of every request (the model refuses them).
+    pub fn with_unsupported_params(mut self, params: &[RequestParam]) -> Self {
+        self.unsupported = params.to_vec();
+        self
+    }
+
+    /// The request as this model accepts it, when it differs from the job's.
+    fn adapted(&self, req: &ChatRequest) -> Option<ChatRequest> {
+        let refuses = |p| self.unsupported.contains(&p);
+        let drop_temperature = req.temperature.is_some() && refuses(RequestParam::Temperature);
+        let drop_stop = !req.stop.is_empty() && refuses(RequestParam::Stop);
+        if !(drop_temperature || drop_stop) {
+            return None;
+        }
+        let mut r = req.clone();
+        if drop_temperature {
+            r.temperature = None;
+        }
+        if drop_stop {
+            r.stop.clear();
+        }
+        Some(r)
+    }
+
+    /// The JSON body sent for `call`.
+    pub fn request_body(&self, call: CallRequest<'_>) -> serde_json::Value {
+        match self.adapted(call.request) {
+            Some(request) => self.format.body(CallRequest {
+                request: &request,
+                api_model: call.api_model,
+            }),
+            None => self.format.body(call),
+        }
     }
 
     async fn call(&self, call: CallRequest<'_>) -> Result<Completion, ProviderError> {
         let started = Instant::now();
-        let body = serde_json::to_vec(&self.format.body(call))
+        let body = serde_json::to_vec(&self.request_body(call))
             .map_err(|e| ProviderError::Decode(e.to_string()))?;
         let request = self
             .client
@@ -112,6 +153,14 @@ impl HttpProvider {
                 .parse_ok(&headers, &bytes)
                 .map_err(|e| self.scrub_error(e))?;
             c.status = status;
+            let stop = &call.request.stop;
+            if !stop.is_empty()
+                && self.unsupported.contains(&RequestParam::Stop)
+                && let Some(at) = cut_at_stop(&c.content, stop)
+            {
+                c.content.truncate(at);
+                c.finish_reason = "stop".into();
+            }
             Ok(c)
         } else {
             Err(self.scrub_error(self.format.parse_error(status, &headers, &bytes)))

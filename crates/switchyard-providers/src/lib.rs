@@ -1,8 +1,9 @@
 //! Calling LLM providers: one [`Provider`] trait, HTTP adapters for the OpenAI
 //! Chat Completions, Anthropic Messages and Google Gemini generateContent wire
 //! formats (and any OpenAI-compatible endpoint), error classification that drives
-//! retries, per-deployment rate limits (RPM and TPM, governor) that learn from the
-//! provider's headers, and the retry loop with exponential backoff and full jitter.
+//! retries, per-deployment rate limits (RPM with governor, TPM with a sliding-window
+//! ledger) that learn from the provider's headers, and the retry loop with
+//! exponential backoff and full jitter.
 //!
 //! Each wire format's JSON types stay in its own module under [`wire`], apart from
 //! the domain types; the adapters' request and response mappings are pure
@@ -29,7 +30,7 @@ pub use deployment::{
 };
 pub use error::{ProviderError, TimeoutPhase};
 pub use http::HttpProvider;
-pub use limits::{DeploymentLimiter, LimitWait};
+pub use limits::{DeploymentLimiter, LimitWait, Reservation};
 pub use retry::Backoff;
 pub use secret::{ApiKey, redact};
 
@@ -53,6 +54,30 @@ pub struct RateLimitInfo {
     pub reset_requests: Option<Duration>,
     /// When the token window resets.
     pub reset_tokens: Option<Duration>,
+}
+
+impl RateLimitInfo {
+    /// How long until capacity returns, when a limit is at zero: the reset of the
+    /// exhausted limit (the later one when both are).
+    pub fn exhausted_for(&self) -> Option<Duration> {
+        let requests = self
+            .reset_requests
+            .filter(|_| self.remaining_requests == Some(0));
+        let tokens = self
+            .reset_tokens
+            .filter(|_| self.remaining_tokens == Some(0));
+        requests.max(tokens)
+    }
+
+    /// The wait a 429 without Retry-After implies: the reset of the exhausted
+    /// limit, or, when the headers do not say which limit tripped, the sooner reset.
+    pub fn retry_hint(&self) -> Option<Duration> {
+        self.exhausted_for()
+            .or_else(|| match (self.reset_requests, self.reset_tokens) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            })
+    }
 }
 
 /// A successful call.

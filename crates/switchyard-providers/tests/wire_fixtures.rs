@@ -309,3 +309,121 @@ fn refusals_are_final_and_keep_their_billing() {
         Err(ProviderError::Refused { .. })
     ));
 }
+
+#[test]
+fn anthropic_cache_writes_bill_as_input_and_reads_as_cached_input() {
+    let c = Anthropic
+        .parse_ok(
+            &no_headers(),
+            &fixture("anthropic/response_cache_write.json"),
+        )
+        .unwrap();
+    assert_eq!(
+        c.usage,
+        TokenUsage {
+            input_tokens: 14 + 1536,
+            output_tokens: 87,
+            cached_input_tokens: 2048
+        }
+    );
+    let catalog = switchyard_core::catalog::Catalog::load(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/models.toml"),
+    )
+    .unwrap();
+    let haiku = catalog.get("claude-haiku-4-5").unwrap();
+    let expected = (1550.0 * haiku.input_usd_per_mtok
+        + 87.0 * haiku.output_usd_per_mtok
+        + 2048.0 * haiku.cached_input_usd_per_mtok)
+        / 1e6;
+    assert!((haiku.cost_usd(&c.usage) - expected).abs() < 1e-12);
+    assert!(
+        haiku.cached_input_usd_per_mtok < haiku.input_usd_per_mtok,
+        "reads are billed below writes"
+    );
+}
+
+#[test]
+fn openai_429s_without_retry_after_wait_for_the_reset_headers() {
+    let w = OpenAi { compatible: false };
+    let body = fixture("openai/error_429_rate_limit.json");
+    let headers = |pairs: &[(&'static str, &str)]| {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    };
+    // Out of tokens: wait until the token window resets.
+    let h = headers(&[
+        ("x-ratelimit-remaining-requests", "499"),
+        ("x-ratelimit-reset-requests", "120ms"),
+        ("x-ratelimit-remaining-tokens", "0"),
+        ("x-ratelimit-reset-tokens", "6m0s"),
+    ]);
+    assert_eq!(
+        w.parse_error(429, &h, &body).retry_after(),
+        Some(Duration::from_secs(360))
+    );
+    // Out of requests.
+    let h = headers(&[
+        ("x-ratelimit-remaining-requests", "0"),
+        ("x-ratelimit-reset-requests", "20ms"),
+        ("x-ratelimit-remaining-tokens", "149000"),
+        ("x-ratelimit-reset-tokens", "1s"),
+    ]);
+    assert_eq!(
+        w.parse_error(429, &h, &body).retry_after(),
+        Some(Duration::from_millis(20))
+    );
+    // Neither at zero (the request was just too big): the sooner reset.
+    let h = headers(&[
+        ("x-ratelimit-reset-requests", "1s"),
+        ("x-ratelimit-reset-tokens", "1m30.5s"),
+    ]);
+    assert_eq!(
+        w.parse_error(429, &h, &body).retry_after(),
+        Some(Duration::from_secs(1))
+    );
+    // Retry-After, when given, wins; nothing at all gives no hint.
+    let mut with = h.clone();
+    with.insert("retry-after-ms", "250".parse().unwrap());
+    assert_eq!(
+        w.parse_error(429, &with, &body).retry_after(),
+        Some(Duration::from_millis(250))
+    );
+    assert_eq!(w.parse_error(429, &no_headers(), &body).retry_after(), None);
+    // The same headers on a success pause the deployment only when a limit is at zero.
+    let ok = fixture("openai/response_ok.json");
+    let h = headers(&[
+        ("x-ratelimit-remaining-requests", "0"),
+        ("x-ratelimit-reset-requests", "2s"),
+    ]);
+    let c = w.parse_ok(&h, &ok).unwrap();
+    assert_eq!(c.rate_limit.exhausted_for(), Some(Duration::from_secs(2)));
+    let h = headers(&[
+        ("x-ratelimit-remaining-requests", "3"),
+        ("x-ratelimit-reset-requests", "2s"),
+    ]);
+    assert_eq!(
+        w.parse_ok(&h, &ok).unwrap().rate_limit.exhausted_for(),
+        None
+    );
+}
+
+#[test]
+fn openai_refusals_of_unsupported_parameters_are_final() {
+    let w = OpenAi { compatible: false };
+    for name in [
+        "openai/error_400_unsupported_stop.json",
+        "openai/error_400_unsupported_temperature.json",
+    ] {
+        let e = w.parse_error(400, &no_headers(), &fixture(name));
+        assert!(
+            matches!(e, ProviderError::InvalidRequest { status: 400, .. })
+                && !e.is_retryable()
+                && !e.allows_failover(),
+            "{e}"
+        );
+        assert!(e.to_string().contains("with this model"), "{e}");
+    }
+}

@@ -93,10 +93,11 @@ pub(crate) enum Verdict {
     },
     /// Never answer.
     Hang,
-    /// Answer 200 after `delay`.
+    /// Answer 200 after `delay`; with `slow_body`, the body trickles in over that long.
     Serve {
         delay: Duration,
         invalid_json: bool,
+        slow_body: Option<Duration>,
         limits: LimitReport,
     },
 }
@@ -207,6 +208,11 @@ impl ModelState {
 
         let slow = unit(splitmix64(roll ^ 1)) < b.slow_first_byte_rate;
         let invalid_json = ask.json_mode && unit(splitmix64(roll ^ 2)) < b.invalid_json_rate;
+        let slow_body = (unit(splitmix64(roll ^ 3)) < b.slow_body_rate)
+            .then(|| scale(b.slow_body, clock.time_scale));
+        if slow_body.is_some() {
+            self.stats.slow_bodies += 1;
+        }
         let decode = Duration::try_from_secs_f64(ask.output_tokens as f64 / b.tokens_per_second)
             .unwrap_or(Duration::MAX);
         let mut delay = b.ttft.saturating_add(decode);
@@ -216,8 +222,15 @@ impl ModelState {
         Verdict::Serve {
             delay: scale(delay, clock.time_scale),
             invalid_json,
+            slow_body,
             limits,
         }
+    }
+
+    /// Counts a request refused before admission (invalid key, unsupported parameter).
+    pub(crate) fn record_refused(&mut self, status: u16) {
+        self.stats.requests += 1;
+        self.record_status(status);
     }
 
     fn report(&self, now: Instant) -> LimitReport {
@@ -295,6 +308,7 @@ mod tests {
             Verdict::Serve {
                 delay: Duration::from_millis(350),
                 invalid_json: false,
+                slow_body: None,
                 limits: LimitReport::default()
             }
         );

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchyard_core::catalog::Catalog;
+use switchyard_core::catalog::{Catalog, RequestParam};
 use switchyard_core::config::ConfigError;
 use switchyard_core::config::source::{self, ConfigSource, Invalid, KeyPath};
 
@@ -72,6 +72,8 @@ pub struct ModelBehaviour {
     /// The wait announced by injected 429s (Retry-After header, Gemini `RetryInfo.retryDelay`).
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
+    /// How 429s (injected or from `rpm`/`tpm`) say when to retry.
+    pub rate_limit_hint: RateLimitHint,
     /// Requests per (scaled) minute the simulator admits for this model, over a
     /// sliding window; beyond it, 429 with the exact wait until a slot frees.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -86,6 +88,22 @@ pub struct ModelBehaviour {
     /// Extra delay of a slow answer (to exercise first-byte timeouts).
     #[serde(with = "humantime_serde")]
     pub slow_first_byte: Duration,
+    /// Fraction of successful answers whose headers come on time but whose body
+    /// trickles in over `slow_body` (to exercise total timeouts).
+    pub slow_body_rate: f64,
+    /// How long a slow body takes to arrive, in ten pieces.
+    #[serde(with = "humantime_serde")]
+    pub slow_body: Duration,
+    /// Fraction of requests refused as if their API key were invalid: 401 (Gemini:
+    /// 400 `API_KEY_INVALID`). The OpenAI body quotes the key it was sent, in full,
+    /// as OpenAI-compatible servers do, so clients must scrub provider messages.
+    /// Decided by the request alone (not the arrival order): the same request is
+    /// always refused or always accepted.
+    pub invalid_key_rate: f64,
+    /// Request parameters the model refuses with the format's 400 (as the catalog's
+    /// `unsupported_params`): a non-default `temperature` or `top_p`, any `stop`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unsupported_params: Vec<RequestParam>,
     /// Fraction of JSON-mode requests answered 200 (and billed) with text that is not JSON.
     pub invalid_json_rate: f64,
     /// Largest answer the model accepts; asking for more gets the format's 400
@@ -106,16 +124,36 @@ impl Default for ModelBehaviour {
             overloaded_rate: 0.0,
             rate_limit_rate: 0.0,
             retry_after: Duration::from_secs(2),
+            rate_limit_hint: RateLimitHint::RetryAfter,
             rpm: None,
             tpm: None,
             hang_rate: 0.0,
             slow_first_byte_rate: 0.0,
             slow_first_byte: Duration::from_secs(10),
+            slow_body_rate: 0.0,
+            slow_body: Duration::from_secs(30),
+            invalid_key_rate: 0.0,
+            unsupported_params: Vec::new(),
             invalid_json_rate: 0.0,
             max_output_tokens: None,
             outages: Vec::new(),
         }
     }
+}
+
+/// How a 429 tells the client when to come back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitHint {
+    /// `Retry-After` (OpenAI also `retry-after-ms`; Gemini `RetryInfo.retryDelay`).
+    #[default]
+    RetryAfter,
+    /// No `Retry-After`: only the rate-limit headers, with the limit at zero and its
+    /// reset at the wait (OpenAI `x-ratelimit-*-requests`/`-tokens`, Anthropic
+    /// `anthropic-ratelimit-*`). Gemini, which has no such headers, keeps `RetryInfo`.
+    ResetHeaders,
+    /// Nothing: no `Retry-After`, no reset headers, no `RetryInfo`.
+    None,
 }
 
 /// A period during which every request for the model gets `status`.
@@ -148,6 +186,69 @@ impl SimConfig {
             fix: "pass an existing file, for example pipelines/sim.toml".into(),
         })?;
         Self::parse_at(path, &text)
+    }
+
+    /// [`SimConfig::load`] with settings (`--set`, `--outage`) applied on top of
+    /// the file. A setting on `default` reaches every model that does not set the
+    /// key itself, as if it were written in the file's `[default]` table.
+    pub fn load_with(path: &Path, settings: &[Setting]) -> Result<Self, SimError> {
+        let config = Self::load(path)?;
+        if settings.is_empty() {
+            return Ok(config);
+        }
+        // The file is valid, so it reads as a table.
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mut table: toml::Table = toml::from_str(&text).unwrap_or_default();
+        apply_settings(&mut table, settings);
+        let origin = format!("{} with the command-line settings", path.display());
+        Self::from_table(&origin, &table)
+    }
+
+    /// [`SimConfig::from_catalog`] with settings applied on top.
+    pub fn from_catalog_with(catalog: &Catalog, settings: &[Setting]) -> Result<Self, SimError> {
+        if settings.is_empty() {
+            return Ok(Self::from_catalog(catalog));
+        }
+        let mut models = toml::Table::new();
+        for m in catalog.models() {
+            let mut t = toml::Table::new();
+            t.insert("ttft".into(), format!("{}ms", m.ttft_ms).into());
+            t.insert("tokens_per_second".into(), m.tokens_per_second.into());
+            if !m.unsupported_params.is_empty() {
+                let params = m
+                    .unsupported_params
+                    .iter()
+                    .map(|p| toml::Value::from(p.as_str()))
+                    .collect::<Vec<_>>();
+                t.insert("unsupported_params".into(), params.into());
+            }
+            models.insert(m.api_model.clone(), t.into());
+        }
+        let mut table = toml::Table::new();
+        table.insert("models".into(), models.into());
+        apply_settings(&mut table, settings);
+        Self::from_table(
+            "the catalog's models with the command-line settings",
+            &table,
+        )
+    }
+
+    fn from_table(origin: &str, table: &toml::Table) -> Result<Self, SimError> {
+        let text = toml::to_string(table).map_err(|e| ConfigError {
+            origin: origin.to_owned(),
+            line: None,
+            key: "(settings)".into(),
+            problem: e.to_string(),
+            fix: "check the --set values".into(),
+        })?;
+        Self::parse_at(Path::new(origin), &text).map_err(|e| match e {
+            // Lines of the generated text mean nothing to the user.
+            SimError::Config(mut c) => {
+                c.line = None;
+                SimError::Config(c)
+            }
+            other => other,
+        })
     }
 
     /// Parses and validates config text (errors name `(sim config)` as the origin).
@@ -243,6 +344,7 @@ impl SimConfig {
                 let behaviour = ModelBehaviour {
                     ttft: Duration::from_millis(u64::from(m.ttft_ms)),
                     tokens_per_second: m.tokens_per_second,
+                    unsupported_params: m.unsupported_params.clone(),
                     ..ModelBehaviour::default()
                 };
                 (m.api_model.clone(), behaviour)
@@ -273,6 +375,8 @@ impl ModelBehaviour {
             ("rate_limit_rate", self.rate_limit_rate),
             ("hang_rate", self.hang_rate),
             ("slow_first_byte_rate", self.slow_first_byte_rate),
+            ("slow_body_rate", self.slow_body_rate),
+            ("invalid_key_rate", self.invalid_key_rate),
             ("invalid_json_rate", self.invalid_json_rate),
         ];
         for (key, rate) in rates {
@@ -346,6 +450,184 @@ impl ModelBehaviour {
             let end = start.saturating_add(scale(o.duration, time_scale));
             (start <= elapsed && elapsed < end).then_some(o.status)
         })
+    }
+}
+
+/// One command-line change to the config: `MODEL.KEY=VALUE` (`--set`), or an
+/// outage appended to a model (`--outage MODEL=START..END[:STATUS]`). `MODEL` is
+/// the id requests carry (`gpt-5.4-mini`; dots are fine, the key is what follows
+/// the last one), or `default` for the `[default]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    /// The model, or `None` for `[default]`.
+    pub model: Option<String>,
+    /// A [`ModelBehaviour`] key.
+    pub key: String,
+    /// Its new value.
+    pub value: toml::Value,
+    /// Whether the value (an array) adds to the current one instead of replacing it.
+    pub append: bool,
+}
+
+impl Setting {
+    /// Parses `MODEL.KEY=VALUE`. The value is TOML (`0.2`, `"2s"`, `["stop"]`,
+    /// `[{start = "1m", duration = "30s"}]`); text that is not TOML is taken as a
+    /// string, so `ttft=300ms` works unquoted. The key and value are checked here,
+    /// so a typo is reported with the flag that holds it.
+    pub fn parse_set(text: &str) -> Result<Self, String> {
+        let (target, value) = text.split_once('=').ok_or_else(|| {
+            format!("`{text}` is not MODEL.KEY=VALUE (for example gpt-5-nano.error_rate=0.2)")
+        })?;
+        let (model, key) = target.trim().rsplit_once('.').ok_or_else(|| {
+            format!(
+                "`{target}` names no key: write MODEL.KEY, such as gpt-5-nano.error_rate or default.ttft"
+            )
+        })?;
+        if model.is_empty() || key.is_empty() {
+            return Err(format!(
+                "`{target}` needs a model (or `default`) and a key, such as gpt-5-nano.error_rate"
+            ));
+        }
+        let value = parse_value(value.trim());
+        let setting = Setting {
+            model: (model != "default").then(|| model.to_owned()),
+            key: key.to_owned(),
+            value,
+            append: false,
+        };
+        setting.check()?;
+        Ok(setting)
+    }
+
+    /// Parses `MODEL=START..END[:STATUS]` (humantime durations after server start,
+    /// scaled like the file's outages; status 503 unless given).
+    pub fn parse_outage(text: &str) -> Result<Self, String> {
+        let usage = "write MODEL=START..END or MODEL=START..END:STATUS, such as claude-haiku-5-5=2m..3m:529";
+        let (model, span) = text
+            .split_once('=')
+            .ok_or_else(|| format!("`{text}` is not an outage: {usage}"))?;
+        let (span, status) = match span.rsplit_once(':') {
+            Some((span, status)) => {
+                let status: u16 = status.trim().parse().map_err(|_| {
+                    format!("`{status}` is not an HTTP status in `{text}`: {usage}")
+                })?;
+                (span, status)
+            }
+            None => (span, 503),
+        };
+        let (start, end) = span
+            .split_once("..")
+            .ok_or_else(|| format!("`{span}` is not START..END in `{text}`: {usage}"))?;
+        let duration = |d: &str| {
+            humantime::parse_duration(d.trim()).map_err(|e| {
+                format!(
+                    "`{}` is not a duration in `{text}` ({e}): {usage}",
+                    d.trim()
+                )
+            })
+        };
+        let (start, end) = (duration(start)?, duration(end)?);
+        if end <= start {
+            return Err(format!(
+                "the outage in `{text}` ends before it starts: END must come after START"
+            ));
+        }
+        if model.trim().is_empty() {
+            return Err(format!("`{text}` names no model: {usage}"));
+        }
+        let mut outage = toml::Table::new();
+        outage.insert(
+            "start".into(),
+            humantime::format_duration(start).to_string().into(),
+        );
+        outage.insert(
+            "duration".into(),
+            humantime::format_duration(end - start).to_string().into(),
+        );
+        outage.insert("status".into(), i64::from(status).into());
+        let model = model.trim();
+        let setting = Setting {
+            model: (model != "default").then(|| model.to_owned()),
+            key: "outages".into(),
+            value: toml::Value::Array(vec![outage.into()]),
+            append: true,
+        };
+        setting.check()?;
+        Ok(setting)
+    }
+
+    /// Checks the key and value alone, on top of the built-in defaults.
+    fn check(&self) -> Result<(), String> {
+        let mut t = toml::Table::new();
+        t.insert(self.key.clone(), self.value.clone());
+        let flag = |problem: &str| {
+            format!(
+                "{}.{} = {}: {problem}",
+                self.model.as_deref().unwrap_or("default"),
+                self.key,
+                self.value
+            )
+        };
+        let behaviour: ModelBehaviour = toml::Value::Table(t)
+            .try_into()
+            .map_err(|e: toml::de::Error| flag(e.message()))?;
+        behaviour
+            .validate(&KeyPath::root().key(&self.key))
+            .map_err(|e| flag(&format!("{}; {}", e.problem, e.fix)))
+    }
+}
+
+impl std::str::FromStr for Setting {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse_set(s)
+    }
+}
+
+/// A TOML value, or the text as a string when it is not one.
+fn parse_value(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
+}
+
+/// Writes the settings into a config table, in order: later ones win, and
+/// `--outage` adds to the outages the model has (its own, else `[default]`'s).
+fn apply_settings(table: &mut toml::Table, settings: &[Setting]) {
+    fn child<'t>(table: &'t mut toml::Table, key: &str) -> &'t mut toml::Table {
+        let entry = table
+            .entry(key.to_owned())
+            .or_insert_with(|| toml::Table::new().into());
+        if !entry.is_table() {
+            *entry = toml::Table::new().into();
+        }
+        match entry {
+            toml::Value::Table(t) => t,
+            _ => unreachable!("replaced by a table above"),
+        }
+    }
+    for s in settings {
+        let inherited = child(table, "default").get(&s.key).cloned();
+        let target = match &s.model {
+            None => child(table, "default"),
+            Some(model) => child(child(table, "models"), model),
+        };
+        let value = match (&s.value, s.append) {
+            (toml::Value::Array(added), true) => {
+                let mut all = target
+                    .get(&s.key)
+                    .or(inherited.as_ref())
+                    .and_then(toml::Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                all.extend(added.iter().cloned());
+                toml::Value::Array(all)
+            }
+            (v, _) => v.clone(),
+        };
+        target.insert(s.key.clone(), value);
     }
 }
 
@@ -425,10 +707,140 @@ mod tests {
     }
 
     #[test]
+    fn settings_name_a_model_and_a_key() {
+        let s = Setting::parse_set("gpt-5.4-mini.error_rate=0.2").unwrap();
+        assert_eq!(
+            (s.model.as_deref(), s.key.as_str(), s.value.as_float()),
+            (Some("gpt-5.4-mini"), "error_rate", Some(0.2))
+        );
+        let s = Setting::parse_set("default.ttft=300ms").unwrap();
+        assert_eq!((s.model, s.value.as_str()), (None, Some("300ms")));
+        let s = Setting::parse_set("m.unsupported_params=[\"stop\"]").unwrap();
+        assert!(s.value.is_array());
+        let s = Setting::parse_set("m.rate_limit_hint=none").unwrap();
+        assert_eq!(s.value.as_str(), Some("none"));
+        let s = Setting::parse_outage("claude-haiku-5-5=2m..3m30s:529").unwrap();
+        assert_eq!((s.key.as_str(), s.append), ("outages", true));
+        let err = |text: &str| Setting::parse_set(text).unwrap_err();
+        assert!(err("gpt-5-nano.error_rat=0.2").contains("unknown field `error_rat`"));
+        let e = err("gpt-5-nano.error_rate=1.5");
+        assert!(
+            e.contains("gpt-5-nano.error_rate = 1.5") && e.contains("not a fraction"),
+            "{e}"
+        );
+        assert!(err("m.ttft=soon").contains("m.ttft"));
+        assert!(err("m.rpm=many").contains("m.rpm"));
+        assert!(err("m.rate_limit_hint=sometimes").contains("unknown variant"));
+        assert!(err("gpt-5-nano").contains("MODEL.KEY=VALUE"));
+        assert!(err("error_rate=0.1").contains("names no key"));
+        let oerr = |text: &str| Setting::parse_outage(text).unwrap_err();
+        assert!(oerr("m=3m..2m").contains("ends before it starts"));
+        assert!(oerr("m=1m-2m").contains("START..END"));
+        assert!(oerr("m=1m..2m:abc").contains("HTTP status"));
+        assert!(oerr("m=1m..2m:200").contains("not an error status"));
+        assert!(oerr("m=soon..2m").contains("not a duration"));
+    }
+
+    #[test]
+    fn settings_apply_over_the_file_as_if_written_there() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/sim.toml");
+        let file = SimConfig::load(&path).unwrap();
+        let settings = [
+            Setting::parse_set("default.hang_rate=0.05").unwrap(),
+            Setting::parse_set("gpt-5-nano.error_rate=0.3").unwrap(),
+            Setting::parse_set("gpt-5-nano.ttft=2s").unwrap(),
+            Setting::parse_set("brand-new.rpm=7").unwrap(),
+            Setting::parse_outage("gpt-4.1=10s..20s").unwrap(),
+            Setting::parse_outage("gpt-4.1=1m..2m:529").unwrap(),
+        ];
+        let c = SimConfig::load_with(&path, &settings).unwrap();
+        let nano = c.behaviour("gpt-5-nano");
+        assert_eq!((nano.error_rate, nano.ttft), (0.3, Duration::from_secs(2)));
+        assert_eq!(
+            nano.hang_rate, 0.05,
+            "[default] reaches models without the key"
+        );
+        assert_eq!(
+            nano.tokens_per_second,
+            file.behaviour("gpt-5-nano").tokens_per_second,
+            "the rest is the file's"
+        );
+        assert_eq!(c.behaviour("brand-new").rpm, Some(7));
+        assert_eq!(
+            c.behaviour("brand-new").error_rate,
+            file.default.error_rate,
+            "a new model inherits [default]"
+        );
+        let outages = &c.behaviour("gpt-4.1").outages;
+        assert_eq!(outages.len(), 2);
+        assert_eq!(
+            (outages[1].start, outages[1].duration, outages[1].status),
+            (Duration::from_secs(60), Duration::from_secs(60), 529)
+        );
+        // Combined with the file, rates may add up to too much: named, without a line.
+        let err = SimConfig::load_with(
+            &path,
+            &[Setting::parse_set("default.error_rate=0.995").unwrap()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("at most 1") && err.contains("command-line settings"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn settings_apply_over_the_catalog_too() {
+        let catalog = Catalog::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/models.toml"),
+        )
+        .unwrap();
+        let plain = SimConfig::from_catalog(&catalog);
+        assert_eq!(
+            plain.behaviour("gpt-5-nano").unsupported_params,
+            vec![
+                RequestParam::Temperature,
+                RequestParam::TopP,
+                RequestParam::Stop
+            ],
+            "the catalog's refused parameters are refused here too"
+        );
+        let c = SimConfig::from_catalog_with(
+            &catalog,
+            &[
+                Setting::parse_set("default.error_rate=0.1").unwrap(),
+                Setting::parse_set("claude-haiku-5-5.ttft=5s").unwrap(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.behaviour("gpt-5-nano").error_rate, 0.1);
+        assert_eq!(
+            c.behaviour("gpt-5-nano").unsupported_params,
+            plain.behaviour("gpt-5-nano").unsupported_params
+        );
+        assert_eq!(c.behaviour("gpt-4.1").ttft, plain.behaviour("gpt-4.1").ttft);
+        assert_eq!(c.behaviour("claude-haiku-5-5").ttft, Duration::from_secs(5));
+    }
+
+    #[test]
     fn the_example_file_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/sim.toml");
         let c = SimConfig::load(&path).unwrap();
         assert!(c.models.len() >= 20, "{} models", c.models.len());
         assert!(c.models.values().any(|m| !m.outages.is_empty()));
+        // Models the catalog says refuse parameters refuse them here too.
+        let catalog = Catalog::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/models.toml"),
+        )
+        .unwrap();
+        for m in catalog.models() {
+            assert_eq!(
+                c.behaviour(&m.api_model).unsupported_params,
+                m.unsupported_params,
+                "{}: unsupported_params differ between models.toml and sim.toml",
+                m.api_model
+            );
+        }
     }
 }

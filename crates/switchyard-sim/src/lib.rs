@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 
 use switchyard_core::config::ConfigError;
 
-pub use config::{ModelBehaviour, Outage, RATE_WINDOW, SimConfig};
+pub use config::{ModelBehaviour, Outage, RATE_WINDOW, RateLimitHint, Setting, SimConfig};
 pub use in_process::InProcessProvider;
 pub use server::{SimHandle, serve_until, start};
 pub use stats::{ModelStats, SimStats};

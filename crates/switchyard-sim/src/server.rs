@@ -4,6 +4,8 @@
 //! that owns the task; [`serve_until`] runs it in place until a shutdown future
 //! resolves (the CLI). Shutdown is prompt: requests still waiting (hanging or
 //! simulating latency) are answered 503 at once, then the server closes.
+//! `GET /sim/stats` answers [`SimStats`] as JSON, for clients in another process
+//! (the `bench` command reads the peak of HTTP requests in flight there).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,9 +17,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::{HeaderMap, Method, Uri};
-use axum::response::Response;
-use axum::routing::post;
+use axum::http::{HeaderMap, Method, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use parking_lot::Mutex;
 use switchyard_core::catalog::Api;
 use switchyard_core::config::ConfigError;
@@ -30,7 +32,7 @@ use tracing::debug;
 use crate::admission::{Ask, Clock, LimitReport, ModelState, Verdict};
 use crate::config::SimConfig;
 use crate::stats::SimStats;
-use crate::synthesis::{Fnv, ReplyStyle, reply_for};
+use crate::synthesis::{Fnv, ReplyStyle, reply_for, splitmix64, unit};
 use crate::wire::{Context, Format, Problem};
 use crate::{Result, SimError};
 
@@ -171,8 +173,30 @@ struct SimState {
     started: Instant,
     models: Mutex<HashMap<String, ModelState>>,
     invalid_requests: AtomicU64,
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
     shutdown: watch::Receiver<bool>,
 }
+
+/// Counts one HTTP request in flight for as long as it lives.
+struct InFlight(Arc<SimState>);
+
+impl InFlight {
+    fn enter(state: &Arc<SimState>) -> Self {
+        let now = state.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        state.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        Self(Arc::clone(state))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Salt of the roll deciding `invalid_key_rate`.
+const INVALID_KEY_ROLL: u64 = 0x6b65_795f_726f_6c6c;
 
 impl SimState {
     fn new(config: SimConfig) -> (Arc<Self>, watch::Sender<bool>) {
@@ -182,6 +206,8 @@ impl SimState {
             started: Instant::now(),
             models: Mutex::new(HashMap::new()),
             invalid_requests: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            peak_in_flight: AtomicU64::new(0),
             shutdown: rx,
         };
         (Arc::new(state), tx)
@@ -206,6 +232,8 @@ impl SimState {
             models,
             invalid_requests: self.invalid_requests.load(Ordering::Relaxed),
             total_output_tokens,
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            peak_in_flight: self.peak_in_flight.load(Ordering::Relaxed),
         }
     }
 
@@ -245,13 +273,14 @@ impl SimState {
 
     /// One request, from authentication to the answer.
     async fn handle(
-        &self,
+        self: &Arc<Self>,
         format: Format,
         path_model: Option<&str>,
         headers: &HeaderMap,
         query: Option<&str>,
         body: &[u8],
     ) -> Response {
+        let in_flight = InFlight::enter(self);
         let mut hash = Fnv::new();
         hash.write(&self.config.seed.to_le_bytes());
         hash.write(format.name().as_bytes());
@@ -277,7 +306,20 @@ impl SimState {
                 );
             }
         };
-        let limit = self.config.behaviour(&parsed.model).max_output_tokens;
+        let behaviour = self.config.behaviour(&parsed.model);
+        if behaviour.invalid_key_rate > 0.0
+            && unit(splitmix64(request_hash ^ INVALID_KEY_ROLL)) < behaviour.invalid_key_rate
+        {
+            let problem = Problem::InvalidKey {
+                presented: format.presented_key(headers, query),
+            };
+            return self.refuse_for_model(format, &parsed.model, request_hash, &problem);
+        }
+        if let Some(problem) = parsed.refused(&behaviour.unsupported_params) {
+            return self.refuse_for_model(format, &parsed.model, request_hash, &problem);
+        }
+        let hint = behaviour.rate_limit_hint;
+        let limit = behaviour.max_output_tokens;
         if let (Some(limit), Some(asked)) = (limit, parsed.max_tokens)
             && asked > limit
         {
@@ -330,6 +372,7 @@ impl SimState {
             Verdict::Serve {
                 delay,
                 invalid_json,
+                slow_body,
                 limits,
             } => {
                 let ctx = Context {
@@ -349,7 +392,11 @@ impl SimState {
                     );
                 }
                 self.with_model(model, |m| m.record_success(&usage, invalid_json));
-                return format.success(&ctx, &reply);
+                let answer = format.success(&ctx, &reply);
+                return match slow_body {
+                    Some(over) => self.trickle(answer, over, in_flight).await,
+                    None => answer,
+                };
             }
             Verdict::Hang => {
                 self.wait(None).await;
@@ -370,6 +417,7 @@ impl SimState {
                     limit,
                     used,
                     requested,
+                    hint,
                 },
                 limits,
             ),
@@ -383,6 +431,7 @@ impl SimState {
                     limit: 0,
                     used: 0,
                     requested: 1,
+                    hint,
                 },
                 limits,
             ),
@@ -400,6 +449,66 @@ impl SimState {
         )
     }
 
+    /// Refuses a well-formed request for `model` before admission (a key it does
+    /// not know, a parameter it does not take), counted under the model.
+    fn refuse_for_model(
+        &self,
+        format: Format,
+        model: &str,
+        request_hash: u64,
+        problem: &Problem,
+    ) -> Response {
+        let status = format.status_of(problem);
+        let sequence = self.with_model(model, |m| {
+            m.record_refused(status);
+            m.stats().requests
+        });
+        format.failure(
+            &Context {
+                model,
+                request_id: format!("{request_hash:016x}{sequence:08x}"),
+                limits: LimitReport::default(),
+            },
+            problem,
+        )
+    }
+
+    /// Sends `answer`'s headers now and its body in ten pieces spread over `over`
+    /// (all at once if the server begins shutting down). The request stays in
+    /// flight until the last piece is out.
+    async fn trickle(&self, answer: Response, over: Duration, in_flight: InFlight) -> Response {
+        let (mut parts, body) = answer.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+            return Response::from_parts(parts, axum::body::Body::empty());
+        };
+        parts.headers.remove(header::CONTENT_LENGTH);
+        const PIECES: usize = 10;
+        let size = bytes.len().div_ceil(PIECES).max(1);
+        let pieces: Vec<Bytes> = (0..bytes.len())
+            .step_by(size)
+            .map(|at| bytes.slice(at..(at + size).min(bytes.len())))
+            .collect();
+        let gap = over / u32::try_from(pieces.len().max(1)).unwrap_or(1);
+        let shutdown = self.shutdown.clone();
+        let stream = futures::stream::unfold(
+            (pieces.into_iter(), shutdown, in_flight),
+            move |(mut pieces, mut shutdown, in_flight)| async move {
+                let piece = pieces.next()?;
+                if !*shutdown.borrow() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(gap) => {}
+                        _ = shutdown.wait_for(|stopping| *stopping) => {}
+                    }
+                }
+                Some((
+                    Ok::<_, std::convert::Infallible>(piece),
+                    (pieces, shutdown, in_flight),
+                ))
+            },
+        );
+        Response::from_parts(parts, axum::body::Body::from_stream(stream))
+    }
+
     fn answer_problem(&self, format: Format, ctx: &Context<'_>, problem: &Problem) -> Response {
         let status = format.status_of(problem);
         self.with_model(ctx.model, |m| m.record_status(status));
@@ -412,9 +521,14 @@ fn router(state: Arc<SimState>) -> Router {
         .route("/openai/v1/chat/completions", post(openai))
         .route("/anthropic/v1/messages", post(anthropic))
         .route("/gemini/v1beta/models/{target}", post(gemini))
+        .route("/sim/stats", get(stats))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+async fn stats(State(state): State<Arc<SimState>>) -> Response {
+    axum::Json(state.stats()).into_response()
 }
 
 async fn openai(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Response {

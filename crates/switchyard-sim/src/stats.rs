@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use switchyard_core::result::TokenUsage;
 
 /// A snapshot of everything the simulator answered since it started.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SimStats {
     /// Per model id (as the request carried it).
     pub models: BTreeMap<String, ModelStats>,
@@ -17,6 +17,12 @@ pub struct SimStats {
     pub invalid_requests: u64,
     /// Output tokens billed over all models.
     pub total_output_tokens: u64,
+    /// HTTP requests being handled right now (waiting out their latency, hanging,
+    /// or sending a slow body).
+    pub in_flight: u64,
+    /// Most HTTP requests handled at once since the start: the concurrency clients
+    /// really achieved.
+    pub peak_in_flight: u64,
 }
 
 impl SimStats {
@@ -27,7 +33,7 @@ impl SimStats {
 }
 
 /// Counters of one model.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelStats {
     /// Well-formed requests received.
     pub requests: u64,
@@ -39,6 +45,8 @@ pub struct ModelStats {
     pub hangs: u64,
     /// Successful answers deliberately not valid JSON although JSON was asked for.
     pub invalid_json: u64,
+    /// Successful answers whose body was sent slowly (`slow_body_rate`).
+    pub slow_bodies: u64,
     /// Tokens billed by the successful answers.
     pub usage: TokenUsage,
     /// Most requests that arrived within any one (scaled) 60 s window, whatever

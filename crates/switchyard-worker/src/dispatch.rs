@@ -96,11 +96,16 @@ pub(crate) async fn run(
                 attempts.push(skipped("circuit open".into()));
                 break;
             }
-            if let Err(wait) = dep.limiter.acquire(reserve_tokens, deadline).await {
-                engine.health.record(entry.deployment, CallOutcome::Neutral);
-                attempts.push(skipped(wait.to_string()));
-                break;
-            }
+            let reservation = match dep.limiter.acquire(reserve_tokens, deadline).await {
+                Ok(r) => r,
+                Err(refused) => {
+                    // Past the deadline, or larger than the deployment's token limit:
+                    // the next deployment in the chain may take it.
+                    engine.health.record(entry.deployment, CallOutcome::Neutral);
+                    attempts.push(skipped(refused.to_string()));
+                    break;
+                }
+            };
             tries += 1;
             let started = Instant::now();
             let outcome = match deadline {
@@ -117,7 +122,7 @@ pub(crate) async fn run(
             let latency_ms = latency.as_millis() as u64;
             match outcome {
                 Ok(c) => {
-                    dep.limiter.correct(reserve_tokens, c.usage.total());
+                    dep.limiter.correct(reservation, c.usage.total());
                     dep.limiter.observe(&c.rate_limit);
                     let expected = spec.expected_latency_ms(
                         u32::try_from(c.usage.output_tokens).unwrap_or(u32::MAX),
@@ -181,15 +186,19 @@ pub(crate) async fn run(
                         CallOutcome::Neutral
                     };
                     log_circuit(&dep.name, engine.health.record(entry.deployment, health));
-                    if let ProviderError::RateLimited {
-                        retry_after: Some(wait),
-                        ..
-                    } = &e
-                    {
-                        dep.limiter.pause_for(*wait);
+                    if let ProviderError::RateLimited { retry_after, .. } = &e {
+                        // The whole deployment slows down: for the time the provider
+                        // asked, or with backoff when it gave no hint.
+                        let pause = dep.limiter.throttled(*retry_after);
+                        debug!(deployment = %dep.name, ?pause, hinted = retry_after.is_some(), "Rate limited; pausing the deployment.");
                     }
                     let billed = e.billed();
-                    dep.limiter.correct(reserve_tokens, billed.total());
+                    // A readable response settles the reservation; after a timeout,
+                    // a lost connection or an unreadable answer the provider may
+                    // have counted the call, so the reservation stands.
+                    if e.status().is_some() && !matches!(e, ProviderError::Decode(_)) {
+                        dep.limiter.correct(reservation, billed.total());
+                    }
                     attempts.push(Attempt {
                         deployment: dep.name.clone(),
                         provider: dep.provider.clone(),

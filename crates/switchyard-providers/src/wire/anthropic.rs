@@ -4,6 +4,8 @@
 //! so JSON output is asked for in the system prompt and checked by the worker.
 //! `usage.input_tokens` excludes cache reads, reported in `cache_read_input_tokens`.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
@@ -172,21 +174,169 @@ impl WireFormat for Anthropic {
         if status == 400 && kind == "billing_error" || status == 402 {
             return ProviderError::QuotaExhausted { status, message };
         }
-        ProviderError::from_status(status, message, retry_after(headers))
+        // Without Retry-After, a 429's anthropic-ratelimit-*-reset headers say when
+        // capacity returns.
+        let hint = retry_after(headers).or_else(|| {
+            (status == 429).then(|| rate_limit_info(headers, Utc::now()).retry_hint())?
+        });
+        ProviderError::from_status(status, message, hint)
     }
 }
 
 /// Anthropic's `anthropic-ratelimit-*` headers; resets are RFC 3339 instants.
+/// Tokens are limited three ways (`tokens`, `input-tokens`, `output-tokens`); the
+/// most constraining one is reported: an exhausted limit (the one that resets
+/// last, if several are), else the one with the fewest tokens left.
 pub fn rate_limit_info(headers: &HeaderMap, now: DateTime<Utc>) -> RateLimitInfo {
     let until = |name: &str| {
         header_str(headers, name)
             .and_then(|v| DateTime::parse_from_rfc3339(v.trim()).ok())
             .map(|t| (t.with_timezone(&Utc) - now).to_std().unwrap_or_default())
     };
+    let scope = |name: &str| {
+        (
+            header_u64(headers, &format!("anthropic-ratelimit-{name}-remaining")),
+            until(&format!("anthropic-ratelimit-{name}-reset")),
+        )
+    };
+    let (remaining_requests, reset_requests) = scope("requests");
+    let tokens = ["tokens", "input-tokens", "output-tokens"]
+        .map(scope)
+        .into_iter()
+        .filter(|(remaining, reset)| remaining.is_some() || reset.is_some());
+    let (remaining_tokens, reset_tokens) = tokens
+        .max_by_key(|(remaining, reset)| {
+            (
+                *remaining == Some(0),
+                if *remaining == Some(0) {
+                    reset.unwrap_or_default()
+                } else {
+                    Duration::ZERO
+                },
+                std::cmp::Reverse(remaining.unwrap_or(u64::MAX)),
+            )
+        })
+        .unwrap_or_default();
     RateLimitInfo {
-        remaining_requests: header_u64(headers, "anthropic-ratelimit-requests-remaining"),
-        remaining_tokens: header_u64(headers, "anthropic-ratelimit-tokens-remaining"),
-        reset_requests: until("anthropic-ratelimit-requests-reset"),
-        reset_tokens: until("anthropic-ratelimit-tokens-reset"),
+        remaining_requests,
+        remaining_tokens,
+        reset_requests,
+        reset_tokens,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_most_constraining_token_limit_is_reported() {
+        let h = headers(&[
+            ("anthropic-ratelimit-requests-remaining", "49"),
+            ("anthropic-ratelimit-requests-reset", "2026-11-25T10:00:01Z"),
+            ("anthropic-ratelimit-tokens-remaining", "12000"),
+            ("anthropic-ratelimit-tokens-reset", "2026-11-25T10:00:30Z"),
+            ("anthropic-ratelimit-input-tokens-remaining", "40000"),
+            (
+                "anthropic-ratelimit-input-tokens-reset",
+                "2026-11-25T10:00:05Z",
+            ),
+            ("anthropic-ratelimit-output-tokens-remaining", "0"),
+            (
+                "anthropic-ratelimit-output-tokens-reset",
+                "2026-11-25T10:00:12Z",
+            ),
+        ]);
+        let info = rate_limit_info(&h, now());
+        assert_eq!(info.remaining_requests, Some(49));
+        assert_eq!(info.reset_requests, Some(Duration::from_secs(1)));
+        assert_eq!(
+            info.remaining_tokens,
+            Some(0),
+            "output tokens are exhausted"
+        );
+        assert_eq!(info.reset_tokens, Some(Duration::from_secs(12)));
+        assert_eq!(info.exhausted_for(), Some(Duration::from_secs(12)));
+
+        let h = headers(&[
+            ("anthropic-ratelimit-tokens-remaining", "12000"),
+            ("anthropic-ratelimit-tokens-reset", "2026-11-25T10:00:30Z"),
+            ("anthropic-ratelimit-input-tokens-remaining", "900"),
+            (
+                "anthropic-ratelimit-input-tokens-reset",
+                "2026-11-25T10:00:05.500Z",
+            ),
+        ]);
+        let info = rate_limit_info(&h, now());
+        assert_eq!(info.remaining_tokens, Some(900));
+        assert_eq!(info.reset_tokens, Some(Duration::from_millis(5_500)));
+        assert_eq!(info.exhausted_for(), None, "nothing is at zero");
+        assert_eq!(info.retry_hint(), Some(Duration::from_millis(5_500)));
+        // A reset in the past means now.
+        let h = headers(&[
+            ("anthropic-ratelimit-requests-remaining", "0"),
+            ("anthropic-ratelimit-requests-reset", "2026-11-25T09:59:00Z"),
+        ]);
+        assert_eq!(
+            rate_limit_info(&h, now()).exhausted_for(),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            rate_limit_info(&HeaderMap::new(), now()),
+            RateLimitInfo::default()
+        );
+    }
+
+    #[test]
+    fn a_429_without_retry_after_waits_for_the_reset_headers() {
+        let body = br#"{"type":"error","error":{"type":"rate_limit_error","message":"Number of request tokens has exceeded your per-minute rate limit"}}"#;
+        let in_20s = (Utc::now() + chrono::Duration::seconds(20))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let h = headers(&[
+            ("anthropic-ratelimit-input-tokens-remaining", "0"),
+            ("anthropic-ratelimit-input-tokens-reset", &in_20s),
+            ("anthropic-ratelimit-requests-remaining", "10"),
+        ]);
+        let e = Anthropic.parse_error(429, &h, body);
+        let wait = e.retry_after().unwrap();
+        assert!(
+            wait > Duration::from_secs(18) && wait <= Duration::from_secs(20),
+            "{wait:?}"
+        );
+        let mut with_retry_after = h.clone();
+        with_retry_after.insert("retry-after", "3".parse().unwrap());
+        assert_eq!(
+            Anthropic
+                .parse_error(429, &with_retry_after, body)
+                .retry_after(),
+            Some(Duration::from_secs(3)),
+            "Retry-After wins"
+        );
+        assert_eq!(
+            Anthropic
+                .parse_error(429, &HeaderMap::new(), body)
+                .retry_after(),
+            None
+        );
+        assert_eq!(
+            Anthropic.parse_error(529, &h, b"{}").retry_after(),
+            None,
+            "reset headers are about rate limits, not overload"
+        );
     }
 }

@@ -70,6 +70,15 @@ pub(crate) fn system_with_json(req: &ChatRequest, needs_instruction: bool) -> Op
     })
 }
 
+/// Where the text must end for the first stop sequence it contains (the API
+/// stops before the sequence and leaves it out), if it contains one.
+pub fn cut_at_stop(text: &str, stop: &[String]) -> Option<usize> {
+    stop.iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+}
+
 /// Parses Go-style durations used by OpenAI's reset headers: `1s`, `6m0s`, `120ms`, `1h2m3.5s`.
 pub fn parse_go_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -177,6 +186,19 @@ mod tests {
         assert_eq!(parse_go_duration("47s"), Some(Duration::from_secs(47)));
         assert_eq!(parse_go_duration("2"), Some(Duration::from_secs(2)));
         assert_eq!(parse_go_duration("soon"), None);
+    }
+
+    #[test]
+    fn stop_sequences_cut_at_the_first_match() {
+        let stop = vec!["\n\n".to_owned(), "END".to_owned(), String::new()];
+        assert_eq!(cut_at_stop("a b\n\nc END", &stop), Some(3));
+        assert_eq!(cut_at_stop("a END b\n\n", &stop), Some(2));
+        assert_eq!(cut_at_stop("no match", &stop), None);
+        assert_eq!(
+            cut_at_stop("é END", &["END".to_owned()]),
+            Some(3),
+            "byte offset"
+        );
     }
 
     #[test]

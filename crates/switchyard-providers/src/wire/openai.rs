@@ -200,7 +200,10 @@ impl WireFormat for OpenAi {
         if status == 429 && code.as_deref() == Some("insufficient_quota") {
             return ProviderError::QuotaExhausted { status, message };
         }
-        ProviderError::from_status(status, message, retry_after(headers))
+        // Without Retry-After, a 429's x-ratelimit-reset-* headers say when capacity returns.
+        let hint = retry_after(headers)
+            .or_else(|| (status == 429).then(|| rate_limit_info(headers).retry_hint())?);
+        ProviderError::from_status(status, message, hint)
     }
 }
 

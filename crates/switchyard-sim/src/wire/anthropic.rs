@@ -15,7 +15,10 @@ use super::{
     Context, Parsed, Problem, ceil_secs, finish_names, json_object, positive_u32, put,
     text_content, unknown_key,
 };
+use switchyard_core::catalog::RequestParam;
+
 use crate::admission::LimitScope;
+use crate::config::RateLimitHint;
 use crate::synthesis::Reply;
 
 /// Request fields the API knows; anything else is refused as the API does.
@@ -149,6 +152,9 @@ pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Problem> {
         messages,
         max_tokens: Some(max_tokens),
         json_mode,
+        temperature: req.get("temperature").and_then(Value::as_f64),
+        top_p: req.get("top_p").and_then(Value::as_f64),
+        stop: req.get("stop_sequences").is_some_and(|v| !v.is_null()),
     })
 }
 
@@ -182,14 +188,54 @@ pub(crate) fn failure(ctx: &Context<'_>, status: u16, problem: &Problem) -> (Hea
             "authentication_error",
             "x-api-key header is required".to_owned(),
         ),
+        Problem::InvalidKey { .. } => ("authentication_error", "invalid x-api-key".to_owned()),
+        Problem::Unsupported { param, .. } => {
+            let field = match param {
+                RequestParam::Stop => "stop_sequences",
+                other => other.as_str(),
+            };
+            (
+                "invalid_request_error",
+                format!("{field}: is not supported by this model"),
+            )
+        }
         Problem::NotFound { message } => ("not_found_error", message.clone()),
         Problem::RateLimited {
             retry_after,
             scope,
             limit,
+            hint,
             ..
         } => {
-            put(&mut headers, "retry-after", ceil_secs(*retry_after));
+            match hint {
+                RateLimitHint::RetryAfter => {
+                    put(&mut headers, "retry-after", ceil_secs(*retry_after));
+                }
+                RateLimitHint::ResetHeaders => {
+                    let (remaining, reset) = match scope {
+                        Some(LimitScope::Tokens) => (
+                            "anthropic-ratelimit-input-tokens-remaining",
+                            "anthropic-ratelimit-input-tokens-reset",
+                        ),
+                        _ => (
+                            "anthropic-ratelimit-requests-remaining",
+                            "anthropic-ratelimit-requests-reset",
+                        ),
+                    };
+                    put(&mut headers, remaining, 0);
+                    put(&mut headers, reset, rfc3339_after(Utc::now(), *retry_after));
+                }
+                RateLimitHint::None => {
+                    for name in [
+                        "anthropic-ratelimit-requests-reset",
+                        "anthropic-ratelimit-tokens-reset",
+                        "anthropic-ratelimit-input-tokens-reset",
+                        "anthropic-ratelimit-output-tokens-reset",
+                    ] {
+                        headers.remove(name);
+                    }
+                }
+            }
             let message = match scope {
                 Some(LimitScope::Requests) => format!(
                     "This request would exceed the rate limit for your organization of {limit} requests per minute. Please wait before retrying."

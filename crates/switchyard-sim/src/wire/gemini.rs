@@ -11,7 +11,10 @@ use switchyard_core::job::Role;
 use super::{
     Context, Parsed, Problem, finish_names, json_object, proto_duration, put, text_content,
 };
+use switchyard_core::catalog::RequestParam;
+
 use crate::admission::LimitScope;
+use crate::config::RateLimitHint;
 use crate::synthesis::Reply;
 
 /// Top-level request fields (camelCase), per `GenerateContentRequest`.
@@ -188,6 +191,9 @@ pub(crate) fn parse(model: &str, body: &[u8]) -> Result<Parsed, Problem> {
         messages,
         max_tokens,
         json_mode,
+        temperature: config.get("temperature").and_then(Value::as_f64),
+        top_p: config.get("topP").and_then(Value::as_f64),
+        stop: config.get("stopSequences").is_some_and(|v| !v.is_null()),
     })
 }
 
@@ -265,7 +271,22 @@ pub(crate) fn failure(ctx: &Context<'_>, status: u16, problem: &Problem) -> (Hea
             });
             (message.clone(), details)
         }
-        Problem::MissingKey => (
+        Problem::Unsupported { param, .. } => {
+            let field = match param {
+                RequestParam::Temperature => "temperature",
+                RequestParam::TopP => "top_p",
+                RequestParam::Stop => "stop_sequences",
+            };
+            let message = format!(
+                "* GenerateContentRequest.generation_config.{field}: is not supported by this model.\n"
+            );
+            let details = vec![json!({
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{"field": format!("generation_config.{field}"), "description": message}],
+            })];
+            (message, Some(details))
+        }
+        Problem::MissingKey | Problem::InvalidKey { .. } => (
             API_KEY_MESSAGE.to_owned(),
             Some(vec![
                 json!({
@@ -278,12 +299,12 @@ pub(crate) fn failure(ctx: &Context<'_>, status: u16, problem: &Problem) -> (Hea
             ]),
         ),
         Problem::NotFound { message } => (message.clone(), None),
-        Problem::RateLimited { retry_after, scope, .. } => {
+        Problem::RateLimited { retry_after, scope, hint, .. } => {
             let (metric, quota_id) = match scope {
                 Some(LimitScope::Tokens) => ("generate_content_input_token_count", "GenerateContentInputTokensPerModelPerMinute"),
                 _ => ("generate_content_requests", "GenerateRequestsPerMinutePerProjectPerModel"),
             };
-            let details = vec![
+            let mut details = vec![
                 json!({
                     "@type": "type.googleapis.com/google.rpc.Help",
                     "links": [{"description": "Learn more about Gemini API quotas", "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}],
@@ -296,8 +317,10 @@ pub(crate) fn failure(ctx: &Context<'_>, status: u16, problem: &Problem) -> (Hea
                         "quotaDimensions": {"location": "global", "model": ctx.model},
                     }],
                 }),
-                json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": proto_duration(*retry_after)}),
             ];
+            if *hint != RateLimitHint::None {
+                details.push(json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": proto_duration(*retry_after)}));
+            }
             (
                 "You exceeded your current quota, please check your plan and billing details. For more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.".to_owned(),
                 Some(details),

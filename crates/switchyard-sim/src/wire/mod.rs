@@ -15,7 +15,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use switchyard_core::job::Role;
 
+use switchyard_core::catalog::RequestParam;
+
 use crate::admission::{LimitReport, LimitScope};
+use crate::config::RateLimitHint;
 use crate::synthesis::{FinishReason, Reply};
 
 /// Which API a route speaks.
@@ -42,6 +45,35 @@ pub(crate) struct Parsed {
     pub max_tokens: Option<u32>,
     /// Whether a JSON object was asked for.
     pub json_mode: bool,
+    /// Sampling temperature, when sent.
+    pub temperature: Option<f64>,
+    /// Nucleus sampling, when sent.
+    pub top_p: Option<f64>,
+    /// Whether stop sequences were sent.
+    pub stop: bool,
+}
+
+impl Parsed {
+    /// The first parameter sent that the model refuses, with its value for the
+    /// sampling ones (their default, 1, is accepted), in the API's checking order.
+    pub(crate) fn refused(&self, unsupported: &[RequestParam]) -> Option<Problem> {
+        let sent_non_default = |v: Option<f64>| v.filter(|x| (*x - 1.0).abs() > f64::EPSILON);
+        [
+            RequestParam::Temperature,
+            RequestParam::TopP,
+            RequestParam::Stop,
+        ]
+        .into_iter()
+        .filter(|p| unsupported.contains(p))
+        .find_map(|param| {
+            let value = match param {
+                RequestParam::Temperature => Some(sent_non_default(self.temperature)?),
+                RequestParam::TopP => Some(sent_non_default(self.top_p)?),
+                RequestParam::Stop => self.stop.then_some(None)?,
+            };
+            Some(Problem::Unsupported { param, value })
+        })
+    }
 }
 
 /// Why a request gets an error answer; each format turns it into its own body.
@@ -54,6 +86,15 @@ pub(crate) enum Problem {
     },
     /// No API key (401; Gemini answers 400 `API_KEY_INVALID`).
     MissingKey,
+    /// A key the provider does not know (401; Gemini 400 `API_KEY_INVALID`). OpenAI
+    /// quotes it in the message.
+    InvalidKey { presented: String },
+    /// A parameter the model refuses (400): a non-default sampling `value`, or any
+    /// stop sequence (`value` none).
+    Unsupported {
+        param: RequestParam,
+        value: Option<f64>,
+    },
     /// 404: unknown route or action.
     NotFound { message: String },
     /// 429 from the limiter (`scope` set) or injected (`scope` none).
@@ -63,6 +104,7 @@ pub(crate) enum Problem {
         limit: u64,
         used: u64,
         requested: u64,
+        hint: RateLimitHint,
     },
     /// Injected 500.
     Internal,
@@ -122,6 +164,24 @@ impl Format {
         }
     }
 
+    /// The key the request presented (for error messages that quote it).
+    pub(crate) fn presented_key(self, headers: &HeaderMap, query: Option<&str>) -> String {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let key = match self {
+            Format::OpenAi => header("authorization").and_then(|v| v.strip_prefix("Bearer ")),
+            Format::Anthropic => header("x-api-key"),
+            Format::Gemini => header("x-goog-api-key")
+                .or_else(|| query?.split('&').find_map(|pair| pair.strip_prefix("key="))),
+        };
+        key.unwrap_or_default().trim().to_owned()
+    }
+
     /// Reads a request body; `path_model` is the model named in the URL (Gemini).
     pub(crate) fn parse(self, path_model: Option<&str>, body: &[u8]) -> Result<Parsed, Problem> {
         match self {
@@ -134,8 +194,8 @@ impl Format {
     /// HTTP status of a problem in this format.
     pub(crate) fn status_of(self, problem: &Problem) -> u16 {
         match problem {
-            Problem::BadRequest { .. } => 400,
-            Problem::MissingKey => {
+            Problem::BadRequest { .. } | Problem::Unsupported { .. } => 400,
+            Problem::MissingKey | Problem::InvalidKey { .. } => {
                 if self == Format::Gemini {
                     400
                 } else {

@@ -15,6 +15,7 @@ use super::{
     positive_u32, put, text_content, unknown_key,
 };
 use crate::admission::LimitScope;
+use crate::config::RateLimitHint;
 use crate::synthesis::Reply;
 
 /// Request fields the API knows; anything else is refused as the API does.
@@ -165,6 +166,9 @@ pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Problem> {
         messages,
         max_tokens,
         json_mode,
+        temperature: req.get("temperature").and_then(Value::as_f64),
+        top_p: req.get("top_p").and_then(Value::as_f64),
+        stop: req.get("stop").is_some_and(|v| !v.is_null()),
     })
 }
 
@@ -216,14 +220,53 @@ pub(crate) fn failure(ctx: &Context<'_>, status: u16, problem: &Problem) -> (Hea
             Some("invalid_api_key"),
         ),
         Problem::NotFound { message } => (message.clone(), "invalid_request_error", None, None),
-        Problem::RateLimited { retry_after, scope, limit, used, requested } => {
-            put(&mut headers, "retry-after", ceil_secs(*retry_after));
-            put(&mut headers, "retry-after-ms", ceil_millis(*retry_after));
+        Problem::InvalidKey { presented } => (
+            format!("Incorrect API key provided: {presented}. You can find your API key at https://platform.openai.com/account/api-keys."),
+            "invalid_request_error",
+            None,
+            Some("invalid_api_key"),
+        ),
+        Problem::Unsupported { param, value } => {
+            let name = param.as_str();
+            match value {
+                Some(v) => (
+                    format!("Unsupported value: '{name}' does not support {v} with this model. Only the default (1) value is supported."),
+                    "invalid_request_error",
+                    Some(name),
+                    Some("unsupported_value"),
+                ),
+                None => (
+                    format!("Unsupported parameter: '{name}' is not supported with this model."),
+                    "invalid_request_error",
+                    Some(name),
+                    Some("unsupported_parameter"),
+                ),
+            }
+        }
+        Problem::RateLimited { retry_after, scope, limit, used, requested, hint } => {
             let wait = go_duration(*retry_after);
             let (kind, what) = match scope {
                 Some(LimitScope::Tokens) => ("tokens", "tokens per min (TPM)"),
                 _ => ("requests", "requests per min (RPM)"),
             };
+            match hint {
+                RateLimitHint::RetryAfter => {
+                    put(&mut headers, "retry-after", ceil_secs(*retry_after));
+                    put(&mut headers, "retry-after-ms", ceil_millis(*retry_after));
+                }
+                RateLimitHint::ResetHeaders => {
+                    let (remaining, reset) = match kind {
+                        "tokens" => ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+                        _ => ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+                    };
+                    put(&mut headers, remaining, 0);
+                    put(&mut headers, reset, &wait);
+                }
+                RateLimitHint::None => {
+                    headers.remove("x-ratelimit-reset-requests");
+                    headers.remove("x-ratelimit-reset-tokens");
+                }
+            }
             let message = match scope {
                 Some(_) => format!(
                     "Rate limit reached for {} in organization org-switchyard-sim on {what}: Limit {limit}, Used {used}, Requested {requested}. Please try again in {wait}. Visit https://platform.openai.com/account/rate-limits to learn more.",
