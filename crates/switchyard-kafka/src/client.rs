@@ -29,7 +29,12 @@ pub fn consumer_config(
         .set("fetch.wait.max.ms", "100")
         .set("enable.partition.eof", "false")
         // Prefetch at most 16 MB: jobs wait in Kafka, not in the worker's memory.
-        .set("queued.max.messages.kbytes", "16384");
+        .set("queued.max.messages.kbytes", "16384")
+        // librdkafka postpones a partition's next fetch by this much once the
+        // prefetch bound is reached (1 s by default): a worker that drains its
+        // queue would then sit idle. With 20 ms it refetches as soon as there is
+        // room (19k to 30k jobs/s in `switchyard bench`).
+        .set("fetch.queue.backoff.ms", "20");
     apply_overrides(&mut c, kafka);
     c
 }
