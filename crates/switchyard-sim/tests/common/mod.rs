@@ -208,3 +208,14 @@ pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// A model that answers at once and always behaves as `f` sets.
+pub fn always(f: impl FnOnce(&mut ModelBehaviour)) -> ModelBehaviour {
+    let mut b = ModelBehaviour {
+        ttft: Duration::ZERO,
+        tokens_per_second: 1e6,
+        ..ModelBehaviour::default()
+    };
+    f(&mut b);
+    b
+}
