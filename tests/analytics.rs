@@ -146,8 +146,54 @@ async fn clickhouse_sums_equal_catalog_prices_per_org_node_and_both_stores_repor
         let (a, b) = (pq.report(&q).await.unwrap(), ch.report(&q).await.unwrap());
         assert_reports_agree(&a, &b);
     }
+    // Windows cut both stores alike: one around the run holds it all, one
+    // before it holds nothing.
+    let now = chrono::Utc::now();
+    for (since, until, all) in [
+        (
+            now - chrono::Duration::hours(1),
+            now + chrono::Duration::hours(1),
+            true,
+        ),
+        (
+            now - chrono::Duration::days(3),
+            now - chrono::Duration::days(2),
+            false,
+        ),
+    ] {
+        let q = ReportQuery {
+            by: vec![Dimension::Team, Dimension::Day],
+            since: Some(since),
+            until: Some(until),
+        };
+        let (a, b) = (pq.report(&q).await.unwrap(), ch.report(&q).await.unwrap());
+        assert_reports_agree(&a, &b);
+        assert_eq!(
+            a.total.attempts,
+            if all { events } else { 0 },
+            "{since}..{until}"
+        );
+    }
+
+    // The baseline is the same tokens at the flagship's list prices.
     let total = pq.report(&query(vec![Dimension::Org])).await.unwrap().total;
     assert_eq!(total.jobs, results.len() as u64);
+    let flagship = stack
+        .catalog()
+        .get(&stack.pipeline.config.routing.baseline_model)
+        .unwrap();
+    let baseline: f64 = results
+        .iter()
+        .flat_map(|r| &r.attempts)
+        .filter(|a| a.usage.total() > 0)
+        .map(|a| flagship.cost_usd(&a.usage))
+        .sum();
+    assert!(
+        (total.baseline_cost_usd - baseline).abs() < 0.005,
+        "baseline ${} vs ${baseline} from the catalog",
+        total.baseline_cost_usd
+    );
+    assert!((total.savings_usd() - (baseline - total.cost_usd)).abs() < 0.005);
     assert!(
         total.savings_pct() > 50.0,
         "routing saves against the flagship: {total:?}"
@@ -399,6 +445,93 @@ async fn a_sink_stopped_while_clickhouse_is_down_exits_and_commits_nothing_click
     let seen = python("read_parquet.py", &[parquet.to_str().unwrap()]);
     assert_eq!(seen["pyarrow"]["rows"].as_u64().unwrap(), events);
     stack.stop().await.unwrap();
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_with_usage_upgrades_to_per_insert_rollups_with_every_sum_kept() {
+    use switchyard_analytics::block::ClickHouseRows;
+    use switchyard_analytics::sinks::clickhouse::migrate::{migrate, migrate_to};
+    use switchyard_analytics::{ClickHouseSink, UsageRow};
+
+    let db = TestDb::new().await;
+    let config = ClickHouseConfig::new(&db.url, &db.name);
+    let topic = "switchyard.usage";
+    let rows = |from: u64, n: u64| -> Vec<UsageRow> {
+        (from..from + n)
+            .map(|i| {
+                let e = switchyard_analytics::sample::event(i);
+                UsageRow::from_event(e, topic, (i % 3) as i32, i as i64)
+            })
+            .collect()
+    };
+    // A database at migration 0002, holding rows a sink of that time inserted.
+    assert_eq!(migrate_to(&config, 2).await.unwrap(), vec![1, 2]);
+    let before = rows(0, 500);
+    let mut insert = config
+        .client()
+        .insert::<UsageRow>("usage_events")
+        .await
+        .unwrap();
+    for r in &before {
+        insert.write(r).await.unwrap();
+    }
+    insert.end().await.unwrap();
+
+    // The upgrade: the materialized failed cost reads on old rows, and the
+    // offsets table is filled from them.
+    assert_eq!(migrate(&config).await.unwrap(), vec![3]);
+    let max_offsets = db
+        .sql("SELECT kafka_partition, max(max_offset) FROM usage_offsets GROUP BY kafka_partition ORDER BY kafka_partition")
+        .await;
+    assert_eq!(
+        max_offsets,
+        vec![
+            vec!["0".to_owned(), "498".to_owned()],
+            vec!["1".to_owned(), "499".to_owned()],
+            vec!["2".to_owned(), "497".to_owned()],
+        ]
+    );
+
+    // A sink of this version starts from there and adds the rest.
+    let after = rows(500, 700);
+    let mut sink = ClickHouseSink::connect(config.clone(), topic)
+        .await
+        .unwrap();
+    let all: Vec<UsageRow> = before.iter().chain(&after).cloned().collect();
+    // Re-delivered old rows are skipped by offset; only the new ones go in.
+    let outcome = sink
+        .write(&ClickHouseRows::from_rows(&all[400..], topic))
+        .await
+        .unwrap();
+    assert_eq!((outcome.inserted, outcome.skipped), (700, 100));
+
+    let cost: f64 = all.iter().map(|r| r.cost_usd).sum();
+    let failed: f64 = all
+        .iter()
+        .filter(|r| r.outcome != "succeeded")
+        .map(|r| r.cost_usd)
+        .sum();
+    assert!(failed > 0.0, "the sample has failed attempts");
+    for table in ["usage_events", "usage_daily", "usage_hourly"] {
+        let attempts = if table == "usage_events" {
+            "count()"
+        } else {
+            "sum(attempts)"
+        };
+        let got = db
+            .sql(&format!(
+                "SELECT {attempts}, sum(cost_usd), sum(failed_cost_usd) FROM {table}"
+            ))
+            .await;
+        assert_eq!(got[0][0], all.len().to_string(), "{table}");
+        let (c, f): (f64, f64) = (got[0][1].parse().unwrap(), got[0][2].parse().unwrap());
+        assert!((c - cost).abs() < 1e-6, "{table}: ${c} vs ${cost}");
+        assert!(
+            (f - failed).abs() < 1e-6,
+            "{table}: failed ${f} vs ${failed}"
+        );
+    }
     db.drop_database().await;
 }
 

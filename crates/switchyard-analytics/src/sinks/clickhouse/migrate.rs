@@ -64,6 +64,12 @@ pub fn statements(sql: &str) -> Vec<String> {
 /// Creates the database if needed and applies the missing migrations. Returns
 /// the versions applied now.
 pub async fn migrate(config: &ClickHouseConfig) -> Result<Vec<u32>> {
+    migrate_to(config, u32::MAX).await
+}
+
+/// As [`migrate`], stopping after version `last` (tests of upgrades start a
+/// database at an earlier version).
+pub async fn migrate_to(config: &ClickHouseConfig, last: u32) -> Result<Vec<u32>> {
     let server = config.server_client();
     run(
         config,
@@ -88,7 +94,7 @@ pub async fn migrate(config: &ClickHouseConfig) -> Result<Vec<u32>> {
     )
     .await?;
     let mut now = Vec::new();
-    for m in MIGRATIONS {
+    for m in MIGRATIONS.iter().filter(|m| m.version <= last) {
         if applied.contains(&m.version) {
             continue;
         }
