@@ -128,14 +128,15 @@ async fn a_worker_dropped_mid_run_loses_no_job() {
     stack.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drain_finishes_the_jobs_in_flight_and_commits_them() {
-    let (stack, config, _) = stack_with_jobs("drain", Duration::from_secs(60)).await;
-    let bootstrap = stack.broker.bootstrap().to_owned();
-    let topics = config.kafka.topics.clone();
+/// Runs a worker until it has jobs in flight, asks it to stop, and returns
+/// what its drain reported.
+async fn drain_with_jobs_in_flight(
+    stack: &Stack,
+    config: &PipelineConfig,
+) -> switchyard_worker::RunReport {
     let engine = Arc::new(stack.new_engine().unwrap());
     let stop = CancellationToken::new();
-    let worker = spawn_worker(engine.clone(), &config, stop.clone());
+    let worker = spawn_worker(engine.clone(), config, stop.clone());
     assert!(
         eventually(Duration::from_secs(60), || engine.metrics.finished() >= 20
             && engine.metrics.in_flight.load(Ordering::Relaxed) >= 10)
@@ -143,7 +144,15 @@ async fn a_drain_finishes_the_jobs_in_flight_and_commits_them() {
         "no jobs in flight"
     );
     stop.cancel();
-    let report = worker.await.unwrap().unwrap();
+    worker.await.unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_finishes_the_jobs_in_flight_and_commits_them() {
+    let (stack, config, _) = stack_with_jobs("drain", Duration::from_secs(60)).await;
+    let bootstrap = stack.broker.bootstrap().to_owned();
+    let topics = config.kafka.topics.clone();
+    let report = drain_with_jobs_in_flight(&stack, &config).await;
     assert_eq!(report.abandoned, 0, "every job in flight finished");
     assert!(
         report.received < 300,
@@ -171,17 +180,7 @@ async fn jobs_still_running_when_the_grace_period_ends_stay_uncommitted() {
     let (stack, config, ids) = stack_with_jobs("grace", Duration::from_millis(1)).await;
     let bootstrap = stack.broker.bootstrap().to_owned();
     let topics = config.kafka.topics.clone();
-    let engine = Arc::new(stack.new_engine().unwrap());
-    let stop = CancellationToken::new();
-    let worker = spawn_worker(engine.clone(), &config, stop.clone());
-    assert!(
-        eventually(Duration::from_secs(60), || engine.metrics.finished() >= 20
-            && engine.metrics.in_flight.load(Ordering::Relaxed) >= 10)
-        .await,
-        "no jobs in flight"
-    );
-    stop.cancel();
-    let report = worker.await.unwrap().unwrap();
+    let report = drain_with_jobs_in_flight(&stack, &config).await;
     assert!(report.abandoned > 0, "nothing was cut by the grace period");
     let left = assert_commits_cover_only_finished(&bootstrap, &config);
     let results = result_counts(&bootstrap, &topics.results);

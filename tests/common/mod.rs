@@ -275,37 +275,34 @@ pub fn read_dead_letters(bootstrap: &str, topic: &str) -> Vec<DeadLetter> {
 /// Number of messages on a topic.
 pub fn topic_size(bootstrap: &str, topic: &str) -> usize {
     let mut n = 0;
+    scan_all(bootstrap, topic, |_| n += 1);
+    n
+}
+
+/// Calls `visit` with every message on `topic` now.
+fn scan_all(bootstrap: &str, topic: &str, visit: impl FnMut(switchyard_kafka::Scanned<'_>)) {
     scan_to_end(
         &kafka_config(bootstrap),
         topic,
         ScanFrom::Beginning,
         &Default::default(),
         Duration::from_secs(30),
-        |_| n += 1,
+        visit,
     )
     .unwrap();
-    n
 }
 
 /// Where each keyed message of a topic sits: key (as text) → (partition, offset).
 pub fn positions_by_key(bootstrap: &str, topic: &str) -> HashMap<String, (i32, i64)> {
     let mut out = HashMap::new();
-    scan_to_end(
-        &kafka_config(bootstrap),
-        topic,
-        ScanFrom::Beginning,
-        &Default::default(),
-        Duration::from_secs(30),
-        |m| {
-            if let Some(k) = m.key {
-                out.insert(
-                    String::from_utf8_lossy(k).into_owned(),
-                    (m.partition, m.offset),
-                );
-            }
-        },
-    )
-    .unwrap();
+    scan_all(bootstrap, topic, |m| {
+        if let Some(k) = m.key {
+            out.insert(
+                String::from_utf8_lossy(k).into_owned(),
+                (m.partition, m.offset),
+            );
+        }
+    });
     out
 }
 
@@ -313,18 +310,10 @@ pub fn positions_by_key(bootstrap: &str, topic: &str) -> HashMap<String, (i32, i
 pub fn result_counts(bootstrap: &str, topic: &TopicConfig) -> HashMap<String, usize> {
     let codec = Codec::for_topic(topic);
     let mut out = HashMap::new();
-    scan_to_end(
-        &kafka_config(bootstrap),
-        &topic.name,
-        ScanFrom::Beginning,
-        &Default::default(),
-        Duration::from_secs(30),
-        |m| {
-            let r: JobResult = codec.decode(m.payload).unwrap();
-            *out.entry(r.job_id).or_insert(0) += 1;
-        },
-    )
-    .unwrap();
+    scan_all(bootstrap, &topic.name, |m| {
+        let r: JobResult = codec.decode(m.payload).unwrap();
+        *out.entry(r.job_id).or_insert(0) += 1;
+    });
     out
 }
 

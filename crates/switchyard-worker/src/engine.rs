@@ -272,23 +272,11 @@ impl Engine {
             }
         };
         let nodes = &policy.budget_nodes;
-        let budget = match self.budget_verdict(nodes, None, now) {
-            BudgetVerdict::Proceed(state) => state,
-            BudgetVerdict::Hold { reason, .. } => {
-                return Outcome::Held {
-                    reason: format!("{reason}; held for approval"),
-                };
-            }
-            BudgetVerdict::Reject { reason, .. } => {
-                let routing = unrouted(policy, &reason);
-                return self.refuse(
-                    job,
-                    routing,
-                    started,
-                    JobStatus::Rejected,
-                    "budget_exhausted",
-                    reason,
-                );
+        let budget = match BudgetStop::of(self.budget_verdict(nodes, None, now)) {
+            Ok(state) => state,
+            Err(stop) => {
+                let routing = unrouted(policy, stop.reason());
+                return self.budget_stopped(stop, job, routing, started);
             }
         };
         let route = |budget: BudgetState| {
@@ -324,8 +312,8 @@ impl Engine {
         // reject or hold.
         if !nodes.is_empty() {
             let estimate = decision.chain.first().map(|e| e.estimated_cost_usd);
-            match self.budget_verdict(nodes, estimate, now) {
-                BudgetVerdict::Proceed(state @ BudgetState::NearLimit { .. })
+            match BudgetStop::of(self.budget_verdict(nodes, estimate, now)) {
+                Ok(state @ BudgetState::NearLimit { .. })
                     if matches!(budget, BudgetState::Normal { .. }) =>
                 {
                     decision = match route(state) {
@@ -346,22 +334,10 @@ impl Engine {
                         }
                     };
                 }
-                BudgetVerdict::Proceed(_) => {}
-                BudgetVerdict::Hold { reason, .. } => {
-                    return Outcome::Held {
-                        reason: format!("{reason}; held for approval"),
-                    };
-                }
-                BudgetVerdict::Reject { reason, .. } => {
-                    let routing = unrouted(policy, &reason);
-                    return self.refuse(
-                        job,
-                        routing,
-                        started,
-                        JobStatus::Rejected,
-                        "budget_exhausted",
-                        reason,
-                    );
+                Ok(_) => {}
+                Err(stop) => {
+                    let routing = unrouted(policy, stop.reason());
+                    return self.budget_stopped(stop, job, routing, started);
                 }
             }
         }
@@ -464,6 +440,29 @@ impl Engine {
 
     /// A result for a job that was not routed, carrying the decision as far as it
     /// went (strategy, category, complexity, need; no chosen model; why).
+    /// The outcome of a budget policy that holds or rejects the job.
+    fn budget_stopped(
+        &self,
+        stop: BudgetStop,
+        job: Job,
+        routing: RoutingSummary,
+        started: tokio::time::Instant,
+    ) -> Outcome {
+        match stop {
+            BudgetStop::Hold(reason) => Outcome::Held {
+                reason: format!("{reason}; held for approval"),
+            },
+            BudgetStop::Reject(reason) => self.refuse(
+                job,
+                routing,
+                started,
+                JobStatus::Rejected,
+                "budget_exhausted",
+                reason,
+            ),
+        }
+    }
+
     fn refuse(
         &self,
         job: Job,
@@ -533,4 +532,27 @@ impl RecentIds {
 /// Now, at millisecond precision (what Avro timestamps carry).
 pub fn now_ms() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(3)
+}
+
+/// A budget policy that stops a job: it is held for approval or rejected.
+enum BudgetStop {
+    Hold(String),
+    Reject(String),
+}
+
+impl BudgetStop {
+    /// The state to route in, or why the job stops here.
+    fn of(verdict: BudgetVerdict) -> Result<BudgetState, BudgetStop> {
+        match verdict {
+            BudgetVerdict::Proceed(state) => Ok(state),
+            BudgetVerdict::Hold { reason, .. } => Err(BudgetStop::Hold(reason)),
+            BudgetVerdict::Reject { reason, .. } => Err(BudgetStop::Reject(reason)),
+        }
+    }
+
+    fn reason(&self) -> &str {
+        match self {
+            BudgetStop::Hold(r) | BudgetStop::Reject(r) => r,
+        }
+    }
 }
