@@ -155,6 +155,34 @@ impl BudgetLedger {
         })
     }
 
+    /// Checks the routed job's estimate against the budgets and reserves it, in
+    /// one step: jobs deciding at the same moment cannot all pass on the same
+    /// headroom. A job that does not fit what is left is refused even where the
+    /// policy is to downgrade (the downgrade was the earlier [`Self::verdict`]'s
+    /// chance); otherwise the policies act as in [`Self::verdict`].
+    pub fn reserve_checked(
+        &mut self,
+        nodes: &[String],
+        estimate_usd: f64,
+        now: DateTime<Utc>,
+    ) -> Result<Reservation, BudgetVerdict> {
+        match self.verdict(nodes, Some(estimate_usd), now) {
+            BudgetVerdict::Proceed(BudgetState::NearLimit { headroom_usd })
+                if estimate_usd > headroom_usd =>
+            {
+                Err(BudgetVerdict::Reject {
+                    node: nodes.first().cloned().unwrap_or_default(),
+                    reason: format!(
+                        "the job's estimated ${estimate_usd:.6} no longer fits the ${:.6} left in its budgets",
+                        headroom_usd.max(0.0)
+                    ),
+                })
+            }
+            BudgetVerdict::Proceed(_) => Ok(self.reserve(nodes, estimate_usd)),
+            stop => Err(stop),
+        }
+    }
+
     /// Reserves an estimated cost on the nodes.
     pub fn reserve(&mut self, nodes: &[String], amount_usd: f64) -> Reservation {
         let nodes: Vec<String> = nodes
@@ -396,6 +424,26 @@ path = "acme/bu/t/p"
                 }
                 let committed = l.spent("acme/bu") + l.reserved("acme/bu");
                 prop_assert!(committed <= 10.0 + 1e-9, "committed {committed}");
+            }
+        }
+    }
+
+    #[test]
+    fn checked_reservations_never_pass_together_on_the_same_headroom() {
+        for action in ["reject", "hold", "downgrade"] {
+            let (org, nodes) = single(action);
+            let mut ledger = BudgetLedger::new(&org, now());
+            // Jobs of $30 against $100: three fit, the fourth finds the
+            // headroom taken by the others' reservations (none settled yet).
+            let passed = (0..4)
+                .filter(|_| ledger.reserve_checked(&nodes, 30.0, now()).is_ok())
+                .count();
+            assert_eq!(passed, 3, "{action}");
+            assert!(ledger.reserved(&nodes[0]) <= 100.0, "{action}");
+            let refused = ledger.reserve_checked(&nodes, 30.0, now()).unwrap_err();
+            match action {
+                "hold" => assert!(matches!(refused, BudgetVerdict::Hold { .. })),
+                _ => assert!(matches!(refused, BudgetVerdict::Reject { .. }), "{action}"),
             }
         }
     }

@@ -341,10 +341,25 @@ impl Engine {
                 }
             }
         }
-        let reservation = self.ledger.lock().ok().map(|mut l| {
-            let estimate = decision.chain.first().map_or(0.0, |e| e.estimated_cost_usd);
-            l.reserve(&policy.budget_nodes, estimate)
-        });
+        // The estimate is checked and reserved under one lock, so that jobs
+        // deciding at once cannot all pass on the same headroom.
+        let estimate = decision.chain.first().map_or(0.0, |e| e.estimated_cost_usd);
+        let reserved = self
+            .ledger
+            .lock()
+            .ok()
+            .map(|mut l| l.reserve_checked(nodes, estimate, now));
+        let reservation = match reserved {
+            Some(Ok(r)) => Some(r),
+            Some(Err(verdict)) => match BudgetStop::of(verdict) {
+                Err(stop) => {
+                    let routing = unrouted(policy, stop.reason());
+                    return self.budget_stopped(stop, job, routing, started);
+                }
+                Ok(_) => None,
+            },
+            None => None,
+        };
         let Dispatched {
             attempts,
             completion,

@@ -144,47 +144,44 @@ impl Publisher {
     async fn publish(&self, outcome: &Outcome, incoming: &Incoming) -> bool {
         match outcome {
             Outcome::Finished { result, usage } => {
+                // The billed attempts are published whatever becomes of the
+                // result, so that their cost reaches analytics and budgets.
                 let mut sends = Vec::with_capacity(usage.len() + 1);
-                let encoded = usage
-                    .iter()
-                    .map(|event| {
-                        self.usage
-                            .1
-                            .encode(event)
-                            .map(|bytes| (self.usage.0.as_str(), event.job_id.as_bytes(), bytes))
-                            .map_err(|e| (self.usage.0.as_str(), e))
-                    })
-                    .chain(std::iter::once(
-                        self.results
-                            .1
-                            .encode(result.as_ref())
-                            .map(|bytes| (self.results.0.as_str(), result.job_id.as_bytes(), bytes))
-                            .map_err(|e| (self.results.0.as_str(), e)),
-                    ));
-                for e in encoded {
-                    match e {
-                        Ok(send) => sends.push(send),
-                        Err((topic, e)) => {
-                            // Publishing part of the outcome would end the job
-                            // without a result (or without its cost): the job
-                            // goes to the dead-letter topic instead, whole.
-                            let reason = format!(
-                                "the job ran (status {}, cost ${:.6}) but its outcome does not fit the schema of `{topic}`: {e}; fix the schema or the topic's encoding and replay this message",
-                                result.status.as_str(),
-                                result.cost_usd
-                            );
-                            error!(job_id = %result.job_id, topic, error = %e, "Outcome does not fit its schema; dead-lettering the job.");
-                            return self
-                                .dead_letter(incoming, "unencodable_outcome", &reason)
-                                .await;
+                for event in usage {
+                    match self.usage.1.encode(event) {
+                        Ok(bytes) => {
+                            sends.push((self.usage.0.as_str(), event.job_id.as_bytes(), bytes))
+                        }
+                        Err(e) => {
+                            error!(job_id = %event.job_id, event_id = %event.event_id, cost_usd = event.cost_usd, input_tokens = event.usage.input_tokens, output_tokens = event.usage.output_tokens, error = %e, "Usage event does not fit the usage topic's schema; its cost is only in this log line.");
                         }
                     }
                 }
+                let delivered = match self.results.1.encode(result.as_ref()) {
+                    Ok(bytes) => {
+                        sends.push((self.results.0.as_str(), result.job_id.as_bytes(), bytes));
+                        true
+                    }
+                    Err(e) => {
+                        // A job without a result would look lost: it goes to
+                        // the dead-letter topic, saying what it already cost.
+                        let reason = format!(
+                            "the job ran (status {}, cost ${:.6}, billed attempts on `{}`) but its result does not fit the schema of `{}`: {e}; fix the schema or the topic's encoding; replaying this message runs the job again",
+                            result.status.as_str(),
+                            result.cost_usd,
+                            self.usage.0,
+                            self.results.0
+                        );
+                        error!(job_id = %result.job_id, error = %e, "Result does not fit its schema; dead-lettering the job.");
+                        self.dead_letter(incoming, "unencodable_outcome", &reason)
+                            .await
+                    }
+                };
                 let all = futures::future::join_all(
                     sends.iter().map(|(t, k, v)| self.send(t, k, v, None)),
                 )
                 .await;
-                all.into_iter().all(|ok| ok)
+                delivered && all.into_iter().all(|ok| ok)
             }
             Outcome::Held { reason } => {
                 let headers = OwnedHeaders::new().insert(Header {
