@@ -49,6 +49,43 @@ fn validate_accepts_the_shipped_configs() {
 }
 
 #[test]
+fn kafka_secrets_come_from_named_variables_and_only_for_secret_properties() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(demo_config())
+        .unwrap()
+        .replace(
+            "catalog = \"models.toml\"",
+            &format!("catalog = \"{}\"", path("pipelines/models.toml").display()),
+        )
+        .replace(
+            "org = \"org.toml\"",
+            &format!("org = \"{}\"", path("pipelines/org.toml").display()),
+        );
+    let with = |section: &str| {
+        let file = dir.path().join("kafka.toml");
+        std::fs::write(&file, format!("{base}\n{section}\n")).unwrap();
+        switchyard(&["validate", file.to_str().unwrap()], None)
+    };
+    // A secret property from a variable that is not set: valid, with a warning.
+    let out = with("[kafka.client_secret_env]\n\"sasl.password\" = \"SWITCHYARD_TEST_UNSET_SASL\"");
+    assert_eq!(out.status.code(), Some(0));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("`sasl.password` reads its value from SWITCHYARD_TEST_UNSET_SASL"),
+        "{said}"
+    );
+    // A misspelt one is refused at its line, before any client sees it.
+    let out = with("[kafka.client_secret_env]\n\"sasl.pasword\" = \"KAFKA_SASL_PASSWORD\"");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`sasl.pasword` is not one of librdkafka's secret properties"),
+        "{err}"
+    );
+    assert!(err.contains("fix: use one of sasl.password"), "{err}");
+}
+
+#[test]
 fn a_bad_config_names_file_line_key_and_fix_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(demo_config())

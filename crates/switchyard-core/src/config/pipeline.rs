@@ -107,6 +107,17 @@ impl Default for Topics {
     }
 }
 
+/// librdkafka's properties that hold secrets (marked sensitive in its
+/// configuration reference), the only ones `kafka.client_secret_env` takes.
+pub const KAFKA_SECRET_PROPERTIES: &[&str] = &[
+    "sasl.password",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.config",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl.keystore.password",
+];
+
 /// Kafka connection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -479,6 +490,18 @@ impl PipelineConfig {
         }
         for (property, var) in &self.kafka.client_secret_env {
             let at = root.key("kafka").key("client_secret_env").key(property);
+            // Only librdkafka's secret properties: a misspelt name would make
+            // librdkafka refuse the config with the value in its message.
+            if !KAFKA_SECRET_PROPERTIES.contains(&property.as_str()) {
+                return Err(Invalid::new(
+                    at,
+                    format!("`{property}` is not one of librdkafka's secret properties"),
+                    format!(
+                        "use one of {}; other properties go in kafka.client",
+                        KAFKA_SECRET_PROPERTIES.join(", ")
+                    ),
+                ));
+            }
             if self.kafka.client.contains_key(property) {
                 return Err(Invalid::new(
                     at,
