@@ -154,23 +154,40 @@ impl DeploymentLimiter {
                 window: w.window,
             });
         }
-        // Pauses asked for by the provider.
+        self.wait_out_pause(deadline).await?;
+        // Tokens before a request slot: the token wait can last a whole window,
+        // and a slot taken before it would let calls held by it go together
+        // later, over the request limit.
+        let reservation = match &self.tokens {
+            Some(w) => w.reserve(tokens, deadline).await?,
+            None => Reservation { id: 0, tokens: 0 },
+        };
+        let refused = |e: LimitWait| {
+            if let Some(w) = &self.tokens {
+                w.settle(reservation, 0, Instant::now());
+            }
+            e
+        };
+        if let Some(req) = &self.requests {
+            while let Err(not_until) = req.check() {
+                let wait = not_until.wait_time_from(self.clock.now());
+                past_deadline(deadline, wait).map_err(refused)?;
+                tokio::time::sleep(jitter(wait)).await;
+            }
+        }
+        // A pause the provider asked for while this call waited holds it too.
+        self.wait_out_pause(deadline).await.map_err(refused)?;
+        Ok(reservation)
+    }
+
+    /// Waits while the provider has asked the deployment to pause.
+    async fn wait_out_pause(&self, deadline: Option<Instant>) -> Result<(), LimitWait> {
         while let Some(until) = self.paused_until() {
             let wait = until - Instant::now();
             past_deadline(deadline, wait)?;
             tokio::time::sleep(jitter(wait)).await;
         }
-        if let Some(req) = &self.requests {
-            while let Err(not_until) = req.check() {
-                let wait = not_until.wait_time_from(self.clock.now());
-                past_deadline(deadline, wait)?;
-                tokio::time::sleep(jitter(wait)).await;
-            }
-        }
-        match &self.tokens {
-            Some(w) => w.reserve(tokens, deadline).await,
-            None => Ok(Reservation { id: 0, tokens: 0 }),
-        }
+        Ok(())
     }
 
     /// Settles a reservation with the tokens actually billed: any excess counts as
