@@ -2,7 +2,9 @@
 //! produce each job exactly once; one started while another is producing
 //! refuses (heartbeats keep the running one's claim alive past the lease); one
 //! started after a submit died waits out the lease, then finishes the batch
-//! without duplicates; and a submit that fails gives the batch up at once.
+//! without duplicates; a submit that fails gives the batch up at once; and a
+//! batch canceled while it is submitted keeps its final state as its last
+//! registry record (what compaction keeps), even when the submit then dies.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -313,5 +315,52 @@ async fn a_submit_that_fails_releases_the_batch_at_once() {
     tokio::task::spawn_blocking(move || assert_each_job_once(&k, &id))
         .await
         .unwrap();
+    stack.stop().await.unwrap();
+}
+
+/// The batch ids on the registry topic and their newest raw record, as a
+/// compacted topic would keep them.
+fn last_raw_records(kafka: &KafkaConfig) -> HashMap<String, BatchRecord> {
+    let mut last = HashMap::new();
+    scan_to_end(
+        kafka,
+        &kafka.topics.batches,
+        ScanFrom::Beginning,
+        &Default::default(),
+        Duration::from_secs(30),
+        |m| {
+            let key = String::from_utf8(m.key.unwrap().to_vec()).unwrap();
+            last.insert(key, serde_json::from_slice(m.payload).unwrap());
+        },
+    )
+    .unwrap();
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_canceled_while_submitted_keeps_its_final_state_last_when_the_submit_dies() {
+    let stack = broker_only().await;
+    let kafka = stack.pipeline.config.kafka.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let file = input(dir.path());
+    let short = Duration::from_secs(3);
+    let k = kafka.clone();
+    // Mid-submit: cancel the batch, let heartbeats go on, then die.
+    let dies = Hook::at(1024, move || {
+        let records = last_raw_records(&k);
+        let batch_id = records.keys().next().unwrap().clone();
+        switchyard_batch::cancel(&k, &batch_id).unwrap();
+        std::thread::sleep(short);
+        panic!("the submitting process dies here");
+    });
+    let first = submit_with(&stack.pipeline, &file, lease(short), dies);
+    assert!(join(first).await.is_err(), "the submit did not die");
+    let records = last_raw_records(&kafka);
+    let (batch_id, last) = records.iter().next().unwrap();
+    assert_eq!(
+        last.state,
+        BatchState::Canceled,
+        "the last record of {batch_id} is {last:?}"
+    );
     stack.stop().await.unwrap();
 }

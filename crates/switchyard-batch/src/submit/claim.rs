@@ -143,7 +143,13 @@ pub(crate) fn release(kafka: &KafkaConfig, claim: &Claim, after: i64) {
         }),
         ..claim.record.clone()
     };
-    match Sender::new(kafka).and_then(|mut s| registry::publish_with(&mut s, kafka, &record)) {
+    // A batch canceled meanwhile keeps its final state as its last record.
+    let released = Sender::new(kafka).and_then(|mut s| {
+        registry::publish_with(&mut s, kafka, &record)?;
+        let reader = RegistryReader::new(kafka)?;
+        registry::restore_final_state(&reader, &mut s, kafka, &record.batch_id)
+    });
+    match released {
         Ok(_) => tracing::info!(batch_id = %record.batch_id, "Batch released for the next submit."),
         Err(e) => {
             tracing::warn!(batch_id = %record.batch_id, error = %e, "Could not release the batch; the next submit takes it over once this run's lease has passed.")
@@ -275,6 +281,16 @@ fn heartbeat(
             }
         }
         match reader.view(batch_id) {
+            Ok(Some(v)) if v.record.state != BatchState::Submitting => {
+                // Canceled (or otherwise ended) while this run submits: the
+                // heartbeat just published must not be the batch's last record,
+                // or compaction would keep it and drop the final state.
+                if let Err(e) = registry::restore_final_state(reader, sender, kafka, batch_id) {
+                    tracing::warn!(batch_id = %batch_id, error = %e, "Could not publish the batch's final state again; the submit's end will.");
+                }
+                tracing::info!(batch_id = %batch_id, state = ?v.record.state, "The batch ended while being submitted; heartbeats stop.");
+                return;
+            }
             Ok(Some(v)) => {
                 if let Some(h) = v.holder.filter(|h| h.submitter.id != me.id) {
                     tracing::warn!(batch_id = %batch_id, by = %h.submitter.id, "Another submit took this batch over.");
