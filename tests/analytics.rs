@@ -536,6 +536,59 @@ async fn a_database_with_usage_upgrades_to_per_insert_rollups_with_every_sum_kep
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_insert_while_catching_up_inserts_no_row_twice() {
+    use switchyard_analytics::block::ClickHouseRows;
+    use switchyard_analytics::{ClickHouseSink, UsageRow};
+
+    let db = TestDb::new().await;
+    let config = ClickHouseConfig::new(&db.url, &db.name);
+    let topic = "switchyard.usage";
+    let rows = |partition: i32, from: i64, n: i64| -> Vec<UsageRow> {
+        (from..from + n)
+            .map(|o| {
+                let e = switchyard_analytics::sample::event(o as u64 * 7 + partition as u64);
+                UsageRow::from_event(e, topic, partition, o)
+            })
+            .collect()
+    };
+    let batch = |parts: &[Vec<UsageRow>]| ClickHouseRows::from_rows(&parts.concat(), topic);
+    // One sink wrote partition 0 up to offset 999, further than the group committed.
+    let mut first = ClickHouseSink::connect(config.clone(), topic)
+        .await
+        .unwrap();
+    first.write(&batch(&[rows(0, 0, 1000)])).await.unwrap();
+
+    // The next owner's first insert fails (the table is away for a moment), so
+    // it no longer knows what its insert left behind.
+    let mut next = ClickHouseSink::connect(config.clone(), topic)
+        .await
+        .unwrap();
+    db.sql("RENAME TABLE usage_events TO usage_events_away")
+        .await;
+    assert!(next.write(&batch(&[rows(1, 0, 100)])).await.is_err());
+    db.sql("RENAME TABLE usage_events_away TO usage_events")
+        .await;
+    // It catches up from the commit point: rows ClickHouse holds, and new ones.
+    let outcome = next
+        .write(&batch(&[rows(0, 800, 100), rows(1, 0, 100)]))
+        .await
+        .unwrap();
+    assert_eq!((outcome.inserted, outcome.skipped), (100, 100));
+    let outcome = next.write(&batch(&[rows(0, 900, 200)])).await.unwrap();
+    assert_eq!(
+        (outcome.inserted, outcome.skipped),
+        (100, 100),
+        "offsets 900-999 were already in ClickHouse"
+    );
+    assert_eq!(db.number("SELECT count() FROM usage_events").await, 1200.0);
+    assert_eq!(
+        db.number("SELECT sum(attempts) FROM usage_daily").await,
+        1200.0
+    );
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_schema_and_report_sql_run_on_current_clickhouse() {
     // A Parquet tree from a short run, loaded into chdb (current ClickHouse,
     // in-process) through the migrations, then the report's own SQL.

@@ -112,15 +112,19 @@ impl ClickHouseSink {
             let set: HashSet<i32> = positions.iter().map(|r| r.partition).collect();
             set.into_iter().collect()
         };
-        if self.verify_all {
-            // After an insert whose outcome was unknown, the highest offset
-            // cannot be trusted to be complete: every row is looked up.
-            for p in &partitions {
-                self.known_max.insert(*p, i64::MAX);
-            }
-        } else if partitions.iter().any(|p| !self.known_max.contains_key(p)) {
+        if self.verify_all || partitions.iter().any(|p| !self.known_max.contains_key(p)) {
             self.learn_max(&partitions).await?;
         }
+        // After an insert whose outcome was unknown, the highest offsets read
+        // from `usage_offsets` may miss part of it: every row of this batch is
+        // looked up in `usage_events`, and the known highest offset becomes the
+        // larger of the two.
+        let check_all = std::mem::take(&mut self.verify_all);
+        let limits: HashMap<i32, i64> = if check_all {
+            partitions.iter().map(|p| (*p, i64::MAX)).collect()
+        } else {
+            self.known_max.clone()
+        };
         let mut present: HashMap<i32, HashSet<i64>> = HashMap::new();
         // A re-delivered row keeps its day, so the lookup reads only those days'
         // monthly partitions, not the whole table.
@@ -130,17 +134,15 @@ impl ClickHouseSink {
             date_from_days(first_day).to_string(),
             date_from_days(last_day).to_string(),
         );
-        for (p, lo, hi) in ranges_to_check(positions, &self.known_max) {
+        for (p, lo, hi) in ranges_to_check(positions, &limits) {
             present.insert(p, self.present(p, lo, hi, &days).await?);
         }
-        self.verify_all = false;
-        for p in &partitions {
-            if self.known_max.get(p) == Some(&i64::MAX) {
-                let max = present
-                    .get(p)
-                    .and_then(|s| s.iter().max().copied())
-                    .unwrap_or(-1);
-                self.known_max.insert(*p, max);
+        if check_all {
+            for (p, offsets) in &present {
+                if let Some(found) = offsets.iter().max() {
+                    let m = self.known_max.entry(*p).or_insert(-1);
+                    *m = (*m).max(*found);
+                }
             }
         }
         let is_present = |r: &RowPosition| {
