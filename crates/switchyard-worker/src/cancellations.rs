@@ -51,6 +51,7 @@ impl CancellationWatch {
                 // keep asking (and say so) rather than follow nothing.
                 let mut partitions = Vec::new();
                 let mut warned = false;
+                let mut told = false;
                 while partitions.is_empty() && !flag.load(Ordering::Relaxed) {
                     let found = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10));
                     if let Ok(m) = &found {
@@ -62,12 +63,13 @@ impl CancellationWatch {
                             .collect();
                     }
                     if partitions.is_empty() {
+                        // The cluster answered, without the topic: no batch was
+                        // ever registered, so none is canceled yet.
+                        if found.is_ok() && !told {
+                            let _ = caught_up.send(0);
+                            told = true;
+                        }
                         if !warned {
-                            // The cluster answered, without the topic: no batch was
-                            // ever registered, so none is canceled yet.
-                            if found.is_ok() {
-                                let _ = caught_up.send(0);
-                            }
                             let error = found.err().map(|e| e.to_string()).unwrap_or_else(|| "no partitions".into());
                             warn!(topic = %topic, error = %error, "Cannot see the batch registry topic yet; batch cancellations reach this worker once it can (retrying every 2 s).");
                             warned = true;

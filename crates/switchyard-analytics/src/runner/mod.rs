@@ -4,9 +4,9 @@
 //!
 //! - [`reader`] polls the consumer, copies messages into chunks, and hands each
 //!   chunk to a decoder and its (future) result to the writer, in order. When
-//!   the writer falls behind it pauses the partitions and keeps polling, so the
-//!   group never mistakes a slow store for a dead sink. Rebalances are handled
-//!   on its thread, inside the poll.
+//!   the writer falls behind it waits; when the writer stays stuck it pauses
+//!   the partitions and keeps polling, so the group never mistakes a slow store
+//!   for a dead sink. Rebalances are handled on its thread, inside the poll.
 //! - [`decode`](crate::decode) runs on the decoder threads: bytes into Arrow
 //!   blocks and ClickHouse `RowBinary`.
 //! - [`writer`] drops copies by event id and rows a store already holds, writes

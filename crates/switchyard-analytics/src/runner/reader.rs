@@ -2,8 +2,8 @@
 //! stamped with their partition's assignment epoch, and hands each chunk to the
 //! decoders and its result slot to the writer, in order. When the writer is
 //! CHUNKS_IN_FLIGHT chunks behind, it waits for it; if the writer stays stuck,
-//! it pauses the partitions and keeps polling so that rebalances are served. The rebalance callbacks
-//! ([`SinkContext`]) run here, inside the poll.
+//! it pauses the partitions and keeps polling so that rebalances are served.
+//! The rebalance callbacks ([`SinkContext`]) run here, inside the poll.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
