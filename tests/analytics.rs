@@ -589,6 +589,61 @@ async fn a_failed_insert_while_catching_up_inserts_no_row_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_abandoned_by_its_client_is_stopped_instead_of_waited_for_forever() {
+    use switchyard_analytics::block::ClickHouseRows;
+    use switchyard_analytics::{ClickHouseSink, UsageRow};
+
+    let db = TestDb::new().await;
+    let mut config = ClickHouseConfig::new(&db.url, &db.name);
+    config.timeout = Duration::from_secs(2);
+    let topic = "switchyard.usage";
+    let mut sink = ClickHouseSink::connect(config.clone(), topic)
+        .await
+        .unwrap();
+    // A query under this database's sink prefix that runs for a long time, as
+    // an insert does whose client vanished mid-body.
+    let query_id = format!("switchyard-sink-{}-abandoned", db.name);
+    let url = format!("{}/?query_id={query_id}&max_block_size=100", db.url);
+    let hanging = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .body("SELECT sleepEachRow(0.025) FROM system.numbers LIMIT 100000 FORMAT Null")
+            .send()
+            .await
+    });
+    let running = format!("SELECT count() FROM system.processes WHERE query_id = '{query_id}'");
+    for _ in 0..100 {
+        if db.number(&running).await > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        db.number(&running).await,
+        1.0,
+        "the long query never started"
+    );
+
+    // A rebalance: the sink waits for older inserts, then stops the abandoned one.
+    sink.forget_partitions(std::time::Instant::now() + Duration::from_millis(10));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let rows: Vec<UsageRow> = (0..10)
+        .map(|i| UsageRow::from_event(switchyard_analytics::sample::event(i), topic, 0, i as i64))
+        .collect();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(20),
+        sink.write(&ClickHouseRows::from_rows(&rows, topic)),
+    )
+    .await
+    .expect("the sink still waits for the abandoned query after 20 s")
+    .unwrap();
+    assert_eq!(outcome.inserted, 10);
+    assert_eq!(db.number(&running).await, 0.0);
+    hanging.abort();
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_schema_and_report_sql_run_on_current_clickhouse() {
     // A Parquet tree from a short run, loaded into chdb (current ClickHouse,
     // in-process) through the migrations, then the report's own SQL.

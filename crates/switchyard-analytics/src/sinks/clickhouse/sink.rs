@@ -201,7 +201,7 @@ impl ClickHouseSink {
         if rows.is_empty() {
             return Ok(0);
         }
-        let query_id = format!("{QUERY_ID_PREFIX}{}", uuid::Uuid::new_v4());
+        let query_id = format!("{}{}", self.query_id_prefix(), uuid::Uuid::new_v4());
         self.unsettled = Some(query_id.clone());
         let sql = format!("INSERT INTO usage_events ({CLICKHOUSE_COLUMNS}) FORMAT RowBinary");
         let body = bytes::Bytes::copy_from_slice(rows.bytes());
@@ -234,36 +234,43 @@ impl ClickHouseSink {
         }
     }
 
-    /// After a rebalance: waits until inserts that started before it are done.
+    /// The query id prefix of this database's inserts: waits for other sinks'
+    /// inserts look only at those into the same database.
+    fn query_id_prefix(&self) -> String {
+        let db: String = self
+            .config
+            .database
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("{QUERY_ID_PREFIX}{db}-")
+    }
+
+    /// After a rebalance: waits until inserts into this database that started
+    /// before it are done.
     async fn wait_for_older_inserts(&mut self) -> Result<()> {
         let Some(since) = self.fence else {
             return Ok(());
         };
-        loop {
-            let age = since.elapsed().as_secs_f64();
-            let older: u64 = timed(
-                &self.config,
-                "waiting for inserts begun before the rebalance",
-                self.client
-                    .query(
-                        "SELECT count() FROM system.processes \
-                         WHERE startsWith(query_id, ?) AND elapsed >= ?",
-                    )
-                    .bind(QUERY_ID_PREFIX)
-                    .bind(age)
-                    .fetch_one::<u64>(),
-            )
-            .await?;
-            if older == 0 {
-                self.fence = None;
-                return Ok(());
-            }
-            warn!(
-                inserts = older,
-                "Inserts begun before the rebalance are still running; waiting for them before learning what ClickHouse holds."
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let prefix = self.query_id_prefix();
+        self.wait_out(
+            || {
+                format!(
+                    "startsWith(query_id, '{prefix}') AND elapsed >= {:.3}",
+                    since.elapsed().as_secs_f64()
+                )
+            },
+            "Inserts begun before the rebalance are still running; waiting for them before learning what ClickHouse holds.",
+        )
+        .await?;
+        self.fence = None;
+        Ok(())
     }
 
     /// Waits until an insert whose outcome is unknown is no longer running.
@@ -271,21 +278,55 @@ impl ClickHouseSink {
         let Some(query_id) = self.unsettled.clone() else {
             return Ok(());
         };
+        self.wait_out(
+            || format!("query_id = '{query_id}'"),
+            "An interrupted insert is still running; waiting for it to end.",
+        )
+        .await?;
+        self.unsettled = None;
+        Ok(())
+    }
+
+    /// Waits until no query matching `filter` (a condition on
+    /// `system.processes`, remade each round) runs. One still running after the
+    /// request timeout is killed: its client gave up on it, so it can only be
+    /// waiting for a body that will never come (one INSERT is one block: killed,
+    /// it leaves all of its rows or none). Then it is waited for as before.
+    async fn wait_out(&self, filter: impl Fn() -> String, waiting: &str) -> Result<()> {
+        let started = std::time::Instant::now();
+        let mut killed = false;
+        let mut said = false;
         loop {
+            let condition = filter();
             let running: u64 = timed(
                 &self.config,
-                "checking an interrupted insert",
+                "checking running inserts",
                 self.client
-                    .query("SELECT count() FROM system.processes WHERE query_id = ?")
-                    .bind(&query_id)
+                    .query(&format!(
+                        "SELECT count() FROM system.processes WHERE {condition}"
+                    ))
                     .fetch_one::<u64>(),
             )
             .await?;
             if running == 0 {
-                self.unsettled = None;
                 return Ok(());
             }
-            warn!(query_id = %query_id, "An interrupted insert is still running; waiting for it to end.");
+            if !said {
+                warn!(inserts = running, "{waiting}");
+                said = true;
+            }
+            if !killed && started.elapsed() >= self.config.timeout {
+                warn!(inserts = running, condition = %condition, "Inserts still running after the request timeout; their clients are gone: stopping them.");
+                timed(
+                    &self.config,
+                    "stopping abandoned inserts",
+                    self.client
+                        .query(&format!("KILL QUERY WHERE {condition} ASYNC"))
+                        .execute(),
+                )
+                .await?;
+                killed = true;
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
