@@ -82,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         job: &job,
         analysis: &analysis,
         policy,
-        budget: BudgetState::Normal { headroom_usd: None },
+        budget: BudgetState::UNCONSTRAINED,
         now: Utc::now(),
     };
     let decision = router.route(&input, &|_| HealthSnapshot::fresh(), true);

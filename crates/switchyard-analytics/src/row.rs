@@ -92,7 +92,7 @@ impl UsageRow {
             project: event.project,
             workload: event.workload,
             strategy: event.strategy.as_str().to_owned(),
-            category: serde_name(&event.category),
+            category: event.category.as_str().to_owned(),
             complexity: event.complexity,
             chosen_model: event.chosen_model,
             routing_reason: event.routing_reason,
@@ -138,14 +138,6 @@ impl UsageRow {
 pub fn date_from_days(days: u16) -> NaiveDate {
     NaiveDate::from_num_days_from_ce_opt(UNIX_EPOCH_DAYS_FROM_CE + i32::from(days))
         .unwrap_or_default()
-}
-
-/// The wire name of a unit-like serde enum value.
-fn serde_name<T: Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => String::new(),
-    }
 }
 
 #[cfg(test)]

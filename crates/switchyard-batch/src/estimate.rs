@@ -172,7 +172,7 @@ pub fn estimate(
                 job: &job,
                 analysis: &analysis,
                 policy,
-                budget: BudgetState::Normal { headroom_usd: None },
+                budget: BudgetState::UNCONSTRAINED,
                 now,
             };
             let decision = router.route(&input, &|_| HealthSnapshot::fresh(), false);

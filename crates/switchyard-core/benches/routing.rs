@@ -72,7 +72,7 @@ fn bench(c: &mut Criterion) {
                         job,
                         analysis: &analysis,
                         policy: &policy,
-                        budget: BudgetState::Normal { headroom_usd: None },
+                        budget: BudgetState::UNCONSTRAINED,
                         now: Utc::now(),
                     };
                     router

@@ -151,7 +151,7 @@ impl BudgetLedger {
                 headroom_usd: headroom,
             }
         } else {
-            BudgetState::Normal { headroom_usd: None }
+            BudgetState::UNCONSTRAINED
         })
     }
 
@@ -303,7 +303,7 @@ path = "acme/bu/t/p"
         let r = l.reserve(&nodes, 7.0);
         assert_eq!(
             l.verdict(&nodes, None, now()),
-            BudgetVerdict::Proceed(BudgetState::Normal { headroom_usd: None })
+            BudgetVerdict::Proceed(BudgetState::UNCONSTRAINED)
         );
         l.settle(r, 8.5, now());
         assert_eq!(l.spent("acme/bu"), 8.5);
@@ -334,7 +334,7 @@ path = "acme/bu/t/p"
                 }
                 _ => false,
             };
-            let normal = BudgetVerdict::Proceed(BudgetState::Normal { headroom_usd: None });
+            let normal = BudgetVerdict::Proceed(BudgetState::UNCONSTRAINED);
 
             // Below the threshold: $89.50 of $100 spent, a small job fits.
             l.record("acme/bu/t/p", 89.5, now());

@@ -467,12 +467,14 @@ pub(crate) mod tests {
         assert_eq!(e.path.to_string(), "models[0].quality.code");
     }
 
-    #[test]
-    fn unknown_providers_are_reported_with_the_line() {
-        let text = r#"
+    /// One model `x` of `provider` as catalog TOML, with `extra` lines after its
+    /// sources (line 4 is the provider, line 18 the first extra line).
+    fn model_toml(provider: &str, extra: &str) -> String {
+        format!(
+            r#"
 [[models]]
 name = "x"
-provider = "acme-ai"
+provider = "{provider}"
 api = "openai"
 api_model = "x"
 tier = "small"
@@ -486,7 +488,7 @@ tokens_per_second = 50
 tokenizer = "estimate"
 price_source = "p"
 quality_source = "q"
-[models.quality]
+{extra}[models.quality]
 classification = 0.5
 extraction = 0.5
 summarization = 0.5
@@ -495,8 +497,14 @@ code = 0.5
 reasoning = 0.5
 math = 0.5
 creative = 0.5
-"#;
-        let e = Catalog::parse(Path::new("models.toml"), text).unwrap_err();
+"#
+        )
+    }
+
+    #[test]
+    fn unknown_providers_are_reported_with_the_line() {
+        let text = model_toml("acme-ai", "");
+        let e = Catalog::parse(Path::new("models.toml"), &text).unwrap_err();
         assert_eq!(e.line, Some(4), "{e}");
         assert!(e.to_string().contains("unknown provider `acme-ai`"), "{e}");
     }
@@ -526,35 +534,11 @@ creative = 0.5
 
     #[test]
     fn unknown_request_params_are_refused_with_the_line() {
-        let text = r#"
-[[models]]
-name = "x"
-provider = "openai"
-api = "openai"
-api_model = "x"
-tier = "small"
-input_usd_per_mtok = 1.0
-output_usd_per_mtok = 2.0
-cached_input_usd_per_mtok = 0.5
-context_window = 1000
-max_output_tokens = 100
-ttft_ms = 100
-tokens_per_second = 50
-tokenizer = "estimate"
-price_source = "p"
-quality_source = "q"
-unsupported_params = ["temperature", "seed"]
-[models.quality]
-classification = 0.5
-extraction = 0.5
-summarization = 0.5
-chat = 0.5
-code = 0.5
-reasoning = 0.5
-math = 0.5
-creative = 0.5
-"#;
-        let e = Catalog::parse(Path::new("models.toml"), text).unwrap_err();
+        let text = model_toml(
+            "openai",
+            "unsupported_params = [\"temperature\", \"seed\"]\n",
+        );
+        let e = Catalog::parse(Path::new("models.toml"), &text).unwrap_err();
         assert_eq!(e.line, Some(18), "{e}");
         assert!(e.to_string().contains("seed"), "{e}");
         let ok = text.replace(", \"seed\"", "");

@@ -30,6 +30,29 @@ fn real_time(models: &[(&str, ModelBehaviour)]) -> SimConfig {
     config
 }
 
+/// Calls `model` in every wire format and asserts that each call is cut by the
+/// `phase` timeout after a time within `took`.
+async fn assert_cut_in_every_format(
+    sim: &SimHandle,
+    model: &str,
+    timeouts: Timeouts,
+    phase: TimeoutPhase,
+    took: std::ops::Range<Duration>,
+) {
+    for (api, name) in FORMATS {
+        let started = Instant::now();
+        let err = call_with(sim, api, model, &chat(0, None), timeouts)
+            .await
+            .unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(
+            matches!(&err, ProviderError::Timeout { phase: p, .. } if *p == phase),
+            "{name}: {err}"
+        );
+        assert!(took.contains(&elapsed), "{name}: {elapsed:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_slow_first_byte_is_cut_by_the_first_byte_timeout() {
     let sim = sim(real_time(&[
@@ -54,27 +77,14 @@ async fn a_slow_first_byte_is_cut_by_the_first_byte_timeout() {
         total: Duration::from_secs(10),
         ..Timeouts::default()
     };
-    for (api, name) in FORMATS {
-        let started = Instant::now();
-        let err = call_with(&sim, api, "sluggish", &chat(0, None), timeouts)
-            .await
-            .unwrap_err();
-        let took = started.elapsed();
-        assert!(
-            matches!(
-                err,
-                ProviderError::Timeout {
-                    phase: TimeoutPhase::FirstByte,
-                    ..
-                }
-            ),
-            "{name}: {err}"
-        );
-        assert!(
-            took >= Duration::from_millis(290) && took < Duration::from_millis(1500),
-            "{name}: {took:?}"
-        );
-    }
+    assert_cut_in_every_format(
+        &sim,
+        "sluggish",
+        timeouts,
+        TimeoutPhase::FirstByte,
+        Duration::from_millis(290)..Duration::from_millis(1500),
+    )
+    .await;
     // A patient client gets the answer, late.
     let started = Instant::now();
     let done = call(&sim, Api::Openai, "late", &chat(0, None))
@@ -111,27 +121,14 @@ async fn a_slow_body_is_cut_by_the_total_timeout_not_the_first_byte_one() {
         total: Duration::from_millis(900),
         ..Timeouts::default()
     };
-    for (api, name) in FORMATS {
-        let started = Instant::now();
-        let err = call_with(&sim, api, "trickle", &chat(0, None), timeouts)
-            .await
-            .unwrap_err();
-        let took = started.elapsed();
-        assert!(
-            matches!(
-                err,
-                ProviderError::Timeout {
-                    phase: TimeoutPhase::Total,
-                    ..
-                }
-            ),
-            "{name}: {err}"
-        );
-        assert!(
-            took >= Duration::from_millis(880) && took < Duration::from_millis(2000),
-            "{name}: {took:?}"
-        );
-    }
+    assert_cut_in_every_format(
+        &sim,
+        "trickle",
+        timeouts,
+        TimeoutPhase::Total,
+        Duration::from_millis(880)..Duration::from_millis(2000),
+    )
+    .await;
     // The pieces do arrive, headers first.
     let client = reqwest::Client::new();
     let started = Instant::now();

@@ -224,7 +224,7 @@ impl Engine {
     ) -> BudgetVerdict {
         match self.ledger.lock() {
             Ok(mut l) => l.verdict(nodes, estimate_usd, now),
-            Err(_) => BudgetVerdict::Proceed(BudgetState::Normal { headroom_usd: None }),
+            Err(_) => BudgetVerdict::Proceed(BudgetState::UNCONSTRAINED),
         }
     }
 
@@ -239,7 +239,7 @@ impl Engine {
                 job: &job,
                 analysis: &analysis,
                 policy,
-                budget: BudgetState::Normal { headroom_usd: None },
+                budget: BudgetState::UNCONSTRAINED,
                 now,
             };
             self.router.not_routed(&input, why).summary(&self.catalog)

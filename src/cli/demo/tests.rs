@@ -45,7 +45,7 @@ fn cost(strategy: Option<Strategy>) -> (f64, f64) {
             job: &job,
             analysis: &analysis,
             policy,
-            budget: BudgetState::Normal { headroom_usd: None },
+            budget: BudgetState::UNCONSTRAINED,
             now,
         };
         let decision = router

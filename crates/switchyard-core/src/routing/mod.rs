@@ -105,6 +105,9 @@ pub enum BudgetState {
 }
 
 impl BudgetState {
+    /// No budget acts on the job and no headroom drops a model.
+    pub const UNCONSTRAINED: BudgetState = BudgetState::Normal { headroom_usd: None };
+
     fn headroom(&self) -> Option<f64> {
         match *self {
             BudgetState::Normal { headroom_usd } => headroom_usd,

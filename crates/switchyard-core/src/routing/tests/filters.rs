@@ -15,7 +15,7 @@ fn refuse(r: &Router, j: &Job, policy: &EffectivePolicy, explain: bool) -> Box<R
             job: j,
             analysis: &analysis,
             policy,
-            budget: BudgetState::Normal { headroom_usd: None },
+            budget: BudgetState::UNCONSTRAINED,
             now: Utc::now(),
         },
         &fresh,
@@ -76,7 +76,7 @@ fn an_allow_list_naming_unknown_models_is_refused_not_narrowed() {
 fn policy_model_lists_deny_and_allow() {
     let r = router();
     let j = job("Classify this review as positive or negative: great product.");
-    let normal = BudgetState::Normal { headroom_usd: None };
+    let normal = BudgetState::UNCONSTRAINED;
     let mut p = EffectivePolicy::open(Strategy::CostFirst, 0.5);
     p.denied_models = vec!["cheap-a".into()];
     let d = route_with(&r, &j, &p, normal, &fresh).unwrap();
@@ -143,14 +143,7 @@ fn policies_deny_providers_and_cap_prices() {
     let j = job("Classify this review as positive or negative: great product.");
     let mut p = EffectivePolicy::open(Strategy::Auto, 0.5);
     p.denied_providers = vec!["openai".into()];
-    let d = route_with(
-        &r,
-        &j,
-        &p,
-        BudgetState::Normal { headroom_usd: None },
-        &fresh,
-    )
-    .unwrap();
+    let d = route_with(&r, &j, &p, BudgetState::UNCONSTRAINED, &fresh).unwrap();
     assert!(
         d.chain
             .iter()
@@ -158,14 +151,7 @@ fn policies_deny_providers_and_cap_prices() {
     );
     let mut p = EffectivePolicy::open(Strategy::Auto, 0.5);
     p.max_usd_per_job = Some(0.000_3);
-    let d = route_with(
-        &r,
-        &j,
-        &p,
-        BudgetState::Normal { headroom_usd: None },
-        &fresh,
-    )
-    .unwrap();
+    let d = route_with(&r, &j, &p, BudgetState::UNCONSTRAINED, &fresh).unwrap();
     assert!(d.chain.iter().all(|e| e.estimated_cost_usd <= 0.000_3));
 }
 
@@ -258,14 +244,7 @@ fn nothing_feasible_is_an_error_with_the_reasons() {
     let j = job("Hello");
     let mut p = EffectivePolicy::open(Strategy::Auto, 0.5);
     p.allowed_providers = Some(vec!["mistral".into()]);
-    let e = route_with(
-        &r,
-        &j,
-        &p,
-        BudgetState::Normal { headroom_usd: None },
-        &fresh,
-    )
-    .unwrap_err();
+    let e = route_with(&r, &j, &p, BudgetState::UNCONSTRAINED, &fresh).unwrap_err();
     assert_eq!(
         e.to_string(),
         "no model can serve this job: 5 denied by policy"

@@ -56,6 +56,21 @@ fn fresh(_: DeploymentId) -> HealthSnapshot {
     HealthSnapshot::fresh()
 }
 
+/// Health in which deployment `which` has circuit `state` and every other one is closed.
+fn with_circuit(
+    which: DeploymentId,
+    state: CircuitState,
+) -> impl Fn(DeploymentId) -> HealthSnapshot {
+    move |d| HealthSnapshot {
+        circuit: if d == which {
+            state
+        } else {
+            CircuitState::Closed
+        },
+        ..HealthSnapshot::fresh()
+    }
+}
+
 fn route_with(
     r: &Router,
     job: &Job,
@@ -82,7 +97,7 @@ fn route(r: &Router, job: &Job, strategy: Strategy) -> RoutingDecision {
         r,
         job,
         &EffectivePolicy::open(strategy, 0.5),
-        BudgetState::Normal { headroom_usd: None },
+        BudgetState::UNCONSTRAINED,
         &fresh,
     )
     .unwrap()
@@ -152,7 +167,7 @@ fn cost_first_ignores_complexity_but_keeps_the_floor() {
         &r,
         &hard,
         &EffectivePolicy::open(Strategy::CostFirst, 0.7),
-        BudgetState::Normal { headroom_usd: None },
+        BudgetState::UNCONSTRAINED,
         &fresh,
     )
     .unwrap();
@@ -178,7 +193,7 @@ fn latency_first_uses_live_figures_over_the_catalog() {
         &r,
         &j,
         &EffectivePolicy::open(Strategy::LatencyFirst, 0.5),
-        BudgetState::Normal { headroom_usd: None },
+        BudgetState::UNCONSTRAINED,
         &slow_e,
     )
     .unwrap();
@@ -197,7 +212,7 @@ fn availability_first_follows_observed_success() {
         &r,
         &j,
         &EffectivePolicy::open(Strategy::AvailabilityFirst, 0.5),
-        BudgetState::Normal { headroom_usd: None },
+        BudgetState::UNCONSTRAINED,
         &flaky_all_but_c,
     )
     .unwrap();
@@ -285,7 +300,7 @@ fn one_model_with_two_deployments_fails_over_to_its_other_deployment() {
     r = Router::new(r.catalog().clone(), deployments, RouterSettings::default());
     let j = job("Classify this review as positive or negative: great product.");
     let policy = EffectivePolicy::open(Strategy::Auto, 0.5);
-    let normal = BudgetState::Normal { headroom_usd: None };
+    let normal = BudgetState::UNCONSTRAINED;
     let d = route_with(&r, &j, &policy, normal, &fresh).unwrap();
     let names: Vec<&str> = d
         .chain
@@ -300,14 +315,7 @@ fn one_model_with_two_deployments_fails_over_to_its_other_deployment() {
     );
 
     // The first deployment's circuit opens: the model stays first, on its other deployment.
-    let first_open = |d: DeploymentId| HealthSnapshot {
-        circuit: if d == 0 {
-            CircuitState::Open
-        } else {
-            CircuitState::Closed
-        },
-        ..HealthSnapshot::fresh()
-    };
+    let first_open = with_circuit(0, CircuitState::Open);
     let d = route_with(&r, &j, &policy, normal, &first_open).unwrap();
     assert_eq!(
         r.deployments()[d.chain[0].deployment].name,
@@ -326,19 +334,12 @@ fn one_model_with_two_deployments_fails_over_to_its_other_deployment() {
 fn open_circuits_are_routed_around_and_half_open_probes_let_traffic_back() {
     let r = router();
     let j = job("Classify this review as positive or negative: great product.");
-    let open_a = |d: DeploymentId| HealthSnapshot {
-        circuit: if d == 0 {
-            CircuitState::Open
-        } else {
-            CircuitState::Closed
-        },
-        ..HealthSnapshot::fresh()
-    };
+    let open_a = with_circuit(0, CircuitState::Open);
     let d = route_with(
         &r,
         &j,
         &EffectivePolicy::open(Strategy::Auto, 0.5),
-        BudgetState::Normal { headroom_usd: None },
+        BudgetState::UNCONSTRAINED,
         &open_a,
     )
     .unwrap();
@@ -348,21 +349,17 @@ fn open_circuits_are_routed_around_and_half_open_probes_let_traffic_back() {
             .iter()
             .any(|c| c.model == "cheap-a" && c.dropped == Some(Drop::CircuitOpen))
     );
-    let probing = |d: DeploymentId| HealthSnapshot {
-        circuit: if d == 0 {
-            CircuitState::HalfOpen {
-                probe_available: true,
-            }
-        } else {
-            CircuitState::Closed
+    let probing = with_circuit(
+        0,
+        CircuitState::HalfOpen {
+            probe_available: true,
         },
-        ..HealthSnapshot::fresh()
-    };
+    );
     let d = route_with(
         &r,
         &j,
         &EffectivePolicy::open(Strategy::Auto, 0.5),
-        BudgetState::Normal { headroom_usd: None },
+        BudgetState::UNCONSTRAINED,
         &probing,
     )
     .unwrap();
@@ -386,19 +383,12 @@ fn the_shipped_second_deployment_takes_over_when_the_first_circuit_opens() {
     let mut j = job("Summarize this paragraph in one sentence: the meeting moved to Friday.");
     j.model = Some("gemini-3.8-flash".into());
     let policy = EffectivePolicy::open(Strategy::Auto, 0.5);
-    let normal = BudgetState::Normal { headroom_usd: None };
+    let normal = BudgetState::UNCONSTRAINED;
     let d = route_with(&r, &j, &policy, normal, &fresh).unwrap();
     let mut chain: Vec<DeploymentId> = d.chain.iter().map(|e| e.deployment).collect();
     chain.sort_unstable();
     assert_eq!(chain, serving, "both deployments of the pinned model");
-    let first_open = |d: DeploymentId| HealthSnapshot {
-        circuit: if d == serving[0] {
-            CircuitState::Open
-        } else {
-            CircuitState::Closed
-        },
-        ..HealthSnapshot::fresh()
-    };
+    let first_open = with_circuit(serving[0], CircuitState::Open);
     let d = route_with(&r, &j, &policy, normal, &first_open).unwrap();
     let names: Vec<&str> = d
         .chain

@@ -115,7 +115,7 @@ fn arb_policy() -> impl proptest::strategy::Strategy<Value = EffectivePolicy> {
 
 fn arb_budget() -> impl proptest::strategy::Strategy<Value = BudgetState> {
     prop_oneof![
-        Just(BudgetState::Normal { headroom_usd: None }),
+        Just(BudgetState::UNCONSTRAINED),
         (0.000_1f64..0.2).prop_map(|h| BudgetState::Normal {
             headroom_usd: Some(h)
         }),
