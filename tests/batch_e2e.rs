@@ -110,6 +110,8 @@ async fn ten_thousand_openai_requests_come_back_in_order_once_each() {
     assert_eq!(report.state, BatchState::Submitted);
 
     let out = dir.path().join("results.jsonl");
+    // An errors file an earlier collect left beside the output.
+    std::fs::write(dir.path().join("results.errors.jsonl"), "stale\n").unwrap();
     let collected = collect(
         &stack.pipeline,
         &report.batch_id,
@@ -121,7 +123,8 @@ async fn ten_thousand_openai_requests_come_back_in_order_once_each() {
     assert_eq!(collected.output_lines, LINES as u64);
     assert_eq!(collected.error_lines, 0);
 
-    // No request failed, so there is no errors file (OpenAI writes none then).
+    // No request failed, so there is no errors file (OpenAI writes none then),
+    // not even the one an earlier collect left there.
     assert_eq!(collected.errors_output, None);
     assert!(!dir.path().join("results.errors.jsonl").exists());
 

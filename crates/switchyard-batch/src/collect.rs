@@ -283,14 +283,19 @@ pub fn collect(
         path: options.output.clone(),
         source: e.error,
     })?;
-    // No errors file when every request succeeded (the temporary one is removed).
-    let errors_output = errors_output.filter(|_| error_lines > 0);
-    if let (Some(f), Some(p)) = (errs, &errors_output) {
-        f.persist(p).map_err(|e| Error::Write {
-            path: p.clone(),
-            source: e.error,
-        })?;
+    // No errors file when every request succeeded: the temporary one is
+    // dropped, and one an earlier collect left at that path is removed.
+    match (errs, &errors_output) {
+        (Some(f), Some(p)) if error_lines > 0 => {
+            f.persist(p).map_err(|e| Error::Write {
+                path: p.clone(),
+                source: e.error,
+            })?;
+        }
+        (_, Some(p)) => crate::error::remove_stale(p)?,
+        _ => {}
     }
+    let errors_output = errors_output.filter(|_| error_lines > 0);
     tracing::info!(
         batch_id,
         output_lines,

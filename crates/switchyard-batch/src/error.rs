@@ -232,3 +232,16 @@ impl Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Removes a side file (an errors or rejects file) left at `path` by an earlier
+/// run, when this run has nothing to put there: a file beside the output must
+/// describe this run or not exist.
+pub(crate) fn remove_stale(path: &std::path::Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Write {
+            path: path.to_owned(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}

@@ -177,10 +177,10 @@ pub fn validate_file(
                     let out = match rejects_out.as_mut() {
                         Some(out) => out,
                         None => {
+                            v.rejects_file = Some(p.to_owned());
                             rejects_out.insert(BufWriter::new(File::create(p).map_err(write_err)?))
                         }
                     };
-                    v.rejects_file = Some(p.to_owned());
                     let reject = Reject {
                         line: number,
                         custom_id: e.custom_id.as_deref(),
@@ -200,11 +200,14 @@ pub fn validate_file(
     }
     progress.advance(reader.bytes_read());
     progress.finish();
-    if let (Some(mut out), Some(p)) = (rejects_out, rejects) {
-        out.flush().map_err(|source| Error::Write {
+    match (rejects_out, rejects) {
+        (Some(mut out), Some(p)) => out.flush().map_err(|source| Error::Write {
             path: p.to_owned(),
             source,
-        })?;
+        })?,
+        // Nothing refused: a rejects file from an earlier run does not stay.
+        (None, Some(p)) => crate::error::remove_stale(p)?,
+        _ => {}
     }
     v.bytes = reader.bytes_read();
     v.sha256 = reader.finish();
@@ -307,11 +310,15 @@ mod tests {
     fn no_rejects_file_when_every_line_is_valid() {
         let dir = tempfile::tempdir().unwrap();
         let rejects = dir.path().join("batch.rejects.jsonl");
+        std::fs::write(&rejects, "left by an earlier run\n").unwrap();
         let (v, accepted) = run(&format!("{}\n\n{}\n", line("a"), line("b")), Some(&rejects));
         assert_eq!((v.lines, v.accepted, v.invalid), (2, 2, 0));
         assert_eq!(accepted, ["a", "b"]);
         assert_eq!(v.rejects_file, None);
-        assert!(!rejects.exists(), "an empty rejects file was created");
+        assert!(
+            !rejects.exists(),
+            "a rejects file is left though nothing was refused"
+        );
         // With a refusal the file appears, holding it.
         let (v, accepted) = run(&format!("{}\n{}\n", line("a"), line("a")), Some(&rejects));
         assert_eq!(accepted, ["a"]);
