@@ -417,11 +417,11 @@ impl ClickHouseRows {
         }));
     }
 
-    /// The rows for which `keep` is true, in order.
-    pub fn select(&self, mut keep: impl FnMut(&RowPosition) -> bool) -> ClickHouseRows {
+    /// The rows for which `keep` (given each row's index) is true, in order.
+    pub fn select(&self, mut keep: impl FnMut(usize, &RowPosition) -> bool) -> ClickHouseRows {
         let mut out = ClickHouseRows::default();
         for (i, p) in self.rows.iter().enumerate() {
-            if keep(p) {
+            if keep(i, p) {
                 out.bytes.extend_from_slice(self.row_bytes(i));
                 out.rows.push(RowPosition {
                     end: out.bytes.len(),
@@ -435,23 +435,28 @@ impl ClickHouseRows {
     /// The rows in consecutive parts of at most `max` rows.
     pub fn split(&self, max: usize) -> Vec<ClickHouseRows> {
         let max = max.max(1);
-        (0..self.len().div_ceil(max))
-            .map(|part| {
-                let mut i = 0;
-                self.select(|_| {
-                    i += 1;
-                    (i - 1) / max == part
-                })
+        self.rows
+            .chunks(max)
+            .enumerate()
+            .map(|(part, rows)| {
+                let start = if part == 0 {
+                    0
+                } else {
+                    self.rows[part * max - 1].end
+                };
+                let end = rows.last().map_or(start, |r| r.end);
+                ClickHouseRows {
+                    bytes: self.bytes[start..end].to_vec(),
+                    rows: rows
+                        .iter()
+                        .map(|r| RowPosition {
+                            end: r.end - start,
+                            ..*r
+                        })
+                        .collect(),
+                }
             })
             .collect()
-    }
-
-    /// Keeps only the rows for which `keep` is true (no copy when all stay).
-    pub fn retain(&mut self, keep: impl FnMut(&RowPosition) -> bool) {
-        let kept = self.select(keep);
-        if kept.len() != self.len() {
-            *self = kept;
-        }
     }
 }
 
@@ -523,7 +528,7 @@ mod tests {
             })
             .collect();
         let all = ClickHouseRows::from_rows(&rows, "u");
-        let odd = all.select(|p| p.offset % 2 == 1);
+        let odd = all.select(|_, p| p.offset % 2 == 1);
         assert_eq!(
             odd,
             ClickHouseRows::from_rows(&[rows[1].clone(), rows[3].clone()], "u")

@@ -9,6 +9,7 @@
 //! a rebalance or a restart, from an uncommitted offset) is not a copy, and goes
 //! on to the stores, which skip what they already hold by offset.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -42,10 +43,12 @@ impl RecentIds {
         if self.capacity == 0 {
             return true;
         }
-        if let Some(at) = self.seen.get(&key) {
-            return *at == (partition, offset);
+        match self.seen.entry(key) {
+            Entry::Occupied(at) => return *at.get() == (partition, offset),
+            Entry::Vacant(v) => {
+                v.insert((partition, offset));
+            }
         }
-        self.seen.insert(key, (partition, offset));
         self.order.push_back(key);
         if self.order.len() > self.capacity
             && let Some(old) = self.order.pop_front()

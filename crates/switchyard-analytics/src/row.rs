@@ -124,14 +124,19 @@ impl UsageRow {
 
     /// ClickHouse's monthly partition of the row (`toYYYYMM(day)`).
     pub fn month(&self) -> u32 {
-        let d = self.date();
-        d.year().max(0) as u32 * 100 + d.month()
+        month_of(self.day)
     }
 
     /// Whether the attempt failed (its cost still counts).
     pub fn failed(&self) -> bool {
         self.outcome != "succeeded"
     }
+}
+
+/// ClickHouse's monthly partition of a day (`toYYYYMM(day)`).
+pub fn month_of(day: u16) -> u32 {
+    let d = date_from_days(day);
+    d.year().max(0) as u32 * 100 + d.month()
 }
 
 /// Days since the epoch as a date.

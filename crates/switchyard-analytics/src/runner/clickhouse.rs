@@ -72,11 +72,9 @@ pub(super) async fn run(
     };
     task.backoff.reset();
     while let Some(mut batch) = batches.recv().await {
-        let mut rows = batch.rows.len();
-        while rows < MERGE_ROWS {
+        while batch.rows.len() < MERGE_ROWS {
             match batches.try_recv() {
                 Ok(next) => {
-                    rows += next.rows.len();
                     batch.rows.extend(next.rows);
                     batch.cut = next.cut;
                     batch.epochs.extend(next.epochs);
@@ -95,7 +93,7 @@ pub(super) async fn run(
                     let _ = done.send(Done {
                         cut: std::mem::take(&mut batch.cut),
                         epochs: std::mem::take(&mut batch.epochs),
-                        rows,
+                        rows: batch.rows.len(),
                         inserted: outcome.inserted,
                         skipped: outcome.skipped,
                     });

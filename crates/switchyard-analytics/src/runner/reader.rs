@@ -168,7 +168,9 @@ impl Reader {
         while !self.stop.load(Ordering::SeqCst) {
             if let Some(full) = held.take() {
                 let patience = if paused { Duration::ZERO } else { PAUSE_AFTER };
-                match self.hand_off(full, patience) {
+                let deadline = Instant::now() + patience;
+                let give_up = || Instant::now() >= deadline || self.stop.load(Ordering::SeqCst);
+                match self.hand_off(full, give_up) {
                     Ok(()) => {
                         if paused {
                             self.set_paused(false);
@@ -234,31 +236,18 @@ impl Reader {
             if last.is_empty() {
                 continue;
             }
-            let (reply, result) = mpsc::sync_channel(1);
-            let mut slot = result;
-            loop {
-                match self.ordered.try_send(slot) {
-                    Ok(()) => break,
-                    Err(mpsc::TrySendError::Full(back)) => {
-                        if self.writer_left.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        slot = back;
-                        std::thread::sleep(CHUNK_WAIT);
-                    }
-                    Err(mpsc::TrySendError::Disconnected(_)) => return,
-                }
-            }
-            if self.work.send(DecodeJob { chunk: last, reply }).is_err() {
+            if self
+                .hand_off(last, || self.writer_left.load(Ordering::SeqCst))
+                .is_err()
+            {
                 return;
             }
         }
     }
 
-    /// Hands `chunk` on, waiting up to `patience` for the writer to make room.
-    fn hand_off(&self, chunk: RawChunk, patience: Duration) -> Result<(), Handoff> {
+    /// Hands `chunk` on, waiting for the writer to make room until `give_up`.
+    fn hand_off(&self, chunk: RawChunk, give_up: impl Fn() -> bool) -> Result<(), Handoff> {
         let (reply, result) = mpsc::sync_channel(1);
-        let deadline = Instant::now() + patience;
         let mut slot = result;
         loop {
             match self.ordered.try_send(slot) {
@@ -269,7 +258,7 @@ impl Reader {
                         .map_err(|_| Handoff::Closed);
                 }
                 Err(mpsc::TrySendError::Full(back)) => {
-                    if Instant::now() >= deadline || self.stop.load(Ordering::SeqCst) {
+                    if give_up() {
                         return Err(Handoff::Full(chunk));
                     }
                     slot = back;

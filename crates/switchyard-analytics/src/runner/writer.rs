@@ -163,9 +163,10 @@ impl Writer {
         if self.s.clickhouse.is_some() {
             self.handoff();
             let deadline = Instant::now() + self.s.options.revoke_grace;
+            let cut = self.progress.cut();
             while partitions
                 .iter()
-                .any(|p| self.progress.commit_point(*p) != self.progress.cut().get(p).copied())
+                .any(|p| self.progress.commit_point(*p) != cut.get(p).copied())
             {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -262,11 +263,7 @@ impl Writer {
         }
         if clickhouse && let Some(mut rows) = chunk.clickhouse {
             if !clickhouse_keep.iter().all(|k| *k) {
-                let mut i = 0;
-                rows = rows.select(|_| {
-                    i += 1;
-                    clickhouse_keep[i - 1]
-                });
+                rows = rows.select(|i, _| clickhouse_keep[i]);
             }
             self.pending.extend(rows);
         }

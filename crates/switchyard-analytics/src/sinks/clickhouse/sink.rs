@@ -13,13 +13,11 @@ use std::time::Duration;
 use clickhouse::Client;
 use tracing::{debug, info, warn};
 
-use chrono::Datelike;
-
 use super::ClickHouseConfig;
 use super::migrate::{migrate, timed};
 use crate::block::{CLICKHOUSE_COLUMNS, ClickHouseRows, RowPosition};
 use crate::error::Result;
-use crate::row::date_from_days;
+use crate::row::{date_from_days, month_of};
 
 /// Rows per INSERT, below ClickHouse's block size so that one INSERT is one
 /// block (and therefore atomic) on every version.
@@ -52,6 +50,8 @@ pub struct ClickHouseSink {
     fence: Option<std::time::Instant>,
     /// Partitions this sink owns and their epoch (none: every row is written).
     owned: Option<Arc<tokio::sync::Mutex<HashMap<i32, u64>>>>,
+    /// The query id prefix of this database's inserts (see [`query_id_prefix`]).
+    query_id_prefix: String,
 }
 
 impl ClickHouseSink {
@@ -62,13 +62,14 @@ impl ClickHouseSink {
         info!(url = %config.url, database = %config.database, applied = ?applied, "ClickHouse store ready.");
         Ok(Self {
             client: config.client(),
-            config,
             topic: topic.to_owned(),
             known_max: HashMap::new(),
             unsettled: None,
             verify_all: false,
             fence: None,
             owned: None,
+            query_id_prefix: query_id_prefix(&config.database),
+            config,
         })
     }
 
@@ -120,11 +121,9 @@ impl ClickHouseSink {
         // looked up in `usage_events`, and the known highest offset becomes the
         // larger of the two.
         let check_all = std::mem::take(&mut self.verify_all);
-        let limits: HashMap<i32, i64> = if check_all {
-            partitions.iter().map(|p| (*p, i64::MAX)).collect()
-        } else {
-            self.known_max.clone()
-        };
+        let unknown = HashMap::new();
+        let limits = if check_all { &unknown } else { &self.known_max };
+        let ranges = ranges_to_check(positions, limits);
         let mut present: HashMap<i32, HashSet<i64>> = HashMap::new();
         // A re-delivered row keeps its day, so the lookup reads only those days'
         // monthly partitions, not the whole table.
@@ -134,7 +133,7 @@ impl ClickHouseSink {
             date_from_days(first_day).to_string(),
             date_from_days(last_day).to_string(),
         );
-        for (p, lo, hi) in ranges_to_check(positions, &limits) {
+        for (p, lo, hi) in ranges {
             present.insert(p, self.present(p, lo, hi, &days).await?);
         }
         if check_all {
@@ -155,15 +154,16 @@ impl ClickHouseSink {
             info!(skipped, "Rows ClickHouse already had were left out.");
         }
         // One INSERT per month: an INSERT that spans partitions is not atomic.
-        let mut months: Vec<u32> = positions.iter().map(|r| month_of(r.day)).collect();
+        let row_months: Vec<u32> = positions.iter().map(|r| month_of(r.day)).collect();
+        let mut months = row_months.clone();
         months.sort_unstable();
         months.dedup();
         let mut inserted = 0;
-        for month in months {
-            let fresh = if skipped == 0 && positions.iter().all(|r| month_of(r.day) == month) {
+        for &month in &months {
+            let fresh = if skipped == 0 && months.len() == 1 {
                 None
             } else {
-                Some(rows.select(|r| month_of(r.day) == month && !is_present(r)))
+                Some(rows.select(|i, r| row_months[i] == month && !is_present(r)))
             };
             let fresh = fresh.as_ref().unwrap_or(rows);
             if fresh.len() <= MAX_INSERT_ROWS {
@@ -193,7 +193,7 @@ impl ClickHouseSink {
                     .iter()
                     .any(|r| g.get(&r.partition) != Some(&r.epoch)) =>
             {
-                filtered = rows.select(|r| g.get(&r.partition) == Some(&r.epoch));
+                filtered = rows.select(|_, r| g.get(&r.partition) == Some(&r.epoch));
                 &filtered
             }
             _ => rows,
@@ -201,7 +201,7 @@ impl ClickHouseSink {
         if rows.is_empty() {
             return Ok(0);
         }
-        let query_id = format!("{}{}", self.query_id_prefix(), uuid::Uuid::new_v4());
+        let query_id = format!("{}{}", self.query_id_prefix, uuid::Uuid::new_v4());
         self.unsettled = Some(query_id.clone());
         let sql = format!("INSERT INTO usage_events ({CLICKHOUSE_COLUMNS}) FORMAT RowBinary");
         let body = bytes::Bytes::copy_from_slice(rows.bytes());
@@ -234,31 +234,13 @@ impl ClickHouseSink {
         }
     }
 
-    /// The query id prefix of this database's inserts: waits for other sinks'
-    /// inserts look only at those into the same database.
-    fn query_id_prefix(&self) -> String {
-        let db: String = self
-            .config
-            .database
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        format!("{QUERY_ID_PREFIX}{db}-")
-    }
-
     /// After a rebalance: waits until inserts into this database that started
     /// before it are done.
     async fn wait_for_older_inserts(&mut self) -> Result<()> {
         let Some(since) = self.fence else {
             return Ok(());
         };
-        let prefix = self.query_id_prefix();
+        let prefix = &self.query_id_prefix;
         self.wait_out(
             || {
                 format!(
@@ -405,8 +387,18 @@ pub fn ranges_to_check(
         .collect()
 }
 
-/// ClickHouse's monthly partition of a day (`toYYYYMM(day)`).
-fn month_of(day: u16) -> u32 {
-    let d = date_from_days(day);
-    d.year().max(0) as u32 * 100 + d.month()
+/// The query id prefix of inserts into `database`: waits for other sinks'
+/// inserts look only at those into the same database.
+fn query_id_prefix(database: &str) -> String {
+    let db: String = database
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{QUERY_ID_PREFIX}{db}-")
 }
