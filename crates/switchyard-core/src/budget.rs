@@ -136,12 +136,21 @@ impl BudgetLedger {
             };
             headroom = headroom.min(left);
             let Some(trigger) = trigger else { continue };
-            let (node, reason) = (node.clone(), trigger.describe(node, b));
-            match (b.action, trigger) {
-                (BudgetAction::Hold, _) => return BudgetVerdict::Hold { node, reason },
+            match (b.action, &trigger) {
+                (BudgetAction::Hold, _) => {
+                    let reason = trigger.describe(node, b);
+                    return BudgetVerdict::Hold {
+                        node: node.clone(),
+                        reason,
+                    };
+                }
                 // A spent budget leaves nothing to downgrade within.
                 (BudgetAction::Reject, _) | (BudgetAction::Downgrade, Trigger::Exhausted) => {
-                    return BudgetVerdict::Reject { node, reason };
+                    let reason = trigger.describe(node, b);
+                    return BudgetVerdict::Reject {
+                        node: node.clone(),
+                        reason,
+                    };
                 }
                 (BudgetAction::Downgrade, _) => downgrade = true,
             }

@@ -141,6 +141,16 @@ impl ProviderError {
         }
     }
 
+    /// Whether the provider gave a readable answer, and with it what it counted:
+    /// after a timeout, a lost connection or an unreadable answer it may have
+    /// counted the call.
+    pub fn billing_known(&self) -> bool {
+        !matches!(
+            self,
+            ProviderError::Timeout { .. } | ProviderError::Connection(_) | ProviderError::Decode(_)
+        )
+    }
+
     /// Tokens billed despite the failure.
     pub fn billed(&self) -> TokenUsage {
         match self {

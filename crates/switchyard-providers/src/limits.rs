@@ -222,8 +222,8 @@ impl DeploymentLimiter {
             return until - Instant::now();
         }
         let (base, max) = self.throttle_backoff;
-        let n = self.throttle_streak.fetch_add(1, Ordering::AcqRel).min(20);
-        let cap = base.saturating_mul(1u32 << n).min(max);
+        let n = self.throttle_streak.fetch_add(1, Ordering::AcqRel);
+        let cap = crate::retry::exponential_cap(base, max, n);
         let wait = cap.mul_f64(rand::rng().random_range(0.5..=1.0));
         self.pause_for(wait);
         wait

@@ -29,15 +29,17 @@ impl From<RetryConfig> for Backoff {
     }
 }
 
+/// `base · 2^n`, at most `max` (the exponent stops growing at 20).
+pub(crate) fn exponential_cap(base: Duration, max: Duration, n: u32) -> Duration {
+    base.saturating_mul(1u32 << n.min(20)).min(max)
+}
+
 impl Backoff {
     /// Delay before retry number `retry` (0 = the first retry) after `error`:
     /// a uniform draw in `[0, min(max, base·2^retry)]`, raised to the provider's
     /// Retry-After when it gave one.
     pub fn delay(&self, retry: u32, error: &ProviderError) -> Duration {
-        let cap = self
-            .base
-            .saturating_mul(1u32 << retry.min(20))
-            .min(self.max);
+        let cap = exponential_cap(self.base, self.max, retry);
         let drawn = cap.mul_f64(rand::rng().random_range(0.0..=1.0));
         match error.retry_after() {
             Some(asked) => drawn.max(asked),

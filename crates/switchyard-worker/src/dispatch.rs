@@ -193,10 +193,9 @@ pub(crate) async fn run(
                         debug!(deployment = %dep.name, ?pause, hinted = retry_after.is_some(), "Rate limited; pausing the deployment.");
                     }
                     let billed = e.billed();
-                    // A readable response settles the reservation; after a timeout,
-                    // a lost connection or an unreadable answer the provider may
-                    // have counted the call, so the reservation stands.
-                    if e.status().is_some() && !matches!(e, ProviderError::Decode(_)) {
+                    // A readable response settles the reservation; otherwise the
+                    // provider may have counted the call, so the reservation stands.
+                    if e.billing_known() {
                         dep.limiter.correct(reservation, billed.total());
                     }
                     attempts.push(Attempt {

@@ -15,7 +15,8 @@ use switchyard_core::job::Job;
 use switchyard_core::org::{EffectivePolicy, OrgTree};
 use switchyard_core::result::{ErrorInfo, JobResult, JobStatus, RoutingSummary, TokenUsage};
 use switchyard_core::routing::{
-    BudgetState, DeploymentId, DeploymentInfo, RouteError, RouteInput, Router, RouterSettings,
+    BudgetState, DeploymentId, DeploymentInfo, Refusal, RouteError, RouteInput, Router,
+    RouterSettings,
 };
 use switchyard_core::usage::UsageEvent;
 use switchyard_providers::{Backoff, Deployment};
@@ -296,12 +297,9 @@ impl Engine {
                 let routing = refusal.decision.summary(&self.catalog);
                 let (code, message) = match (budget, &refusal.error) {
                     // Downgrading, and not even the cheapest model above the floor fits.
-                    (BudgetState::NearLimit { .. }, RouteError::NoFeasibleModel { .. }) => (
-                        "budget_exhausted",
-                        format!(
-                            "budget near its limit and no model above the quality floor fits: {refusal}"
-                        ),
-                    ),
+                    (BudgetState::NearLimit { .. }, RouteError::NoFeasibleModel { .. }) => {
+                        ("budget_exhausted", nothing_fits_near_limit(&refusal))
+                    }
                     _ => (refusal.code(), refusal.to_string()),
                 };
                 return self.refuse(job, routing, started, JobStatus::Rejected, code, message);
@@ -320,9 +318,7 @@ impl Engine {
                         Ok(d) => d,
                         Err(refusal) => {
                             let routing = refusal.decision.summary(&self.catalog);
-                            let message = format!(
-                                "budget near its limit and no model above the quality floor fits: {refusal}"
-                            );
+                            let message = nothing_fits_near_limit(&refusal);
                             return self.refuse(
                                 job,
                                 routing,
@@ -453,8 +449,6 @@ impl Engine {
         }
     }
 
-    /// A result for a job that was not routed, carrying the decision as far as it
-    /// went (strategy, category, complexity, need; no chosen model; why).
     /// The outcome of a budget policy that holds or rejects the job.
     fn budget_stopped(
         &self,
@@ -547,6 +541,12 @@ impl RecentIds {
 /// Now, at millisecond precision (what Avro timestamps carry).
 pub fn now_ms() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(3)
+}
+
+/// Why a job is refused when its budget is near the limit and not even the
+/// cheapest model above the quality floor fits what is left.
+fn nothing_fits_near_limit(refusal: &Refusal) -> String {
+    format!("budget near its limit and no model above the quality floor fits: {refusal}")
 }
 
 /// A budget policy that stops a job: it is held for approval or rejected.
