@@ -12,7 +12,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::ValueEnum;
 use switchyard_batch::formats::ModelIds;
-use switchyard_batch::status::state_name;
 use switchyard_batch::{
     BatchFormat, CollectOptions, ConsoleProgress, EstimateOptions, StopFlag, SubmitOptions,
 };
@@ -238,7 +237,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             "{} batch of {} jobs: {what}; state {}",
             report.format.as_str(),
             report.jobs,
-            state_name(report.state)
+            report.state.as_str()
         );
         if let Some(r) = &report.rejects_file {
             eprintln!(

@@ -90,11 +90,7 @@ impl BatchStatus {
             r.file_name
         );
         let _ = writeln!(t, "project    {}", r.project);
-        let mut state = format!(
-            "{}, submitted {}",
-            state_name(r.state),
-            time(&r.submitted_at)
-        );
+        let mut state = format!("{}, submitted {}", r.state.as_str(), time(&r.submitted_at));
         if let Some(at) = &r.canceled_at {
             let _ = write!(state, ", canceled {}", time(at));
         }
@@ -132,15 +128,6 @@ impl BatchStatus {
         };
         let _ = writeln!(t, "eta        {eta}");
         t
-    }
-}
-
-/// The wire name of a batch state.
-pub fn state_name(s: BatchState) -> &'static str {
-    match s {
-        BatchState::Submitting => "submitting",
-        BatchState::Submitted => "submitted",
-        BatchState::Canceled => "canceled",
     }
 }
 

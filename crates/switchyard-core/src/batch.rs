@@ -44,6 +44,17 @@ pub enum BatchState {
     Canceled,
 }
 
+impl BatchState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchState::Submitting => "submitting",
+            BatchState::Submitted => "submitted",
+            BatchState::Canceled => "canceled",
+        }
+    }
+}
+
 /// The registry entry of one batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
