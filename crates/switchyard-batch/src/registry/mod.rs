@@ -157,16 +157,25 @@ pub fn restore_final_state(
     let Some(view) = reader.view(batch_id)? else {
         return Ok(None);
     };
+    restore_from(&view, sender, kafka).map(Some)
+}
+
+/// As [`restore_final_state`], from a view of the batch the caller has just read.
+pub fn restore_from(
+    view: &BatchView,
+    sender: &mut Sender,
+    kafka: &KafkaConfig,
+) -> Result<BatchState> {
     let state = view.record.state;
     if state != BatchState::Submitting && view.last_state != state {
         tracing::info!(
-            batch_id,
+            batch_id = %view.record.batch_id,
             state = ?state,
             "A record landed after the batch's final state; publishing the state again."
         );
         publish_with(sender, kafka, &view.record)?;
     }
-    Ok(Some(state))
+    Ok(state)
 }
 
 /// Publishes `record` as the batch's new state and waits for the acknowledgement.

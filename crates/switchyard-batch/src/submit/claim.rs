@@ -7,8 +7,8 @@
 //! finishing releases it. A run that died (no heartbeat for the lease) is taken
 //! over by the next submit, which produces only the jobs still missing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{OnceLock, mpsc};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -104,11 +104,11 @@ pub(crate) fn acquire(
         // Another run finished (or someone canceled) between the two reads: this
         // claim is a late record, and the batch's state is published again after it.
         BatchState::Submitted => {
-            registry::restore_final_state(reader, sender, kafka, &batch_id)?;
+            registry::restore_from(&view, sender, kafka)?;
             Ok(None)
         }
         BatchState::Canceled => {
-            registry::restore_final_state(reader, sender, kafka, &batch_id)?;
+            registry::restore_from(&view, sender, kafka)?;
             Err(canceled(&view.record))
         }
         BatchState::Submitting => match &view.holder {
@@ -161,36 +161,28 @@ pub(crate) fn release(kafka: &KafkaConfig, claim: &Claim, after: i64) {
 pub(crate) struct Lease {
     batch_id: String,
     lease: Duration,
-    lost: AtomicBool,
-    taken_by: Mutex<Option<Submitter>>,
-    last_offset: Mutex<i64>,
+    /// The run that took the batch over, once one has.
+    taken_by: OnceLock<Submitter>,
+    last_offset: AtomicI64,
 }
 
 impl Lease {
     /// Fails once another run has taken the batch over.
     pub fn check(&self) -> Result<()> {
-        if !self.lost.load(Ordering::Relaxed) {
-            return Ok(());
+        match self.taken_by.get() {
+            None => Ok(()),
+            Some(by) => Err(Error::ClaimLost {
+                batch_id: self.batch_id.clone(),
+                host: by.host.clone(),
+                pid: by.pid,
+                lease: self.lease,
+            }),
         }
-        let by = self.taken_by.lock().ok().and_then(|t| t.clone());
-        Err(Error::ClaimLost {
-            batch_id: self.batch_id.clone(),
-            host: by.as_ref().map_or_else(String::new, |s| s.host.clone()),
-            pid: by.as_ref().map_or(0, |s| s.pid),
-            lease: self.lease,
-        })
     }
 
     /// Offset of this run's newest registry record.
     pub fn last_offset(&self) -> i64 {
-        self.last_offset.lock().map_or(-1, |o| *o)
-    }
-
-    fn lose(&self, to: Submitter) {
-        if let Ok(mut t) = self.taken_by.lock() {
-            *t = Some(to);
-        }
-        self.lost.store(true, Ordering::Relaxed);
+        self.last_offset.load(Ordering::Relaxed)
     }
 }
 
@@ -207,9 +199,8 @@ pub(crate) fn with_heartbeat<T>(
     let state = Lease {
         batch_id: claim.record.batch_id.clone(),
         lease,
-        lost: AtomicBool::new(false),
-        taken_by: Mutex::new(None),
-        last_offset: Mutex::new(claim.offset),
+        taken_by: OnceLock::new(),
+        last_offset: AtomicI64::new(claim.offset),
     };
     let (stop, stopped) = mpsc::channel::<()>();
     let shared = &state;
@@ -269,11 +260,7 @@ fn heartbeat(
             ..claim.record.clone()
         };
         match registry::publish_with(sender, kafka, &record) {
-            Ok(offset) => {
-                if let Ok(mut o) = state.last_offset.lock() {
-                    *o = offset;
-                }
-            }
+            Ok(offset) => state.last_offset.store(offset, Ordering::Relaxed),
             Err(e) => {
                 tracing::warn!(batch_id = %batch_id, error = %e, "Heartbeat not published; retrying.");
                 tools = None;
@@ -285,7 +272,7 @@ fn heartbeat(
                 // Canceled (or otherwise ended) while this run submits: the
                 // heartbeat just published must not be the batch's last record,
                 // or compaction would keep it and drop the final state.
-                if let Err(e) = registry::restore_final_state(reader, sender, kafka, batch_id) {
+                if let Err(e) = registry::restore_from(&v, sender, kafka) {
                     tracing::warn!(batch_id = %batch_id, error = %e, "Could not publish the batch's final state again; the submit's end will.");
                 }
                 tracing::info!(batch_id = %batch_id, state = ?v.record.state, "The batch ended while being submitted; heartbeats stop.");
@@ -294,7 +281,7 @@ fn heartbeat(
             Ok(Some(v)) => {
                 if let Some(h) = v.holder.filter(|h| h.submitter.id != me.id) {
                     tracing::warn!(batch_id = %batch_id, by = %h.submitter.id, "Another submit took this batch over.");
-                    state.lose(h.submitter);
+                    let _ = state.taken_by.set(h.submitter);
                     return;
                 }
             }

@@ -259,7 +259,7 @@ pub fn submit(
     // overwrite it; and a run that took over meanwhile finishes the batch itself.
     if let Some(view) = reader.view(&batch_id)? {
         if view.record.state == BatchState::Canceled {
-            registry::restore_final_state(&reader, &mut sender, kafka, &batch_id)?;
+            registry::restore_from(&view, &mut sender, kafka)?;
             report.state = BatchState::Canceled;
             return Ok(report);
         }
