@@ -14,6 +14,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use arrow::array::RecordBatch;
+use chrono::Datelike;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use switchyard_codec::Codec;
@@ -25,6 +26,7 @@ use switchyard_core::usage::UsageEvent;
 
 use crate::block::{BlockBuilder, ClickHouseRows, RowRef};
 use crate::dedupe::key;
+use crate::row::UNIX_EPOCH_DAYS_FROM_CE;
 
 /// Messages as read from Kafka, their payloads end to end in one buffer.
 #[derive(Debug, Default)]
@@ -420,14 +422,9 @@ pub(crate) fn canonical_millis(s: &str) -> Option<u64> {
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1970..=9999).contains(&year)
-        || !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
+    // Checks the month and the day in it.
+    let date = chrono::NaiveDate::from_ymd_opt(year as i32, month, day)?;
+    if !(1970..=9999).contains(&year) || hour > 23 || minute > 59 || second > 59 {
         return None;
     }
     let mut rest = &b[19..];
@@ -445,31 +442,9 @@ pub(crate) fn canonical_millis(s: &str) -> Option<u64> {
     if rest != b"Z" && rest != b"+00:00" {
         return None;
     }
-    let days = days_from_civil(year, month, day);
+    let days = u64::try_from(date.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE).ok()?;
     let secs = days * 86_400 + u64::from(hour * 3600 + minute * 60 + second);
     Some(secs * 1000 + u64::from(millis))
-}
-
-fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
-            29
-        }
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days from 1970-01-01 to a civil date (proleptic Gregorian, year >= 1970).
-fn days_from_civil(year: u32, month: u32, day: u32) -> u64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    u64::from(era * 146_097 + doe) - 719_468
 }
 
 #[cfg(test)]

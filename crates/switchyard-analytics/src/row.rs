@@ -72,7 +72,8 @@ pub struct UsageRow {
     pub kafka_offset: i64,
 }
 
-const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
+/// Days from 0001-01-01 (chrono's day 1) to 1970-01-01.
+pub(crate) const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 impl UsageRow {
     /// Flattens an event read at `partition`/`offset` of `topic`.
