@@ -43,20 +43,17 @@ const FIELDS: &[&str] = &[
     "output_config",
 ];
 
-pub(crate) fn authorize(headers: &HeaderMap) -> Result<(), Problem> {
-    let present = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| !v.trim().is_empty())
-    };
-    if !present("x-api-key") {
-        return Err(Problem::MissingKey);
+/// Refuses a request without the `anthropic-version` header the API requires.
+pub(crate) fn require_version(headers: &HeaderMap) -> Result<(), Problem> {
+    let present = headers
+        .get("anthropic-version")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.trim().is_empty());
+    if present {
+        Ok(())
+    } else {
+        Err(Problem::bad("anthropic-version: header is required"))
     }
-    if !present("anthropic-version") {
-        return Err(Problem::bad("anthropic-version: header is required"));
-    }
-    Ok(())
 }
 
 pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Problem> {

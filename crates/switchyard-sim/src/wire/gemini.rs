@@ -55,22 +55,6 @@ const CONFIG_FIELDS: &[&str] = &[
 
 const API_KEY_MESSAGE: &str = "API key not valid. Please pass a valid API key.";
 
-pub(crate) fn authorize(headers: &HeaderMap, query: Option<&str>) -> Result<(), Problem> {
-    let in_header = headers
-        .get("x-goog-api-key")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| !v.trim().is_empty());
-    let in_query = query.is_some_and(|q| {
-        q.split('&')
-            .any(|pair| pair.strip_prefix("key=").is_some_and(|k| !k.is_empty()))
-    });
-    if in_header || in_query {
-        Ok(())
-    } else {
-        Err(Problem::MissingKey)
-    }
-}
-
 /// `max_output_tokens` → `maxOutputTokens`: the API accepts both spellings.
 fn camel(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
@@ -390,8 +374,9 @@ mod tests {
     #[test]
     fn the_key_may_come_in_the_query() {
         let none = HeaderMap::new();
-        assert!(authorize(&none, Some("alt=json&key=abc")).is_ok());
-        assert_eq!(authorize(&none, Some("key=")), Err(Problem::MissingKey));
-        assert_eq!(authorize(&none, None), Err(Problem::MissingKey));
+        let authorize = |query| super::super::Format::Gemini.authorize(&none, query);
+        assert!(authorize(Some("alt=json&key=abc")).is_ok());
+        assert_eq!(authorize(Some("key=")), Err(Problem::MissingKey));
+        assert_eq!(authorize(None), Err(Problem::MissingKey));
     }
 }

@@ -157,10 +157,12 @@ impl Format {
 
     /// Refuses a request without the credentials the API requires.
     pub(crate) fn authorize(self, headers: &HeaderMap, query: Option<&str>) -> Result<(), Problem> {
+        if self.presented_key(headers, query).is_empty() {
+            return Err(Problem::MissingKey);
+        }
         match self {
-            Format::OpenAi => openai::authorize(headers),
-            Format::Anthropic => anthropic::authorize(headers),
-            Format::Gemini => gemini::authorize(headers, query),
+            Format::Anthropic => anthropic::require_version(headers),
+            Format::OpenAi | Format::Gemini => Ok(()),
         }
     }
 
@@ -176,8 +178,11 @@ impl Format {
         let key = match self {
             Format::OpenAi => header("authorization").and_then(|v| v.strip_prefix("Bearer ")),
             Format::Anthropic => header("x-api-key"),
-            Format::Gemini => header("x-goog-api-key")
-                .or_else(|| query?.split('&').find_map(|pair| pair.strip_prefix("key="))),
+            Format::Gemini => header("x-goog-api-key").or_else(|| {
+                query?
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix("key=").filter(|k| !k.is_empty()))
+            }),
         };
         key.unwrap_or_default().trim().to_owned()
     }

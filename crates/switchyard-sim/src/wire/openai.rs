@@ -58,18 +58,6 @@ const FIELDS: &[&str] = &[
 
 const ROLES: &str = "'system', 'assistant', 'user', 'function', 'tool', and 'developer'";
 
-pub(crate) fn authorize(headers: &HeaderMap) -> Result<(), Problem> {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match bearer {
-        Some(key) if !key.is_empty() => Ok(()),
-        _ => Err(Problem::MissingKey),
-    }
-}
-
 pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Problem> {
     let req = json_object(body).map_err(|e| {
         Problem::bad(format!(
