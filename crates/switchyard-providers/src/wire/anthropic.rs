@@ -193,17 +193,28 @@ pub fn rate_limit_info(headers: &HeaderMap, now: DateTime<Utc>) -> RateLimitInfo
             .and_then(|v| DateTime::parse_from_rfc3339(v.trim()).ok())
             .map(|t| (t.with_timezone(&Utc) - now).to_std().unwrap_or_default())
     };
-    let scope = |name: &str| {
+    let scope = |(remaining, reset): (&str, &str)| (header_u64(headers, remaining), until(reset));
+    let (remaining_requests, reset_requests) = scope((
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-requests-reset",
+    ));
+    let tokens = [
         (
-            header_u64(headers, &format!("anthropic-ratelimit-{name}-remaining")),
-            until(&format!("anthropic-ratelimit-{name}-reset")),
-        )
-    };
-    let (remaining_requests, reset_requests) = scope("requests");
-    let tokens = ["tokens", "input-tokens", "output-tokens"]
-        .map(scope)
-        .into_iter()
-        .filter(|(remaining, reset)| remaining.is_some() || reset.is_some());
+            "anthropic-ratelimit-tokens-remaining",
+            "anthropic-ratelimit-tokens-reset",
+        ),
+        (
+            "anthropic-ratelimit-input-tokens-remaining",
+            "anthropic-ratelimit-input-tokens-reset",
+        ),
+        (
+            "anthropic-ratelimit-output-tokens-remaining",
+            "anthropic-ratelimit-output-tokens-reset",
+        ),
+    ]
+    .map(scope)
+    .into_iter()
+    .filter(|(remaining, reset)| remaining.is_some() || reset.is_some());
     let (remaining_tokens, reset_tokens) = tokens
         .max_by_key(|(remaining, reset)| {
             (

@@ -233,9 +233,19 @@ pub(crate) fn failure(ctx: &Context<'_>, status: u16, problem: &Problem) -> (Hea
         }
         Problem::RateLimited { retry_after, scope, limit, used, requested, hint } => {
             let wait = go_duration(*retry_after);
-            let (kind, what) = match scope {
-                Some(LimitScope::Tokens) => ("tokens", "tokens per min (TPM)"),
-                _ => ("requests", "requests per min (RPM)"),
+            let (kind, what, remaining, reset) = match scope {
+                Some(LimitScope::Tokens) => (
+                    "tokens",
+                    "tokens per min (TPM)",
+                    "x-ratelimit-remaining-tokens",
+                    "x-ratelimit-reset-tokens",
+                ),
+                _ => (
+                    "requests",
+                    "requests per min (RPM)",
+                    "x-ratelimit-remaining-requests",
+                    "x-ratelimit-reset-requests",
+                ),
             };
             match hint {
                 RateLimitHint::RetryAfter => {
@@ -243,10 +253,6 @@ pub(crate) fn failure(ctx: &Context<'_>, status: u16, problem: &Problem) -> (Hea
                     put(&mut headers, "retry-after-ms", ceil_millis(*retry_after));
                 }
                 RateLimitHint::ResetHeaders => {
-                    let (remaining, reset) = match kind {
-                        "tokens" => ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
-                        _ => ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
-                    };
                     put(&mut headers, remaining, 0);
                     put(&mut headers, reset, &wait);
                 }
