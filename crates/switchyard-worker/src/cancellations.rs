@@ -20,6 +20,7 @@ use switchyard_kafka::client::reader_config;
 use tracing::{info, warn};
 
 use crate::Engine;
+use crate::catch_up::CatchUp;
 
 /// The running reader; stop it with [`CancellationWatch::stop`].
 pub struct CancellationWatch {
@@ -95,7 +96,8 @@ impl CancellationWatch {
                     return;
                 }
                 let mut canceled = 0usize;
-                if pending.is_empty() {
+                let mut pending = CatchUp::new(pending);
+                if pending.done() {
                     let _ = caught_up.send(0);
                 }
                 while !flag.load(Ordering::Relaxed) {
@@ -115,14 +117,9 @@ impl CancellationWatch {
                         engine.cancel_batch(&record.batch_id);
                         canceled += 1;
                     }
-                    if !pending.is_empty()
-                        && pending.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end)
-                    {
-                        pending.remove(&m.partition());
-                        if pending.is_empty() {
-                            info!(canceled, "Batch registry read; following it.");
-                            let _ = caught_up.send(canceled);
-                        }
+                    if pending.seen(m.partition(), m.offset()) {
+                        info!(canceled, "Batch registry read; following it.");
+                        let _ = caught_up.send(canceled);
                     }
                 }
             })

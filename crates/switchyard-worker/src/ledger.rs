@@ -22,6 +22,7 @@ use switchyard_kafka::offsets_at_time;
 use tracing::{info, warn};
 
 use crate::Engine;
+use crate::catch_up::CatchUp;
 
 /// The running follower; stop it with [`LedgerFollower::stop`].
 pub struct LedgerFollower {
@@ -55,10 +56,10 @@ impl LedgerFollower {
                     return;
                 };
                 let codec = Codec::for_topic(&topic);
-                let mut pending: Vec<(i32, i64)> = ends;
+                let mut pending = CatchUp::new(ends);
                 let mut replayed = 0u64;
                 let mut spent = 0.0;
-                if pending.is_empty() {
+                if pending.done() {
                     let _ = caught_up.send(0);
                 }
                 while !flag.load(Ordering::Relaxed) {
@@ -68,18 +69,14 @@ impl LedgerFollower {
                     let this_month = m.timestamp().to_millis().is_none_or(|t| t >= month_start);
                     if let Some(e) = m.payload().filter(|_| this_month).and_then(|p| codec.decode::<UsageEvent>(p).ok())
                         && engine.record_foreign_spend(&e)
-                        && !pending.is_empty()
+                        && !pending.done()
                     {
                         replayed += 1;
                         spent += e.cost_usd;
                     }
-                    if !pending.is_empty() {
-                        let before = pending.len();
-                        pending.retain(|(p, end)| !(*p == m.partition() && m.offset() + 1 >= *end));
-                        if pending.is_empty() && before > 0 {
-                            info!(events = replayed, spent_usd = spent, "Budget ledger rebuilt from the usage topic; following it.");
-                            let _ = caught_up.send(replayed);
-                        }
+                    if pending.seen(m.partition(), m.offset()) {
+                        info!(events = replayed, spent_usd = spent, "Budget ledger rebuilt from the usage topic; following it.");
+                        let _ = caught_up.send(replayed);
                     }
                 }
             })

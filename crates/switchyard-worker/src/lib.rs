@@ -4,6 +4,7 @@
 //! concurrency, at-least-once commits, dead letters and graceful drain.
 
 mod cancellations;
+mod catch_up;
 mod dispatch;
 mod engine;
 mod ledger;
