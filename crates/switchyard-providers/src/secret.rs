@@ -134,8 +134,8 @@ mod tests {
 
     #[test]
     fn key_files_are_read_trimmed_and_never_echoed() {
-        let dir = std::env::temp_dir().join(format!("switchyard-key-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let key = "sk-file-Zq81mN0pL4kT7vWx";
         for (name, text) in [
             ("newline", format!("{key}\n")),
@@ -161,7 +161,6 @@ mod tests {
             e.contains(&missing.display().to_string()) && e.contains("cannot read key file"),
             "{e}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
