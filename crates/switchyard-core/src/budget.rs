@@ -19,13 +19,15 @@ use chrono::{DateTime, Datelike, Utc};
 use crate::org::{Budget, BudgetAction, OrgTree};
 use crate::routing::BudgetState;
 
-/// What the budget allows for a job.
+/// What the budget allows for a job: route in this state (`Normal`, with no
+/// headroom filter, when no node acts: the policy, not the router, decides what
+/// happens to a job that does not fit; `NearLimit` when a `downgrade` node acts),
+/// or stop.
+pub type BudgetVerdict = Result<BudgetState, BudgetStop>;
+
+/// A node's budget policy stops the job.
 #[derive(Debug, Clone, PartialEq)]
-pub enum BudgetVerdict {
-    /// Route in this state: `Normal` (no headroom filter: the policy, not the
-    /// router, decides what happens to a job that does not fit) when no node acts,
-    /// `NearLimit` when a `downgrade` node acts.
-    Proceed(BudgetState),
+pub enum BudgetStop {
     /// A node's policy refuses the job.
     Reject {
         /// The node whose policy acted.
@@ -40,6 +42,15 @@ pub enum BudgetVerdict {
         /// Why, for the held record.
         reason: String,
     },
+}
+
+impl BudgetStop {
+    /// Why the job stops.
+    pub fn reason(&self) -> &str {
+        match self {
+            BudgetStop::Reject { reason, .. } | BudgetStop::Hold { reason, .. } => reason,
+        }
+    }
 }
 
 /// Why a node's policy acts on a job.
@@ -139,23 +150,23 @@ impl BudgetLedger {
             match (b.action, &trigger) {
                 (BudgetAction::Hold, _) => {
                     let reason = trigger.describe(node, b);
-                    return BudgetVerdict::Hold {
+                    return Err(BudgetStop::Hold {
                         node: node.clone(),
                         reason,
-                    };
+                    });
                 }
                 // A spent budget leaves nothing to downgrade within.
                 (BudgetAction::Reject, _) | (BudgetAction::Downgrade, Trigger::Exhausted) => {
                     let reason = trigger.describe(node, b);
-                    return BudgetVerdict::Reject {
+                    return Err(BudgetStop::Reject {
                         node: node.clone(),
                         reason,
-                    };
+                    });
                 }
                 (BudgetAction::Downgrade, _) => downgrade = true,
             }
         }
-        BudgetVerdict::Proceed(if downgrade {
+        Ok(if downgrade {
             BudgetState::NearLimit {
                 headroom_usd: headroom,
             }
@@ -174,12 +185,10 @@ impl BudgetLedger {
         nodes: &[String],
         estimate_usd: f64,
         now: DateTime<Utc>,
-    ) -> Result<Reservation, BudgetVerdict> {
-        match self.verdict(nodes, Some(estimate_usd), now) {
-            BudgetVerdict::Proceed(BudgetState::NearLimit { headroom_usd })
-                if estimate_usd > headroom_usd =>
-            {
-                Err(BudgetVerdict::Reject {
+    ) -> Result<Reservation, BudgetStop> {
+        match self.verdict(nodes, Some(estimate_usd), now)? {
+            BudgetState::NearLimit { headroom_usd } if estimate_usd > headroom_usd => {
+                Err(BudgetStop::Reject {
                     node: nodes.first().cloned().unwrap_or_default(),
                     reason: format!(
                         "the job's estimated ${estimate_usd:.6} no longer fits the ${:.6} left in its budgets",
@@ -187,8 +196,7 @@ impl BudgetLedger {
                     ),
                 })
             }
-            BudgetVerdict::Proceed(_) => Ok(self.reserve(nodes, estimate_usd)),
-            stop => Err(stop),
+            _ => Ok(self.reserve(nodes, estimate_usd)),
         }
     }
 
@@ -312,19 +320,19 @@ path = "acme/bu/t/p"
         let r = l.reserve(&nodes, 7.0);
         assert_eq!(
             l.verdict(&nodes, None, now()),
-            BudgetVerdict::Proceed(BudgetState::UNCONSTRAINED)
+            Ok(BudgetState::UNCONSTRAINED)
         );
         l.settle(r, 8.5, now());
         assert_eq!(l.spent("acme/bu"), 8.5);
         assert_eq!(l.reserved("acme/bu"), 0.0);
         assert_eq!(
             l.verdict(&nodes, None, now()),
-            BudgetVerdict::Proceed(BudgetState::NearLimit { headroom_usd: 1.5 })
+            Ok(BudgetState::NearLimit { headroom_usd: 1.5 })
         );
         l.record("acme/bu/t/p", 2.0, now());
         assert!(matches!(
             l.verdict(&nodes, None, now()),
-            BudgetVerdict::Reject { node, reason } if node == "acme/bu" && reason.contains("exhausted")
+            Err(BudgetStop::Reject { node, reason }) if node == "acme/bu" && reason.contains("exhausted")
         ));
     }
 
@@ -336,14 +344,14 @@ path = "acme/bu/t/p"
             let (org, nodes) = single(action);
             let mut l = BudgetLedger::new(&org, now());
             let acted = |v: &BudgetVerdict, headroom: f64| match (action, v) {
-                ("reject", BudgetVerdict::Reject { node, .. })
-                | ("hold", BudgetVerdict::Hold { node, .. }) => node == "acme/bu",
-                ("downgrade", BudgetVerdict::Proceed(BudgetState::NearLimit { headroom_usd })) => {
+                ("reject", Err(BudgetStop::Reject { node, .. }))
+                | ("hold", Err(BudgetStop::Hold { node, .. })) => node == "acme/bu",
+                ("downgrade", Ok(BudgetState::NearLimit { headroom_usd })) => {
                     (headroom_usd - headroom).abs() < 1e-9
                 }
                 _ => false,
             };
-            let normal = BudgetVerdict::Proceed(BudgetState::UNCONSTRAINED);
+            let normal = Ok(BudgetState::UNCONSTRAINED);
 
             // Below the threshold: $89.50 of $100 spent, a small job fits.
             l.record("acme/bu/t/p", 89.5, now());
@@ -352,7 +360,9 @@ path = "acme/bu/t/p"
             // Below the threshold, but the job's estimate is more than what is left.
             let v = l.verdict(&nodes, Some(11.0), now());
             assert!(acted(&v, 10.5), "{action}: {v:?}");
-            if let BudgetVerdict::Reject { reason, .. } | BudgetVerdict::Hold { reason, .. } = &v {
+            if let Err(BudgetStop::Reject { reason, .. }) | Err(BudgetStop::Hold { reason, .. }) =
+                &v
+            {
                 assert!(reason.contains("does not fit the $10.500000"), "{reason}");
             }
 
@@ -360,7 +370,9 @@ path = "acme/bu/t/p"
             let r = l.reserve(&nodes, 0.5);
             let v = l.verdict(&nodes, None, now());
             assert!(acted(&v, 10.0), "{action}: {v:?}");
-            if let BudgetVerdict::Reject { reason, .. } | BudgetVerdict::Hold { reason, .. } = &v {
+            if let Err(BudgetStop::Reject { reason, .. }) | Err(BudgetStop::Hold { reason, .. }) =
+                &v
+            {
                 assert!(reason.contains("90% spent"), "{reason}");
             }
             l.settle(r, 0.5, now());
@@ -369,9 +381,9 @@ path = "acme/bu/t/p"
             l.record("acme/bu/t/p", 10.0, now());
             let v = l.verdict(&nodes, None, now());
             match action {
-                "hold" => assert!(matches!(v, BudgetVerdict::Hold { .. }), "{v:?}"),
+                "hold" => assert!(matches!(v, Err(BudgetStop::Hold { .. })), "{v:?}"),
                 _ => assert!(
-                    matches!(&v, BudgetVerdict::Reject { reason, .. } if reason.contains("exhausted")),
+                    matches!(&v, Err(BudgetStop::Reject { reason, .. }) if reason.contains("exhausted")),
                     "{action}: {v:?}"
                 ),
             }
@@ -387,13 +399,13 @@ path = "acme/bu/t/p"
         l.record("acme/bu/t/p", 8.5, now());
         assert_eq!(
             l.verdict(&nodes, None, now()),
-            BudgetVerdict::Proceed(BudgetState::NearLimit { headroom_usd: 1.5 })
+            Ok(BudgetState::NearLimit { headroom_usd: 1.5 })
         );
         // acme ($100, reject from 90%) is at 91% through another business unit.
         l.record("acme/other/t/p", 82.5, now());
         assert!(matches!(
             l.verdict(&nodes, None, now()),
-            BudgetVerdict::Reject { node, .. } if node == "acme"
+            Err(BudgetStop::Reject { node, .. }) if node == "acme"
         ));
     }
 
@@ -406,7 +418,7 @@ path = "acme/bu/t/p"
         let next = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
         assert!(matches!(
             l.verdict(&nodes, None, next),
-            BudgetVerdict::Proceed(BudgetState::Normal { .. })
+            Ok(BudgetState::Normal { .. })
         ));
         assert_eq!(l.spent("acme/bu"), 0.0);
     }
@@ -421,7 +433,7 @@ path = "acme/bu/t/p"
             let mut l = BudgetLedger::new(&org, now());
             let mut open = Vec::new();
             for (i, c) in costs.iter().enumerate() {
-                if let BudgetVerdict::Proceed(state) = l.verdict(&nodes, Some(*c), now()) {
+                if let Ok(state) = l.verdict(&nodes, Some(*c), now()) {
                     // A downgrade routes within the headroom; a job that fits a normal budget is admitted.
                     let fits = match state { BudgetState::Normal { .. } => true, BudgetState::NearLimit { headroom_usd } => *c <= headroom_usd };
                     if fits {
@@ -451,8 +463,8 @@ path = "acme/bu/t/p"
             assert!(ledger.reserved(&nodes[0]) <= 100.0, "{action}");
             let refused = ledger.reserve_checked(&nodes, 30.0, now()).unwrap_err();
             match action {
-                "hold" => assert!(matches!(refused, BudgetVerdict::Hold { .. })),
-                _ => assert!(matches!(refused, BudgetVerdict::Reject { .. }), "{action}"),
+                "hold" => assert!(matches!(refused, BudgetStop::Hold { .. })),
+                _ => assert!(matches!(refused, BudgetStop::Reject { .. }), "{action}"),
             }
         }
     }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use switchyard_core::analysis::TaskAnalyzer;
-use switchyard_core::budget::{BudgetLedger, BudgetVerdict};
+use switchyard_core::budget::{BudgetLedger, BudgetStop, BudgetVerdict};
 use switchyard_core::catalog::{Catalog, ModelId};
 use switchyard_core::config::LoadedPipeline;
 use switchyard_core::health::{DeploymentHealth, HealthSnapshot};
@@ -225,7 +225,7 @@ impl Engine {
     ) -> BudgetVerdict {
         match self.ledger.lock() {
             Ok(mut l) => l.verdict(nodes, estimate_usd, now),
-            Err(_) => BudgetVerdict::Proceed(BudgetState::UNCONSTRAINED),
+            Err(_) => Ok(BudgetState::UNCONSTRAINED),
         }
     }
 
@@ -273,7 +273,7 @@ impl Engine {
             }
         };
         let nodes = &policy.budget_nodes;
-        let budget = match BudgetStop::of(self.budget_verdict(nodes, None, now)) {
+        let budget = match self.budget_verdict(nodes, None, now) {
             Ok(state) => state,
             Err(stop) => {
                 let routing = unrouted(policy, stop.reason());
@@ -310,7 +310,7 @@ impl Engine {
         // reject or hold.
         if !nodes.is_empty() {
             let estimate = decision.chain.first().map(|e| e.estimated_cost_usd);
-            match BudgetStop::of(self.budget_verdict(nodes, estimate, now)) {
+            match self.budget_verdict(nodes, estimate, now) {
                 Ok(state @ BudgetState::NearLimit { .. })
                     if matches!(budget, BudgetState::Normal { .. }) =>
                 {
@@ -347,13 +347,10 @@ impl Engine {
             .map(|mut l| l.reserve_checked(nodes, estimate, now));
         let reservation = match reserved {
             Some(Ok(r)) => Some(r),
-            Some(Err(verdict)) => match BudgetStop::of(verdict) {
-                Err(stop) => {
-                    let routing = unrouted(policy, stop.reason());
-                    return self.budget_stopped(stop, job, routing, started);
-                }
-                Ok(_) => None,
-            },
+            Some(Err(stop)) => {
+                let routing = unrouted(policy, stop.reason());
+                return self.budget_stopped(stop, job, routing, started);
+            }
             None => None,
         };
         let Dispatched {
@@ -458,10 +455,10 @@ impl Engine {
         started: tokio::time::Instant,
     ) -> Outcome {
         match stop {
-            BudgetStop::Hold(reason) => Outcome::Held {
+            BudgetStop::Hold { reason, .. } => Outcome::Held {
                 reason: format!("{reason}; held for approval"),
             },
-            BudgetStop::Reject(reason) => self.refuse(
+            BudgetStop::Reject { reason, .. } => self.refuse(
                 job,
                 routing,
                 started,
@@ -547,27 +544,4 @@ pub fn now_ms() -> DateTime<Utc> {
 /// cheapest model above the quality floor fits what is left.
 fn nothing_fits_near_limit(refusal: &Refusal) -> String {
     format!("budget near its limit and no model above the quality floor fits: {refusal}")
-}
-
-/// A budget policy that stops a job: it is held for approval or rejected.
-enum BudgetStop {
-    Hold(String),
-    Reject(String),
-}
-
-impl BudgetStop {
-    /// The state to route in, or why the job stops here.
-    fn of(verdict: BudgetVerdict) -> Result<BudgetState, BudgetStop> {
-        match verdict {
-            BudgetVerdict::Proceed(state) => Ok(state),
-            BudgetVerdict::Hold { reason, .. } => Err(BudgetStop::Hold(reason)),
-            BudgetVerdict::Reject { reason, .. } => Err(BudgetStop::Reject(reason)),
-        }
-    }
-
-    fn reason(&self) -> &str {
-        match self {
-            BudgetStop::Hold(r) | BudgetStop::Reject(r) => r,
-        }
-    }
 }
