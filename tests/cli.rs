@@ -51,16 +51,7 @@ fn validate_accepts_the_shipped_configs() {
 #[test]
 fn kafka_secrets_come_from_named_variables_and_only_for_secret_properties() {
     let dir = tempfile::tempdir().unwrap();
-    let base = std::fs::read_to_string(demo_config())
-        .unwrap()
-        .replace(
-            "catalog = \"models.toml\"",
-            &format!("catalog = \"{}\"", path("pipelines/models.toml").display()),
-        )
-        .replace(
-            "org = \"org.toml\"",
-            &format!("org = \"{}\"", path("pipelines/org.toml").display()),
-        );
+    let base = demo_config_text();
     let with = |section: &str| {
         let file = dir.path().join("kafka.toml");
         std::fs::write(&file, format!("{base}\n{section}\n")).unwrap();
@@ -88,18 +79,7 @@ fn kafka_secrets_come_from_named_variables_and_only_for_secret_properties() {
 #[test]
 fn a_bad_config_names_file_line_key_and_fix_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(demo_config())
-        .unwrap()
-        .replace("max_in_flight = 512", "max_in_flight = \"lots\"");
-    let text = text
-        .replace(
-            "catalog = \"models.toml\"",
-            &format!("catalog = \"{}\"", path("pipelines/models.toml").display()),
-        )
-        .replace(
-            "org = \"org.toml\"",
-            &format!("org = \"{}\"", path("pipelines/org.toml").display()),
-        );
+    let text = demo_config_text().replace("max_in_flight = 512", "max_in_flight = \"lots\"");
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, &text).unwrap();
     let line = text

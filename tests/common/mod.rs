@@ -407,11 +407,11 @@ pub fn path(rel: &str) -> PathBuf {
     root().join(rel)
 }
 
-/// Writes a copy of the demo config whose catalog/org paths are absolute and whose
-/// simulator URL is `sim_base`, for worker processes started from a temp dir.
-pub fn write_process_config(dir: &Path, sim_base: &str) -> PathBuf {
-    let text = std::fs::read_to_string(demo_config()).unwrap();
-    let text = text
+/// The demo config's text with its catalog and org paths made absolute, so that
+/// a copy in a temp dir still finds them.
+pub fn demo_config_text() -> String {
+    std::fs::read_to_string(demo_config())
+        .unwrap()
         .replace(
             "catalog = \"models.toml\"",
             &format!("catalog = \"{}\"", path("pipelines/models.toml").display()),
@@ -420,7 +420,12 @@ pub fn write_process_config(dir: &Path, sim_base: &str) -> PathBuf {
             "org = \"org.toml\"",
             &format!("org = \"{}\"", path("pipelines/org.toml").display()),
         )
-        .replace("http://127.0.0.1:9100", sim_base);
+}
+
+/// Writes a copy of the demo config whose catalog/org paths are absolute and whose
+/// simulator URL is `sim_base`, for worker processes started from a temp dir.
+pub fn write_process_config(dir: &Path, sim_base: &str) -> PathBuf {
+    let text = demo_config_text().replace("http://127.0.0.1:9100", sim_base);
     let p = dir.join("pipeline.toml");
     std::fs::write(&p, text).unwrap();
     p
