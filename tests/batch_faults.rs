@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 use switchyard_batch::{BatchFormat, BatchState, CollectOptions, Error};
 use switchyard_codec::Codec;
-use switchyard_core::config::{KafkaConfig, PipelineConfig};
+use switchyard_core::config::KafkaConfig;
 use switchyard_core::result::JobResult;
 use switchyard_core::usage::UsageEvent;
 use switchyard_embedded::{Stack, StackOptions, spawn_worker};
@@ -60,7 +60,7 @@ async fn a_worker_killed_mid_batch_still_yields_each_custom_id_once() {
     // The broker in a process of its own, so that a worker process can be
     // killed with SIGKILL while the cluster stays up.
     let (_broker, bootstrap) = start_broker(4);
-    let catalog = switchyard_core::catalog::Catalog::load(&path("pipelines/models.toml")).unwrap();
+    let catalog = switchyard_loader::load_catalog(&path("pipelines/models.toml")).unwrap();
     let mut sim_config = SimConfig::from_catalog(&catalog);
     sim_config.time_scale = 0.05;
     let sim = switchyard_sim::start(sim_config, "127.0.0.1:0".parse().unwrap())
@@ -68,7 +68,7 @@ async fn a_worker_killed_mid_batch_still_yields_each_custom_id_once() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = write_process_config(dir.path(), &format!("http://{}", sim.addr()));
-    let mut pipeline = PipelineConfig::load(&config, &[]).unwrap();
+    let mut pipeline = switchyard_loader::load_pipeline(&config, &[]).unwrap();
     pipeline.config.kafka.brokers = bootstrap.clone();
     let results_topic = pipeline.config.kafka.topics.results.name.clone();
     let input = write_file(&dir.path().join("requests.jsonl"), LINES, openai_line);

@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use switchyard_core::config::{PipelineConfig, Topics};
+use switchyard_core::config::Topics;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use common::*;
@@ -127,7 +127,7 @@ fn the_container_configs_load_and_point_at_the_compose_services() {
         let config = e["SWITCHYARD_CONFIG"]
             .strip_prefix("/etc/switchyard/")
             .expect("configs are shipped in /etc/switchyard");
-        let loaded = PipelineConfig::load(&path("pipelines").join(config), &[])
+        let loaded = switchyard_loader::load_pipeline(&path("pipelines").join(config), &[])
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(e["SWITCHYARD_BROKERS"], "kafka:9092");
         assert_eq!(loaded.config.kafka.brokers, "kafka:9092");
@@ -155,7 +155,8 @@ fn the_container_configs_load_and_point_at_the_compose_services() {
     let sim_file = path("pipelines").join(sim_config.strip_prefix("/etc/switchyard/").unwrap());
     switchyard_sim::SimConfig::load(&sim_file).unwrap_or_else(|e| panic!("{e}"));
     // The production example loads too (keys are only read when the worker starts).
-    PipelineConfig::load(&path("pipelines/production.toml"), &[]).unwrap_or_else(|e| panic!("{e}"));
+    switchyard_loader::load_pipeline(&path("pipelines/production.toml"), &[])
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]

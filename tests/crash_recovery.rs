@@ -204,7 +204,7 @@ async fn jobs_still_running_when_the_grace_period_ends_stay_uncommitted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_loses_no_job_and_sigterm_drains_cleanly() {
     let (_broker, bootstrap) = start_broker(4);
-    let catalog = switchyard_core::catalog::Catalog::load(&path("pipelines/models.toml")).unwrap();
+    let catalog = switchyard_loader::load_catalog(&path("pipelines/models.toml")).unwrap();
     // Real catalog latencies (seconds per call), so that many jobs are in flight at the kill.
     let sim_config = SimConfig::from_catalog(&catalog);
     let sim = switchyard_sim::start(sim_config, "127.0.0.1:0".parse().unwrap())
@@ -212,7 +212,7 @@ async fn kill_dash_nine_loses_no_job_and_sigterm_drains_cleanly() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = write_process_config(dir.path(), &format!("http://{}", sim.addr()));
-    let pipeline = switchyard_core::config::PipelineConfig::load(&config, &[]).unwrap();
+    let pipeline = switchyard_loader::load_pipeline(&config, &[]).unwrap();
     let topics = pipeline.config.kafka.topics.clone();
     let consumer = results_consumer(&bootstrap, &topics.results.name);
     let codec = Codec::for_topic(&topics.results);

@@ -34,7 +34,7 @@ async fn the_key_is_nowhere_in_logs_results_usage_or_dead_letters() {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    let catalog = switchyard_core::catalog::Catalog::load(&path("pipelines/models.toml")).unwrap();
+    let catalog = switchyard_loader::load_catalog(&path("pipelines/models.toml")).unwrap();
     let mut sim_config = switchyard_sim::SimConfig::from_catalog(&catalog);
     sim_config.time_scale = 0.01;
     // Some failures too, so error paths are logged; the OpenAI models refuse a
@@ -66,7 +66,7 @@ async fn the_key_is_nowhere_in_logs_results_usage_or_dead_letters() {
         ),
     )
     .unwrap();
-    let pipeline = switchyard_core::config::PipelineConfig::load(&config, &[]).unwrap();
+    let pipeline = switchyard_loader::load_pipeline(&config, &[]).unwrap();
     let topics = pipeline.config.kafka.topics.clone();
     let consumer = results_consumer(&bootstrap, &topics.results.name);
 

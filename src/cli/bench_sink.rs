@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_analytics::{SinkOptions, run_sink_with, sample};
 use switchyard_codec::Codec;
-use switchyard_core::config::{PipelineConfig, env_overrides};
+use switchyard_loader::env_overrides;
 
 use super::bench::{cpu_time, peak_rss_mb, produce_all, spawn_child};
 use super::common::BadInput;
@@ -48,7 +48,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "bootstrap:",
     )
     .await?;
-    let mut config = PipelineConfig::load(&args.config, &env_overrides())?.config;
+    let mut config = switchyard_loader::load_pipeline(&args.config, &env_overrides())?.config;
     config.kafka.brokers = brokers.clone();
     let dir = tempfile::tempdir()?;
     let analytics = &mut config.analytics;

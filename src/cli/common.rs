@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use anyhow::Context;
-use switchyard_core::config::{ConfigError, LoadedPipeline, PipelineConfig, env_overrides};
+use switchyard_core::config::{ConfigError, LoadedPipeline};
+use switchyard_loader::env_overrides;
 
 /// An error caused by the user's input (usage, config, file), exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +33,7 @@ pub struct Overrides {
 
 /// Loads a pipeline config: file, then `SWITCHYARD__…` variables, then flags.
 pub fn load_pipeline(path: &Path, overrides: &Overrides) -> anyhow::Result<LoadedPipeline> {
-    let mut loaded = PipelineConfig::load(path, &env_overrides())?;
+    let mut loaded = switchyard_loader::load_pipeline(path, &env_overrides())?;
     if let Some(b) = &overrides.brokers {
         loaded.config.kafka.brokers = b.clone();
     }

@@ -29,7 +29,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             partitions: args.partitions,
             time_scale: args.time_scale,
             sink: true,
-            env: switchyard_core::config::env_overrides(),
+            env: switchyard_loader::env_overrides(),
             ..StackOptions::default()
         },
     )

@@ -11,7 +11,7 @@ use switchyard_analytics::report::{html, parse_instant};
 use switchyard_analytics::{
     ClickHouseConfig, Dimension, Error as AnalyticsError, Format, ReportQuery, Source,
 };
-use switchyard_core::config::{PipelineConfig, env_overrides};
+use switchyard_loader::env_overrides;
 
 use super::common::BadInput;
 
@@ -121,7 +121,7 @@ fn source(args: &Args) -> anyhow::Result<Source> {
         config.validate().map_err(|e| BadInput(e.to_string()))?;
         return Ok(Source::ClickHouse(config));
     }
-    let loaded = PipelineConfig::load(&args.config, &env_overrides())?;
+    let loaded = switchyard_loader::load_pipeline(&args.config, &env_overrides())?;
     let analytics = &loaded.config.analytics;
     match ClickHouseConfig::from_analytics(analytics)
         .map_err(|e| BadInput(format!("{}: {e}", args.config.display())))?

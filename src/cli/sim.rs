@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use switchyard_core::catalog::Catalog;
 use switchyard_sim::{Setting, SimConfig};
 
 use super::common::shutdown_signal;
@@ -50,7 +49,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let settings: Vec<Setting> = args.settings.into_iter().chain(args.outages).collect();
     let mut config = match &args.config {
         Some(path) => SimConfig::load_with(path, &settings)?,
-        None => SimConfig::from_catalog_with(&Catalog::load(&args.catalog)?, &settings)?,
+        None => SimConfig::from_catalog_with(
+            &switchyard_loader::load_catalog(&args.catalog)?,
+            &settings,
+        )?,
     };
     if let Some(scale) = args.time_scale {
         config.time_scale = scale;

@@ -26,7 +26,7 @@ use switchyard_batch::{
     registry,
 };
 use switchyard_codec::Codec;
-use switchyard_core::config::{LoadedPipeline, PipelineConfig, Topics};
+use switchyard_core::config::{LoadedPipeline, Topics};
 use switchyard_core::result::{JobResult, JobStatus, Output, TokenUsage};
 use switchyard_kafka::EmbeddedBroker;
 
@@ -45,7 +45,8 @@ fn start() -> (EmbeddedBroker, LoadedPipeline) {
         (t.batches.as_str(), 1),
     ])
     .unwrap();
-    let mut pipeline = PipelineConfig::load(&repo().join("pipelines/demo.toml"), &[]).unwrap();
+    let mut pipeline =
+        switchyard_loader::load_pipeline(&repo().join("pipelines/demo.toml"), &[]).unwrap();
     pipeline.config.kafka.brokers = broker.bootstrap().to_owned();
     (broker, pipeline)
 }
@@ -228,7 +229,8 @@ fn status_kb(field: &str) -> u64 {
 /// the process's peak RSS, index size and spill size on stdout.
 fn memory_child(args: &[String]) {
     let [bootstrap, batch_id, out] = [&args[0], &args[1], &args[2]];
-    let mut pipeline = PipelineConfig::load(&repo().join("pipelines/demo.toml"), &[]).unwrap();
+    let mut pipeline =
+        switchyard_loader::load_pipeline(&repo().join("pipelines/demo.toml"), &[]).unwrap();
     pipeline.config.kafka.brokers = bootstrap.clone();
     let before = status_kb("VmRSS:");
     let r = collect_once(&pipeline, batch_id, Path::new(out));

@@ -33,8 +33,11 @@ fn job(prompt: &str, max_tokens: u32) -> Job {
 
 fn bench(c: &mut Criterion) {
     let catalog = Arc::new(
-        Catalog::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/models.toml"))
-            .unwrap(),
+        Catalog::parse(
+            Path::new("models.toml"),
+            include_str!("../../../pipelines/models.toml"),
+        )
+        .unwrap(),
     );
     let deployments = catalog
         .models()

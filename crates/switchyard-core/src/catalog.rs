@@ -7,9 +7,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::TaskCategory;
 use crate::config::source::{self, ConfigError, ConfigSource, Invalid, KeyPath};
-use crate::result::TokenUsage;
+pub use crate::vocab::ModelId;
+use crate::vocab::{TaskCategory, TokenUsage};
 
 /// Wire format a model is called with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -224,9 +224,6 @@ struct CatalogFile {
     models: Vec<ModelSpec>,
 }
 
-/// Index of a model in the catalog.
-pub type ModelId = usize;
-
 /// The validated catalog.
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -235,18 +232,6 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Reads and validates a catalog file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            origin: path.display().to_string(),
-            line: None,
-            key: "(file)".into(),
-            problem: format!("cannot read the model catalog: {e}"),
-            fix: "check the `catalog` path in the pipeline config (relative paths are resolved from the config file's directory)".into(),
-        })?;
-        Self::parse(path, &text)
-    }
-
     /// Parses and validates catalog text; `path` is used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let (file, source): (CatalogFile, ConfigSource) = source::parse(path, text, &[])?;
@@ -512,7 +497,8 @@ creative = 0.5
     #[test]
     fn the_shipped_catalog_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/models.toml");
-        let catalog = Catalog::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let catalog = Catalog::parse(&path, &std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(catalog.models().len() >= 20);
         let providers: std::collections::HashSet<&str> = catalog
             .models()

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::routing::Strategy;
+use crate::vocab::Strategy;
 
 /// Longest accepted `job_id`, in bytes. Job ids are Kafka keys and ClickHouse
 /// columns; an unbounded id is a bug on the producer side.

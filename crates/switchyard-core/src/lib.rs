@@ -16,6 +16,7 @@ pub mod result;
 pub mod routing;
 pub mod tokens;
 pub mod usage;
+pub mod vocab;
 
 pub use analysis::{TaskAnalysis, TaskAnalyzer, TaskCategory};
 pub use catalog::{Catalog, ModelSpec};

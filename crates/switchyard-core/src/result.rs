@@ -7,76 +7,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::TaskCategory;
-use crate::routing::Strategy;
-
-/// Final state of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatus {
-    /// A provider answered and the answer passed the job's checks.
-    Succeeded,
-    /// Every attempt along the routing chain failed; `error` says why.
-    Failed,
-    /// Policy or budget refused the job before any provider was called.
-    Rejected,
-    /// The job's batch was canceled before the job started.
-    Canceled,
-}
-
-impl JobStatus {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Succeeded => "succeeded",
-            JobStatus::Failed => "failed",
-            JobStatus::Rejected => "rejected",
-            JobStatus::Canceled => "canceled",
-        }
-    }
-
-    /// Parses a wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "succeeded" => Some(JobStatus::Succeeded),
-            "failed" => Some(JobStatus::Failed),
-            "rejected" => Some(JobStatus::Rejected),
-            "canceled" => Some(JobStatus::Canceled),
-            _ => None,
-        }
-    }
-}
-
-/// Tokens billed by a provider for one call (or summed over a job's attempts).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenUsage {
-    /// Prompt tokens billed at the full input price (cached ones excluded).
-    pub input_tokens: u64,
-    /// Generated tokens, reasoning tokens included.
-    pub output_tokens: u64,
-    /// Prompt tokens served from the provider's cache, billed at the cached price.
-    pub cached_input_tokens: u64,
-}
-
-impl TokenUsage {
-    /// Sum of all three counts.
-    pub fn total(&self) -> u64 {
-        self.input_tokens + self.output_tokens + self.cached_input_tokens
-    }
-
-    /// True when the provider billed nothing.
-    pub fn is_zero(&self) -> bool {
-        self.total() == 0
-    }
-
-    /// Adds another call's usage.
-    pub fn add(&mut self, other: &TokenUsage) {
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-        self.cached_input_tokens += other.cached_input_tokens;
-    }
-}
+pub use crate::vocab::{AttemptOutcome, JobStatus, TokenUsage};
+use crate::vocab::{Strategy, TaskCategory};
 
 /// The model's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,56 +19,6 @@ pub struct Output {
     /// Why generation stopped, normalised across providers: `stop`, `length`,
     /// `content_filter`, `tool_calls` or the provider's own word.
     pub finish_reason: String,
-}
-
-/// How one attempt on one deployment ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AttemptOutcome {
-    /// Usable answer.
-    Succeeded,
-    /// 429 or a provider's own rate limit.
-    RateLimited,
-    /// 5xx, 529, connection reset: worth retrying.
-    ProviderError,
-    /// Connect, first-byte or total timeout.
-    Timeout,
-    /// 400/401/403 or a refusal: retrying the same request will not help.
-    Rejected,
-    /// The provider answered but the answer failed the job's checks (for example
-    /// invalid JSON when JSON was required). Tokens were still billed.
-    InvalidOutput,
-    /// Skipped: circuit open or the rate limiter could not admit the call before the deadline.
-    Skipped,
-}
-
-impl AttemptOutcome {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptOutcome::Succeeded => "succeeded",
-            AttemptOutcome::RateLimited => "rate_limited",
-            AttemptOutcome::ProviderError => "provider_error",
-            AttemptOutcome::Timeout => "timeout",
-            AttemptOutcome::Rejected => "rejected",
-            AttemptOutcome::InvalidOutput => "invalid_output",
-            AttemptOutcome::Skipped => "skipped",
-        }
-    }
-
-    /// Parses a wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "succeeded" => AttemptOutcome::Succeeded,
-            "rate_limited" => AttemptOutcome::RateLimited,
-            "provider_error" => AttemptOutcome::ProviderError,
-            "timeout" => AttemptOutcome::Timeout,
-            "rejected" => AttemptOutcome::Rejected,
-            "invalid_output" => AttemptOutcome::InvalidOutput,
-            "skipped" => AttemptOutcome::Skipped,
-            _ => return None,
-        })
-    }
 }
 
 /// One call (or skipped call) on one deployment.

@@ -5,9 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::TaskCategory;
-use crate::result::{AttemptOutcome, TokenUsage};
-use crate::routing::Strategy;
+use crate::vocab::{AttemptOutcome, Strategy, TaskCategory, TokenUsage};
 
 /// One billed attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -93,7 +93,10 @@ struct Report {
 fn evaluate(path: &Path) -> Report {
     let items = load(path);
     let analyzer = TaskAnalyzer::new();
-    let catalog = Arc::new(Catalog::load(&root().join("pipelines/models.toml")).unwrap());
+    let catalog = Arc::new({
+        let path = root().join("pipelines/models.toml");
+        Catalog::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap()
+    });
     let deployments = catalog
         .models()
         .iter()

@@ -89,7 +89,7 @@ impl Stack {
         let topics = default_topics(options.partitions);
         let refs: Vec<(&str, i32)> = topics.iter().map(|(n, p)| (n.as_str(), *p)).collect();
         let broker = EmbeddedBroker::start(&refs)?;
-        let mut pipeline = PipelineConfig::load(config, &options.env)?;
+        let mut pipeline = switchyard_loader::load_pipeline(config, &options.env)?;
         pipeline.config.kafka.brokers = broker.bootstrap().to_owned();
         let mut sim_config = match options.sim {
             Some(c) => c,

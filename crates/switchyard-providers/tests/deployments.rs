@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use switchyard_core::config::{LoadedPipeline, PipelineConfig};
+use switchyard_core::config::LoadedPipeline;
 use switchyard_core::job::{ChatRequest, ResponseFormat};
 use switchyard_providers::{BuildError, CallRequest, build_deployments};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,7 +45,7 @@ api_key_file = "{key_file}"
     );
     let path = dir.join("pipeline.toml");
     std::fs::write(&path, text).unwrap();
-    PipelineConfig::load(&path, &[]).unwrap()
+    switchyard_loader::load_pipeline(&path, &[]).unwrap()
 }
 
 /// One HTTP exchange: returns the request head and body, answers `reply`.

@@ -326,7 +326,7 @@ fn anthropic_cache_writes_bill_as_input_and_reads_as_cached_input() {
             cached_input_tokens: 2048
         }
     );
-    let catalog = switchyard_core::catalog::Catalog::load(
+    let catalog = switchyard_loader::load_catalog(
         &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/models.toml"),
     )
     .unwrap();

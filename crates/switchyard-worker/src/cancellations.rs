@@ -148,7 +148,8 @@ mod tests {
 
     fn pipeline(broker: &EmbeddedBroker) -> LoadedPipeline {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let mut p = PipelineConfig::load(&root.join("pipelines/demo.toml"), &[]).unwrap();
+        let mut p =
+            switchyard_loader::load_pipeline(&root.join("pipelines/demo.toml"), &[]).unwrap();
         p.config.kafka.brokers = broker.bootstrap().to_owned();
         p
     }

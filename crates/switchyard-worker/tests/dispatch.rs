@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use switchyard_core::config::PipelineConfig;
 use switchyard_core::job::{ChatRequest, Job};
 use switchyard_core::result::{AttemptOutcome, JobResult, JobStatus};
 use switchyard_core::routing::Strategy;
@@ -43,7 +42,7 @@ fn engine(
         root().join("pipelines/models.toml").display()
     );
     std::fs::write(dir.join("pipeline.toml"), config).unwrap();
-    let p = PipelineConfig::load(&dir.join("pipeline.toml"), &[]).unwrap();
+    let p = switchyard_loader::load_pipeline(&dir.join("pipeline.toml"), &[]).unwrap();
     let deployments = deployments
         .into_iter()
         .zip([("primary", PRIMARY), ("fallback", FALLBACK)])

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use switchyard_core::config::PipelineConfig;
 use switchyard_core::job::{ChatRequest, Job, ResponseFormat};
 use switchyard_core::result::{AttemptOutcome, JobStatus, TokenUsage};
 use switchyard_core::routing::Strategy;
@@ -72,7 +71,7 @@ on_budget_exhausted = "reject"
         root().join("pipelines/models.toml").display()
     );
     std::fs::write(dir.join("pipeline.toml"), config).unwrap();
-    PipelineConfig::load(&dir.join("pipeline.toml"), &[]).unwrap()
+    switchyard_loader::load_pipeline(&dir.join("pipeline.toml"), &[]).unwrap()
 }
 
 /// One deployment per catalog model, all answered by `provider`.

@@ -84,7 +84,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     eprintln!("Starting the embedded broker, simulated providers and worker…");
     // Providers as they behave in production: now and then a 5xx, a 429 or a reply
     // that is not the JSON it was asked for (billed all the same).
-    let catalog = switchyard_core::config::PipelineConfig::load(&args.config, &[])?.catalog;
+    let catalog = switchyard_loader::load_pipeline(&args.config, &[])?.catalog;
     let mut sim = switchyard_sim::SimConfig::from_catalog(&catalog);
     for behaviour in sim.models.values_mut() {
         behaviour.error_rate = 0.005;
@@ -99,7 +99,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             time_scale: args.time_scale,
             sim: Some(sim),
             sink: true,
-            env: switchyard_core::config::env_overrides(),
+            env: switchyard_loader::env_overrides(),
             ..StackOptions::default()
         },
     )

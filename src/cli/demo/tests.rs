@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use switchyard_core::analysis::TaskAnalyzer;
-use switchyard_core::config::PipelineConfig;
 use switchyard_core::health::HealthSnapshot;
 use switchyard_core::routing::{BudgetState, RouteInput, Router, Strategy};
 
@@ -24,7 +23,8 @@ const AUTO_SHARE_OF_BASELINE: f64 = 0.20;
 /// says, which is what the demo does), and on the flagship.
 fn cost(strategy: Option<Strategy>) -> (f64, f64) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let pipeline = PipelineConfig::load(&root.join("pipelines/demo.toml"), &[]).unwrap();
+    let pipeline =
+        switchyard_loader::load_pipeline(&root.join("pipelines/demo.toml"), &[]).unwrap();
     let corpus = Corpus::load(&root.join("pipelines/corpus/prompts.jsonl")).unwrap();
     let catalog = Arc::new(pipeline.catalog.clone());
     let router = Router::for_pipeline(catalog.clone(), &pipeline.config);

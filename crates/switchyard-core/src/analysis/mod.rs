@@ -10,70 +10,22 @@
 
 mod lexicon;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::job::{Job, ResponseFormat, Role};
+pub use crate::vocab::TaskCategory;
 use lexicon::{FEATURES, Lexicon};
 
-/// The eight kinds of work the catalog rates models on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskCategory {
-    /// Assign a label from a fixed set.
-    Classification,
-    /// Pull structured fields out of text.
-    Extraction,
-    /// Condense a text.
-    Summarization,
-    /// Conversational assistance.
-    Chat,
-    /// Write, fix, explain or review code.
-    Code,
-    /// Multi-step analysis, planning, decisions.
-    Reasoning,
-    /// Calculation and proofs.
-    Math,
-    /// Stories, poems, marketing copy.
-    Creative,
+/// What analysis knows about each category: a plain job's complexity, typical
+/// sizes and answer length.
+trait CategoryTraits {
+    fn base_complexity(self) -> f64;
+    fn typical_bytes(self) -> f64;
+    fn typical_max_tokens(self) -> f64;
+    fn default_output_tokens(self) -> u32;
 }
 
-impl TaskCategory {
-    /// All categories, in index order.
-    pub const ALL: [TaskCategory; 8] = [
-        TaskCategory::Classification,
-        TaskCategory::Extraction,
-        TaskCategory::Summarization,
-        TaskCategory::Chat,
-        TaskCategory::Code,
-        TaskCategory::Reasoning,
-        TaskCategory::Math,
-        TaskCategory::Creative,
-    ];
-
-    /// Position in [`TaskCategory::ALL`]; used to index per-category arrays.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskCategory::Classification => "classification",
-            TaskCategory::Extraction => "extraction",
-            TaskCategory::Summarization => "summarization",
-            TaskCategory::Chat => "chat",
-            TaskCategory::Code => "code",
-            TaskCategory::Reasoning => "reasoning",
-            TaskCategory::Math => "math",
-            TaskCategory::Creative => "creative",
-        }
-    }
-
-    /// Parses a wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.as_str() == s)
-    }
-
+impl CategoryTraits for TaskCategory {
     /// Complexity of a plain job of this kind before any feature fires.
     fn base_complexity(self) -> f64 {
         match self {
@@ -128,12 +80,6 @@ impl TaskCategory {
             TaskCategory::Math => 500,
             TaskCategory::Creative => 600,
         }
-    }
-}
-
-impl std::fmt::Display for TaskCategory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use super::source::{self, ConfigError, ConfigSource, Invalid, KeyPath};
 use crate::catalog::Catalog;
+use crate::config::source::ReadFile;
 use crate::health::HealthConfig;
 use crate::org::OrgTree;
-use crate::routing::Strategy;
+use crate::vocab::Strategy;
 
 /// Encoding of a topic's values.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -411,31 +412,39 @@ pub struct LoadedPipeline {
 }
 
 impl PipelineConfig {
-    /// Reads, validates and resolves a pipeline config with its catalog and org file.
-    pub fn load(path: &Path, env: &[(String, String)]) -> Result<LoadedPipeline, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            origin: path.display().to_string(),
-            line: None,
-            key: "(file)".into(),
-            problem: format!("cannot read the pipeline config: {e}"),
-            fix: "pass an existing file, for example pipelines/production.toml".into(),
-        })?;
-        Self::load_str(path, &text, env)
-    }
-
-    /// As [`PipelineConfig::load`], with the text given.
-    pub fn load_str(
+    /// Parses, validates and resolves a pipeline config (`text`, read from
+    /// `path`) with its catalog and org file, which `files` reads: from disk at
+    /// the edges (`switchyard-loader`), from memory in tests and for the
+    /// configuration compiled into the binary. `env` holds the overrides
+    /// (`SWITCHYARD__SECTION__KEY=value`).
+    pub fn parse(
         path: &Path,
         text: &str,
         env: &[(String, String)],
+        files: &dyn ReadFile,
     ) -> Result<LoadedPipeline, ConfigError> {
         let (mut config, source): (PipelineConfig, ConfigSource) = source::parse(path, text, env)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         config.catalog = dir.join(&config.catalog);
         config.org = dir.join(&config.org);
-        let catalog = Catalog::load(&config.catalog)?;
-        let org = OrgTree::load(
+        let catalog_text = files.read(&config.catalog).map_err(|e| ConfigError {
+            origin: config.catalog.display().to_string(),
+            line: None,
+            key: "(file)".into(),
+            problem: format!("cannot read the model catalog: {e}"),
+            fix: "check the `catalog` path in the pipeline config (relative paths are resolved from the config file's directory)".into(),
+        })?;
+        let catalog = Catalog::parse(&config.catalog, &catalog_text)?;
+        let org_text = files.read(&config.org).map_err(|e| ConfigError {
+            origin: config.org.display().to_string(),
+            line: None,
+            key: "(file)".into(),
+            problem: format!("cannot read the org file: {e}"),
+            fix: "check the `org` path in the pipeline config".into(),
+        })?;
+        let org = OrgTree::parse(
             &config.org,
+            &org_text,
             &catalog,
             config.routing.default_strategy,
             config.routing.default_quality_floor,

@@ -254,11 +254,27 @@ pub fn parse<T: DeserializeOwned>(
     Ok((typed, source))
 }
 
-/// Environment variables that look like overrides, for [`parse`].
-pub fn env_overrides() -> Vec<(String, String)> {
-    std::env::vars()
+/// The variables of `vars` that look like overrides, for [`parse`] (the caller
+/// passes the process environment; this crate never reads it).
+pub fn env_overrides(vars: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
+    vars.into_iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX))
         .collect()
+}
+
+/// Reads the files a config names (a pipeline config's catalog and org file).
+/// Implemented over the disk by `switchyard-loader`, over memory by tests and by
+/// the configuration compiled into the binary; any `Fn(&Path) -> io::Result<String>`
+/// is one.
+pub trait ReadFile {
+    /// The text of the file at `path`.
+    fn read(&self, path: &Path) -> std::io::Result<String>;
+}
+
+impl<F: Fn(&Path) -> std::io::Result<String>> ReadFile for F {
+    fn read(&self, path: &Path) -> std::io::Result<String> {
+        self(path)
+    }
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use crate::config::source::{self, ConfigError, Invalid, KeyPath};
-use crate::routing::Strategy;
+use crate::vocab::Strategy;
 
 mod validate;
 
@@ -238,23 +238,6 @@ pub struct OrgTree {
 }
 
 impl OrgTree {
-    /// Reads and validates an org file.
-    pub fn load(
-        path: &Path,
-        catalog: &Catalog,
-        default_strategy: Strategy,
-        default_floor: f64,
-    ) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            origin: path.display().to_string(),
-            line: None,
-            key: "(file)".into(),
-            problem: format!("cannot read the org file: {e}"),
-            fix: "check the `org` path in the pipeline config".into(),
-        })?;
-        Self::parse(path, &text, catalog, default_strategy, default_floor)
-    }
-
     /// Parses and validates org text. Provider and model names in allow and deny
     /// lists are checked against the known providers and `catalog`: a misspelt deny
     /// entry would otherwise silently permit the model it meant to deny.

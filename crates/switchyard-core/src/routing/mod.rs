@@ -12,68 +12,19 @@ mod strategy;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::analysis::{TaskAnalysis, TaskCategory};
+use crate::analysis::TaskAnalysis;
 use crate::catalog::{Catalog, ModelId};
 use crate::health::HealthSnapshot;
 use crate::job::Job;
 use crate::org::EffectivePolicy;
 use crate::result::RoutingSummary;
 
+pub use crate::vocab::{DeploymentId, Strategy};
 pub use feasibility::Drop;
 
-/// How a workload wants its models chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Strategy {
-    /// Cheapest model whose quality for the category meets what the complexity needs.
-    Auto,
-    /// Best quality for the money: each doubling of price must buy quality.
-    Balanced,
-    /// Cheapest feasible model above the quality floor, whatever the complexity.
-    CostFirst,
-    /// Lowest observed latency (live EWMA, catalog figures until observed).
-    LatencyFirst,
-    /// Highest observed success rate, spread across providers.
-    AvailabilityFirst,
-}
-
-impl Strategy {
-    /// All strategies.
-    pub const ALL: [Strategy; 5] = [
-        Strategy::Auto,
-        Strategy::Balanced,
-        Strategy::CostFirst,
-        Strategy::LatencyFirst,
-        Strategy::AvailabilityFirst,
-    ];
-
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Auto => "auto",
-            Strategy::Balanced => "balanced",
-            Strategy::CostFirst => "cost-first",
-            Strategy::LatencyFirst => "latency-first",
-            Strategy::AvailabilityFirst => "availability-first",
-        }
-    }
-
-    /// Parses a wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for Strategy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Index of a deployment in the router's table.
-pub type DeploymentId = usize;
+use crate::vocab::TaskCategory;
 
 /// What the router knows about a deployment (configuration, not health).
 #[derive(Debug, Clone, PartialEq)]

@@ -588,7 +588,7 @@ mod tests {
 
     #[test]
     fn settings_apply_over_the_catalog_too() {
-        let catalog = Catalog::load(
+        let catalog = switchyard_loader::load_catalog(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/models.toml"),
         )
         .unwrap();
@@ -626,7 +626,7 @@ mod tests {
         assert!(c.models.len() >= 20, "{} models", c.models.len());
         assert!(c.models.values().any(|m| !m.outages.is_empty()));
         // Models the catalog says refuse parameters refuse them here too.
-        let catalog = Catalog::load(
+        let catalog = switchyard_loader::load_catalog(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/models.toml"),
         )
         .unwrap();

@@ -371,9 +371,8 @@ fn open_circuits_are_routed_around_and_half_open_probes_let_traffic_back() {
 #[test]
 fn the_shipped_second_deployment_takes_over_when_the_first_circuit_opens() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let pipeline =
-        crate::config::PipelineConfig::load(&root.join("pipelines/production.toml"), &[])
-            .unwrap_or_else(|e| panic!("{e}"));
+    let pipeline = crate::config::tests::load(&root.join("pipelines/production.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
     let r = Router::for_pipeline(Arc::new(pipeline.catalog.clone()), &pipeline.config);
     let model = r.catalog().id("gemini-3.8-flash").unwrap();
     let serving: Vec<DeploymentId> = (0..r.deployments().len())

@@ -1,0 +1,246 @@
+//! The words every part of Switchyard speaks: strategies, task categories, job
+//! and attempt outcomes, token counts, and the indexes of models and deployments.
+//! This module sits at the bottom of the crate and imports nothing else of it, so
+//! jobs, results, the catalog, analysis and routing can all use these words
+//! without importing each other.
+
+use serde::{Deserialize, Serialize};
+
+/// How a workload wants its models chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Cheapest model whose quality for the category meets what the complexity needs.
+    Auto,
+    /// Best quality for the money: each doubling of price must buy quality.
+    Balanced,
+    /// Cheapest feasible model above the quality floor, whatever the complexity.
+    CostFirst,
+    /// Lowest observed latency (live EWMA, catalog figures until observed).
+    LatencyFirst,
+    /// Highest observed success rate, spread across providers.
+    AvailabilityFirst,
+}
+
+impl Strategy {
+    /// All strategies.
+    pub const ALL: [Strategy; 5] = [
+        Strategy::Auto,
+        Strategy::Balanced,
+        Strategy::CostFirst,
+        Strategy::LatencyFirst,
+        Strategy::AvailabilityFirst,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Auto => "auto",
+            Strategy::Balanced => "balanced",
+            Strategy::CostFirst => "cost-first",
+            Strategy::LatencyFirst => "latency-first",
+            Strategy::AvailabilityFirst => "availability-first",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The eight kinds of work the catalog rates models on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskCategory {
+    /// Assign a label from a fixed set.
+    Classification,
+    /// Pull structured fields out of text.
+    Extraction,
+    /// Condense a text.
+    Summarization,
+    /// Conversational assistance.
+    Chat,
+    /// Write, fix, explain or review code.
+    Code,
+    /// Multi-step analysis, planning, decisions.
+    Reasoning,
+    /// Calculation and proofs.
+    Math,
+    /// Stories, poems, marketing copy.
+    Creative,
+}
+
+impl TaskCategory {
+    /// All categories, in index order.
+    pub const ALL: [TaskCategory; 8] = [
+        TaskCategory::Classification,
+        TaskCategory::Extraction,
+        TaskCategory::Summarization,
+        TaskCategory::Chat,
+        TaskCategory::Code,
+        TaskCategory::Reasoning,
+        TaskCategory::Math,
+        TaskCategory::Creative,
+    ];
+
+    /// Position in [`TaskCategory::ALL`]; used to index per-category arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskCategory::Classification => "classification",
+            TaskCategory::Extraction => "extraction",
+            TaskCategory::Summarization => "summarization",
+            TaskCategory::Chat => "chat",
+            TaskCategory::Code => "code",
+            TaskCategory::Reasoning => "reasoning",
+            TaskCategory::Math => "math",
+            TaskCategory::Creative => "creative",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for TaskCategory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Final state of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// A provider answered and the answer passed the job's checks.
+    Succeeded,
+    /// Every attempt along the routing chain failed; `error` says why.
+    Failed,
+    /// Policy or budget refused the job before any provider was called.
+    Rejected,
+    /// The job's batch was canceled before the job started.
+    Canceled,
+}
+
+impl JobStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Rejected => "rejected",
+            JobStatus::Canceled => "canceled",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "succeeded" => Some(JobStatus::Succeeded),
+            "failed" => Some(JobStatus::Failed),
+            "rejected" => Some(JobStatus::Rejected),
+            "canceled" => Some(JobStatus::Canceled),
+            _ => None,
+        }
+    }
+}
+
+/// Tokens billed by a provider for one call (or summed over a job's attempts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenUsage {
+    /// Prompt tokens billed at the full input price (cached ones excluded).
+    pub input_tokens: u64,
+    /// Generated tokens, reasoning tokens included.
+    pub output_tokens: u64,
+    /// Prompt tokens served from the provider's cache, billed at the cached price.
+    pub cached_input_tokens: u64,
+}
+
+impl TokenUsage {
+    /// Sum of all three counts.
+    pub fn total(&self) -> u64 {
+        self.input_tokens + self.output_tokens + self.cached_input_tokens
+    }
+
+    /// True when the provider billed nothing.
+    pub fn is_zero(&self) -> bool {
+        self.total() == 0
+    }
+
+    /// Adds another call's usage.
+    pub fn add(&mut self, other: &TokenUsage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cached_input_tokens += other.cached_input_tokens;
+    }
+}
+
+/// How one attempt on one deployment ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// Usable answer.
+    Succeeded,
+    /// 429 or a provider's own rate limit.
+    RateLimited,
+    /// 5xx, 529, connection reset: worth retrying.
+    ProviderError,
+    /// Connect, first-byte or total timeout.
+    Timeout,
+    /// 400/401/403 or a refusal: retrying the same request will not help.
+    Rejected,
+    /// The provider answered but the answer failed the job's checks (for example
+    /// invalid JSON when JSON was required). Tokens were still billed.
+    InvalidOutput,
+    /// Skipped: circuit open or the rate limiter could not admit the call before the deadline.
+    Skipped,
+}
+
+impl AttemptOutcome {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::RateLimited => "rate_limited",
+            AttemptOutcome::ProviderError => "provider_error",
+            AttemptOutcome::Timeout => "timeout",
+            AttemptOutcome::Rejected => "rejected",
+            AttemptOutcome::InvalidOutput => "invalid_output",
+            AttemptOutcome::Skipped => "skipped",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "succeeded" => AttemptOutcome::Succeeded,
+            "rate_limited" => AttemptOutcome::RateLimited,
+            "provider_error" => AttemptOutcome::ProviderError,
+            "timeout" => AttemptOutcome::Timeout,
+            "rejected" => AttemptOutcome::Rejected,
+            "invalid_output" => AttemptOutcome::InvalidOutput,
+            "skipped" => AttemptOutcome::Skipped,
+            _ => return None,
+        })
+    }
+}
+
+/// Index of a model in the catalog.
+pub type ModelId = usize;
+
+/// Index of a deployment in the router's table.
+pub type DeploymentId = usize;
