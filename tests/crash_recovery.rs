@@ -9,7 +9,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use switchyard_codec::Codec;
@@ -139,7 +138,7 @@ async fn drain_with_jobs_in_flight(
     let worker = spawn_worker(engine.clone(), config, stop.clone());
     assert!(
         eventually(Duration::from_secs(60), || engine.metrics.finished() >= 20
-            && engine.metrics.in_flight.load(Ordering::Relaxed) >= 10)
+            && engine.metrics.in_flight() >= 10)
         .await,
         "no jobs in flight"
     );

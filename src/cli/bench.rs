@@ -9,7 +9,6 @@
 
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -288,8 +287,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!(
                 "  {} finished, {} in flight, {} dead letters",
                 engine.metrics.finished(),
-                engine.metrics.in_flight.load(Ordering::Relaxed),
-                engine.metrics.dead_lettered.load(Ordering::Relaxed)
+                engine.metrics.in_flight(),
+                engine.metrics.dead_letters()
             );
         }
     }
@@ -312,7 +311,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     println!(
         "peak in flight:  {} jobs (worker)",
-        engine.metrics.peak_in_flight.load(Ordering::Relaxed)
+        engine.metrics.snapshot().peak_in_flight
     );
     if let Some(url) = &sim_url {
         match sim_stats(url).await {
@@ -326,14 +325,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(rss) = peak_rss_mb() {
         println!("peak RSS:        {rss:.0} MB (worker process)");
     }
-    println!(
-        "failed jobs:     {}",
-        engine.metrics.failed.load(Ordering::Relaxed)
-    );
-    println!(
-        "dead letters:    {}",
-        engine.metrics.dead_lettered.load(Ordering::Relaxed)
-    );
+    println!("failed jobs:     {}", engine.metrics.snapshot().failed);
+    println!("dead letters:    {}", engine.metrics.dead_letters());
     drop(children);
     Ok(ExitCode::SUCCESS)
 }

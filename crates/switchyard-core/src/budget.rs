@@ -186,6 +186,19 @@ impl BudgetLedger {
         estimate_usd: f64,
         now: DateTime<Utc>,
     ) -> Result<Reservation, BudgetStop> {
+        self.fits(nodes, estimate_usd, now)?;
+        Ok(self.reserve(nodes, estimate_usd))
+    }
+
+    /// The check of [`Self::reserve_checked`] without the reservation: whether
+    /// the routed job's estimate may be reserved now. A caller that holds the
+    /// ledger's lock from this check to [`Self::reserve`] has the same guarantee.
+    pub fn fits(
+        &mut self,
+        nodes: &[String],
+        estimate_usd: f64,
+        now: DateTime<Utc>,
+    ) -> Result<(), BudgetStop> {
         match self.verdict(nodes, Some(estimate_usd), now)? {
             BudgetState::NearLimit { headroom_usd } if estimate_usd > headroom_usd => {
                 Err(BudgetStop::Reject {
@@ -196,7 +209,7 @@ impl BudgetLedger {
                     ),
                 })
             }
-            _ => Ok(self.reserve(nodes, estimate_usd)),
+            _ => Ok(()),
         }
     }
 

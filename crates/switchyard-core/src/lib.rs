@@ -4,7 +4,9 @@
 //! rate, circuit breaker); and the budget ledger. Everything here is data and pure
 //! functions, tested without a runtime; Kafka, HTTP and storage live in other crates.
 
+pub mod admission;
 pub mod analysis;
+pub mod backoff;
 pub mod batch;
 pub mod budget;
 pub mod catalog;

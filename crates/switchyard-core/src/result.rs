@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::job::Job;
 pub use crate::vocab::{AttemptOutcome, JobStatus, TokenUsage};
 use crate::vocab::{Strategy, TaskCategory};
 
@@ -126,7 +127,180 @@ pub struct JobResult {
     pub completed_at: DateTime<Utc>,
 }
 
+/// The deployment an attempt went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptTarget<'a> {
+    /// Deployment name.
+    pub deployment: &'a str,
+    /// Provider name.
+    pub provider: &'a str,
+    /// Catalog model name.
+    pub model: &'a str,
+}
+
+impl Attempt {
+    /// A deployment passed over without a call (circuit open, rate limiter
+    /// unable to admit the call in time).
+    pub fn skipped(to: AttemptTarget<'_>, reason: String) -> Self {
+        let usage = TokenUsage::default();
+        Self::new(
+            to,
+            AttemptOutcome::Skipped,
+            None,
+            0,
+            usage,
+            0.0,
+            Some(reason),
+        )
+    }
+
+    /// The provider answered: usable (`problem` is `None`), or unusable for the
+    /// job's checks (invalid JSON when JSON was asked for), tokens billed either way.
+    pub fn answered(
+        to: AttemptTarget<'_>,
+        status: u16,
+        latency_ms: u64,
+        usage: TokenUsage,
+        cost_usd: f64,
+        problem: Option<String>,
+    ) -> Self {
+        let outcome = if problem.is_some() {
+            AttemptOutcome::InvalidOutput
+        } else {
+            AttemptOutcome::Succeeded
+        };
+        Self::new(
+            to,
+            outcome,
+            Some(status),
+            latency_ms,
+            usage,
+            cost_usd,
+            problem,
+        )
+    }
+
+    /// A call that failed, with what it billed regardless.
+    pub fn failed(
+        to: AttemptTarget<'_>,
+        outcome: AttemptOutcome,
+        status_code: Option<u16>,
+        latency_ms: u64,
+        usage: TokenUsage,
+        cost_usd: f64,
+        error: String,
+    ) -> Self {
+        Self::new(
+            to,
+            outcome,
+            status_code,
+            latency_ms,
+            usage,
+            cost_usd,
+            Some(error),
+        )
+    }
+
+    fn new(
+        to: AttemptTarget<'_>,
+        outcome: AttemptOutcome,
+        status_code: Option<u16>,
+        latency_ms: u64,
+        usage: TokenUsage,
+        cost_usd: f64,
+        error: Option<String>,
+    ) -> Self {
+        Self {
+            deployment: to.deployment.to_owned(),
+            provider: to.provider.to_owned(),
+            model: to.model.to_owned(),
+            outcome,
+            status_code,
+            latency_ms,
+            usage,
+            cost_usd,
+            error,
+        }
+    }
+}
+
 impl JobResult {
+    /// The result of a job that ended before any provider was called (refused
+    /// by policy, budget or routing, or canceled), with the decision as far as
+    /// it went.
+    pub fn refused(
+        job: Job,
+        status: JobStatus,
+        error: ErrorInfo,
+        routing: RoutingSummary,
+        latency_ms: u64,
+        completed_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            job_id: job.job_id,
+            batch_id: job.batch_id,
+            project: job.project,
+            status,
+            provider: None,
+            model: None,
+            output: None,
+            usage: TokenUsage::default(),
+            cost_usd: 0.0,
+            latency_ms,
+            attempts: Vec::new(),
+            routing: Some(routing),
+            error: Some(error),
+            metadata: job.metadata,
+            completed_at,
+        }
+    }
+
+    /// The result of a routed job: succeeded when `answer` names the attempt
+    /// that answered, failed (with `error`) otherwise. Tokens and cost are summed
+    /// over every attempt, billed failures included.
+    pub fn finished(
+        job: Job,
+        routing: RoutingSummary,
+        attempts: Vec<Attempt>,
+        answer: Option<(usize, Output)>,
+        error: Option<ErrorInfo>,
+        latency_ms: u64,
+        completed_at: DateTime<Utc>,
+    ) -> Self {
+        let mut usage = TokenUsage::default();
+        let mut cost_usd = 0.0;
+        for a in &attempts {
+            usage.add(&a.usage);
+            cost_usd += a.cost_usd;
+        }
+        let answered_by = answer.as_ref().and_then(|(i, _)| attempts.get(*i));
+        let (status, provider, model) = match answered_by {
+            Some(a) => (
+                JobStatus::Succeeded,
+                Some(a.provider.clone()),
+                Some(a.model.clone()),
+            ),
+            None => (JobStatus::Failed, None, None),
+        };
+        Self {
+            job_id: job.job_id,
+            batch_id: job.batch_id,
+            project: job.project,
+            status,
+            provider,
+            model,
+            output: answer.map(|(_, o)| o),
+            usage,
+            cost_usd,
+            latency_ms,
+            attempts,
+            routing: Some(routing),
+            error,
+            metadata: job.metadata,
+            completed_at,
+        }
+    }
+
     /// Number of failovers: distinct deployments tried beyond the first.
     pub fn failovers(&self) -> usize {
         let mut seen: Vec<&str> = Vec::with_capacity(self.attempts.len());

@@ -5,6 +5,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::job::{Job, ProjectPath};
+use crate::result::{Attempt, RoutingSummary};
 use crate::vocab::{AttemptOutcome, Strategy, TaskCategory, TokenUsage};
 
 /// One billed attempt.
@@ -65,6 +67,47 @@ pub struct UsageEvent {
 }
 
 impl UsageEvent {
+    /// The event of one billed attempt of a job (`index` is its position among
+    /// the job's attempts), with the job's routing summary and what the same
+    /// tokens would have cost on the baseline model.
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_attempt(
+        event_id: String,
+        job: &Job,
+        path: ProjectPath<'_>,
+        index: usize,
+        attempt: &Attempt,
+        routing: &RoutingSummary,
+        baseline_cost_usd: f64,
+        ts: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            event_id,
+            job_id: job.job_id.clone(),
+            batch_id: job.batch_id.clone(),
+            attempt: u32::try_from(index).unwrap_or(u32::MAX),
+            ts,
+            org: path.org.to_owned(),
+            business_unit: path.business_unit.to_owned(),
+            team: path.team.to_owned(),
+            project: path.project.to_owned(),
+            workload: job.workload.clone().unwrap_or_default(),
+            strategy: routing.strategy,
+            category: routing.category,
+            complexity: routing.complexity,
+            chosen_model: routing.chosen_model.clone(),
+            routing_reason: routing.reason.clone(),
+            provider: attempt.provider.clone(),
+            model: attempt.model.clone(),
+            deployment: attempt.deployment.clone(),
+            outcome: attempt.outcome,
+            usage: attempt.usage,
+            cost_usd: attempt.cost_usd,
+            baseline_cost_usd,
+            latency_ms: attempt.latency_ms,
+        }
+    }
+
     /// Full org path `org/bu/team/project`.
     pub fn project_path(&self) -> String {
         format!(

@@ -175,6 +175,21 @@ impl ProviderError {
         }
     }
 
+    /// The stable code a failed job's result carries when this was its last error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProviderError::RateLimited { .. } => "rate_limited",
+            ProviderError::QuotaExhausted { .. } => "quota_exhausted",
+            ProviderError::Server { .. } => "provider_error",
+            ProviderError::Timeout { .. } => "timeout",
+            ProviderError::Connection(_) => "connection_failed",
+            ProviderError::InvalidRequest { .. } => "invalid_request",
+            ProviderError::Auth { .. } => "authentication_failed",
+            ProviderError::Refused { .. } => "refused",
+            ProviderError::Decode(_) => "unreadable_response",
+        }
+    }
+
     /// Whether the failure says the deployment is unhealthy (feeds the circuit breaker).
     pub fn counts_against_health(&self) -> bool {
         matches!(

@@ -31,7 +31,7 @@ pub use deployment::{
 pub use error::{ProviderError, TimeoutPhase};
 pub use http::HttpProvider;
 pub use limits::{DeploymentLimiter, LimitWait, Reservation};
-pub use retry::Backoff;
+pub use retry::RetryPolicy;
 pub use secret::{ApiKey, redact};
 
 /// One call to make: the request and the provider's model id.

@@ -29,6 +29,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
+use switchyard_core::backoff::Backoff;
 use tokio::time::Instant;
 
 use crate::RateLimitInfo;
@@ -91,7 +92,7 @@ pub struct DeploymentLimiter {
     /// 429s without a hint since the last success.
     throttle_streak: AtomicU32,
     /// First and largest pause after a 429 without a hint.
-    throttle_backoff: (Duration, Duration),
+    throttle_backoff: Backoff,
     clock: DefaultClock,
 }
 
@@ -122,7 +123,7 @@ impl DeploymentLimiter {
             paused_until: Mutex::new(None),
             throttle_streak: AtomicU32::new(0),
             // 500 ms to 30 s for a one-minute window.
-            throttle_backoff: (window / 120, window / 2),
+            throttle_backoff: Backoff::new(window / 120, window / 2),
             clock: DefaultClock::default(),
         }
     }
@@ -221,10 +222,10 @@ impl DeploymentLimiter {
         if let Some(until) = self.paused_until() {
             return until - Instant::now();
         }
-        let (base, max) = self.throttle_backoff;
         let n = self.throttle_streak.fetch_add(1, Ordering::AcqRel);
-        let cap = crate::retry::exponential_cap(base, max, n);
-        let wait = cap.mul_f64(rand::rng().random_range(0.5..=1.0));
+        let wait = self
+            .throttle_backoff
+            .jittered(n, 0.5, rand::rng().random_range(0.0..=1.0));
         self.pause_for(wait);
         wait
     }

@@ -1,46 +1,41 @@
-//! Backoff between retries on one deployment: exponential with full jitter, at
-//! least what the provider asked for (Retry-After), never past the job's deadline.
+//! Retrying on one deployment: how many attempts, and the pause between them:
+//! the shared exponential [`Backoff`] with full jitter, at least what the provider
+//! asked for (Retry-After), never past the job's deadline (the caller checks).
 
 use std::time::Duration;
 
 use rand::Rng;
+use switchyard_core::backoff::Backoff;
 use switchyard_core::config::RetryConfig;
 
 use crate::ProviderError;
 
-/// Backoff settings.
+/// Attempts per deployment and the backoff between them.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backoff {
+pub struct RetryPolicy {
     /// Attempts on one deployment (1 = no retry).
     pub attempts: u32,
-    /// First backoff cap.
-    pub base: Duration,
-    /// Largest backoff cap.
-    pub max: Duration,
+    /// Pauses between them.
+    pub backoff: Backoff,
 }
 
-impl From<RetryConfig> for Backoff {
+impl From<RetryConfig> for RetryPolicy {
     fn from(c: RetryConfig) -> Self {
         Self {
             attempts: c.attempts_per_deployment,
-            base: c.base_backoff,
-            max: c.max_backoff,
+            backoff: Backoff::new(c.base_backoff, c.max_backoff),
         }
     }
 }
 
-/// `base · 2^n`, at most `max` (the exponent stops growing at 20).
-pub(crate) fn exponential_cap(base: Duration, max: Duration, n: u32) -> Duration {
-    base.saturating_mul(1u32 << n.min(20)).min(max)
-}
-
-impl Backoff {
+impl RetryPolicy {
     /// Delay before retry number `retry` (0 = the first retry) after `error`:
     /// a uniform draw in `[0, min(max, base·2^retry)]`, raised to the provider's
     /// Retry-After when it gave one.
     pub fn delay(&self, retry: u32, error: &ProviderError) -> Duration {
-        let cap = exponential_cap(self.base, self.max, retry);
-        let drawn = cap.mul_f64(rand::rng().random_range(0.0..=1.0));
+        let drawn = self
+            .backoff
+            .jittered(retry, 0.0, rand::rng().random_range(0.0..=1.0));
         match error.retry_after() {
             Some(asked) => drawn.max(asked),
             None => drawn,
@@ -57,11 +52,10 @@ impl Backoff {
 mod tests {
     use super::*;
 
-    fn b() -> Backoff {
-        Backoff {
+    fn b() -> RetryPolicy {
+        RetryPolicy {
             attempts: 3,
-            base: Duration::from_millis(100),
-            max: Duration::from_secs(2),
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
         }
     }
 

@@ -1,20 +1,26 @@
-//! Calling along the routing chain: for each deployment, ask its circuit breaker,
-//! wait on its rate limiter (unless that would pass the deadline), call, retry
-//! retryable errors with backoff, then fail over to the next deployment. Every
-//! attempt is recorded; answers that fail the job's checks (invalid JSON when JSON
-//! was asked for) count as failed attempts whose tokens were still billed.
+//! Dispatch: calling along the routing chain. For each deployment: ask its
+//! circuit breaker, wait on its rate limiter (unless that would pass the
+//! deadline), call, retry retryable errors with backoff, then fail over to the
+//! next deployment. Every attempt is recorded; answers that fail the job's checks
+//! (invalid JSON when JSON was asked for) count as failed attempts whose tokens
+//! were still billed. The [`Dispatcher`] owns what this needs (deployments,
+//! catalog, live health, retry policy) and knows nothing of admission or settling.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use switchyard_core::catalog::{Catalog, ModelSpec};
 use switchyard_core::health::{CallOutcome, CircuitState};
 use switchyard_core::job::{Job, ResponseFormat};
-use switchyard_core::result::{Attempt, AttemptOutcome, ErrorInfo, Output, TokenUsage};
-use switchyard_core::routing::RoutingDecision;
-use switchyard_providers::{CallRequest, Completion, ProviderError};
+use switchyard_core::result::{Attempt, AttemptOutcome, AttemptTarget, ErrorInfo, Output};
+use switchyard_core::routing::{ChainEntry, RoutingDecision};
+use switchyard_providers::{
+    CallRequest, Completion, Deployment, ProviderError, Reservation, RetryPolicy, TimeoutPhase,
+};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::engine::Engine;
+use crate::health::HealthTable;
 
 /// What the chain walk produced.
 pub(crate) struct Dispatched {
@@ -23,6 +29,330 @@ pub(crate) struct Dispatched {
     pub completion: Option<(usize, Output)>,
     /// Why the job failed, when it did.
     pub error: Option<ErrorInfo>,
+}
+
+/// Calls providers along a routing chain.
+pub(crate) struct Dispatcher {
+    deployments: Vec<Deployment>,
+    catalog: Arc<Catalog>,
+    health: HealthTable,
+    retry: RetryPolicy,
+}
+
+/// One job's walk along its chain: what it has tried so far.
+struct Walk<'a> {
+    job: &'a Job,
+    deadline: Option<Instant>,
+    /// Tokens to reserve on a deployment's limiter per call.
+    reserve_tokens: u32,
+    attempts: Vec<Attempt>,
+    last_error: Option<ErrorInfo>,
+    /// The attempt that answered, and its output.
+    answer: Option<(usize, Output)>,
+}
+
+/// Where the walk goes after one deployment.
+enum Next {
+    /// On to the next deployment of the chain.
+    FailOver,
+    /// The job is answered or failed for good: stop walking.
+    Done,
+}
+
+/// How one call on a deployment ended, for the retry loop.
+enum Call {
+    Answered,
+    Retry(Duration),
+    FailOver,
+    Final,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(
+        deployments: Vec<Deployment>,
+        catalog: Arc<Catalog>,
+        health: HealthTable,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            deployments,
+            catalog,
+            health,
+            retry,
+        }
+    }
+
+    /// Live health of every deployment.
+    pub(crate) fn health(&self) -> &HealthTable {
+        &self.health
+    }
+
+    /// Walks the decision's chain until a deployment answers, the job's deadline
+    /// passes, an error says no other deployment can help, or the chain ends.
+    pub(crate) async fn run(
+        &self,
+        job: &Job,
+        decision: &RoutingDecision,
+        prompt_tokens: u32,
+    ) -> Dispatched {
+        let mut walk = Walk {
+            job,
+            deadline: deadline_of(job),
+            reserve_tokens: prompt_tokens.saturating_add(job.request.max_tokens.unwrap_or(512)),
+            attempts: Vec::new(),
+            last_error: None,
+            answer: None,
+        };
+        for entry in &decision.chain {
+            if let Next::Done = self.try_deployment(&mut walk, entry).await {
+                return walk.finish();
+            }
+        }
+        walk.exhausted()
+    }
+
+    /// Calls one deployment, retrying as the retry policy allows.
+    async fn try_deployment(&self, walk: &mut Walk<'_>, entry: &ChainEntry) -> Next {
+        let Some(dep) = self.deployments.get(entry.deployment) else {
+            return Next::FailOver;
+        };
+        let spec = self.catalog.model(entry.model);
+        let to = target(dep);
+        let mut tries = 0u32;
+        loop {
+            if walk.deadline.is_some_and(|d| Instant::now() >= d) {
+                walk.last_error = Some(ErrorInfo {
+                    code: "deadline_exceeded".into(),
+                    message: "the job's deadline passed before a provider answered".into(),
+                });
+                return Next::Done;
+            }
+            if !self.health.try_acquire(entry.deployment) {
+                walk.attempts
+                    .push(Attempt::skipped(to, "circuit open".into()));
+                return Next::FailOver;
+            }
+            let reservation = match dep
+                .limiter
+                .acquire(walk.reserve_tokens, walk.deadline)
+                .await
+            {
+                Ok(r) => r,
+                Err(refused) => {
+                    // Past the deadline, or larger than the deployment's token limit:
+                    // the next deployment in the chain may take it.
+                    self.health.record(entry.deployment, CallOutcome::Neutral);
+                    walk.attempts
+                        .push(Attempt::skipped(to, refused.to_string()));
+                    return Next::FailOver;
+                }
+            };
+            tries += 1;
+            let started = Instant::now();
+            let outcome = call(dep, walk, started).await;
+            let latency = started.elapsed();
+            let step = match outcome {
+                Ok(c) => self.answered(walk, entry, spec, c, reservation, latency),
+                Err(e) => self.failed(walk, entry, spec, e, reservation, latency, tries),
+            };
+            match step {
+                Call::Answered | Call::Final => return Next::Done,
+                Call::FailOver => return Next::FailOver,
+                Call::Retry(delay) => tokio::time::sleep(delay).await,
+            }
+        }
+    }
+
+    /// A 2xx: usable, or billed and failed over when it fails the job's checks.
+    fn answered(
+        &self,
+        walk: &mut Walk<'_>,
+        entry: &ChainEntry,
+        spec: &ModelSpec,
+        c: Completion,
+        reservation: Reservation,
+        latency: Duration,
+    ) -> Call {
+        let dep = &self.deployments[entry.deployment];
+        dep.limiter.correct(reservation, c.usage.total());
+        dep.limiter.observe(&c.rate_limit);
+        let expected =
+            spec.expected_latency_ms(u32::try_from(c.usage.output_tokens).unwrap_or(u32::MAX));
+        let change = self.health.record(
+            entry.deployment,
+            CallOutcome::Success {
+                latency_ms: latency.as_secs_f64() * 1000.0,
+                expected_ms: expected,
+            },
+        );
+        log_circuit(&dep.name, change);
+        let cost = spec.cost_usd(&c.usage);
+        let latency_ms = latency.as_millis() as u64;
+        let problem = check_output(walk.job, &c);
+        walk.attempts.push(Attempt::answered(
+            target(dep),
+            c.status,
+            latency_ms,
+            c.usage,
+            cost,
+            problem.clone(),
+        ));
+        if let Some(problem) = problem {
+            debug!(job_id = %walk.job.job_id, deployment = %dep.name, "Answer failed the job's checks; failing over.");
+            walk.last_error = Some(ErrorInfo {
+                code: "invalid_output".into(),
+                message: problem,
+            });
+            return Call::FailOver;
+        }
+        let index = walk.attempts.len() - 1;
+        walk.last_error = None;
+        walk.answer = Some((
+            index,
+            Output {
+                content: c.content,
+                finish_reason: c.finish_reason,
+            },
+        ));
+        Call::Answered
+    }
+
+    /// A failed call: record it, slow the deployment on a 429, and decide
+    /// whether to retry here, fail over, or stop.
+    #[allow(clippy::too_many_arguments)]
+    fn failed(
+        &self,
+        walk: &mut Walk<'_>,
+        entry: &ChainEntry,
+        spec: &ModelSpec,
+        e: ProviderError,
+        reservation: Reservation,
+        latency: Duration,
+        tries: u32,
+    ) -> Call {
+        let dep = &self.deployments[entry.deployment];
+        let health = if e.counts_against_health() {
+            CallOutcome::Failure
+        } else {
+            CallOutcome::Neutral
+        };
+        log_circuit(&dep.name, self.health.record(entry.deployment, health));
+        if let ProviderError::RateLimited { retry_after, .. } = &e {
+            // The whole deployment slows down: for the time the provider
+            // asked, or with backoff when it gave no hint.
+            let pause = dep.limiter.throttled(*retry_after);
+            debug!(deployment = %dep.name, ?pause, hinted = retry_after.is_some(), "Rate limited; pausing the deployment.");
+        }
+        let billed = e.billed();
+        // A readable response settles the reservation; otherwise the
+        // provider may have counted the call, so the reservation stands.
+        if e.billing_known() {
+            dep.limiter.correct(reservation, billed.total());
+        }
+        walk.attempts.push(Attempt::failed(
+            target(dep),
+            e.outcome(),
+            e.status(),
+            latency.as_millis() as u64,
+            billed,
+            spec.cost_usd(&billed),
+            e.to_string(),
+        ));
+        walk.last_error = Some(ErrorInfo {
+            code: e.code().into(),
+            message: e.to_string(),
+        });
+        if !e.allows_failover() {
+            debug!(job_id = %walk.job.job_id, deployment = %dep.name, error = %e, "Final error; not failing over.");
+            return Call::Final;
+        }
+        if !self.retry.may_retry(tries, &e) {
+            return Call::FailOver;
+        }
+        let delay = self.retry.delay(tries - 1, &e);
+        if walk.deadline.is_some_and(|d| Instant::now() + delay >= d) {
+            return Call::FailOver;
+        }
+        Call::Retry(delay)
+    }
+}
+
+/// One call, cut at the job's deadline.
+async fn call(
+    dep: &Deployment,
+    walk: &Walk<'_>,
+    started: Instant,
+) -> Result<Completion, ProviderError> {
+    let call = CallRequest {
+        request: &walk.job.request,
+        api_model: &dep.api_model,
+    };
+    match walk.deadline {
+        Some(d) => match tokio::time::timeout_at(d, dep.client.complete(call)).await {
+            Ok(r) => r,
+            Err(_) => Err(ProviderError::Timeout {
+                phase: TimeoutPhase::Total,
+                after: d.saturating_duration_since(started),
+            }),
+        },
+        None => dep.client.complete(call).await,
+    }
+}
+
+impl Walk<'_> {
+    /// The walk stopped early: answered, past the deadline, or a final error.
+    fn finish(self) -> Dispatched {
+        Dispatched {
+            completion: self.answer,
+            error: self.last_error,
+            attempts: self.attempts,
+        }
+    }
+
+    /// Every deployment of the chain was tried or skipped without an answer.
+    fn exhausted(self) -> Dispatched {
+        let attempts = self.attempts;
+        let error = match self.last_error {
+            Some(e)
+                if attempts
+                    .iter()
+                    .all(|a| a.outcome == AttemptOutcome::Skipped) =>
+            {
+                ErrorInfo {
+                    code: "no_deployment_available".into(),
+                    message: e.message,
+                }
+            }
+            Some(e) => ErrorInfo {
+                code: "all_attempts_failed".into(),
+                message: format!("every deployment in the chain failed; last: {}", e.message),
+            },
+            None => ErrorInfo {
+                code: "no_deployment_available".into(),
+                message: format!(
+                    "no deployment could take the call: {}",
+                    attempts
+                        .iter()
+                        .filter_map(|a| a.error.as_deref())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            },
+        };
+        Dispatched {
+            attempts,
+            completion: None,
+            error: Some(error),
+        }
+    }
+}
+
+fn target(dep: &Deployment) -> AttemptTarget<'_> {
+    AttemptTarget {
+        deployment: &dep.name,
+        provider: &dep.provider,
+        model: &dep.model,
+    }
 }
 
 fn deadline_of(job: &Job) -> Option<Instant> {
@@ -46,239 +376,6 @@ fn check_output(job: &Job, c: &Completion) -> Option<String> {
         };
     }
     None
-}
-
-pub(crate) async fn run(
-    engine: &Engine,
-    job: &Job,
-    decision: &RoutingDecision,
-    prompt_tokens: u32,
-) -> Dispatched {
-    let deadline = deadline_of(job);
-    let mut attempts: Vec<Attempt> = Vec::new();
-    let mut last_error: Option<ErrorInfo> = None;
-    let reserve_tokens = prompt_tokens.saturating_add(job.request.max_tokens.unwrap_or(512));
-
-    for entry in &decision.chain {
-        let Some(dep) = engine.deployments.get(entry.deployment) else {
-            continue;
-        };
-        let spec = engine.catalog.model(entry.model);
-        let skipped = |reason: String| Attempt {
-            deployment: dep.name.clone(),
-            provider: dep.provider.clone(),
-            model: dep.model.clone(),
-            outcome: AttemptOutcome::Skipped,
-            status_code: None,
-            latency_ms: 0,
-            usage: TokenUsage::default(),
-            cost_usd: 0.0,
-            error: Some(reason),
-        };
-        let call = CallRequest {
-            request: &job.request,
-            api_model: &dep.api_model,
-        };
-        let mut tries = 0u32;
-        loop {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                last_error = Some(ErrorInfo {
-                    code: "deadline_exceeded".into(),
-                    message: "the job's deadline passed before a provider answered".into(),
-                });
-                return Dispatched {
-                    attempts,
-                    completion: None,
-                    error: last_error,
-                };
-            }
-            if !engine.health.try_acquire(entry.deployment) {
-                attempts.push(skipped("circuit open".into()));
-                break;
-            }
-            let reservation = match dep.limiter.acquire(reserve_tokens, deadline).await {
-                Ok(r) => r,
-                Err(refused) => {
-                    // Past the deadline, or larger than the deployment's token limit:
-                    // the next deployment in the chain may take it.
-                    engine.health.record(entry.deployment, CallOutcome::Neutral);
-                    attempts.push(skipped(refused.to_string()));
-                    break;
-                }
-            };
-            tries += 1;
-            let started = Instant::now();
-            let outcome = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, dep.client.complete(call)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(ProviderError::Timeout {
-                        phase: switchyard_providers::TimeoutPhase::Total,
-                        after: d.saturating_duration_since(started),
-                    }),
-                },
-                None => dep.client.complete(call).await,
-            };
-            let latency = started.elapsed();
-            let latency_ms = latency.as_millis() as u64;
-            match outcome {
-                Ok(c) => {
-                    dep.limiter.correct(reservation, c.usage.total());
-                    dep.limiter.observe(&c.rate_limit);
-                    let expected = spec.expected_latency_ms(
-                        u32::try_from(c.usage.output_tokens).unwrap_or(u32::MAX),
-                    );
-                    let change = engine.health.record(
-                        entry.deployment,
-                        CallOutcome::Success {
-                            latency_ms: latency.as_secs_f64() * 1000.0,
-                            expected_ms: expected,
-                        },
-                    );
-                    log_circuit(&dep.name, change);
-                    let cost = spec.cost_usd(&c.usage);
-                    if let Some(problem) = check_output(job, &c) {
-                        attempts.push(Attempt {
-                            deployment: dep.name.clone(),
-                            provider: dep.provider.clone(),
-                            model: dep.model.clone(),
-                            outcome: AttemptOutcome::InvalidOutput,
-                            status_code: Some(c.status),
-                            latency_ms,
-                            usage: c.usage,
-                            cost_usd: cost,
-                            error: Some(problem.clone()),
-                        });
-                        debug!(job_id = %job.job_id, deployment = %dep.name, "Answer failed the job's checks; failing over.");
-                        last_error = Some(ErrorInfo {
-                            code: "invalid_output".into(),
-                            message: problem,
-                        });
-                        break;
-                    }
-                    attempts.push(Attempt {
-                        deployment: dep.name.clone(),
-                        provider: dep.provider.clone(),
-                        model: dep.model.clone(),
-                        outcome: AttemptOutcome::Succeeded,
-                        status_code: Some(c.status),
-                        latency_ms,
-                        usage: c.usage,
-                        cost_usd: cost,
-                        error: None,
-                    });
-                    let index = attempts.len() - 1;
-                    return Dispatched {
-                        attempts,
-                        completion: Some((
-                            index,
-                            Output {
-                                content: c.content,
-                                finish_reason: c.finish_reason,
-                            },
-                        )),
-                        error: None,
-                    };
-                }
-                Err(e) => {
-                    let health = if e.counts_against_health() {
-                        CallOutcome::Failure
-                    } else {
-                        CallOutcome::Neutral
-                    };
-                    log_circuit(&dep.name, engine.health.record(entry.deployment, health));
-                    if let ProviderError::RateLimited { retry_after, .. } = &e {
-                        // The whole deployment slows down: for the time the provider
-                        // asked, or with backoff when it gave no hint.
-                        let pause = dep.limiter.throttled(*retry_after);
-                        debug!(deployment = %dep.name, ?pause, hinted = retry_after.is_some(), "Rate limited; pausing the deployment.");
-                    }
-                    let billed = e.billed();
-                    // A readable response settles the reservation; otherwise the
-                    // provider may have counted the call, so the reservation stands.
-                    if e.billing_known() {
-                        dep.limiter.correct(reservation, billed.total());
-                    }
-                    attempts.push(Attempt {
-                        deployment: dep.name.clone(),
-                        provider: dep.provider.clone(),
-                        model: dep.model.clone(),
-                        outcome: e.outcome(),
-                        status_code: e.status(),
-                        latency_ms,
-                        usage: billed,
-                        cost_usd: spec.cost_usd(&billed),
-                        error: Some(e.to_string()),
-                    });
-                    last_error = Some(ErrorInfo {
-                        code: error_code(&e).into(),
-                        message: e.to_string(),
-                    });
-                    if !e.allows_failover() {
-                        debug!(job_id = %job.job_id, deployment = %dep.name, error = %e, "Final error; not failing over.");
-                        return Dispatched {
-                            attempts,
-                            completion: None,
-                            error: last_error,
-                        };
-                    }
-                    if !engine.backoff.may_retry(tries, &e) {
-                        break;
-                    }
-                    let delay = engine.backoff.delay(tries - 1, &e);
-                    if deadline.is_some_and(|d| Instant::now() + delay >= d) {
-                        break;
-                    }
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        }
-    }
-    let error = match last_error {
-        Some(e)
-            if attempts
-                .iter()
-                .all(|a| a.outcome == AttemptOutcome::Skipped) =>
-        {
-            ErrorInfo {
-                code: "no_deployment_available".into(),
-                message: e.message,
-            }
-        }
-        Some(e) => ErrorInfo {
-            code: "all_attempts_failed".into(),
-            message: format!("every deployment in the chain failed; last: {}", e.message),
-        },
-        None => ErrorInfo {
-            code: "no_deployment_available".into(),
-            message: format!(
-                "no deployment could take the call: {}",
-                attempts
-                    .iter()
-                    .filter_map(|a| a.error.as_deref())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-        },
-    };
-    Dispatched {
-        attempts,
-        completion: None,
-        error: Some(error),
-    }
-}
-
-fn error_code(e: &ProviderError) -> &'static str {
-    match e {
-        ProviderError::RateLimited { .. } => "rate_limited",
-        ProviderError::QuotaExhausted { .. } => "quota_exhausted",
-        ProviderError::Server { .. } => "provider_error",
-        ProviderError::Timeout { .. } => "timeout",
-        ProviderError::Connection(_) => "connection_failed",
-        ProviderError::InvalidRequest { .. } => "invalid_request",
-        ProviderError::Auth { .. } => "authentication_failed",
-        ProviderError::Refused { .. } => "refused",
-        ProviderError::Decode(_) => "unreadable_response",
-    }
 }
 
 fn log_circuit(deployment: &str, change: Option<CircuitState>) {

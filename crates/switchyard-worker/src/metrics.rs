@@ -71,36 +71,56 @@ pub struct ModelTally {
     pub cost_usd: f64,
 }
 
-/// Everything counted by one worker.
+/// Everything counted by one worker. The counters are private: the worker
+/// changes them through the methods named after what happened, and readers take
+/// them through the accessors or a [`MetricsSnapshot`].
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// Jobs that ended succeeded.
-    pub succeeded: AtomicU64,
-    /// Jobs that ended failed.
-    pub failed: AtomicU64,
-    /// Jobs rejected by policy or budget.
-    pub rejected: AtomicU64,
-    /// Jobs of canceled batches.
-    pub canceled: AtomicU64,
-    /// Jobs parked for approval.
-    pub held: AtomicU64,
-    /// Messages sent to the dead-letter topic.
-    pub dead_lettered: AtomicU64,
-    /// Jobs that needed more than one deployment.
-    pub failed_over: AtomicU64,
-    /// Provider attempts made.
-    pub attempts: AtomicU64,
-    /// Jobs being processed now.
-    pub in_flight: AtomicU64,
-    /// Most jobs processed at once since start.
-    pub peak_in_flight: AtomicU64,
-    /// Result latency.
-    pub latency: LatencyHistogram,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    rejected: AtomicU64,
+    canceled: AtomicU64,
+    held: AtomicU64,
+    dead_lettered: AtomicU64,
+    failed_over: AtomicU64,
+    attempts: AtomicU64,
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
+    latency: LatencyHistogram,
     /// Cost in micro-dollars (atomic-friendly).
     cost_micro_usd: AtomicU64,
     /// Baseline cost in micro-dollars.
     baseline_micro_usd: AtomicU64,
     by_model: Mutex<BTreeMap<String, ModelTally>>,
+}
+
+/// The counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricsSnapshot {
+    /// Jobs that ended succeeded.
+    pub succeeded: u64,
+    /// Jobs that ended failed.
+    pub failed: u64,
+    /// Jobs rejected by policy or budget.
+    pub rejected: u64,
+    /// Jobs of canceled batches.
+    pub canceled: u64,
+    /// Jobs parked for approval.
+    pub held: u64,
+    /// Messages sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Jobs that needed more than one deployment.
+    pub failed_over: u64,
+    /// Provider attempts made.
+    pub attempts: u64,
+    /// Jobs being processed now.
+    pub in_flight: u64,
+    /// Most jobs processed at once since start.
+    pub peak_in_flight: u64,
+    /// Cost so far, USD.
+    pub cost_usd: f64,
+    /// What the same tokens would have cost on the baseline model, USD.
+    pub baseline_usd: f64,
 }
 
 impl Metrics {
@@ -143,12 +163,32 @@ impl Metrics {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Counts a job parked for approval.
+    pub fn job_held(&self) {
+        self.held.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a message sent to the dead-letter topic.
+    pub fn dead_lettered(&self) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Jobs that reached a final result.
     pub fn finished(&self) -> u64 {
         self.succeeded.load(Ordering::Relaxed)
             + self.failed.load(Ordering::Relaxed)
             + self.rejected.load(Ordering::Relaxed)
             + self.canceled.load(Ordering::Relaxed)
+    }
+
+    /// Jobs being processed now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Messages sent to the dead-letter topic so far.
+    pub fn dead_letters(&self) -> u64 {
+        self.dead_lettered.load(Ordering::Relaxed)
     }
 
     /// Total cost so far.
@@ -164,6 +204,30 @@ impl Metrics {
     /// Jobs and cost per model.
     pub fn by_model(&self) -> BTreeMap<String, ModelTally> {
         self.by_model.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// The `q` quantile of result latency (0..1), ms.
+    pub fn latency_quantile(&self, q: f64) -> Option<u64> {
+        self.latency.quantile(q)
+    }
+
+    /// Every counter at once.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            succeeded: load(&self.succeeded),
+            failed: load(&self.failed),
+            rejected: load(&self.rejected),
+            canceled: load(&self.canceled),
+            held: load(&self.held),
+            dead_lettered: load(&self.dead_lettered),
+            failed_over: load(&self.failed_over),
+            attempts: load(&self.attempts),
+            in_flight: load(&self.in_flight),
+            peak_in_flight: load(&self.peak_in_flight),
+            cost_usd: self.cost_usd(),
+            baseline_usd: self.baseline_usd(),
+        }
     }
 }
 

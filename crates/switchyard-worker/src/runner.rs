@@ -363,13 +363,13 @@ pub async fn run(
                 Ok(job) => {
                     let outcome = engine.process(job).await;
                     if let Outcome::Held { .. } = &outcome {
-                        engine.metrics.held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        engine.metrics.job_held();
                     }
                     publisher.publish(&outcome, &incoming).await
                 }
                 Err(e) => {
                     warn!(partition = incoming.ticket.partition, offset = incoming.ticket.offset, kind = e.kind(), reason = %e, "Dead-lettering a message.");
-                    engine.metrics.dead_lettered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    engine.metrics.dead_lettered();
                     publisher.dead_letter(&incoming, e.kind(), &e.to_string()).await
                 }
             };

@@ -251,11 +251,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     produced?;
     let results = results?;
     drop(results_consumer);
-    let dead_lettered = stack
-        .engine
-        .metrics
-        .dead_lettered
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let dead_lettered = stack.engine.metrics.dead_letters();
     let baseline = stack.pipeline.config.routing.baseline_model.clone();
     let parquet_dir = stack.pipeline.config.analytics.parquet_dir.clone();
     let catalog = stack.catalog().clone();

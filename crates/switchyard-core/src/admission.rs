@@ -1,0 +1,274 @@
+//! Admission: everything decided about a decoded job before any provider is
+//! called, as one pure function over the job, its analysis, the org policy, the
+//! router, live health (as values) and the budget ledger. The order is fixed:
+//!
+//! 1. **cancel**: a job of a canceled batch ends `canceled`;
+//! 2. **policy**: the project must be in the org tree; its (workload's) policy applies;
+//! 3. **budget**: every budgeted node of the path by its thresholds: reject,
+//!    hold, or route within the headroom (downgrade);
+//! 4. **route**: the strategy's chain within the policy;
+//! 5. **fit**: the routed job's estimate against what every budget has left;
+//!    where a node downgrades, the job is routed again within the headroom;
+//! 6. **reserve**: the amount to reserve on the budgeted nodes, which the caller
+//!    applies under the same ledger lock, so that jobs deciding at once cannot
+//!    all pass on the same headroom.
+//!
+//! Later stages join at their place in this order: signature and scope before
+//! cancel, quota and approval between policy and budget, the live-or-deferred
+//! choice between fit and reserve. The worker's `Engine` calls [`Admission::admit`]
+//! and then dispatches or settles what it returns.
+
+use chrono::{DateTime, Utc};
+
+use crate::analysis::TaskAnalysis;
+use crate::budget::{BudgetLedger, BudgetStop};
+use crate::catalog::Catalog;
+use crate::health::HealthSnapshot;
+use crate::job::Job;
+use crate::org::{EffectivePolicy, OrgTree};
+use crate::result::RoutingSummary;
+use crate::routing::{BudgetState, Refusal, RouteError, RouteInput, Router, RoutingDecision};
+use crate::vocab::{DeploymentId, JobStatus};
+
+/// What admission reads besides the job and the ledger.
+pub struct Admission<'a> {
+    /// The router (catalog and deployment table).
+    pub router: &'a Router,
+    /// The org tree with every project's policy.
+    pub org: &'a OrgTree,
+    /// What a job outside the org tree (or canceled before its policy was read)
+    /// is described with: the config's default strategy and floor.
+    pub default_policy: &'a EffectivePolicy,
+    /// Live health of a deployment, as a value.
+    pub health: &'a dyn Fn(DeploymentId) -> HealthSnapshot,
+    /// The time of the decision.
+    pub now: DateTime<Utc>,
+}
+
+/// What admission decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Route the job along the decision's chain, with this reservation.
+    Admitted(Admitted),
+    /// The job ends here with a result that says why.
+    Refused(Refused),
+    /// A node's policy parks the job for approval.
+    Held {
+        /// Why, for the held record.
+        reason: String,
+    },
+}
+
+/// Admitted work.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admitted {
+    /// The routing decision: chain, reason, analysis summary.
+    pub decision: RoutingDecision,
+    /// What to reserve before calling, when the path has budgets.
+    pub reserve: Option<ReservationPlan>,
+}
+
+/// An amount to reserve on budgeted nodes (see [`BudgetLedger::reserve`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReservationPlan {
+    /// Budgeted nodes of the job's path, top first.
+    pub nodes: Vec<String>,
+    /// The amount, USD.
+    pub amount_usd: f64,
+}
+
+/// A job refused before any provider was called.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    /// `rejected` or `canceled`.
+    pub status: JobStatus,
+    /// Stable error code.
+    pub code: &'static str,
+    /// What a person reads.
+    pub message: String,
+    /// The decision as far as it went.
+    pub routing: RoutingSummary,
+}
+
+impl Admission<'_> {
+    /// Decides what becomes of `job` (already analysed), in the order of this
+    /// module's documentation. `canceled` says whether its batch is canceled.
+    pub fn admit(
+        &self,
+        job: &Job,
+        analysis: &TaskAnalysis,
+        canceled: bool,
+        ledger: &mut BudgetLedger,
+    ) -> Verdict {
+        if canceled {
+            let why = "the job's batch was canceled before the job started";
+            return self.refuse(
+                JobStatus::Canceled,
+                "batch_canceled",
+                why.into(),
+                self.unrouted(job, analysis, self.default_policy, why),
+            );
+        }
+        let policy = match self.org.policy(&job.project, job.workload.as_deref()) {
+            Ok(p) => p,
+            Err(e) => {
+                let message = e.to_string();
+                let routing = self.unrouted(job, analysis, self.default_policy, &message);
+                return self.refuse(JobStatus::Rejected, "unknown_project", message, routing);
+            }
+        };
+        let nodes = &policy.budget_nodes;
+        let budget = match ledger.verdict(nodes, None, self.now) {
+            Ok(state) => state,
+            Err(stop) => return self.stopped(stop, job, analysis, policy),
+        };
+        let decision = match self.route(job, analysis, policy, budget) {
+            Ok(d) => d,
+            Err(refusal) => {
+                let (code, message) = match (budget, &refusal.error) {
+                    // Downgrading, and not even the cheapest model above the floor fits.
+                    (BudgetState::NearLimit { .. }, RouteError::NoFeasibleModel { .. }) => {
+                        ("budget_exhausted", nothing_fits_near_limit(&refusal))
+                    }
+                    _ => (refusal.code(), refusal.to_string()),
+                };
+                let routing = refusal.decision.summary(self.catalog());
+                return self.refuse(JobStatus::Rejected, code, message, routing);
+            }
+        };
+        if nodes.is_empty() {
+            return Verdict::Admitted(Admitted {
+                decision,
+                reserve: None,
+            });
+        }
+        self.fit_and_reserve(job, analysis, policy, budget, decision, ledger)
+    }
+
+    /// Steps 5 and 6: the routed job's estimate must fit what every budget has
+    /// left, or the node's policy decides (downgrade: route again within the
+    /// headroom; reject; hold); what fits is reserved.
+    fn fit_and_reserve(
+        &self,
+        job: &Job,
+        analysis: &TaskAnalysis,
+        policy: &EffectivePolicy,
+        budget: BudgetState,
+        mut decision: RoutingDecision,
+        ledger: &mut BudgetLedger,
+    ) -> Verdict {
+        let nodes = &policy.budget_nodes;
+        let estimate = decision.chain.first().map(|e| e.estimated_cost_usd);
+        match ledger.verdict(nodes, estimate, self.now) {
+            Ok(state @ BudgetState::NearLimit { .. })
+                if matches!(budget, BudgetState::Normal { .. }) =>
+            {
+                decision = match self.route(job, analysis, policy, state) {
+                    Ok(d) => d,
+                    Err(refusal) => {
+                        let message = nothing_fits_near_limit(&refusal);
+                        let routing = refusal.decision.summary(self.catalog());
+                        return self.refuse(
+                            JobStatus::Rejected,
+                            "budget_exhausted",
+                            message,
+                            routing,
+                        );
+                    }
+                };
+            }
+            Ok(_) => {}
+            Err(stop) => return self.stopped(stop, job, analysis, policy),
+        }
+        let estimate = decision.chain.first().map_or(0.0, |e| e.estimated_cost_usd);
+        match ledger.fits(nodes, estimate, self.now) {
+            Ok(()) => Verdict::Admitted(Admitted {
+                decision,
+                reserve: Some(ReservationPlan {
+                    nodes: nodes.clone(),
+                    amount_usd: estimate,
+                }),
+            }),
+            Err(stop) => self.stopped(stop, job, analysis, policy),
+        }
+    }
+
+    fn catalog(&self) -> &Catalog {
+        self.router.catalog()
+    }
+
+    fn route(
+        &self,
+        job: &Job,
+        analysis: &TaskAnalysis,
+        policy: &EffectivePolicy,
+        budget: BudgetState,
+    ) -> Result<RoutingDecision, Box<Refusal>> {
+        let input = RouteInput {
+            job,
+            analysis,
+            policy,
+            budget,
+            now: self.now,
+        };
+        self.router.route(&input, self.health, false)
+    }
+
+    /// The decision of a job refused before routing: what it was, and why not.
+    fn unrouted(
+        &self,
+        job: &Job,
+        analysis: &TaskAnalysis,
+        policy: &EffectivePolicy,
+        why: &str,
+    ) -> RoutingSummary {
+        let input = RouteInput {
+            job,
+            analysis,
+            policy,
+            budget: BudgetState::UNCONSTRAINED,
+            now: self.now,
+        };
+        self.router.not_routed(&input, why).summary(self.catalog())
+    }
+
+    /// A budget policy that holds or rejects the job.
+    fn stopped(
+        &self,
+        stop: BudgetStop,
+        job: &Job,
+        analysis: &TaskAnalysis,
+        policy: &EffectivePolicy,
+    ) -> Verdict {
+        let routing = self.unrouted(job, analysis, policy, stop.reason());
+        match stop {
+            BudgetStop::Hold { reason, .. } => Verdict::Held {
+                reason: format!("{reason}; held for approval"),
+            },
+            BudgetStop::Reject { reason, .. } => {
+                self.refuse(JobStatus::Rejected, "budget_exhausted", reason, routing)
+            }
+        }
+    }
+
+    fn refuse(
+        &self,
+        status: JobStatus,
+        code: &'static str,
+        message: String,
+        routing: RoutingSummary,
+    ) -> Verdict {
+        Verdict::Refused(Refused {
+            status,
+            code,
+            message,
+            routing,
+        })
+    }
+}
+
+/// Why a job is refused when its budget is near the limit and not even the
+/// cheapest model above the quality floor fits what is left.
+fn nothing_fits_near_limit(refusal: &Refusal) -> String {
+    format!("budget near its limit and no model above the quality floor fits: {refusal}")
+}
