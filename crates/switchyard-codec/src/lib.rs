@@ -6,6 +6,7 @@
 //! failure is a [`DecodeError`] whose text becomes the dead-letter reason.
 
 mod avro;
+pub mod headers;
 mod records;
 
 use serde::Serialize;

@@ -1,13 +1,18 @@
 //! Kafka I/O for Switchyard: client settings, offset tracking for concurrent
-//! at-least-once processing, topic scanning helpers, and the embedded broker
-//! (librdkafka's mock cluster) used by `demo`, `dev` and the tests.
+//! at-least-once processing, publishing until acknowledged, following a topic
+//! on a thread, topic scanning helpers, and the embedded broker (librdkafka's
+//! mock cluster) used by `demo`, `dev` and the tests.
 
+pub mod catch_up;
 pub mod client;
 pub mod embedded;
+pub mod follow;
 pub mod offsets;
 pub mod produce;
 pub mod scan;
 
+pub use catch_up::CatchUp;
 pub use embedded::EmbeddedBroker;
+pub use follow::{FollowSpec, TopicFollower};
 pub use offsets::{OffsetTracker, Ticket};
 pub use scan::{Positions, ScanFrom, Scanned, group_lag, offsets_at_time, scan_to_end};

@@ -1,11 +1,16 @@
 //! Producing without holding borrows across awaits: enqueue now (waiting politely
-//! while librdkafka's local queue is full), await the broker's acknowledgement later.
+//! while librdkafka's local queue is full), await the broker's acknowledgement
+//! later; and the one "publish until acknowledged" loop every at-least-once
+//! writer uses.
 
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use switchyard_core::backoff::Backoff;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 /// Hands a message to the producer; the returned future resolves on acknowledgement.
 pub async fn enqueue(
@@ -39,5 +44,47 @@ pub async fn acknowledged(delivery: DeliveryFuture) -> Result<(), KafkaError> {
         Ok(Ok(_)) => Ok(()),
         Ok(Err((e, _))) => Err(e),
         Err(_) => Err(KafkaError::Canceled),
+    }
+}
+
+/// Why [`publish`] gave up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// Stopped while the broker had not acknowledged: the caller must not count
+    /// the record as delivered.
+    #[error("stopped before the broker acknowledged the record")]
+    Stopped,
+}
+
+/// First and longest pause between two attempts of [`publish`].
+const PUBLISH_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// Sends a record until the broker acknowledges it, retrying with backoff;
+/// gives up only when `stop` is cancelled (the caller then leaves its input
+/// uncommitted, so the work is redone).
+pub async fn publish(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: Option<&OwnedHeaders>,
+    stop: &CancellationToken,
+) -> Result<(), PublishError> {
+    let mut backoff = Backoff::new(PUBLISH_BACKOFF.0, PUBLISH_BACKOFF.1);
+    loop {
+        let sent = match enqueue(producer, topic, key, payload, headers).await {
+            Ok(delivery) => acknowledged(delivery).await,
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                warn!(topic, error = %e, "Publish failed; retrying.");
+                tokio::select! {
+                    _ = stop.cancelled() => return Err(PublishError::Stopped),
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+            }
+        }
     }
 }

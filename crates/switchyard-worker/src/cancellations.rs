@@ -4,140 +4,46 @@
 //! worker. It says when it has read the registry up to where it ended at start,
 //! so that the worker takes no job before it knows every cancel made until then.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::thread::JoinHandle;
-use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use switchyard_core::batch::{BatchRecord, BatchState};
 use switchyard_core::config::PipelineConfig;
-use switchyard_kafka::client::reader_config;
-use tracing::{info, warn};
+use switchyard_kafka::{FollowSpec, ScanFrom, TopicFollower};
+use tracing::info;
 
 use crate::Engine;
-use crate::catch_up::CatchUp;
 
-/// The running reader; stop it with [`CancellationWatch::stop`].
-pub struct CancellationWatch {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl CancellationWatch {
-    /// Starts following the batches topic. The receiver yields the number of
-    /// canceled batches once the registry has been read to the end offsets it had
-    /// when the reader started (at once when the topic is empty).
-    pub fn start(engine: Arc<Engine>, config: &PipelineConfig) -> (Self, mpsc::Receiver<usize>) {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (caught_up, caught_up_rx) = mpsc::channel();
-        let flag = stop.clone();
-        let kafka = config.kafka.clone();
-        let topic = config.kafka.topics.batches.clone();
-        let thread = std::thread::Builder::new()
-            .name("batch-cancellations".into())
-            .spawn(move || {
-                let consumer: BaseConsumer = match reader_config(&kafka).set("enable.partition.eof", "false").create() {
-                    Ok(c) => c,
-                    Err(e) => {
-                        warn!(error = %e, "Cannot read the batch registry; batch cancellations will not reach this worker.");
-                        return;
-                    }
-                };
-                // Until the registry's partitions are known, no cancel can be seen:
-                // keep asking (and say so) rather than follow nothing.
-                let mut partitions = Vec::new();
-                let mut warned = false;
-                let mut told = false;
-                while partitions.is_empty() && !flag.load(Ordering::Relaxed) {
-                    let found = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10));
-                    if let Ok(m) = &found {
-                        partitions = m
-                            .topics()
-                            .iter()
-                            .filter(|t| t.name() == topic)
-                            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                            .collect();
-                    }
-                    if partitions.is_empty() {
-                        // The cluster answered, without the topic: no batch was
-                        // ever registered, so none is canceled yet.
-                        if found.is_ok() && !told {
-                            let _ = caught_up.send(0);
-                            told = true;
-                        }
-                        if !warned {
-                            let error = found.err().map(|e| e.to_string()).unwrap_or_else(|| "no partitions".into());
-                            warn!(topic = %topic, error = %error, "Cannot see the batch registry topic yet; batch cancellations reach this worker once it can (retrying every 2 s).");
-                            warned = true;
-                        }
-                        std::thread::sleep(Duration::from_secs(2));
-                    }
-                }
-                let mut tpl = TopicPartitionList::new();
-                // Where the registry ended at start, per partition with records.
-                let mut pending: HashMap<i32, i64> = HashMap::new();
-                for p in partitions {
-                    let _ = tpl.add_partition_offset(&topic, p, Offset::Beginning);
-                    match consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)) {
-                        Ok((low, high)) if high > low => {
-                            pending.insert(p, high);
-                        }
-                        Ok(_) => {}
-                        Err(e) => warn!(partition = p, error = %e, "Cannot read where the batch registry ends; reading it without waiting for it."),
-                    }
-                }
-                if let Err(e) = consumer.assign(&tpl) {
-                    warn!(error = %e, "Cannot follow the batch registry.");
-                    return;
-                }
-                let mut canceled = 0usize;
-                let mut pending = CatchUp::new(pending);
-                if pending.done() {
-                    let _ = caught_up.send(0);
-                }
-                while !flag.load(Ordering::Relaxed) {
-                    let m = match consumer.poll(Duration::from_millis(250)) {
-                        Some(Ok(m)) => m,
-                        Some(Err(e)) => {
-                            warn!(error = %e, "Error reading the batch registry; continuing.");
-                            continue;
-                        }
-                        None => continue,
-                    };
-                    if let Some(payload) = m.payload()
-                        && let Ok(record) = serde_json::from_slice::<BatchRecord>(payload)
-                        && record.state == BatchState::Canceled
-                    {
-                        info!(batch_id = %record.batch_id, "Batch canceled: its jobs not yet started will end as canceled.");
-                        engine.cancel_batch(&record.batch_id);
-                        canceled += 1;
-                    }
-                    if pending.seen(m.partition(), m.offset()) {
-                        info!(canceled, "Batch registry read; following it.");
-                        let _ = caught_up.send(canceled);
-                    }
-                }
-            })
-            .ok();
-        (Self { stop, thread }, caught_up_rx)
-    }
-
-    /// Stops the reader and waits for its thread.
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+/// Starts following the batches topic. The receiver yields the number of
+/// canceled batches once the registry has been read to the end offsets it had
+/// when the reader started (at once when the topic is empty or missing).
+pub fn follow(
+    engine: Arc<Engine>,
+    config: &PipelineConfig,
+) -> (TopicFollower, mpsc::Receiver<u64>) {
+    let spec = FollowSpec {
+        name: "batch registry",
+        topic: config.kafka.topics.batches.clone(),
+        from: ScanFrom::Beginning,
+    };
+    TopicFollower::start(&config.kafka, spec, move |m| {
+        let canceled = m
+            .payload()
+            .and_then(|p| serde_json::from_slice::<BatchRecord>(p).ok())
+            .filter(|r| r.state == BatchState::Canceled);
+        if let Some(record) = &canceled {
+            info!(batch_id = %record.batch_id, "Batch canceled: its jobs not yet started will end as canceled.");
+            engine.cancel_batch(&record.batch_id);
         }
-    }
+        canceled.is_some()
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use chrono::Utc;
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -179,7 +85,7 @@ mod tests {
         let p = pipeline(&broker);
         // An empty registry holds no cancel: caught up at once.
         let engine = Arc::new(Engine::new(&p, Vec::new()).unwrap());
-        let (watch, caught_up) = CancellationWatch::start(engine, &p.config);
+        let (watch, caught_up) = follow(engine, &p.config);
         assert_eq!(caught_up.recv_timeout(Duration::from_secs(30)), Ok(0));
         watch.stop();
 
@@ -210,7 +116,7 @@ mod tests {
         }
         producer.flush(Duration::from_secs(60)).unwrap();
         let engine = Arc::new(Engine::new(&p, Vec::new()).unwrap());
-        let (watch, caught_up) = CancellationWatch::start(engine, &p.config);
+        let (watch, caught_up) = follow(engine, &p.config);
         assert_eq!(
             caught_up.recv_timeout(Duration::from_secs(60)),
             Ok(canceled),

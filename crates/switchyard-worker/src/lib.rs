@@ -4,7 +4,6 @@
 //! graceful drain.
 
 mod cancellations;
-mod catch_up;
 mod dispatch;
 mod engine;
 mod health;

@@ -15,12 +15,15 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use switchyard_codec::Codec;
+use switchyard_codec::{Codec, headers};
 use switchyard_core::config::PipelineConfig;
+use switchyard_core::result::JobResult;
+use switchyard_core::usage::UsageEvent;
 use switchyard_kafka::client::{consumer_config, producer_config};
-use switchyard_kafka::{OffsetTracker, Ticket};
+use switchyard_kafka::produce::publish;
+use switchyard_kafka::{OffsetTracker, Ticket, TopicFollower};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -121,71 +124,24 @@ impl Publisher {
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) -> bool {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let mut record = FutureRecord::to(topic).key(key).payload(payload);
-            if let Some(h) = &headers {
-                record = record.headers(h.clone());
-            }
-            match self.producer.send(record, Duration::from_secs(5)).await {
-                Ok(_) => return true,
-                Err((e, _)) => {
-                    warn!(topic, error = %e, "Publish failed; retrying.");
-                    tokio::select! {
-                        _ = self.stop.cancelled() => return false,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        publish(
+            &self.producer,
+            topic,
+            Some(key),
+            payload,
+            headers.as_ref(),
+            &self.stop,
+        )
+        .await
+        .is_ok()
     }
 
     async fn publish(&self, outcome: &Outcome, incoming: &Incoming) -> bool {
         match outcome {
-            Outcome::Finished { result, usage } => {
-                // The billed attempts are published whatever becomes of the
-                // result, so that their cost reaches analytics and budgets.
-                let mut sends = Vec::with_capacity(usage.len() + 1);
-                for event in usage {
-                    match self.usage.1.encode(event) {
-                        Ok(bytes) => {
-                            sends.push((self.usage.0.as_str(), event.job_id.as_bytes(), bytes))
-                        }
-                        Err(e) => {
-                            error!(job_id = %event.job_id, event_id = %event.event_id, cost_usd = event.cost_usd, input_tokens = event.usage.input_tokens, output_tokens = event.usage.output_tokens, error = %e, "Usage event does not fit the usage topic's schema; its cost is only in this log line.");
-                        }
-                    }
-                }
-                let delivered = match self.results.1.encode(result.as_ref()) {
-                    Ok(bytes) => {
-                        sends.push((self.results.0.as_str(), result.job_id.as_bytes(), bytes));
-                        true
-                    }
-                    Err(e) => {
-                        // A job without a result would look lost: it goes to
-                        // the dead-letter topic, saying what it already cost.
-                        let reason = format!(
-                            "the job ran (status {}, cost ${:.6}, billed attempts on `{}`) but its result does not fit the schema of `{}`: {e}; fix the schema or the topic's encoding; replaying this message runs the job again",
-                            result.status.as_str(),
-                            result.cost_usd,
-                            self.usage.0,
-                            self.results.0
-                        );
-                        error!(job_id = %result.job_id, error = %e, "Result does not fit its schema; dead-lettering the job.");
-                        self.dead_letter(incoming, "unencodable_outcome", &reason)
-                            .await
-                    }
-                };
-                let all = futures::future::join_all(
-                    sends.iter().map(|(t, k, v)| self.send(t, k, v, None)),
-                )
-                .await;
-                delivered && all.into_iter().all(|ok| ok)
-            }
+            Outcome::Finished { result, usage } => self.finished(result, usage, incoming).await,
             Outcome::Held { reason } => {
                 let headers = OwnedHeaders::new().insert(Header {
-                    key: "switchyard.held.reason",
+                    key: headers::HELD_REASON,
                     value: Some(reason.as_bytes()),
                 });
                 self.send(
@@ -199,35 +155,70 @@ impl Publisher {
         }
     }
 
+    /// A final result and its usage events. The billed attempts are published
+    /// whatever becomes of the result, so that their cost reaches analytics and
+    /// budgets.
+    async fn finished(
+        &self,
+        result: &JobResult,
+        usage: &[UsageEvent],
+        incoming: &Incoming,
+    ) -> bool {
+        let mut sends = Vec::with_capacity(usage.len() + 1);
+        for event in usage {
+            match self.usage.1.encode(event) {
+                Ok(bytes) => sends.push((self.usage.0.as_str(), event.job_id.as_bytes(), bytes)),
+                Err(e) => {
+                    error!(job_id = %event.job_id, event_id = %event.event_id, cost_usd = event.cost_usd, input_tokens = event.usage.input_tokens, output_tokens = event.usage.output_tokens, error = %e, "Usage event does not fit the usage topic's schema; its cost is only in this log line.");
+                }
+            }
+        }
+        let delivered = match self.results.1.encode(result) {
+            Ok(bytes) => {
+                sends.push((self.results.0.as_str(), result.job_id.as_bytes(), bytes));
+                true
+            }
+            Err(e) => {
+                // A job without a result would look lost: it goes to
+                // the dead-letter topic, saying what it already cost.
+                let reason = format!(
+                    "the job ran (status {}, cost ${:.6}, billed attempts on `{}`) but its result does not fit the schema of `{}`: {e}; fix the schema or the topic's encoding; replaying this message runs the job again",
+                    result.status.as_str(),
+                    result.cost_usd,
+                    self.usage.0,
+                    self.results.0
+                );
+                error!(job_id = %result.job_id, error = %e, "Result does not fit its schema; dead-lettering the job.");
+                self.dead_letter(incoming, "unencodable_outcome", &reason)
+                    .await
+            }
+        };
+        let all =
+            futures::future::join_all(sends.iter().map(|(t, k, v)| self.send(t, k, v, None))).await;
+        delivered && all.into_iter().all(|ok| ok)
+    }
+
     async fn dead_letter(&self, incoming: &Incoming, kind: &str, reason: &str) -> bool {
         let partition = incoming.ticket.partition.to_string();
         let offset = incoming.ticket.offset.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "switchyard.dlq.reason",
-                value: Some(reason.as_bytes()),
-            })
-            .insert(Header {
-                key: "switchyard.dlq.kind",
-                value: Some(kind.as_bytes()),
-            })
-            .insert(Header {
-                key: "switchyard.dlq.topic",
-                value: Some(self.source_topic.as_bytes()),
-            })
-            .insert(Header {
-                key: "switchyard.dlq.partition",
-                value: Some(partition.as_bytes()),
-            })
-            .insert(Header {
-                key: "switchyard.dlq.offset",
-                value: Some(offset.as_bytes()),
+        let mut h = OwnedHeaders::new();
+        for (key, value) in [
+            (headers::DLQ_REASON, reason),
+            (headers::DLQ_KIND, kind),
+            (headers::DLQ_TOPIC, self.source_topic.as_str()),
+            (headers::DLQ_PARTITION, partition.as_str()),
+            (headers::DLQ_OFFSET, offset.as_str()),
+        ] {
+            h = h.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
             });
+        }
         self.send(
             &self.dlq,
             incoming.key.as_deref().unwrap_or(&[]),
             &incoming.payload,
-            Some(headers),
+            Some(h),
         )
         .await
     }
@@ -251,12 +242,50 @@ fn worker_id(config: &PipelineConfig) -> String {
 /// Longest a starting worker waits to have read the batch registry.
 const REGISTRY_CATCH_UP: Duration = Duration::from_secs(30);
 
+/// Longest a starting worker waits to have replayed this month's spend.
+const LEDGER_CATCH_UP: Duration = Duration::from_secs(60);
+
+type JobConsumer = StreamConsumer<WorkerContext>;
+
+/// The worker's Kafka side: its consumer, where finished offsets are tracked,
+/// and how outcomes are published.
+struct Kafka {
+    consumer: JobConsumer,
+    producer: FutureProducer,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    publisher: Publisher,
+    jobs: (String, Codec),
+    stop: CancellationToken,
+}
+
 /// Runs the worker until `shutdown` resolves, then drains.
 pub async fn run(
     engine: Arc<Engine>,
     config: &PipelineConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, WorkerError> {
+    let kafka = connect(config)?;
+    let followers = catch_up(&engine, config).await;
+    info!(worker = %worker_id(config), topic = %kafka.jobs.0, group = %config.kafka.group_id, max_in_flight = config.worker.max_in_flight, "Worker started.");
+    let (mut report, tasks) = consume(&engine, &kafka, config, shutdown).await;
+    report.abandoned = drain(tasks, config.worker.drain_grace, &kafka.stop).await;
+    if let Err(e) = producer_flush(&kafka.producer) {
+        warn!(error = %e, "Producer flush failed.");
+    }
+    final_commit(&kafka);
+    kafka.consumer.unsubscribe();
+    let _ = tokio::task::spawn_blocking(move || {
+        for f in followers {
+            f.stop();
+        }
+    })
+    .await;
+    info!(received = report.received, "Worker stopped.");
+    Ok(report)
+}
+
+/// Subscribes the consumer and builds the producer.
+fn connect(config: &PipelineConfig) -> Result<Kafka, WorkerError> {
     let topics = &config.kafka.topics;
     let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
     let context = WorkerContext {
@@ -269,7 +298,7 @@ pub async fn run(
         config.worker.commit_interval,
     );
     consumer_settings.set("client.id", worker_id(config));
-    let consumer: StreamConsumer<WorkerContext> = consumer_settings.create_with_context(context)?;
+    let consumer: JobConsumer = consumer_settings.create_with_context(context)?;
     consumer.subscribe(&[topics.jobs.name.as_str()])?;
     let producer: FutureProducer = producer_config(&config.kafka).create()?;
     let stop = CancellationToken::new();
@@ -285,28 +314,45 @@ pub async fn run(
         source_topic: topics.jobs.name.clone(),
         stop: stop.clone(),
     };
-    let jobs_codec = Codec::for_topic(&topics.jobs);
-    // Know every batch canceled so far, and replay this month's spend, before
-    // taking jobs: a canceled batch's jobs must not run, and budgets must count
-    // what was spent before this worker started.
-    let (cancellations, registry_read) =
-        crate::cancellations::CancellationWatch::start(engine.clone(), config);
-    let (ledger, caught_up) = crate::ledger::LedgerFollower::start(engine.clone(), config);
-    let _ =
-        tokio::task::spawn_blocking(move || caught_up.recv_timeout(Duration::from_secs(60))).await;
-    let registry_wait = REGISTRY_CATCH_UP;
-    let read = tokio::task::spawn_blocking(move || registry_read.recv_timeout(registry_wait)).await;
+    Ok(Kafka {
+        consumer,
+        producer,
+        tracker,
+        publisher,
+        jobs: (topics.jobs.name.clone(), Codec::for_topic(&topics.jobs)),
+        stop,
+    })
+}
+
+/// Knows every batch canceled so far, and replays this month's spend, before
+/// taking jobs: a canceled batch's jobs must not run, and budgets must count
+/// what was spent before this worker started. Returns the followers, which keep
+/// both up to date while the worker runs.
+async fn catch_up(engine: &Arc<Engine>, config: &PipelineConfig) -> Vec<TopicFollower> {
+    let (cancellations, registry_read) = crate::cancellations::follow(engine.clone(), config);
+    let (ledger, ledger_read) = crate::ledger::follow(engine.clone(), config);
+    let _ = tokio::task::spawn_blocking(move || ledger_read.recv_timeout(LEDGER_CATCH_UP)).await;
+    let read =
+        tokio::task::spawn_blocking(move || registry_read.recv_timeout(REGISTRY_CATCH_UP)).await;
     if !matches!(read, Ok(Ok(_))) {
-        warn!(topic = %topics.batches, waited = ?registry_wait, "The batch registry could not be read before taking jobs; jobs of batches canceled so far may run until it can (check that the topic exists and the brokers are reachable).");
+        warn!(topic = %config.kafka.topics.batches, waited = ?REGISTRY_CATCH_UP, "The batch registry could not be read before taking jobs; jobs of batches canceled so far may run until it can (check that the topic exists and the brokers are reachable).");
     }
+    vec![cancellations, ledger]
+}
+
+/// Takes jobs until `shutdown`, at most `max_in_flight` at a time, each on a
+/// task of its own; returns what was received and the tasks still running.
+async fn consume(
+    engine: &Arc<Engine>,
+    kafka: &Kafka,
+    config: &PipelineConfig,
+    shutdown: impl Future<Output = ()>,
+) -> (RunReport, JoinSet<()>) {
     let permits = Arc::new(Semaphore::new(config.worker.max_in_flight));
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut report = RunReport::default();
-    let job_topic = topics.jobs.name.clone();
-    info!(worker = %worker_id(config), topic = %job_topic, group = %config.kafka.group_id, max_in_flight = config.worker.max_in_flight, "Worker started.");
-
     tokio::pin!(shutdown);
     'consume: loop {
         let permit = tokio::select! {
@@ -319,10 +365,10 @@ pub async fn run(
                 biased;
                 _ = &mut shutdown => break 'consume,
                 _ = tick.tick() => {
-                    store_offsets(&consumer, &tracker, &job_topic);
+                    store_offsets(&kafka.consumer, &kafka.tracker, &kafka.jobs.0);
                     while tasks.try_join_next().is_some() {}
                 }
-                m = consumer.recv() => break m,
+                m = kafka.consumer.recv() => break m,
             }
         };
         let message = match message {
@@ -332,7 +378,8 @@ pub async fn run(
                 continue;
             }
         };
-        let Some(ticket) = tracker
+        let Some(ticket) = kafka
+            .tracker
             .lock()
             .ok()
             .and_then(|mut t| t.received(message.partition(), message.offset()))
@@ -351,75 +398,92 @@ pub async fn run(
             ticket,
         };
         drop(message);
-        let engine = engine.clone();
-        let publisher = publisher.clone();
-        let codec = jobs_codec.clone();
-        let tracker = tracker.clone();
         engine.metrics.job_started();
-        tasks.spawn(async move {
-            let _permit = permit;
-            let _in_flight = InFlight(&engine.metrics);
-            let delivered = match codec.decode_job(&incoming.payload) {
-                Ok(job) => {
-                    let outcome = engine.process(job).await;
-                    if let Outcome::Held { .. } = &outcome {
-                        engine.metrics.job_held();
-                    }
-                    publisher.publish(&outcome, &incoming).await
-                }
-                Err(e) => {
-                    warn!(partition = incoming.ticket.partition, offset = incoming.ticket.offset, kind = e.kind(), reason = %e, "Dead-lettering a message.");
-                    engine.metrics.dead_lettered();
-                    publisher.dead_letter(&incoming, e.kind(), &e.to_string()).await
-                }
-            };
-            if delivered && let Ok(mut t) = tracker.lock() {
-                t.completed(incoming.ticket);
-            }
-        });
+        tasks.spawn(job_task(engine.clone(), kafka, incoming, permit));
     }
+    (report, tasks)
+}
 
-    info!(in_flight = tasks.len(), grace = ?config.worker.drain_grace, "Draining: no new jobs; finishing those in flight.");
-    let drained = tokio::time::timeout(config.worker.drain_grace, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        report.abandoned = tasks.len() as u64;
-        warn!(
-            abandoned = report.abandoned,
-            "Grace period over; unfinished jobs stay uncommitted and will be redone."
-        );
-        stop.cancel();
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
+/// One job from its bytes to its published outcome; marks its offset finished
+/// once the broker has acknowledged everything it produced.
+fn job_task(
+    engine: Arc<Engine>,
+    kafka: &Kafka,
+    incoming: Incoming,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send + 'static {
+    let publisher = kafka.publisher.clone();
+    let codec = kafka.jobs.1.clone();
+    let tracker = kafka.tracker.clone();
+    async move {
+        let _permit = permit;
+        let _in_flight = InFlight(&engine.metrics);
+        let delivered = match codec.decode_job(&incoming.payload) {
+            Ok(job) => {
+                let outcome = engine.process(job).await;
+                if let Outcome::Held { .. } = &outcome {
+                    engine.metrics.job_held();
+                }
+                publisher.publish(&outcome, &incoming).await
+            }
+            Err(e) => {
+                warn!(partition = incoming.ticket.partition, offset = incoming.ticket.offset, kind = e.kind(), reason = %e, "Dead-lettering a message.");
+                engine.metrics.dead_lettered();
+                publisher
+                    .dead_letter(&incoming, e.kind(), &e.to_string())
+                    .await
+            }
+        };
+        if delivered && let Ok(mut t) = tracker.lock() {
+            t.completed(incoming.ticket);
+        }
     }
-    if let Err(e) = producer_flush(&producer) {
-        warn!(error = %e, "Producer flush failed.");
+}
+
+/// Lets in-flight jobs finish within the grace period; aborts the rest (their
+/// offsets stay uncommitted and they are redone). Returns how many were aborted.
+async fn drain(mut tasks: JoinSet<()>, grace: Duration, stop: &CancellationToken) -> u64 {
+    info!(
+        in_flight = tasks.len(),
+        ?grace,
+        "Draining: no new jobs; finishing those in flight."
+    );
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_ok() {
+        return 0;
     }
-    store_offsets(&consumer, &tracker, &job_topic);
-    let points = tracker
+    let abandoned = tasks.len() as u64;
+    warn!(
+        abandoned,
+        "Grace period over; unfinished jobs stay uncommitted and will be redone."
+    );
+    stop.cancel();
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    abandoned
+}
+
+/// Commits every partition's finished work before leaving the group.
+fn final_commit(kafka: &Kafka) {
+    let topic = &kafka.jobs.0;
+    store_offsets(&kafka.consumer, &kafka.tracker, topic);
+    let points = kafka
+        .tracker
         .lock()
         .map(|t| t.commit_points())
         .unwrap_or_default();
-    if !points.is_empty() {
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in &points {
-            let _ = tpl.add_partition_offset(&job_topic, *p, Offset::Offset(*o));
-        }
-        match consumer.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => info!(partitions = points.len(), "Committed finished offsets."),
-            Err(e) => warn!(error = %e, "Final commit failed; uncommitted jobs will be redone."),
-        }
+    if points.is_empty() {
+        return;
     }
-    consumer.unsubscribe();
-    let _ = tokio::task::spawn_blocking(move || {
-        cancellations.stop();
-        ledger.stop();
-    })
-    .await;
-    info!(received = report.received, "Worker stopped.");
-    Ok(report)
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in &points {
+        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
+    }
+    match kafka.consumer.commit(&tpl, CommitMode::Sync) {
+        Ok(()) => info!(partitions = points.len(), "Committed finished offsets."),
+        Err(e) => warn!(error = %e, "Final commit failed; uncommitted jobs will be redone."),
+    }
 }
 
 fn producer_flush(producer: &FutureProducer) -> Result<(), KafkaError> {
@@ -428,11 +492,7 @@ fn producer_flush(producer: &FutureProducer) -> Result<(), KafkaError> {
 }
 
 /// Stores the commit points that moved; librdkafka's auto-commit sends them.
-fn store_offsets(
-    consumer: &StreamConsumer<WorkerContext>,
-    tracker: &Mutex<OffsetTracker>,
-    topic: &str,
-) {
+fn store_offsets(consumer: &JobConsumer, tracker: &Mutex<OffsetTracker>, topic: &str) {
     let changes = tracker
         .lock()
         .map(|mut t| t.take_changes())

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 /// The partitions still to be read up to the end they had when reading began.
-pub(crate) struct CatchUp {
+pub struct CatchUp {
     ends: HashMap<i32, i64>,
 }
 

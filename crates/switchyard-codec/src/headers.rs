@@ -1,0 +1,16 @@
+//! Kafka header names Switchyard writes: part of the wire contract, like the
+//! schemas. Dead letters carry why a message could not be processed and where
+//! it came from; held copies carry why they wait for approval.
+
+/// Why the message could not be processed (a sentence).
+pub const DLQ_REASON: &str = "switchyard.dlq.reason";
+/// The kind of fault (`invalid_json`, `invalid_avro`, `unencodable_outcome`, …).
+pub const DLQ_KIND: &str = "switchyard.dlq.kind";
+/// The topic the message was read from.
+pub const DLQ_TOPIC: &str = "switchyard.dlq.topic";
+/// Its partition there.
+pub const DLQ_PARTITION: &str = "switchyard.dlq.partition";
+/// Its offset there.
+pub const DLQ_OFFSET: &str = "switchyard.dlq.offset";
+/// Why a job was held for approval.
+pub const HELD_REASON: &str = "switchyard.held.reason";
