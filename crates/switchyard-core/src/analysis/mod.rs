@@ -324,37 +324,26 @@ impl TaskAnalyzer {
 
     /// Analyses a job. With `explain`, the fired features are listed.
     pub fn analyze(&self, job: &Job, explain: bool) -> TaskAnalysis {
-        let mut scores = [0f32; 8];
-        let mut cx_sum = 0f32;
-        let mut features = Vec::new();
-        let mut fire = |name: &'static str,
-                        cat: Option<TaskCategory>,
-                        w: f32,
-                        cx: f32,
-                        scores: &mut [f32; 8],
-                        cx_sum: &mut f32| {
-            if let Some(c) = cat {
-                scores[c.index()] += w;
-            }
-            *cx_sum += cx;
-            if explain {
-                features.push(FiredFeature {
-                    name,
-                    category: cat,
-                    weight: w,
-                    complexity: cx,
-                });
-            }
-        };
-
+        let mut votes = Votes::new(explain);
         // The instruction is the last user turn; the system prompt sets the job's role.
-        let last_user = job
+        let instruction = job
             .request
             .messages
             .iter()
             .rev()
-            .find(|m| m.role == Role::User);
-        let instruction = last_user.map(|m| m.content.as_str()).unwrap_or("");
+            .find(|m| m.role == Role::User)
+            .map_or("", |m| m.content.as_str());
+        if let Some(system) = job.system_prompt() {
+            votes.scan(&self.lexicon, system, 0.8, &[]);
+        }
+        votes.scan(&self.lexicon, instruction, 1.0, &data_regions(instruction));
+        let shape = Shape::scan(instruction);
+        for (name, cat, w, cx) in structural_signals(job, &shape) {
+            votes.fire(name, cat, w, cx);
+        }
+        let (category, top) = votes.category(&shape);
+        let alternative = votes.alternative(category, top);
+
         let texts = || {
             job.request
                 .messages
@@ -364,155 +353,111 @@ impl TaskAnalyzer {
         };
         let total_bytes: usize = texts().map(str::len).sum();
         let non_ascii_bytes: usize = texts().map(non_ascii_bytes).sum();
-
-        // One bit per lexicon entry: allocation-free "already fired" set.
-        let mut seen = [0u64; FEATURE_WORDS];
-        let mut scan = |text: &str,
-                        scale: f32,
-                        regions: &[(usize, usize)],
-                        scores: &mut [f32; 8],
-                        cx_sum: &mut f32| {
-            for m in self.lexicon.find_iter(text) {
-                let f = &FEATURES[m.feature];
-                let in_data = regions.iter().any(|(a, b)| m.start >= *a && m.end <= *b);
-                let w = f.weight * scale * if in_data { DATA_WEIGHT } else { 1.0 };
-                let (word, bit) = (m.feature / 64, 1u64 << (m.feature % 64));
-                if seen[word] & bit == 0 {
-                    seen[word] |= bit;
-                    let cx = f.complexity * if in_data { 0.5 } else { 1.0 };
-                    fire(f.name, f.category, w, cx, scores, cx_sum);
-                } else if let Some(c) = f.category {
-                    // Repeats add a little, so one stray word cannot outvote a theme.
-                    scores[c.index()] += w * 0.25;
-                }
-            }
-        };
-        if let Some(system) = job.system_prompt() {
-            scan(system, 0.8, &[], &mut scores, &mut cx_sum);
-        }
-        scan(
-            instruction,
-            1.0,
-            &data_regions(instruction),
-            &mut scores,
-            &mut cx_sum,
-        );
-
-        let shape = Shape::scan(instruction);
+        let prompt_tokens = estimate_tokens(total_bytes);
         let max_tokens = job.request.max_tokens;
-        let mut structural: Vec<(&'static str, Option<TaskCategory>, f32, f32)> = Vec::new();
-        if shape.code_fences >= 2 || shape.code_lines >= 3 {
-            structural.push((
-                "code-block",
-                Some(TaskCategory::Code),
-                1.6 + 0.1 * shape.code_lines.min(10) as f32,
-                0.0,
-            ));
+        let complexity = complexity(category, votes.cx_sum, total_bytes, max_tokens);
+        TaskAnalysis {
+            category,
+            alternative,
+            scores: votes.scores,
+            complexity,
+            required_quality: required_quality(complexity),
+            prompt_tokens,
+            prompt_tokens_ceiling: ceiling_tokens(total_bytes, non_ascii_bytes),
+            expected_output_tokens: expected_output(
+                category,
+                complexity,
+                max_tokens,
+                prompt_tokens,
+            ),
+            features: votes.features,
         }
-        if shape.call_shapes >= 1 {
-            structural.push((
-                "call-or-schema-shape",
-                Some(TaskCategory::Code),
-                0.8 + 0.4 * shape.call_shapes.min(4) as f32,
-                0.0,
-            ));
-        }
-        if shape.operators >= 2 || (shape.bytes < 300 && shape.numbers >= 2 && shape.questions >= 1)
-        {
-            structural.push((
-                "numbers-and-a-question",
-                Some(TaskCategory::Math),
-                1.2 + 0.2 * shape.operators.min(5) as f32,
-                0.0,
-            ));
-        }
-        if shape.bytes > 1_200 && shape.code_fences == 0 && shape.code_lines < 3 {
-            // A long pasted document: summarising or extracting from it are the usual asks.
-            structural.push(("long-document", Some(TaskCategory::Summarization), 0.8, 0.0));
-            structural.push((
-                "long-document-fields",
-                Some(TaskCategory::Extraction),
-                0.3,
-                0.0,
-            ));
-        }
-        if shape.caps_options {
-            structural.push((
-                "label-options",
-                Some(TaskCategory::Classification),
-                1.5,
-                0.0,
-            ));
-        }
-        match max_tokens {
-            Some(m) if m <= 24 => {
-                structural.push(("tiny-answer", Some(TaskCategory::Classification), 1.5, 0.0))
-            }
-            Some(m) if m <= 64 => {
-                structural.push(("short-answer", Some(TaskCategory::Classification), 0.5, 0.0))
-            }
-            _ => {}
-        }
-        let user_turns = job
-            .request
-            .messages
-            .iter()
-            .filter(|m| m.role == Role::User)
-            .count();
-        if user_turns >= 2
-            && job
-                .request
-                .messages
-                .iter()
-                .any(|m| m.role == Role::Assistant)
-        {
-            structural.push(("multi-turn", Some(TaskCategory::Chat), 1.4, 0.0));
-        }
-        if job.request.response_format == ResponseFormat::JsonObject {
-            structural.push(("json-mode", Some(TaskCategory::Extraction), 1.0, 0.0));
-        }
-        if shape.bytes < 200 && shape.questions >= 1 {
-            structural.push(("short-question", Some(TaskCategory::Chat), 0.4, 0.0));
-        }
-        if shape.list_items >= 3 {
-            structural.push((
-                "constraint-list",
-                Some(TaskCategory::Reasoning),
-                0.4,
-                0.02 * shape.list_items.min(10) as f32,
-            ));
-        }
-        for (name, cat, w, cx) in structural {
-            fire(name, cat, w, cx, &mut scores, &mut cx_sum);
-        }
+    }
+}
 
-        let (mut category, top) = TaskCategory::ALL
+/// The evidence gathered for one job: votes per category, complexity added by
+/// the features that fired, and (when explaining) the features themselves.
+struct Votes {
+    scores: [f32; 8],
+    cx_sum: f32,
+    features: Vec<FiredFeature>,
+    explain: bool,
+    /// One bit per lexicon entry: an allocation-free "already fired" set.
+    seen: [u64; FEATURE_WORDS],
+}
+
+impl Votes {
+    fn new(explain: bool) -> Self {
+        Self {
+            scores: [0.0; 8],
+            cx_sum: 0.0,
+            features: Vec::new(),
+            explain,
+            seen: [0; FEATURE_WORDS],
+        }
+    }
+
+    fn fire(&mut self, name: &'static str, cat: Option<TaskCategory>, w: f32, cx: f32) {
+        if let Some(c) = cat {
+            self.scores[c.index()] += w;
+        }
+        self.cx_sum += cx;
+        if self.explain {
+            self.features.push(FiredFeature {
+                name,
+                category: cat,
+                weight: w,
+                complexity: cx,
+            });
+        }
+    }
+
+    /// Votes of the lexicon entries found in `text`, scaled by `scale`; those
+    /// inside `regions` (data, not instruction) count less.
+    fn scan(&mut self, lexicon: &Lexicon, text: &str, scale: f32, regions: &[(usize, usize)]) {
+        for m in lexicon.find_iter(text) {
+            let f = &FEATURES[m.feature];
+            let in_data = regions.iter().any(|(a, b)| m.start >= *a && m.end <= *b);
+            let w = f.weight * scale * if in_data { DATA_WEIGHT } else { 1.0 };
+            let (word, bit) = (m.feature / 64, 1u64 << (m.feature % 64));
+            if self.seen[word] & bit == 0 {
+                self.seen[word] |= bit;
+                let cx = f.complexity * if in_data { 0.5 } else { 1.0 };
+                self.fire(f.name, f.category, w, cx);
+            } else if let Some(c) = f.category {
+                // Repeats add a little, so one stray word cannot outvote a theme.
+                self.scores[c.index()] += w * 0.25;
+            }
+        }
+    }
+
+    /// The winning category and its score; a fallback when nothing is decisive.
+    fn category(&mut self, shape: &Shape) -> (TaskCategory, f32) {
+        let (category, top) = TaskCategory::ALL
             .into_iter()
-            .map(|c| (c, scores[c.index()]))
+            .map(|c| (c, self.scores[c.index()]))
             .fold((TaskCategory::Chat, 0.0f32), |best, cur| {
                 if cur.1 > best.1 { cur } else { best }
             });
-        if top <= 0.5 {
-            // Nothing decisive: a long request with a question is usually analysis; else conversation.
-            category = if shape.bytes > 400 && shape.questions >= 1 {
-                TaskCategory::Reasoning
-            } else {
-                TaskCategory::Chat
-            };
-            fire(
-                "fallback",
-                Some(category),
-                0.0,
-                0.0,
-                &mut scores,
-                &mut cx_sum,
-            );
+        if top > 0.5 {
+            return (category, top);
         }
+        // Nothing decisive: a long request with a question is usually analysis; else conversation.
+        let category = if shape.bytes > 400 && shape.questions >= 1 {
+            TaskCategory::Reasoning
+        } else {
+            TaskCategory::Chat
+        };
+        self.fire("fallback", Some(category), 0.0, 0.0);
+        (category, top)
+    }
 
-        let alternative = TaskCategory::ALL
+    /// A close second category, when the evidence is split.
+    fn alternative(&self, category: TaskCategory, top: f32) -> Option<TaskCategory> {
+        TaskCategory::ALL
             .into_iter()
             .filter(|c| *c != category)
-            .map(|c| (c, scores[c.index()]))
+            .map(|c| (c, self.scores[c.index()]))
             .fold(None, |best: Option<(TaskCategory, f32)>, cur| {
                 if best.is_none_or(|b| cur.1 > b.1) {
                     Some(cur)
@@ -521,35 +466,96 @@ impl TaskAnalyzer {
                 }
             })
             .filter(|(_, score)| *score > 0.5 && *score >= ALTERNATIVE_SHARE * top.max(0.5))
-            .map(|(c, _)| c);
-        let prompt_tokens = estimate_tokens(total_bytes);
-        let prompt_tokens_ceiling = ceiling_tokens(total_bytes, non_ascii_bytes);
-        let mut complexity = category.base_complexity() + f64::from(cx_sum);
-        // Longer than usual for the kind of job: harder. Log scale, bounded.
-        let length_ratio = (total_bytes.max(1) as f64 / category.typical_bytes()).log2();
-        complexity += (0.15 * length_ratio).clamp(-0.08, 0.40);
-        // A large answer cap says the caller expects a long, involved answer.
-        complexity += match max_tokens {
-            Some(m) => (0.11 * (f64::from(m.max(1)) / category.typical_max_tokens()).log2())
-                .clamp(-0.08, 0.36),
-            None => 0.04,
-        };
-        let complexity = complexity.clamp(0.0, 1.0);
-
-        let expected_output_tokens =
-            expected_output(category, complexity, max_tokens, prompt_tokens);
-        TaskAnalysis {
-            category,
-            alternative,
-            scores,
-            complexity,
-            required_quality: required_quality(complexity),
-            prompt_tokens,
-            prompt_tokens_ceiling,
-            expected_output_tokens,
-            features,
-        }
+            .map(|(c, _)| c)
     }
+}
+
+/// A structural signal: name, category it votes for, weight, complexity added.
+type Signal = (&'static str, Option<TaskCategory>, f32, f32);
+
+/// Signals from the request's shape rather than its words: code blocks,
+/// call-like shapes, arithmetic, long documents, label options, answer caps,
+/// conversation turns, JSON mode, short questions, constraint lists.
+fn structural_signals(job: &Job, shape: &Shape) -> Vec<Signal> {
+    let mut out: Vec<Signal> = Vec::new();
+    if shape.code_fences >= 2 || shape.code_lines >= 3 {
+        let w = 1.6 + 0.1 * shape.code_lines.min(10) as f32;
+        out.push(("code-block", Some(TaskCategory::Code), w, 0.0));
+    }
+    if shape.call_shapes >= 1 {
+        let w = 0.8 + 0.4 * shape.call_shapes.min(4) as f32;
+        out.push(("call-or-schema-shape", Some(TaskCategory::Code), w, 0.0));
+    }
+    if shape.operators >= 2 || (shape.bytes < 300 && shape.numbers >= 2 && shape.questions >= 1) {
+        let w = 1.2 + 0.2 * shape.operators.min(5) as f32;
+        out.push(("numbers-and-a-question", Some(TaskCategory::Math), w, 0.0));
+    }
+    if shape.bytes > 1_200 && shape.code_fences == 0 && shape.code_lines < 3 {
+        // A long pasted document: summarising or extracting from it are the usual asks.
+        out.push(("long-document", Some(TaskCategory::Summarization), 0.8, 0.0));
+        out.push((
+            "long-document-fields",
+            Some(TaskCategory::Extraction),
+            0.3,
+            0.0,
+        ));
+    }
+    if shape.caps_options {
+        out.push((
+            "label-options",
+            Some(TaskCategory::Classification),
+            1.5,
+            0.0,
+        ));
+    }
+    match job.request.max_tokens {
+        Some(m) if m <= 24 => {
+            out.push(("tiny-answer", Some(TaskCategory::Classification), 1.5, 0.0))
+        }
+        Some(m) if m <= 64 => {
+            out.push(("short-answer", Some(TaskCategory::Classification), 0.5, 0.0))
+        }
+        _ => {}
+    }
+    let messages = &job.request.messages;
+    let user_turns = messages.iter().filter(|m| m.role == Role::User).count();
+    if user_turns >= 2 && messages.iter().any(|m| m.role == Role::Assistant) {
+        out.push(("multi-turn", Some(TaskCategory::Chat), 1.4, 0.0));
+    }
+    if job.request.response_format == ResponseFormat::JsonObject {
+        out.push(("json-mode", Some(TaskCategory::Extraction), 1.0, 0.0));
+    }
+    if shape.bytes < 200 && shape.questions >= 1 {
+        out.push(("short-question", Some(TaskCategory::Chat), 0.4, 0.0));
+    }
+    if shape.list_items >= 3 {
+        let cx = 0.02 * shape.list_items.min(10) as f32;
+        out.push(("constraint-list", Some(TaskCategory::Reasoning), 0.4, cx));
+    }
+    out
+}
+
+/// Complexity: the category's base, what the features added, and how far the
+/// request's length and answer cap are from the category's habit (log scale,
+/// bounded).
+fn complexity(
+    category: TaskCategory,
+    cx_sum: f32,
+    total_bytes: usize,
+    max_tokens: Option<u32>,
+) -> f64 {
+    let mut complexity = category.base_complexity() + f64::from(cx_sum);
+    // Longer than usual for the kind of job: harder.
+    let length_ratio = (total_bytes.max(1) as f64 / category.typical_bytes()).log2();
+    complexity += (0.15 * length_ratio).clamp(-0.08, 0.40);
+    // A large answer cap says the caller expects a long, involved answer.
+    complexity += match max_tokens {
+        Some(m) => {
+            (0.11 * (f64::from(m.max(1)) / category.typical_max_tokens()).log2()).clamp(-0.08, 0.36)
+        }
+        None => 0.04,
+    };
+    complexity.clamp(0.0, 1.0)
 }
 
 /// About four bytes of English per token; a conservative estimate for routing.

@@ -460,6 +460,33 @@ impl PipelineConfig {
 
     /// Cross-checks against the catalog; no I/O.
     pub fn validate(&self, catalog: &Catalog) -> Result<(), Invalid> {
+        self.validate_kafka()?;
+        self.validate_routing(catalog)?;
+        let root = KeyPath::root();
+        let mut names = std::collections::HashSet::new();
+        for (i, d) in self.deployments.iter().enumerate() {
+            let at = root.key("deployments").index(i);
+            if !names.insert(d.name.as_str()) {
+                return Err(Invalid::new(
+                    at.key("name"),
+                    format!("deployment `{}` is defined twice", d.name),
+                    "give each deployment a unique name",
+                ));
+            }
+            d.validate(&at, catalog)?;
+        }
+        if self.deployments.is_empty() {
+            return Err(Invalid::new(
+                root.key("deployments"),
+                "no deployments",
+                "add at least one [[deployments]] entry naming a catalog model",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Brokers, topics and the secret properties taken from the environment.
+    fn validate_kafka(&self) -> Result<(), Invalid> {
         let root = KeyPath::root();
         if self.kafka.brokers.trim().is_empty() {
             return Err(Invalid::new(
@@ -526,6 +553,12 @@ impl PipelineConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Worker limits and routing settings.
+    fn validate_routing(&self, catalog: &Catalog) -> Result<(), Invalid> {
+        let root = KeyPath::root();
         if self.worker.max_in_flight == 0 {
             return Err(Invalid::new(
                 root.key("worker").key("max_in_flight"),
@@ -566,74 +599,63 @@ impl PipelineConfig {
                 "use 1 or more",
             ));
         }
-        let mut names = std::collections::HashSet::new();
-        for (i, d) in self.deployments.iter().enumerate() {
-            let at = root.key("deployments").index(i);
-            if !names.insert(d.name.as_str()) {
-                return Err(Invalid::new(
-                    at.key("name"),
-                    format!("deployment `{}` is defined twice", d.name),
-                    "give each deployment a unique name",
-                ));
-            }
-            if catalog.get(&d.model).is_none() {
-                return Err(Invalid::new(
-                    at.key("model"),
-                    format!("model `{}` is not in the catalog", d.model),
-                    format!("use one of: {}", catalog.names().join(", ")),
-                ));
-            }
-            if d.api_key_env.is_some() && d.api_key_file.is_some() {
-                return Err(Invalid::new(
-                    at.key("api_key_file"),
-                    "both api_key_env and api_key_file are set",
-                    "keep one of them",
-                ));
-            }
-            if !(d.share > 0.0 && d.share <= 1.0) {
-                return Err(Invalid::new(
-                    at.key("share"),
-                    format!("share {} is not in (0, 1]", d.share),
-                    "give this worker's fraction of the key's limits, such as 0.5",
-                ));
-            }
-            if d.limit_window < Duration::from_millis(100) {
-                return Err(Invalid::new(
-                    at.key("limit_window"),
-                    "a window under 100 ms cannot be enforced",
-                    "use the provider's period, such as \"60s\" or \"1s\"",
-                ));
-            }
-            if d.rpm == Some(0) || d.tpm == Some(0) {
-                return Err(Invalid::new(
-                    at.key(if d.rpm == Some(0) { "rpm" } else { "tpm" }),
-                    "a limit of 0 would block every call",
-                    "omit the limit or give a positive value",
-                ));
-            }
-            if let Some(url) = &d.base_url
-                && !(url.starts_with("http://") || url.starts_with("https://"))
-            {
-                return Err(Invalid::new(
-                    at.key("base_url"),
-                    format!("`{url}` is not an http(s) URL"),
-                    "write it as https://host/path",
-                ));
-            }
-            let t = d.timeouts;
-            if t.connect.is_zero() || t.first_byte.is_zero() || t.total < t.first_byte {
-                return Err(Invalid::new(
-                    at.key("timeouts"),
-                    "timeouts must be positive and total at least first_byte",
-                    "for example connect = \"5s\", first_byte = \"60s\", total = \"180s\"",
-                ));
-            }
-        }
-        if self.deployments.is_empty() {
+        Ok(())
+    }
+}
+
+impl DeploymentConfig {
+    /// One deployment's settings, `at` its place in the file.
+    fn validate(&self, at: &KeyPath, catalog: &Catalog) -> Result<(), Invalid> {
+        if catalog.get(&self.model).is_none() {
             return Err(Invalid::new(
-                root.key("deployments"),
-                "no deployments",
-                "add at least one [[deployments]] entry naming a catalog model",
+                at.key("model"),
+                format!("model `{}` is not in the catalog", self.model),
+                format!("use one of: {}", catalog.names().join(", ")),
+            ));
+        }
+        if self.api_key_env.is_some() && self.api_key_file.is_some() {
+            return Err(Invalid::new(
+                at.key("api_key_file"),
+                "both api_key_env and api_key_file are set",
+                "keep one of them",
+            ));
+        }
+        if !(self.share > 0.0 && self.share <= 1.0) {
+            return Err(Invalid::new(
+                at.key("share"),
+                format!("share {} is not in (0, 1]", self.share),
+                "give this worker's fraction of the key's limits, such as 0.5",
+            ));
+        }
+        if self.limit_window < Duration::from_millis(100) {
+            return Err(Invalid::new(
+                at.key("limit_window"),
+                "a window under 100 ms cannot be enforced",
+                "use the provider's period, such as \"60s\" or \"1s\"",
+            ));
+        }
+        if self.rpm == Some(0) || self.tpm == Some(0) {
+            return Err(Invalid::new(
+                at.key(if self.rpm == Some(0) { "rpm" } else { "tpm" }),
+                "a limit of 0 would block every call",
+                "omit the limit or give a positive value",
+            ));
+        }
+        if let Some(url) = &self.base_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(Invalid::new(
+                at.key("base_url"),
+                format!("`{url}` is not an http(s) URL"),
+                "write it as https://host/path",
+            ));
+        }
+        let t = self.timeouts;
+        if t.connect.is_zero() || t.first_byte.is_zero() || t.total < t.first_byte {
+            return Err(Invalid::new(
+                at.key("timeouts"),
+                "timeouts must be positive and total at least first_byte",
+                "for example connect = \"5s\", first_byte = \"60s\", total = \"180s\"",
             ));
         }
         Ok(())

@@ -123,144 +123,214 @@ pub(super) fn assess(
     input: &RouteInput<'_>,
     health: &dyn Fn(DeploymentId) -> HealthSnapshot,
 ) -> Assessed {
-    let job = input.job;
-    let policy = input.policy;
-    let analysis = input.analysis;
     let catalog = &router.catalog;
-    let remaining_ms = job
-        .deadline
-        .map(|d| (d - input.now).num_milliseconds().max(0) as f64);
-    let headroom = input.budget.headroom();
-    let estimate = analysis.prompt_tokens;
-    // Near-limit checks use the cautious count, which does not undercount
-    // non-Latin scripts the way four bytes per token would.
-    let padded = (f64::from(analysis.prompt_tokens_ceiling.max(estimate)) * ESTIMATE_MARGIN) as u32;
-    let mut exact: [Option<u32>; 2] = [None, None];
-    let mut tokens_counted = false;
+    let mut job = JobFacts::new(input);
     let mut out = Assessed {
         models: Vec::with_capacity(catalog.models().len()),
         deployments: Vec::new(),
         tokens_counted: false,
     };
-
     for (id, m) in catalog.models().iter().enumerate() {
+        let analysis = input.analysis;
         let quality = match analysis.alternative {
             Some(alt) => m.quality_for(analysis.category).min(m.quality_for(alt)),
             None => m.quality_for(analysis.category),
         };
         let output = analysis.expected_output_tokens.min(m.max_output_tokens);
-        let cost_usd = m.estimate_usd(estimate, output);
-        let dep_start = out.deployments.len();
-        let mut best_ratio = f64::INFINITY;
-        let mut best_success = 0.0f64;
-        let mut any_deployment = false;
-        for &d in &router.by_model[id] {
-            any_deployment = true;
-            let h = health(d);
-            let usable = match h.circuit {
-                CircuitState::Closed => true,
-                CircuitState::HalfOpen { probe_available } => probe_available,
-                CircuitState::Open => false,
-            };
-            if usable {
-                out.deployments.push(d);
-                best_ratio = best_ratio.min(h.slowdown);
-                best_success = best_success.max(h.success_rate);
-            }
-        }
-        let dep_len = out.deployments.len() - dep_start;
-        // Best deployment first: the health snapshot is cheap to read twice.
-        out.deployments[dep_start..]
-            .sort_by(|a, b| health(*b).success_rate.total_cmp(&health(*a).success_rate));
-        let ratio = if best_ratio.is_finite() {
-            best_ratio
-        } else {
-            1.0
+        let cost_usd = m.estimate_usd(job.estimate, output);
+        let usable = usable_deployments(&router.by_model[id], health, &mut out.deployments);
+        let latency_ms = m.expected_latency_ms(output) * usable.slowdown;
+        let candidate = Candidacy {
+            any_deployment: !router.by_model[id].is_empty(),
+            usable: usable.len,
+            output,
+            latency_ms,
+            cost_usd,
         };
-        let latency_ms = m.expected_latency_ms(output) * ratio;
-
-        // The first filter that applies is the reason the model is dropped.
-        let drop = 'drop: {
-            if let Some(d) = requested(job, m).or(allowed(policy, m)) {
-                break 'drop Some(d);
-            }
-            if !any_deployment {
-                break 'drop Some(Drop::NoDeployment);
-            }
-            if dep_len == 0 {
-                break 'drop Some(Drop::CircuitOpen);
-            }
-            let asked = job.request.max_tokens.unwrap_or(0);
-            if asked > m.max_output_tokens {
-                break 'drop Some(Drop::MaxOutput {
-                    asked,
-                    limit: m.max_output_tokens,
-                });
-            }
-            let reserve = job
-                .request
-                .max_tokens
-                .unwrap_or(output)
-                .min(m.max_output_tokens);
-            let fits =
-                |prompt: u32| u64::from(prompt) + u64::from(reserve) <= u64::from(m.context_window);
-            if !fits(padded) {
-                // Close to the limit: count exactly where a tokenizer exists.
-                let prompt = match m.tokenizer {
-                    Tokenizer::Estimate => padded,
-                    t => {
-                        let slot = usize::from(t == Tokenizer::Cl100kBase);
-                        tokens_counted = true;
-                        *exact[slot]
-                            .get_or_insert_with(|| tokens::count_job(job, t).unwrap_or(padded))
-                    }
-                };
-                if !fits(prompt) {
-                    break 'drop Some(Drop::ContextWindow {
-                        needed: prompt.saturating_add(reserve),
-                        window: m.context_window,
-                    });
-                }
-            }
-            if let Some(left) = remaining_ms
-                && latency_ms > left
-            {
-                break 'drop Some(Drop::Deadline {
-                    expected_ms: latency_ms as u64,
-                    remaining_ms: left as u64,
-                });
-            }
-            if let Some(cap) = policy.max_usd_per_job
-                && cost_usd > cap
-            {
-                break 'drop Some(Drop::PriceCap {
-                    cost_usd,
-                    cap_usd: cap,
-                });
-            }
-            if let Some(h) = headroom
-                && cost_usd > h
-            {
-                break 'drop Some(Drop::BudgetHeadroom {
-                    cost_usd,
-                    headroom_usd: h,
-                });
-            }
-            None
-        };
+        let drop = job.first_drop(input, m, &candidate);
         out.models.push(Assessment {
             model: id,
             quality,
             cost_usd,
             latency_ms,
-            success_rate: if dep_len > 0 { best_success } else { 0.0 },
-            dep_start,
-            dep_len,
+            success_rate: if usable.len > 0 { usable.success } else { 0.0 },
+            dep_start: usable.start,
+            dep_len: usable.len,
             drop,
         });
     }
-    out.tokens_counted = tokens_counted;
+    out.tokens_counted = job.tokens_counted;
     out
+}
+
+/// What is the same for every model when assessing one job.
+struct JobFacts {
+    /// Time left before the deadline, ms.
+    remaining_ms: Option<f64>,
+    /// Budget headroom, when routing within it.
+    headroom: Option<f64>,
+    /// Estimated prompt tokens, for prices.
+    estimate: u32,
+    /// The cautious prompt count with a margin, for context windows.
+    padded: u32,
+    /// Exact counts per tokenizer (o200k, cl100k), computed at most once.
+    exact: [Option<u32>; 2],
+    tokens_counted: bool,
+}
+
+/// One model's figures that the filters read.
+struct Candidacy {
+    any_deployment: bool,
+    usable: usize,
+    output: u32,
+    latency_ms: f64,
+    cost_usd: f64,
+}
+
+/// A model's usable deployments, pushed best first onto the shared list.
+struct Usable {
+    start: usize,
+    len: usize,
+    /// Smallest observed slowdown among them (1.0 when none).
+    slowdown: f64,
+    /// Best success rate among them.
+    success: f64,
+}
+
+/// Deployments whose circuit lets a call through, best success rate first.
+fn usable_deployments(
+    deployments: &[DeploymentId],
+    health: &dyn Fn(DeploymentId) -> HealthSnapshot,
+    out: &mut Vec<DeploymentId>,
+) -> Usable {
+    let start = out.len();
+    let mut slowdown = f64::INFINITY;
+    let mut success = 0.0f64;
+    for &d in deployments {
+        let h = health(d);
+        let usable = match h.circuit {
+            CircuitState::Closed => true,
+            CircuitState::HalfOpen { probe_available } => probe_available,
+            CircuitState::Open => false,
+        };
+        if usable {
+            out.push(d);
+            slowdown = slowdown.min(h.slowdown);
+            success = success.max(h.success_rate);
+        }
+    }
+    // Best deployment first: the health snapshot is cheap to read twice.
+    out[start..].sort_by(|a, b| health(*b).success_rate.total_cmp(&health(*a).success_rate));
+    Usable {
+        start,
+        len: out.len() - start,
+        slowdown: if slowdown.is_finite() { slowdown } else { 1.0 },
+        success,
+    }
+}
+
+impl JobFacts {
+    fn new(input: &RouteInput<'_>) -> Self {
+        let analysis = input.analysis;
+        let estimate = analysis.prompt_tokens;
+        // Near-limit checks use the cautious count, which does not undercount
+        // non-Latin scripts the way four bytes per token would.
+        let padded =
+            (f64::from(analysis.prompt_tokens_ceiling.max(estimate)) * ESTIMATE_MARGIN) as u32;
+        Self {
+            remaining_ms: input
+                .job
+                .deadline
+                .map(|d| (d - input.now).num_milliseconds().max(0) as f64),
+            headroom: input.budget.headroom(),
+            estimate,
+            padded,
+            exact: [None, None],
+            tokens_counted: false,
+        }
+    }
+
+    /// The first filter that applies is the reason the model is dropped.
+    fn first_drop(&mut self, input: &RouteInput<'_>, m: &ModelSpec, c: &Candidacy) -> Option<Drop> {
+        let job = input.job;
+        if let Some(d) = requested(job, m).or(allowed(input.policy, m)) {
+            return Some(d);
+        }
+        if !c.any_deployment {
+            return Some(Drop::NoDeployment);
+        }
+        if c.usable == 0 {
+            return Some(Drop::CircuitOpen);
+        }
+        let asked = job.request.max_tokens.unwrap_or(0);
+        if asked > m.max_output_tokens {
+            return Some(Drop::MaxOutput {
+                asked,
+                limit: m.max_output_tokens,
+            });
+        }
+        if let Some(d) = self.context_window(job, m, c.output) {
+            return Some(d);
+        }
+        if let Some(left) = self.remaining_ms
+            && c.latency_ms > left
+        {
+            return Some(Drop::Deadline {
+                expected_ms: c.latency_ms as u64,
+                remaining_ms: left as u64,
+            });
+        }
+        if let Some(cap) = input.policy.max_usd_per_job
+            && c.cost_usd > cap
+        {
+            return Some(Drop::PriceCap {
+                cost_usd: c.cost_usd,
+                cap_usd: cap,
+            });
+        }
+        if let Some(h) = self.headroom
+            && c.cost_usd > h
+        {
+            return Some(Drop::BudgetHeadroom {
+                cost_usd: c.cost_usd,
+                headroom_usd: h,
+            });
+        }
+        None
+    }
+
+    /// Whether prompt and answer fit the model's window: by the cautious count,
+    /// and when that is close to the limit, by the model's tokenizer where one exists.
+    fn context_window(
+        &mut self,
+        job: &crate::job::Job,
+        m: &ModelSpec,
+        output: u32,
+    ) -> Option<Drop> {
+        let reserve = job
+            .request
+            .max_tokens
+            .unwrap_or(output)
+            .min(m.max_output_tokens);
+        let fits =
+            |prompt: u32| u64::from(prompt) + u64::from(reserve) <= u64::from(m.context_window);
+        if fits(self.padded) {
+            return None;
+        }
+        let padded = self.padded;
+        let prompt = match m.tokenizer {
+            Tokenizer::Estimate => padded,
+            t => {
+                let slot = usize::from(t == Tokenizer::Cl100kBase);
+                self.tokens_counted = true;
+                *self.exact[slot].get_or_insert_with(|| tokens::count_job(job, t).unwrap_or(padded))
+            }
+        };
+        (!fits(prompt)).then(|| Drop::ContextWindow {
+            needed: prompt.saturating_add(reserve),
+            window: m.context_window,
+        })
+    }
 }
 
 fn requested(job: &crate::job::Job, m: &ModelSpec) -> Option<Drop> {

@@ -42,6 +42,49 @@ pub(super) fn rank(
 ) -> (Ranked, String) {
     let needed = need(strategy, input, router.settings);
     let downgrading = matches!(input.budget, BudgetState::NearLimit { .. });
+    let (mut eligible, quality_drops, best_effort) =
+        eligible(assessed, needed, input.policy.quality_floor);
+    let mut scores = vec![f64::NAN; assessed.models.len()];
+    if best_effort {
+        for &i in &eligible {
+            scores[i] = assessed.models[i].quality;
+        }
+    } else {
+        let effective = if downgrading {
+            Strategy::CostFirst
+        } else {
+            strategy
+        };
+        order(effective, assessed, needed, &mut eligible, &mut scores);
+    }
+    let reason = reason(
+        router,
+        strategy,
+        input,
+        assessed,
+        &eligible,
+        needed,
+        best_effort,
+        downgrading,
+    );
+    (
+        Ranked {
+            order: eligible,
+            quality_drops,
+            scores,
+        },
+        reason,
+    )
+}
+
+/// The feasible models that meet the need, and those dropped for quality.
+/// When none meets it, the strongest feasible models above the policy's floor
+/// (a hard limit), strongest first ("best effort", the third value).
+fn eligible(
+    assessed: &Assessed,
+    needed: f64,
+    floor: f64,
+) -> (Vec<usize>, Vec<(usize, Drop)>, bool) {
     let feasible: Vec<usize> = (0..assessed.models.len())
         .filter(|&i| assessed.models[i].drop.is_none())
         .collect();
@@ -64,11 +107,10 @@ pub(super) fn rank(
     let best_effort = eligible.is_empty() && !feasible.is_empty();
     if best_effort {
         // Nothing meets the bar: use the strongest feasible models rather than fail.
-        // The policy floor is still a hard limit.
         eligible = feasible
             .iter()
             .copied()
-            .filter(|&i| assessed.models[i].quality + 1e-9 >= input.policy.quality_floor)
+            .filter(|&i| assessed.models[i].quality + 1e-9 >= floor)
             .collect();
         eligible.sort_by(|&a, &b| {
             assessed.models[b]
@@ -77,90 +119,69 @@ pub(super) fn rank(
         });
         quality_drops.retain(|(i, _)| !eligible.contains(i));
     }
+    (eligible, quality_drops, best_effort)
+}
 
+/// Orders the eligible models by the strategy, writing each one's score.
+fn order(
+    strategy: Strategy,
+    assessed: &Assessed,
+    needed: f64,
+    eligible: &mut [usize],
+    scores: &mut [f64],
+) {
     let m = |i: usize| &assessed.models[i];
-    let mut scores = vec![f64::NAN; assessed.models.len()];
-    let effective = if downgrading {
-        Strategy::CostFirst
-    } else {
-        strategy
-    };
-    if !best_effort {
-        match effective {
-            Strategy::Auto | Strategy::CostFirst => {
-                for &i in &eligible {
-                    scores[i] = m(i).cost_usd;
-                }
-                eligible.sort_by(|&a, &b| {
-                    m(a).cost_usd
-                        .total_cmp(&m(b).cost_usd)
-                        .then(m(b).quality.total_cmp(&m(a).quality))
-                });
+    match strategy {
+        Strategy::Auto | Strategy::CostFirst => {
+            for &i in eligible.iter() {
+                scores[i] = m(i).cost_usd;
             }
-            Strategy::Balanced => {
-                let cheapest = eligible
-                    .iter()
-                    .map(|&i| m(i).cost_usd)
-                    .fold(f64::INFINITY, f64::min)
-                    .max(1e-9);
-                for &i in &eligible {
-                    let doublings = (m(i).cost_usd.max(1e-9) / cheapest).log2();
-                    let useful = m(i).quality.min(needed + BALANCED_USEFUL_SURPLUS);
-                    scores[i] = useful - BALANCED_QUALITY_PER_DOUBLING * doublings;
-                }
-                eligible.sort_by(|&a, &b| {
-                    scores[b]
-                        .total_cmp(&scores[a])
-                        .then(m(a).cost_usd.total_cmp(&m(b).cost_usd))
-                });
-            }
-            Strategy::LatencyFirst => {
-                for &i in &eligible {
-                    scores[i] = m(i).latency_ms;
-                }
-                eligible.sort_by(|&a, &b| {
-                    m(a).latency_ms
-                        .total_cmp(&m(b).latency_ms)
-                        .then(m(a).cost_usd.total_cmp(&m(b).cost_usd))
-                });
-            }
-            Strategy::AvailabilityFirst => {
-                // Success rates within a point are equally available; among those, every
-                // model already meets the need, so the cheaper one leads.
-                for &i in &eligible {
-                    scores[i] = (m(i).success_rate * 100.0).round() / 100.0;
-                }
-                eligible.sort_by(|&a, &b| {
-                    scores[b]
-                        .total_cmp(&scores[a])
-                        .then(m(a).cost_usd.total_cmp(&m(b).cost_usd))
-                });
-            }
+            eligible.sort_by(|&a, &b| {
+                m(a).cost_usd
+                    .total_cmp(&m(b).cost_usd)
+                    .then(m(b).quality.total_cmp(&m(a).quality))
+            });
         }
-    } else {
-        for &i in &eligible {
-            scores[i] = m(i).quality;
+        Strategy::Balanced => {
+            let cheapest = eligible
+                .iter()
+                .map(|&i| m(i).cost_usd)
+                .fold(f64::INFINITY, f64::min)
+                .max(1e-9);
+            for &i in eligible.iter() {
+                let doublings = (m(i).cost_usd.max(1e-9) / cheapest).log2();
+                let useful = m(i).quality.min(needed + BALANCED_USEFUL_SURPLUS);
+                scores[i] = useful - BALANCED_QUALITY_PER_DOUBLING * doublings;
+            }
+            eligible.sort_by(|&a, &b| {
+                scores[b]
+                    .total_cmp(&scores[a])
+                    .then(m(a).cost_usd.total_cmp(&m(b).cost_usd))
+            });
+        }
+        Strategy::LatencyFirst => {
+            for &i in eligible.iter() {
+                scores[i] = m(i).latency_ms;
+            }
+            eligible.sort_by(|&a, &b| {
+                m(a).latency_ms
+                    .total_cmp(&m(b).latency_ms)
+                    .then(m(a).cost_usd.total_cmp(&m(b).cost_usd))
+            });
+        }
+        Strategy::AvailabilityFirst => {
+            // Success rates within a point are equally available; among those, every
+            // model already meets the need, so the cheaper one leads.
+            for &i in eligible.iter() {
+                scores[i] = (m(i).success_rate * 100.0).round() / 100.0;
+            }
+            eligible.sort_by(|&a, &b| {
+                scores[b]
+                    .total_cmp(&scores[a])
+                    .then(m(a).cost_usd.total_cmp(&m(b).cost_usd))
+            });
         }
     }
-
-    let reason = reason(
-        router,
-        strategy,
-        input,
-        assessed,
-        &eligible,
-        needed,
-        best_effort,
-        downgrading,
-    );
-    (
-        Ranked {
-            order: eligible,
-            quality_drops,
-            scores,
-        },
-        reason,
-    )
 }
 
 /// The opening of every reason: strategy, what the job is and what it needs.
