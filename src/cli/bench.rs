@@ -204,54 +204,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     )?;
     pipeline.config.worker.max_in_flight = args.max_in_flight;
     pipeline.config.worker.drain_grace = Duration::from_secs(60);
-    let mut sim_url = None;
-    let deployments = match args.provider_latency {
-        Some(latency) => {
-            let dir = tempfile::tempdir().context("temporary directory")?;
-            let sim_config = dir.path().join("sim.toml");
-            let ttft = format!("{}ms", latency.as_millis());
-            std::fs::write(
-                &sim_config,
-                format!("[default]\nttft = \"{ttft}\"\ntokens_per_second = 1000000.0\n"),
-            )?;
-            let config_arg = sim_config.display().to_string();
-            let (child, url) = spawn_child(
-                &["sim-provider", "--port", "0", "--config", &config_arg],
-                "sim-provider:",
-            )
-            .await?;
-            children.push(child);
-            sim_url = Some(url.clone());
-            build_deployments_with(
-                &pipeline.config,
-                &pipeline.catalog,
-                &BuildOptions {
-                    rewrite_from: Some(CONFIG_SIM_BASE.to_owned()),
-                    rewrite_to: Some(url),
-                    key_override: Some(ApiKey::new("bench-key".into())),
-                },
-            )?
-        }
-        None => {
-            let provider = Arc::new(InProcessProvider::new());
-            pipeline
-                .config
-                .deployments
-                .iter()
-                .filter_map(|d| {
-                    let spec = pipeline.catalog.get(&d.model)?;
-                    Some(Deployment {
-                        name: d.name.clone(),
-                        model: spec.name.clone(),
-                        provider: spec.provider.clone(),
-                        api_model: spec.api_model.clone(),
-                        client: provider.clone(),
-                        limiter: DeploymentLimiter::unlimited(),
-                    })
-                })
-                .collect()
-        }
-    };
+    let (deployments, sim_url) = bench_deployments(&args, &pipeline, &mut children).await?;
     let engine = Arc::new(Engine::new(&pipeline, deployments)?);
 
     eprintln!("Producing {} jobs…", args.jobs);
@@ -263,6 +216,94 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     });
     produce_all(&brokers, &pipeline.config.kafka.topics.jobs.name, messages).await?;
 
+    let measured = measure(&engine, &pipeline, args.jobs as u64).await?;
+    measured.print(&engine, args.jobs);
+    if let Some(url) = &sim_url {
+        match sim_stats(url).await {
+            Ok(stats) => println!(
+                "HTTP in flight:  {} requests at peak, counted by the simulated provider",
+                stats.peak_in_flight
+            ),
+            Err(e) => eprintln!("Could not read the simulator's stats: {e:#}"),
+        }
+    }
+    if let Some(rss) = peak_rss_mb() {
+        println!("peak RSS:        {rss:.0} MB (worker process)");
+    }
+    println!("failed jobs:     {}", engine.metrics.snapshot().failed);
+    println!("dead letters:    {}", engine.metrics.dead_letters());
+    drop(children);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The deployments the worker calls: the config's, pointed at a `sim-provider`
+/// child that answers after `--provider-latency`, or at the in-process provider.
+/// Returns the simulator's URL when there is one.
+async fn bench_deployments(
+    args: &Args,
+    pipeline: &switchyard_core::config::LoadedPipeline,
+    children: &mut Vec<ChildCommand>,
+) -> anyhow::Result<(Vec<Deployment>, Option<String>)> {
+    let Some(latency) = args.provider_latency else {
+        let provider = Arc::new(InProcessProvider::new());
+        let deployments = pipeline
+            .config
+            .deployments
+            .iter()
+            .filter_map(|d| {
+                let spec = pipeline.catalog.get(&d.model)?;
+                Some(Deployment {
+                    name: d.name.clone(),
+                    model: spec.name.clone(),
+                    provider: spec.provider.clone(),
+                    api_model: spec.api_model.clone(),
+                    client: provider.clone(),
+                    limiter: DeploymentLimiter::unlimited(),
+                })
+            })
+            .collect();
+        return Ok((deployments, None));
+    };
+    let dir = tempfile::tempdir().context("temporary directory")?;
+    let sim_config = dir.path().join("sim.toml");
+    let ttft = format!("{}ms", latency.as_millis());
+    std::fs::write(
+        &sim_config,
+        format!("[default]\nttft = \"{ttft}\"\ntokens_per_second = 1000000.0\n"),
+    )?;
+    let config_arg = sim_config.display().to_string();
+    let (child, url) = spawn_child(
+        &["sim-provider", "--port", "0", "--config", &config_arg],
+        "sim-provider:",
+    )
+    .await?;
+    children.push(child);
+    let deployments = build_deployments_with(
+        &pipeline.config,
+        &pipeline.catalog,
+        &BuildOptions {
+            rewrite_from: Some(CONFIG_SIM_BASE.to_owned()),
+            rewrite_to: Some(url.clone()),
+            key_override: Some(ApiKey::new("bench-key".into())),
+        },
+    )?;
+    Ok((deployments, Some(url)))
+}
+
+/// What one measured run took.
+struct Measured {
+    jobs_measured: u64,
+    elapsed: Duration,
+    cpu: Option<Duration>,
+}
+
+/// Runs the worker over the produced jobs; the clock starts at the first
+/// finished job (after the group join) and stops at the last.
+async fn measure(
+    engine: &Arc<Engine>,
+    pipeline: &switchyard_core::config::LoadedPipeline,
+    jobs: u64,
+) -> anyhow::Result<Measured> {
     eprintln!("Running the worker…");
     let stop = CancellationToken::new();
     let worker = {
@@ -280,7 +321,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (t0, cpu0) = (Instant::now(), cpu_time());
     let n0 = engine.metrics.finished();
     let mut last_report = Instant::now();
-    while engine.metrics.finished() < args.jobs as u64 {
+    while engine.metrics.finished() < jobs {
         tokio::time::sleep(Duration::from_millis(5)).await;
         if last_report.elapsed() >= Duration::from_secs(2) {
             last_report = Instant::now();
@@ -295,38 +336,31 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     stop.cancel();
     worker.await.context("worker task")??;
     let (elapsed, cpu1) = (t0.elapsed(), cpu_time());
-    let measured = args.jobs as u64 - n0;
-    let rate = measured as f64 / elapsed.as_secs_f64();
-    println!("jobs:            {}", args.jobs);
-    println!(
-        "wall time:       {:.2} s (from the first result to the last, drain included)",
-        elapsed.as_secs_f64()
-    );
-    println!("throughput:      {rate:.0} jobs/s");
-    if let (Some(a), Some(b)) = (cpu0, cpu1) {
-        let per_job_us = (b - a).as_secs_f64() * 1e6 / measured as f64;
+    Ok(Measured {
+        jobs_measured: jobs - n0,
+        elapsed,
+        cpu: cpu0.zip(cpu1).map(|(a, b)| b - a),
+    })
+}
+
+impl Measured {
+    fn print(&self, engine: &Engine, jobs: usize) {
+        let rate = self.jobs_measured as f64 / self.elapsed.as_secs_f64();
+        println!("jobs:            {jobs}");
         println!(
-            "worker CPU:      {per_job_us:.1} µs per job (user + system, all threads of the worker process)"
+            "wall time:       {:.2} s (from the first result to the last, drain included)",
+            self.elapsed.as_secs_f64()
+        );
+        println!("throughput:      {rate:.0} jobs/s");
+        if let Some(cpu) = self.cpu {
+            let per_job_us = cpu.as_secs_f64() * 1e6 / self.jobs_measured as f64;
+            println!(
+                "worker CPU:      {per_job_us:.1} µs per job (user + system, all threads of the worker process)"
+            );
+        }
+        println!(
+            "peak in flight:  {} jobs (worker)",
+            engine.metrics.snapshot().peak_in_flight
         );
     }
-    println!(
-        "peak in flight:  {} jobs (worker)",
-        engine.metrics.snapshot().peak_in_flight
-    );
-    if let Some(url) = &sim_url {
-        match sim_stats(url).await {
-            Ok(stats) => println!(
-                "HTTP in flight:  {} requests at peak, counted by the simulated provider",
-                stats.peak_in_flight
-            ),
-            Err(e) => eprintln!("Could not read the simulator's stats: {e:#}"),
-        }
-    }
-    if let Some(rss) = peak_rss_mb() {
-        println!("peak RSS:        {rss:.0} MB (worker process)");
-    }
-    println!("failed jobs:     {}", engine.metrics.snapshot().failed);
-    println!("dead letters:    {}", engine.metrics.dead_letters());
-    drop(children);
-    Ok(ExitCode::SUCCESS)
 }

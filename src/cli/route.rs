@@ -4,16 +4,20 @@
 //! can serve the job, the candidates still show why each one was dropped.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::json;
 use switchyard_codec::Codec;
-use switchyard_core::analysis::TaskAnalyzer;
+use switchyard_core::analysis::{TaskAnalysis, TaskAnalyzer};
 use switchyard_core::health::HealthSnapshot;
-use switchyard_core::routing::{BudgetState, RouteInput, Router, Strategy};
+use switchyard_core::job::Job;
+use switchyard_core::org::EffectivePolicy;
+use switchyard_core::routing::{
+    BudgetState, Refusal, RouteInput, Router, RoutingDecision, Strategy,
+};
 
 use super::common::{BadInput, Overrides, load_pipeline, read_text};
 
@@ -55,19 +59,7 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
 /// Routes the job with fresh health (no live statistics in a one-shot command).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let pipeline = load_pipeline(&args.config, &args.overrides)?;
-    let text = match &args.job {
-        Some(path) => read_text(path)?,
-        None => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(|e| BadInput(format!("cannot read the job from stdin: {e}")))?;
-            s
-        }
-    };
-    let mut job = Codec::json()
-        .decode_job(text.trim().as_bytes())
-        .map_err(|e| BadInput(format!("the job is not valid: {e}")))?;
+    let mut job = read_job(args.job.as_deref())?;
     if let Some(s) = args.strategy {
         job.strategy = Some(s);
     }
@@ -86,38 +78,89 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         now: Utc::now(),
     };
     let decision = router.route(&input, &|_| HealthSnapshot::fresh(), true);
-    // A refusal carries the decision as far as it went, candidates included.
-    let shown = match &decision {
-        Ok(d) => d,
-        Err(refusal) => &refusal.decision,
+    let routed = Routed {
+        job: &job,
+        analysis: &analysis,
+        policy,
+        router: &router,
+        decision: &decision,
     };
-
     if args.json {
+        println!("{}", serde_json::to_string_pretty(&routed.json())?);
+    } else {
+        if args.explain {
+            routed.print_analysis();
+            routed.print_policy();
+            routed.print_candidates();
+        }
+        routed.print_outcome();
+    }
+    Ok(if decision.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The job from a file, or from stdin.
+fn read_job(path: Option<&Path>) -> anyhow::Result<Job> {
+    let text = match path {
+        Some(path) => read_text(path)?,
+        None => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| BadInput(format!("cannot read the job from stdin: {e}")))?;
+            s
+        }
+    };
+    Ok(Codec::json()
+        .decode_job(text.trim().as_bytes())
+        .map_err(|e| BadInput(format!("the job is not valid: {e}")))?)
+}
+
+/// One job's routing, as the command shows it.
+struct Routed<'a> {
+    job: &'a Job,
+    analysis: &'a TaskAnalysis,
+    policy: &'a EffectivePolicy,
+    router: &'a Router,
+    decision: &'a Result<RoutingDecision, Box<Refusal>>,
+}
+
+impl Routed<'_> {
+    /// The decision as far as it went (a refusal carries it, candidates included).
+    fn shown(&self) -> &RoutingDecision {
+        match self.decision {
+            Ok(d) => d,
+            Err(refusal) => &refusal.decision,
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let shown = self.shown();
+        let catalog = self.router.catalog();
         let mut value = json!({
-            "job_id": job.job_id,
-            "analysis": analysis,
-            "policy": policy,
+            "job_id": self.job.job_id,
+            "analysis": self.analysis,
+            "policy": self.policy,
             "decision": shown,
             "chain": shown.chain.iter().map(|e| json!({
-                "deployment": router.deployments()[e.deployment].name,
+                "deployment": self.router.deployments()[e.deployment].name,
                 "model": catalog.model(e.model).name,
                 "provider": catalog.model(e.model).provider,
                 "estimated_cost_usd": e.estimated_cost_usd,
                 "expected_latency_ms": e.expected_latency_ms,
             })).collect::<Vec<_>>(),
         });
-        if let Err(refusal) = &decision {
+        if let Err(refusal) = self.decision {
             value["error"] = json!({"code": refusal.code(), "message": refusal.to_string()});
         }
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(if decision.is_ok() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        });
+        value
     }
 
-    if args.explain {
+    fn print_analysis(&self) {
+        let analysis = self.analysis;
         println!("analysis");
         println!(
             "  category          {}{}",
@@ -129,11 +172,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         println!("  complexity        {:.2}", analysis.complexity);
         println!("  required quality  {:.2}", analysis.required_quality);
-        let counted = shown.tokens_counted;
         println!(
             "  prompt tokens     {} ({})",
             analysis.prompt_tokens,
-            if counted {
+            if self.shown().tokens_counted {
                 "counted with the model's tokenizer near its context limit"
             } else {
                 "estimated from bytes"
@@ -155,6 +197,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
         println!();
+    }
+
+    fn print_policy(&self) {
+        let (job, policy) = (self.job, self.policy);
         println!(
             "policy ({}{})",
             job.project,
@@ -172,20 +218,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .map_or("none".into(), |c| format!("${c}"))
         );
         println!();
+    }
+
+    fn print_candidates(&self) {
+        let candidates = &self.shown().candidates;
         println!(
             "candidates ({} ranked, {} dropped)",
-            shown.candidates.iter().filter(|c| c.rank.is_some()).count(),
-            shown
-                .candidates
-                .iter()
-                .filter(|c| c.dropped.is_some())
-                .count()
+            candidates.iter().filter(|c| c.rank.is_some()).count(),
+            candidates.iter().filter(|c| c.dropped.is_some()).count()
         );
         println!(
             "  {:<4} {:<30} {:<10} {:>7} {:>11} {:>9} {:>8}  why",
             "rank", "model", "provider", "quality", "est. cost", "latency", "score"
         );
-        for c in &shown.candidates {
+        for c in candidates {
             let rank = c
                 .rank
                 .map(|r| (r + 1).to_string())
@@ -216,27 +262,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         println!();
     }
-    match decision {
-        Ok(d) => {
-            println!("chain ({}):", d.strategy);
-            for (i, e) in d.chain.iter().enumerate() {
-                let m = catalog.model(e.model);
-                println!(
-                    "  {}. {:<34} {:<28} {:<10} est. ${:.6}",
-                    i + 1,
-                    router.deployments()[e.deployment].name,
-                    m.name,
-                    m.provider,
-                    e.estimated_cost_usd
-                );
+
+    fn print_outcome(&self) {
+        match self.decision {
+            Ok(d) => {
+                println!("chain ({}):", d.strategy);
+                for (i, e) in d.chain.iter().enumerate() {
+                    let m = self.router.catalog().model(e.model);
+                    println!(
+                        "  {}. {:<34} {:<28} {:<10} est. ${:.6}",
+                        i + 1,
+                        self.router.deployments()[e.deployment].name,
+                        m.name,
+                        m.provider,
+                        e.estimated_cost_usd
+                    );
+                }
+                println!("reason: {}", d.reason);
             }
-            println!("reason: {}", d.reason);
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(refusal) => {
-            println!("rejected ({}): {refusal}", refusal.code());
-            println!("reason: {}", refusal.decision.reason);
-            Ok(ExitCode::from(1))
+            Err(refusal) => {
+                println!("rejected ({}): {refusal}", refusal.code());
+                println!("reason: {}", refusal.decision.reason);
+            }
         }
     }
 }
