@@ -67,6 +67,23 @@ pub fn default_base_url(provider: &str) -> Option<&'static str> {
     })
 }
 
+/// Whether a key may be sent to `url`: https, or plain http to this machine.
+fn secure_or_local(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    match u.scheme() {
+        "https" => true,
+        "http" => u.host_str().is_some_and(|h| {
+            h.eq_ignore_ascii_case("localhost")
+                || h.trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }),
+        _ => false,
+    }
+}
+
 /// Adjustments for embedded runs (`demo`, `dev`, tests): point the config's
 /// simulator URLs at the port actually bound, and use one key for all.
 #[derive(Debug, Default, Clone)]
@@ -141,6 +158,14 @@ pub fn build_deployments_with(
                 }
                 _ => base_url.to_owned(),
             };
+            if key.is_some() && !d.allow_insecure && !secure_or_local(&base_url) {
+                return Err(err(
+                    format!(
+                        "base_url `{base_url}` is plain http to another machine, which would send the API key in clear"
+                    ),
+                    "use https://, or set allow_insecure = true on the deployment if the network path is trusted",
+                ));
+            }
             let client =
                 HttpProvider::new(wire::for_api(spec.api), Some(&base_url), key, d.timeouts)
                     .map_err(|p| err(p, "check base_url and the key's characters"))?
@@ -154,7 +179,8 @@ pub fn build_deployments_with(
                     .clone()
                     .unwrap_or_else(|| spec.api_model.clone()),
                 client: Arc::new(client),
-                limiter: DeploymentLimiter::with_window(d.rpm, d.tpm, d.share, d.limit_window),
+                limiter: DeploymentLimiter::with_window(d.rpm, d.tpm, d.share, d.limit_window)
+                    .with_max_pause(config.routing.retry.max_retry_after),
             })
         })
         .collect()

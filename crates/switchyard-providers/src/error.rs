@@ -68,7 +68,18 @@ pub enum ProviderError {
     /// Connection refused or reset, DNS failure.
     #[error("connection failed: {0}")]
     Connection(String),
-    /// 400/404/413/422: the request is wrong; retrying it will not help.
+    /// 404, 413, 422: this deployment cannot serve the request (its model was
+    /// renamed or retired, its size limit is lower, it refuses a parameter).
+    /// Another deployment may: the job fails over, and the deployment's health
+    /// counts it.
+    #[error("deployment cannot serve the request (HTTP {status}): {message}")]
+    Unservable {
+        /// HTTP status.
+        status: u16,
+        /// Provider's message.
+        message: String,
+    },
+    /// 400 and other 4xx: the request is wrong; retrying it will not help.
     #[error("invalid request (HTTP {status}): {message}")]
     InvalidRequest {
         /// HTTP status.
@@ -135,6 +146,7 @@ impl ProviderError {
             | ProviderError::QuotaExhausted { status, .. }
             | ProviderError::Server { status, .. }
             | ProviderError::InvalidRequest { status, .. }
+            | ProviderError::Unservable { status, .. }
             | ProviderError::Auth { status, .. } => Some(*status),
             ProviderError::Decode(_) | ProviderError::Refused { .. } => Some(200),
             ProviderError::Timeout { .. } | ProviderError::Connection(_) => None,
@@ -170,6 +182,7 @@ impl ProviderError {
             | ProviderError::Decode(_) => AttemptOutcome::ProviderError,
             ProviderError::Timeout { .. } => AttemptOutcome::Timeout,
             ProviderError::InvalidRequest { .. }
+            | ProviderError::Unservable { .. }
             | ProviderError::Auth { .. }
             | ProviderError::Refused { .. } => AttemptOutcome::Rejected,
         }
@@ -184,6 +197,7 @@ impl ProviderError {
             ProviderError::Timeout { .. } => "timeout",
             ProviderError::Connection(_) => "connection_failed",
             ProviderError::InvalidRequest { .. } => "invalid_request",
+            ProviderError::Unservable { .. } => "deployment_cannot_serve",
             ProviderError::Auth { .. } => "authentication_failed",
             ProviderError::Refused { .. } => "refused",
             ProviderError::Decode(_) => "unreadable_response",
@@ -195,6 +209,7 @@ impl ProviderError {
         matches!(
             self,
             ProviderError::Server { .. }
+                | ProviderError::Unservable { .. }
                 | ProviderError::Timeout { .. }
                 | ProviderError::Connection(_)
                 | ProviderError::Decode(_)
@@ -210,6 +225,7 @@ impl ProviderError {
                 retry_after,
             },
             401 | 403 => ProviderError::Auth { status, message },
+            404 | 413 | 422 => ProviderError::Unservable { status, message },
             408 => ProviderError::Server {
                 status,
                 message,
@@ -244,5 +260,13 @@ mod tests {
         assert!(!c(403).is_retryable());
         assert!(!c(429).counts_against_health());
         assert!(c(503).counts_against_health());
+        for s in [404, 413, 422] {
+            assert!(
+                c(s).allows_failover(),
+                "{s}: another deployment may serve it"
+            );
+            assert!(c(s).counts_against_health(), "{s}");
+            assert!(!c(s).is_retryable(), "{s}");
+        }
     }
 }

@@ -42,7 +42,11 @@ impl HttpProvider {
         key: Option<ApiKey>,
         timeouts: Timeouts,
     ) -> Result<Self, String> {
+        // No redirects: a key sent to the configured origin must not follow a
+        // 3xx to another one (reqwest strips `Authorization` across origins,
+        // but not `x-api-key` or `x-goog-api-key`).
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeouts.connect)
             .pool_max_idle_per_host(4096)
             .tcp_nodelay(true)
@@ -77,11 +81,18 @@ impl HttpProvider {
         self
     }
 
+    /// Whether this stop sequence is applied here instead of by the API: all of
+    /// them when the model refuses `stop`, else those the wire format refuses
+    /// (Anthropic refuses whitespace-only ones).
+    fn stops_here(&self, stop: &str) -> bool {
+        self.unsupported.contains(&RequestParam::Stop) || self.format.refuses_stop(stop)
+    }
+
     /// The request as this model accepts it, when it differs from the job's.
     fn adapted(&self, req: &ChatRequest) -> Option<ChatRequest> {
-        let refuses = |p| self.unsupported.contains(&p);
-        let drop_temperature = req.temperature.is_some() && refuses(RequestParam::Temperature);
-        let drop_stop = !req.stop.is_empty() && refuses(RequestParam::Stop);
+        let drop_temperature =
+            req.temperature.is_some() && self.unsupported.contains(&RequestParam::Temperature);
+        let drop_stop = req.stop.iter().any(|s| self.stops_here(s));
         if !(drop_temperature || drop_stop) {
             return None;
         }
@@ -90,7 +101,7 @@ impl HttpProvider {
             r.temperature = None;
         }
         if drop_stop {
-            r.stop.clear();
+            r.stop.retain(|s| !self.stops_here(s));
         }
         Some(r)
     }
@@ -136,15 +147,18 @@ impl HttpProvider {
         };
         let status = response.status().as_u16();
         let headers = response.headers().clone();
+        if response.status().is_redirection() {
+            return Err(redirected(status, &headers));
+        }
         let left = self.timeouts.total.saturating_sub(started.elapsed());
-        let bytes = match tokio::time::timeout(left, response.bytes()).await {
+        let bytes = match tokio::time::timeout(left, read_capped(response, MAX_BODY_BYTES)).await {
             Err(_) => {
                 return Err(ProviderError::Timeout {
                     phase: TimeoutPhase::Total,
                     after: self.timeouts.total,
                 });
             }
-            Ok(Err(e)) => return Err(ProviderError::Connection(self.scrub(&describe(&e)))),
+            Ok(Err(e)) => return Err(self.scrub_error(e)),
             Ok(Ok(b)) => b,
         };
         if (200..300).contains(&status) {
@@ -153,11 +167,14 @@ impl HttpProvider {
                 .parse_ok(&headers, &bytes)
                 .map_err(|e| self.scrub_error(e))?;
             c.status = status;
-            let stop = &call.request.stop;
-            if !stop.is_empty()
-                && self.unsupported.contains(&RequestParam::Stop)
-                && let Some(at) = cut_at_stop(&c.content, stop)
-            {
+            let local: Vec<String> = call
+                .request
+                .stop
+                .iter()
+                .filter(|s| self.stops_here(s))
+                .cloned()
+                .collect();
+            if let Some(at) = cut_at_stop(&c.content, &local) {
                 c.content.truncate(at);
                 c.finish_reason = "stop".into();
             }
@@ -199,6 +216,10 @@ impl HttpProvider {
                 status,
                 message: self.scrub(&message),
             },
+            ProviderError::Unservable { status, message } => ProviderError::Unservable {
+                status,
+                message: self.scrub(&message),
+            },
             ProviderError::Auth { status, message } => ProviderError::Auth {
                 status,
                 message: self.scrub(&message),
@@ -211,6 +232,58 @@ impl HttpProvider {
             ProviderError::Connection(m) => ProviderError::Connection(self.scrub(&m)),
             t @ ProviderError::Timeout { .. } => t,
         }
+    }
+}
+
+/// Largest response body read from a provider. A chat completion is at most a
+/// few hundred kilobytes; a larger body is refused, not held in memory.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Reads the body up to `max` bytes (refusing more, by `Content-Length` before
+/// reading when the server says it).
+async fn read_capped(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, ProviderError> {
+    let too_large = |n: String| {
+        ProviderError::Decode(format!(
+            "the response body is {n} bytes, more than the {max} bytes a completion may take"
+        ))
+    };
+    if let Some(n) = response.content_length()
+        && n > max as u64
+    {
+        return Err(too_large(n.to_string()));
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > max {
+                    return Err(too_large(format!("over {max}")));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(ProviderError::Connection(describe(&e))),
+        }
+    }
+}
+
+/// A 3xx: the base URL points at a redirect. Not followed, so that the key
+/// never leaves the configured origin.
+fn redirected(status: u16, headers: &HeaderMap) -> ProviderError {
+    let to = headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| reqwest::Url::parse(l).ok())
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .map_or_else(String::new, |h| format!(" to host `{h}`"));
+    ProviderError::Unservable {
+        status,
+        message: format!(
+            "the provider redirected the call{to}; redirects are not followed, so keys stay with the configured origin: set the deployment's base_url to the final address"
+        ),
     }
 }
 

@@ -37,6 +37,18 @@ use crate::RateLimitInfo;
 /// Why the limiter will not let a call through to this deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LimitWait {
+    /// The provider paused the deployment for longer than a job waits on one
+    /// deployment (`routing.retry.max_retry_after`): the next deployment of the
+    /// chain takes the call.
+    #[error(
+        "the provider paused this deployment for {wait:?}, longer than a job waits on one deployment ({max:?}, routing.retry.max_retry_after)"
+    )]
+    Paused {
+        /// How long the pause still lasts.
+        wait: Duration,
+        /// The longest wait allowed.
+        max: Duration,
+    },
     /// Capacity would come back only after the job's deadline.
     #[error(
         "the deployment's rate limit would hold the call for {wait:?}, past the job's deadline"
@@ -63,7 +75,7 @@ impl LimitWait {
     /// The wait that was refused, when it was a wait.
     pub fn wait(&self) -> Option<Duration> {
         match self {
-            LimitWait::PastDeadline { wait } => Some(*wait),
+            LimitWait::PastDeadline { wait } | LimitWait::Paused { wait, .. } => Some(*wait),
             LimitWait::TooLarge { .. } => None,
         }
     }
@@ -93,8 +105,15 @@ pub struct DeploymentLimiter {
     throttle_streak: AtomicU32,
     /// First and largest pause after a 429 without a hint.
     throttle_backoff: Backoff,
+    /// Longest provider-asked pause a call waits out here before the caller
+    /// moves on to another deployment.
+    max_pause: Duration,
     clock: DefaultClock,
 }
+
+/// How long a call waits out a provider-asked pause before failing over, when
+/// the deployment does not say (`routing.retry.max_retry_after`'s default).
+pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_secs(60);
 
 /// Bucket for `limit` per `window`: a tenth as burst, the rest as steady rate.
 fn bucket(limit: u32, window: Duration) -> Option<DefaultDirectRateLimiter> {
@@ -124,8 +143,16 @@ impl DeploymentLimiter {
             throttle_streak: AtomicU32::new(0),
             // 500 ms to 30 s for a one-minute window.
             throttle_backoff: Backoff::new(window / 120, window / 2),
+            max_pause: DEFAULT_MAX_PAUSE,
             clock: DefaultClock::default(),
         }
+    }
+
+    /// Calls do not wait out a provider-asked pause longer than `max`: they are
+    /// refused with [`LimitWait::Paused`] so that the job fails over.
+    pub fn with_max_pause(mut self, max: Duration) -> Self {
+        self.max_pause = max;
+        self
     }
 
     /// No limits at all.
@@ -185,6 +212,12 @@ impl DeploymentLimiter {
     async fn wait_out_pause(&self, deadline: Option<Instant>) -> Result<(), LimitWait> {
         while let Some(until) = self.paused_until() {
             let wait = until - Instant::now();
+            if wait > self.max_pause {
+                return Err(LimitWait::Paused {
+                    wait,
+                    max: self.max_pause,
+                });
+            }
             past_deadline(deadline, wait)?;
             tokio::time::sleep(jitter(wait)).await;
         }
@@ -200,9 +233,10 @@ impl DeploymentLimiter {
         }
     }
 
-    /// Pauses the deployment for `wait` (the longest pause asked for wins).
+    /// Pauses the deployment for `wait` (the longest pause asked for wins),
+    /// at most a day.
     pub fn pause_for(&self, wait: Duration) {
-        let until = Instant::now() + wait;
+        let until = Instant::now() + wait.min(crate::wire::MAX_HINT);
         if let Ok(mut p) = self.paused_until.lock() {
             *p = Some(p.map_or(until, |cur| cur.max(until)));
         }

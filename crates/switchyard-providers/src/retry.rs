@@ -17,6 +17,9 @@ pub struct RetryPolicy {
     pub attempts: u32,
     /// Pauses between them.
     pub backoff: Backoff,
+    /// Longest Retry-After waited out on the same deployment; a longer one
+    /// fails over.
+    pub max_retry_after: Duration,
 }
 
 impl From<RetryConfig> for RetryPolicy {
@@ -24,6 +27,7 @@ impl From<RetryConfig> for RetryPolicy {
         Self {
             attempts: c.attempts_per_deployment,
             backoff: Backoff::new(c.base_backoff, c.max_backoff),
+            max_retry_after: c.max_retry_after,
         }
     }
 }
@@ -42,9 +46,15 @@ impl RetryPolicy {
         }
     }
 
-    /// Whether another attempt on the same deployment is allowed after `attempt` attempts.
+    /// Whether another attempt on the same deployment is allowed after
+    /// `attempts_made` attempts: the error must be retryable, attempts left, and
+    /// the wait the provider asked for no longer than `max_retry_after`.
     pub fn may_retry(&self, attempts_made: u32, error: &ProviderError) -> bool {
-        error.is_retryable() && attempts_made < self.attempts
+        error.is_retryable()
+            && attempts_made < self.attempts
+            && error
+                .retry_after()
+                .is_none_or(|asked| asked <= self.max_retry_after)
     }
 }
 
@@ -56,6 +66,7 @@ mod tests {
         RetryPolicy {
             attempts: 3,
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
+            max_retry_after: Duration::from_secs(60),
         }
     }
 
@@ -80,6 +91,18 @@ mod tests {
             retry_after: Some(Duration::from_secs(5)),
         };
         assert!(b().delay(0, &e) >= Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_wait_longer_than_max_retry_after_fails_over_instead() {
+        let asked = |secs| ProviderError::RateLimited {
+            status: 429,
+            message: "slow".into(),
+            retry_after: Some(Duration::from_secs(secs)),
+        };
+        assert!(b().may_retry(1, &asked(60)));
+        assert!(!b().may_retry(1, &asked(61)));
+        assert!(!b().may_retry(1, &asked(86_400)));
     }
 
     #[test]

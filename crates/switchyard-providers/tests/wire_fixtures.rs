@@ -50,6 +50,20 @@ fn body(w: &dyn WireFormat, model: &str, format: ResponseFormat) -> Value {
     })
 }
 
+/// As [`body`], with a stop sequence Anthropic accepts: it refuses
+/// whitespace-only ones such as "\n\n", which the HTTP provider applies to the
+/// answer itself instead of sending.
+fn anthropic_body(model: &str, format: ResponseFormat) -> Value {
+    let req = ChatRequest {
+        stop: vec!["###".into()],
+        ..request(format)
+    };
+    Anthropic.body(CallRequest {
+        request: &req,
+        api_model: model,
+    })
+}
+
 fn no_headers() -> HeaderMap {
     HeaderMap::new()
 }
@@ -157,11 +171,11 @@ fn openai_errors_are_classified() {
 fn anthropic_requests_match_the_documented_shape() {
     let w = Anthropic;
     assert_eq!(
-        body(&w, "claude-3-5-haiku-20241022", ResponseFormat::Text),
+        anthropic_body("claude-3-5-haiku-20241022", ResponseFormat::Text),
         json("anthropic/request_basic.json")
     );
     assert_eq!(
-        body(&w, "claude-3-5-haiku-20241022", ResponseFormat::JsonObject),
+        anthropic_body("claude-3-5-haiku-20241022", ResponseFormat::JsonObject),
         json("anthropic/request_json_mode.json")
     );
     let headers = w.headers(Some("sk-ant-test"));

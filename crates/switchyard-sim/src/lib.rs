@@ -12,6 +12,7 @@
 
 mod admission;
 mod config;
+pub mod hostile;
 mod in_process;
 mod server;
 mod stats;

@@ -20,7 +20,7 @@ use switchyard_providers::{
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::health::HealthTable;
+use crate::health::{CallSlot, HealthTable};
 
 /// What the chain walk produced.
 pub(crate) struct Dispatched {
@@ -127,11 +127,11 @@ impl Dispatcher {
                 });
                 return Next::Done;
             }
-            if !self.health.try_acquire(entry.deployment) {
+            let Some(slot) = self.health.call_slot(entry.deployment) else {
                 walk.attempts
                     .push(Attempt::skipped(to, "circuit open".into()));
                 return Next::FailOver;
-            }
+            };
             let reservation = match dep
                 .limiter
                 .acquire(walk.reserve_tokens, walk.deadline)
@@ -139,9 +139,10 @@ impl Dispatcher {
             {
                 Ok(r) => r,
                 Err(refused) => {
-                    // Past the deadline, or larger than the deployment's token limit:
-                    // the next deployment in the chain may take it.
-                    self.health.record(entry.deployment, CallOutcome::Neutral);
+                    // Past the deadline, paused for longer than a job waits, or
+                    // larger than the deployment's token limit: the next
+                    // deployment in the chain may take it.
+                    slot.record(CallOutcome::Neutral);
                     walk.attempts
                         .push(Attempt::skipped(to, refused.to_string()));
                     return Next::FailOver;
@@ -152,8 +153,8 @@ impl Dispatcher {
             let outcome = call(dep, walk, started).await;
             let latency = started.elapsed();
             let step = match outcome {
-                Ok(c) => self.answered(walk, entry, spec, c, reservation, latency),
-                Err(e) => self.failed(walk, entry, spec, e, reservation, latency, tries),
+                Ok(c) => self.answered(walk, entry, spec, c, slot, reservation, latency),
+                Err(e) => self.failed(walk, entry, spec, e, slot, reservation, latency, tries),
             };
             match step {
                 Call::Answered | Call::Final => return Next::Done,
@@ -164,12 +165,14 @@ impl Dispatcher {
     }
 
     /// A 2xx: usable, or billed and failed over when it fails the job's checks.
+    #[allow(clippy::too_many_arguments)]
     fn answered(
         &self,
         walk: &mut Walk<'_>,
         entry: &ChainEntry,
         spec: &ModelSpec,
         c: Completion,
+        slot: CallSlot<'_>,
         reservation: Reservation,
         latency: Duration,
     ) -> Call {
@@ -178,13 +181,10 @@ impl Dispatcher {
         dep.limiter.observe(&c.rate_limit);
         let expected =
             spec.expected_latency_ms(u32::try_from(c.usage.output_tokens).unwrap_or(u32::MAX));
-        let change = self.health.record(
-            entry.deployment,
-            CallOutcome::Success {
-                latency_ms: latency.as_secs_f64() * 1000.0,
-                expected_ms: expected,
-            },
-        );
+        let change = slot.record(CallOutcome::Success {
+            latency_ms: latency.as_secs_f64() * 1000.0,
+            expected_ms: expected,
+        });
         log_circuit(&dep.name, change);
         let cost = spec.cost_usd(&c.usage);
         let latency_ms = latency.as_millis() as u64;
@@ -226,6 +226,7 @@ impl Dispatcher {
         entry: &ChainEntry,
         spec: &ModelSpec,
         e: ProviderError,
+        slot: CallSlot<'_>,
         reservation: Reservation,
         latency: Duration,
         tries: u32,
@@ -236,7 +237,7 @@ impl Dispatcher {
         } else {
             CallOutcome::Neutral
         };
-        log_circuit(&dep.name, self.health.record(entry.deployment, health));
+        log_circuit(&dep.name, slot.record(health));
         if let ProviderError::RateLimited { retry_after, .. } = &e {
             // The whole deployment slows down: for the time the provider
             // asked, or with backoff when it gave no hint.

@@ -74,10 +74,35 @@ pub enum EngineError {
 }
 
 /// A job admitted for dispatch, with what it reserved.
-struct Work {
+struct Work<'a> {
     admitted: Admitted,
-    reservation: Option<Reservation>,
+    reservation: Reserved<'a>,
     prompt_tokens: u32,
+}
+
+/// A budget reservation held for a job in flight: settled with the real cost,
+/// or, when the job's task ends without settling (aborted, or a panic caught
+/// above), released, so that no reservation outlives its job.
+struct Reserved<'a> {
+    ledger: &'a Mutex<BudgetLedger>,
+    reservation: Option<Reservation>,
+}
+
+impl Reserved<'_> {
+    /// Replaces the reservation by what the job cost.
+    fn settle(mut self, cost_usd: f64) {
+        if let Some(r) = self.reservation.take() {
+            self.ledger.lock().settle(r, cost_usd, Utc::now());
+        }
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.reservation.take() {
+            self.ledger.lock().settle(r, 0.0, Utc::now());
+        }
+    }
 }
 
 impl Engine {
@@ -165,6 +190,13 @@ impl Engine {
         !own
     }
 
+    /// A budgeted node's settled spend this month and what jobs in flight have
+    /// reserved on it, USD.
+    pub fn budget_use(&self, node: &str) -> (f64, f64) {
+        let ledger = self.ledger.lock();
+        (ledger.spent(node), ledger.reserved(node))
+    }
+
     /// What the baseline model would charge for `usage`.
     pub fn baseline_cost(&self, usage: &TokenUsage) -> f64 {
         self.catalog.model(self.baseline).cost_usd(usage)
@@ -191,7 +223,7 @@ impl Engine {
 
     /// Admission (see `switchyard_core::admission`), with the reservation it
     /// asks for applied under the same ledger lock.
-    fn admit(&self, job: &Job) -> Admit {
+    fn admit(&self, job: &Job) -> Admit<'_> {
         // Analysed first, so that even a refused job's result says what it was.
         let analysis = self.analyzer.analyze(job, false);
         let health = |d| self.dispatcher.health().snapshot(d);
@@ -212,7 +244,10 @@ impl Engine {
                     .map(|plan| ledger.reserve(&plan.nodes, plan.amount_usd));
                 Admit::Work(Work {
                     admitted,
-                    reservation,
+                    reservation: Reserved {
+                        ledger: &self.ledger,
+                        reservation,
+                    },
                     prompt_tokens: analysis.prompt_tokens,
                 })
             }
@@ -222,7 +257,7 @@ impl Engine {
     }
 
     /// Calls providers along the admitted chain.
-    async fn dispatch(&self, job: &Job, work: &Work) -> Dispatched {
+    async fn dispatch(&self, job: &Job, work: &Work<'_>) -> Dispatched {
         self.dispatcher
             .run(job, &work.admitted.decision, work.prompt_tokens)
             .await
@@ -230,16 +265,20 @@ impl Engine {
 
     /// Replaces the reservation by what the attempts cost and builds the result
     /// and one usage event per billed attempt.
-    fn settle(&self, job: Job, work: Work, dispatched: Dispatched, started: Instant) -> Outcome {
+    fn settle(
+        &self,
+        job: Job,
+        work: Work<'_>,
+        dispatched: Dispatched,
+        started: Instant,
+    ) -> Outcome {
         let Dispatched {
             attempts,
             completion,
             error,
         } = dispatched;
         let cost: f64 = attempts.iter().map(|a| a.cost_usd).sum();
-        if let Some(r) = work.reservation {
-            self.ledger.lock().settle(r, cost, Utc::now());
-        }
+        work.reservation.settle(cost);
         let completed_at = Utc::now().trunc_subsecs(3);
         let routing = work.admitted.decision.summary(&self.catalog);
         let events: Vec<UsageEvent> = match job.project_path() {
@@ -279,6 +318,36 @@ impl Engine {
         }
     }
 
+    /// The result of a job whose processing failed inside the worker (a panic
+    /// caught by the runner): failed, with the reason, so that the job still
+    /// ends in exactly one result. Its reservation was released by then.
+    pub fn failed_internally(&self, job: Job, why: &str) -> Outcome {
+        let analysis = self.analyzer.analyze(&job, false);
+        let policy = self
+            .org
+            .policy(&job.project, job.workload.as_deref())
+            .unwrap_or(&self.default_policy);
+        let message = format!("the worker failed while processing the job: {why}");
+        let input = switchyard_core::routing::RouteInput {
+            job: &job,
+            analysis: &analysis,
+            policy,
+            budget: switchyard_core::routing::BudgetState::UNCONSTRAINED,
+            now: Utc::now(),
+        };
+        let routing = self
+            .router
+            .not_routed(&input, &message)
+            .summary(&self.catalog);
+        let refused = Refused {
+            status: switchyard_core::result::JobStatus::Failed,
+            code: "internal_error",
+            message,
+            routing,
+        };
+        self.settle_refused(job, refused, Instant::now())
+    }
+
     /// The result of a job admission refused: nothing was called or billed.
     fn settle_refused(&self, job: Job, refused: Refused, started: Instant) -> Outcome {
         let error = ErrorInfo {
@@ -303,8 +372,8 @@ impl Engine {
 }
 
 /// What admission left the engine to do.
-enum Admit {
-    Work(Work),
+enum Admit<'a> {
+    Work(Work<'a>),
     Refused(Refused),
     Held(String),
 }

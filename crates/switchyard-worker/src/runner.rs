@@ -7,9 +7,11 @@
 //! in-flight jobs finish within the grace period, commits and leaves the group.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -366,7 +368,11 @@ async fn consume(
                 _ = &mut shutdown => break 'consume,
                 _ = tick.tick() => {
                     store_offsets(&kafka.consumer, &kafka.tracker, &kafka.jobs.0);
-                    while tasks.try_join_next().is_some() {}
+                    while let Some(joined) = tasks.try_join_next() {
+                        if let Err(e) = joined {
+                            error!(error = %e, "A job task ended abnormally; its offset stays uncommitted.");
+                        }
+                    }
                 }
                 m = kafka.consumer.recv() => break m,
             }
@@ -419,13 +425,30 @@ fn job_task(
         let _permit = permit;
         let _in_flight = InFlight(&engine.metrics);
         let delivered = match codec.decode_job(&incoming.payload) {
-            Ok(job) => {
-                let outcome = engine.process(job).await;
-                if let Outcome::Held { .. } = &outcome {
-                    engine.metrics.job_held();
+            Ok(job) => match AssertUnwindSafe(engine.process(job)).catch_unwind().await {
+                Ok(outcome) => {
+                    if let Outcome::Held { .. } = &outcome {
+                        engine.metrics.job_held();
+                    }
+                    publisher.publish(&outcome, &incoming).await
                 }
-                publisher.publish(&outcome, &incoming).await
-            }
+                Err(panic) => {
+                    // The job still ends in one result: failed, saying why.
+                    let why = panic_message(panic.as_ref());
+                    error!(partition = incoming.ticket.partition, offset = incoming.ticket.offset, reason = %why, "A job's processing panicked; it ends failed.");
+                    match codec.decode_job(&incoming.payload) {
+                        Ok(job) => {
+                            let outcome = engine.failed_internally(job, &why);
+                            publisher.publish(&outcome, &incoming).await
+                        }
+                        Err(e) => {
+                            publisher
+                                .dead_letter(&incoming, e.kind(), &e.to_string())
+                                .await
+                        }
+                    }
+                }
+            },
             Err(e) => {
                 warn!(partition = incoming.ticket.partition, offset = incoming.ticket.offset, kind = e.kind(), reason = %e, "Dead-lettering a message.");
                 engine.metrics.dead_lettered();
@@ -438,6 +461,15 @@ fn job_task(
             t.completed(incoming.ticket);
         }
     }
+}
+
+/// The text a panic carried.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// Lets in-flight jobs finish within the grace period; aborts the rest (their

@@ -185,6 +185,11 @@ pub struct RetryConfig {
     /// Longest backoff.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// Longest wait a provider may ask for (Retry-After, rate-limit resets)
+    /// that a job waits out on the same deployment; a longer one sends the job
+    /// to the next deployment of its chain at once.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
 }
 
 impl Default for RetryConfig {
@@ -193,6 +198,7 @@ impl Default for RetryConfig {
             attempts_per_deployment: 3,
             base_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(20),
+            max_retry_after: Duration::from_secs(60),
         }
     }
 }
@@ -292,6 +298,10 @@ pub struct DeploymentConfig {
     /// Overrides the model id sent to the API (for self-hosted names).
     #[serde(default)]
     pub api_model: Option<String>,
+    /// Allows a plain `http://` base URL to a host other than this machine
+    /// with a key. Off by default: the key would cross the network in clear.
+    #[serde(default)]
+    pub allow_insecure: bool,
 }
 
 fn one() -> f64 {

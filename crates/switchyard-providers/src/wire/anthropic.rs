@@ -14,7 +14,8 @@ use switchyard_core::job::{ResponseFormat, Role};
 use switchyard_core::result::TokenUsage;
 
 use super::{
-    WireFormat, body_text, clip, decimal, header_str, header_u64, retry_after, system_with_json,
+    MAX_HINT, WireFormat, body_text, clip, decimal, header_str, header_u64, retry_after,
+    system_with_json,
 };
 use crate::{CallRequest, Completion, ProviderError, RateLimitInfo};
 
@@ -161,6 +162,11 @@ impl WireFormat for Anthropic {
         })
     }
 
+    /// "stop_sequences: each stop sequence must contain non-whitespace".
+    fn refuses_stop(&self, stop: &str) -> bool {
+        stop.trim().is_empty()
+    }
+
     fn parse_error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
         let (kind, message) = match serde_json::from_slice::<ErrorBody>(body) {
             Ok(e) => (e.error.kind, clip(&e.error.message)),
@@ -191,7 +197,12 @@ pub fn rate_limit_info(headers: &HeaderMap, now: DateTime<Utc>) -> RateLimitInfo
     let until = |name: &str| {
         header_str(headers, name)
             .and_then(|v| DateTime::parse_from_rfc3339(v.trim()).ok())
-            .map(|t| (t.with_timezone(&Utc) - now).to_std().unwrap_or_default())
+            .map(|t| {
+                (t.with_timezone(&Utc) - now)
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(MAX_HINT)
+            })
     };
     let scope = |(remaining, reset): (&str, &str)| (header_u64(headers, remaining), until(reset));
     let (remaining_requests, reset_requests) = scope((

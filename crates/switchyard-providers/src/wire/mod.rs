@@ -30,6 +30,11 @@ pub trait WireFormat: Send + Sync {
     fn parse_ok(&self, headers: &HeaderMap, body: &[u8]) -> Result<Completion, ProviderError>;
     /// Classifies a non-2xx response.
     fn parse_error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError;
+    /// Whether the API refuses this stop sequence (it is then applied to the
+    /// answer by Switchyard instead).
+    fn refuses_stop(&self, _stop: &str) -> bool {
+        false
+    }
 }
 
 /// The wire format for a catalog API.
@@ -122,7 +127,25 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
         total += number.parse::<f64>().ok()?;
         any = true;
     }
-    (any && total.is_finite() && total >= 0.0).then(|| Duration::from_secs_f64(total))
+    if !any {
+        return None;
+    }
+    hint_secs(total)
+}
+
+/// Longest wait a provider's header can ask for: anything longer (a day-long
+/// Retry-After, a reset in the year 9999, `inf`) is read as this. What a job
+/// actually waits is decided later, against `routing.retry.max_retry_after`.
+pub const MAX_HINT: Duration = Duration::from_secs(24 * 3600);
+
+/// A wait given in seconds by a header, checked: `None` unless finite and not
+/// negative, at most [`MAX_HINT`]. Headers are input from the network: no value
+/// may panic a conversion.
+pub fn hint_secs(secs: f64) -> Option<Duration> {
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Duration::try_from_secs_f64(secs.min(MAX_HINT.as_secs_f64())).ok()
 }
 
 /// An `f32` from the job as the shortest decimal that reads back the same
@@ -136,12 +159,11 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     if let Some(ms) =
         header_str(headers, "retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok())
     {
-        return (ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1000.0));
+        return hint_secs(ms / 1000.0);
     }
     header_str(headers, "retry-after")
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| *s >= 0.0)
-        .map(Duration::from_secs_f64)
+        .and_then(hint_secs)
 }
 
 pub(crate) fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -199,6 +221,21 @@ mod tests {
             Some(3),
             "byte offset"
         );
+    }
+
+    #[test]
+    fn hostile_durations_never_panic_and_are_capped() {
+        let mut h = HeaderMap::new();
+        for v in ["inf", "1e20", "-5", "NaN", "1e400", "99999999999999999999"] {
+            h.insert("retry-after", v.parse().unwrap());
+            let d = retry_after(&h);
+            assert!(d.is_none_or(|d| d <= MAX_HINT), "{v}: {d:?}");
+        }
+        h.insert("retry-after", "86400000".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(MAX_HINT));
+        assert_eq!(parse_go_duration("99999999999999999999h"), Some(MAX_HINT));
+        assert_eq!(parse_go_duration("infh"), None);
+        assert_eq!(parse_go_duration("1e400s"), None);
     }
 
     #[test]

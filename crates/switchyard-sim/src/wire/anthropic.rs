@@ -140,6 +140,18 @@ pub(crate) fn parse(body: &[u8]) -> Result<Parsed, Problem> {
         };
         messages.push((role, content));
     }
+    // Anthropic refuses a stop sequence of whitespace alone ("\n\n"), which
+    // OpenAI and Gemini accept.
+    if let Some(stops) = req.get("stop_sequences").and_then(Value::as_array)
+        && stops
+            .iter()
+            .any(|s| s.as_str().is_some_and(|s| s.trim().is_empty()))
+    {
+        return Err(Problem::bad_field(
+            "stop_sequences: each stop sequence must contain non-whitespace",
+            "stop_sequences",
+        ));
+    }
     let json_mode = system
         .as_deref()
         .is_some_and(|s| s.to_ascii_lowercase().contains("json"));
