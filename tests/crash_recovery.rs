@@ -117,9 +117,12 @@ async fn a_worker_dropped_mid_run_loses_no_job() {
             .values()
             .all(|c| c.iter().any(|r| r.status == JobStatus::Succeeded))
     );
-    // The second worker redid exactly what was above the commit point: the
-    // unfinished jobs and those finished since the last commit, no more.
-    assert_eq!(second.metrics.finished(), left as u64);
+    // The second worker redid at most what was above the commit point: the
+    // unfinished jobs and those finished since the last commit. Jobs finished
+    // above the commit point before it are listed in the commit's metadata and
+    // skipped, so it may redo fewer.
+    assert!(second.metrics.finished() <= left as u64);
+    assert!(second.metrics.finished() > 0);
     assert!(
         left as u64 <= 300 - done_by_first + IN_FLIGHT as u64 + done_by_first / 2,
         "{left} uncommitted after {done_by_first} finished"

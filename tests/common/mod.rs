@@ -76,16 +76,28 @@ pub fn start_broker(partitions: u32) -> (Proc, String) {
 
 /// Starts a worker process (`switchyard run`) on `config` against `bootstrap`,
 /// with `env` added (e.g. `SWITCHYARD__WORKER__…` overrides).
+/// With `SWITCHYARD_TEST_LOGS=DIR`, each worker's log goes to a file there.
 pub fn start_worker(config: &Path, bootstrap: &str, env: &[(&str, &str)]) -> Proc {
+    let logs = std::env::var_os("SWITCHYARD_TEST_LOGS");
+    let level = if logs.is_some() { "info" } else { "warn" };
+    let stderr = match logs {
+        Some(dir) => {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let file = Path::new(&dir).join(format!("worker-{}-{n}.log", std::process::id()));
+            std::process::Stdio::from(std::fs::File::create(file).unwrap())
+        }
+        None => std::process::Stdio::null(),
+    };
     let child = switchyard()
         .args(["run", "--config"])
         .arg(config)
         .env("SWITCHYARD_BROKERS", bootstrap)
         .env("SWITCHYARD_SIM_KEY", "test-key")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", level)
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     Proc(child)

@@ -12,5 +12,9 @@ pub const DLQ_TOPIC: &str = "switchyard.dlq.topic";
 pub const DLQ_PARTITION: &str = "switchyard.dlq.partition";
 /// Its offset there.
 pub const DLQ_OFFSET: &str = "switchyard.dlq.offset";
+/// The original's size in bytes, when the dead letter carries only its start.
+pub const DLQ_ORIGINAL_SIZE: &str = "switchyard.dlq.original_size";
+/// The SHA-256 (hex) of the whole original, when the dead letter carries only its start.
+pub const DLQ_ORIGINAL_SHA256: &str = "switchyard.dlq.original_sha256";
 /// Why a job was held for approval.
 pub const HELD_REASON: &str = "switchyard.held.reason";

@@ -224,7 +224,102 @@ impl Attempt {
     }
 }
 
+/// Metadata key of a result whose echoed fields were cut: the fields, comma-separated.
+pub const TRUNCATED_KEY: &str = "switchyard.truncated";
+
+/// Cuts `text` to at most `max` bytes (on a character boundary), marking the
+/// cut. Returns whether it cut.
+pub fn cap_text(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mark = format!("…[cut {} bytes]", text.len());
+    let mut end = max.saturating_sub(mark.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(&mark);
+    true
+}
+
 impl JobResult {
+    /// Cuts what the result copies from its job (project, batch id, metadata)
+    /// and texts that may quote it (error message, routing reason) to `max`
+    /// bytes each, metadata to `16 × max` in all, and names what was cut under
+    /// [`TRUNCATED_KEY`]. A job's input must not make its result unpublishable.
+    pub fn cap_echoes(&mut self, max: usize) {
+        let mut cut: Vec<&str> = Vec::new();
+        if cap_text(&mut self.project, max) {
+            cut.push("project");
+        }
+        if let Some(b) = &mut self.batch_id
+            && cap_text(b, max)
+        {
+            cut.push("batch_id");
+        }
+        if let Some(e) = &mut self.error
+            && cap_text(&mut e.message, max)
+        {
+            cut.push("error.message");
+        }
+        if let Some(r) = &mut self.routing
+            && cap_text(&mut r.reason, max)
+        {
+            cut.push("routing.reason");
+        }
+        let budget = max.saturating_mul(16);
+        let mut used = 0usize;
+        let mut metadata_cut = false;
+        let entries = std::mem::take(&mut self.metadata);
+        for (mut k, mut v) in entries {
+            metadata_cut |= cap_text(&mut k, max) | cap_text(&mut v, max);
+            if used + k.len() + v.len() > budget {
+                metadata_cut = true;
+                continue;
+            }
+            used += k.len() + v.len();
+            self.metadata.insert(k, v);
+        }
+        if metadata_cut {
+            cut.push("metadata");
+        }
+        if !cut.is_empty() {
+            self.metadata
+                .insert(TRUNCATED_KEY.to_owned(), cut.join(","));
+        }
+    }
+
+    /// The smallest result that still says what became of the job: its ids and
+    /// status, the cost, and why the rest is missing. For a result too large
+    /// for the results topic even after [`JobResult::cap_echoes`].
+    pub fn stripped(&self, why: String) -> Self {
+        Self {
+            job_id: self.job_id.clone(),
+            batch_id: self.batch_id.clone(),
+            project: self.project.clone(),
+            status: if self.status == JobStatus::Succeeded {
+                JobStatus::Failed
+            } else {
+                self.status
+            },
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            output: None,
+            usage: self.usage,
+            cost_usd: self.cost_usd,
+            latency_ms: self.latency_ms,
+            attempts: Vec::new(),
+            routing: None,
+            error: Some(ErrorInfo {
+                code: "result_too_large".into(),
+                message: why,
+            }),
+            metadata: BTreeMap::new(),
+            completed_at: self.completed_at,
+        }
+    }
+
     /// The result of a job that ended before any provider was called (refused
     /// by policy, budget or routing, or canceled), with the decision as far as
     /// it went.

@@ -108,6 +108,16 @@ impl UsageEvent {
         }
     }
 
+    /// Cuts what the event copies from its job (workload, batch id) and the
+    /// routing reason to `max` bytes each.
+    pub fn cap_echoes(&mut self, max: usize) {
+        crate::result::cap_text(&mut self.workload, max);
+        crate::result::cap_text(&mut self.routing_reason, max);
+        if let Some(b) = &mut self.batch_id {
+            crate::result::cap_text(b, max);
+        }
+    }
+
     /// Full org path `org/bu/team/project`.
     pub fn project_path(&self) -> String {
         format!(

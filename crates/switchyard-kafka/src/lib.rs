@@ -14,5 +14,5 @@ pub mod scan;
 pub use catch_up::CatchUp;
 pub use embedded::EmbeddedBroker;
 pub use follow::{FollowSpec, TopicFollower};
-pub use offsets::{OffsetTracker, Ticket};
+pub use offsets::{Arrival, OffsetTracker, Ticket};
 pub use scan::{Positions, ScanFrom, Scanned, group_lag, offsets_at_time, scan_to_end};

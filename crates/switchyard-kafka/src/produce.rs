@@ -54,14 +54,35 @@ pub enum PublishError {
     /// the record as delivered.
     #[error("stopped before the broker acknowledged the record")]
     Stopped,
+    /// The record can never be accepted as it is (too large for the producer
+    /// or the topic): retrying would wedge its partition; the caller must send
+    /// something smaller instead.
+    #[error("the record is refused as it is: {0}")]
+    Refused(KafkaError),
+}
+
+/// Whether an error refuses this record for good (retrying cannot help).
+fn refuses_record(e: &KafkaError) -> bool {
+    let KafkaError::MessageProduction(code) = e else {
+        return false;
+    };
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::InvalidMessageSize
+    )
 }
 
 /// First and longest pause between two attempts of [`publish`].
 const PUBLISH_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
 /// Sends a record until the broker acknowledges it, retrying with backoff;
-/// gives up only when `stop` is cancelled (the caller then leaves its input
-/// uncommitted, so the work is redone).
+/// gives up when `stop` is cancelled (the caller then leaves its input
+/// uncommitted, so the work is redone) or when the record itself is refused
+/// (too large: the caller sends a smaller one). A missing or unauthorised topic
+/// is retried, loudly: it is the operator's to fix, not a reason to drop work.
 pub async fn publish(
     producer: &FutureProducer,
     topic: &str,
@@ -78,8 +99,9 @@ pub async fn publish(
         };
         match sent {
             Ok(()) => return Ok(()),
+            Err(e) if refuses_record(&e) => return Err(PublishError::Refused(e)),
             Err(e) => {
-                warn!(topic, error = %e, "Publish failed; retrying.");
+                warn!(topic, error = %e, attempt = backoff.failures() + 1, "Publish failed; retrying.");
                 tokio::select! {
                     _ = stop.cancelled() => return Err(PublishError::Stopped),
                     _ = tokio::time::sleep(backoff.next_delay()) => {}

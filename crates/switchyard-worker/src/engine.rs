@@ -61,6 +61,8 @@ pub struct Engine {
     ledger: Mutex<BudgetLedger>,
     canceled_batches: RwLock<HashSet<String>>,
     own_events: Mutex<RecentIds>,
+    /// Longest text copied from a job into its result and usage events.
+    max_echo: usize,
     /// Counters.
     pub metrics: Arc<Metrics>,
 }
@@ -154,6 +156,7 @@ impl Engine {
             baseline,
             canceled_batches: RwLock::new(HashSet::new()),
             own_events: Mutex::new(RecentIds::default()),
+            max_echo: pipeline.config.worker.max_echo_bytes,
             metrics: Arc::new(Metrics::default()),
         })
     }
@@ -289,7 +292,18 @@ impl Engine {
                 .map(|(i, a)| {
                     let id = uuid::Uuid::now_v7().to_string();
                     let baseline = self.baseline_cost(&a.usage);
-                    UsageEvent::for_attempt(id, &job, path, i, a, &routing, baseline, completed_at)
+                    let mut e = UsageEvent::for_attempt(
+                        id,
+                        &job,
+                        path,
+                        i,
+                        a,
+                        &routing,
+                        baseline,
+                        completed_at,
+                    );
+                    e.cap_echoes(self.max_echo);
+                    e
                 })
                 .collect(),
             None => Vec::new(),
@@ -301,7 +315,7 @@ impl Engine {
             }
         }
         let latency_ms = started.elapsed().as_millis() as u64;
-        let result = JobResult::finished(
+        let mut result = JobResult::finished(
             job,
             routing,
             attempts,
@@ -310,6 +324,7 @@ impl Engine {
             latency_ms,
             completed_at,
         );
+        result.cap_echoes(self.max_echo);
         self.metrics
             .record(&result, self.baseline_cost(&result.usage));
         Outcome::Finished {
@@ -355,7 +370,7 @@ impl Engine {
             message: refused.message,
         };
         let latency_ms = started.elapsed().as_millis() as u64;
-        let result = JobResult::refused(
+        let mut result = JobResult::refused(
             job,
             refused.status,
             error,
@@ -363,6 +378,7 @@ impl Engine {
             latency_ms,
             now_ms(),
         );
+        result.cap_echoes(self.max_echo);
         self.metrics.record(&result, 0.0);
         Outcome::Finished {
             result: Box::new(result),

@@ -160,6 +160,19 @@ pub struct WorkerConfig {
     pub commit_interval: Duration,
     /// Name in logs and metrics; defaults to the host name.
     pub worker_id: Option<String>,
+    /// Longest text copied from a job into its result or dead letter (project,
+    /// metadata values, messages that quote the input); longer text is cut and
+    /// the result's metadata says so (`switchyard.truncated`).
+    pub max_echo_bytes: usize,
+    /// Offsets of one partition held between its commit point and the newest
+    /// message taken; at this many the worker pauses that partition instead of
+    /// growing.
+    pub max_pending_offsets: usize,
+    /// Time the in-flight jobs of a partition taken away in a rebalance get to
+    /// finish and be committed; the rest are abandoned without a result (the
+    /// partition's new owner runs them).
+    #[serde(with = "humantime_serde")]
+    pub revoke_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -167,8 +180,11 @@ impl Default for WorkerConfig {
         Self {
             max_in_flight: 512,
             drain_grace: Duration::from_secs(30),
-            commit_interval: Duration::from_secs(1),
+            commit_interval: Duration::from_millis(100),
             worker_id: None,
+            max_echo_bytes: 1024,
+            max_pending_offsets: 10_000,
+            revoke_grace: Duration::from_secs(10),
         }
     }
 }

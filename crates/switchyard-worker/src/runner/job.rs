@@ -1,0 +1,157 @@
+//! One job's task: from its bytes to its published outcome. A panic while the
+//! job is processed becomes a failed result; a job whose partition is taken away
+//! stops without a result (the new owner runs it); a job id already running on
+//! this worker (the same job sent twice, or seen again after a rebalance) is not
+//! started a second time.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use parking_lot::Mutex;
+use switchyard_codec::Codec;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tracing::{debug, error, warn};
+
+use super::Incoming;
+use super::partitions::Partitions;
+use super::publish::Publisher;
+use crate::engine::{Engine, Outcome};
+use crate::metrics::Metrics;
+
+/// Counts a job in flight for as long as it lives (also when its task is aborted).
+struct InFlight<'a>(&'a Metrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.job_done();
+    }
+}
+
+/// Job ids running on this worker, each with a signal sent when it ends.
+#[derive(Default)]
+pub(super) struct RunningIds {
+    ids: Mutex<HashMap<String, watch::Receiver<bool>>>,
+}
+
+/// Held while a job id runs; ending it (drop) wakes any copy waiting.
+struct Running<'a> {
+    ids: &'a RunningIds,
+    id: String,
+    done: watch::Sender<bool>,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.ids.ids.lock().remove(&self.id);
+        let _ = self.done.send(true);
+    }
+}
+
+impl RunningIds {
+    /// Claims `id`, or returns the signal of the copy already running.
+    fn claim(&self, id: &str) -> Result<Running<'_>, watch::Receiver<bool>> {
+        let mut ids = self.ids.lock();
+        if let Some(rx) = ids.get(id) {
+            return Err(rx.clone());
+        }
+        let (done, rx) = watch::channel(false);
+        ids.insert(id.to_owned(), rx);
+        Ok(Running {
+            ids: self,
+            id: id.to_owned(),
+            done,
+        })
+    }
+}
+
+/// What a job task needs besides its message.
+#[derive(Clone)]
+pub(super) struct JobContext {
+    pub engine: Arc<Engine>,
+    pub publisher: Publisher,
+    pub codec: Codec,
+    pub partitions: Arc<Partitions>,
+    pub running: Arc<RunningIds>,
+}
+
+impl JobContext {
+    /// Runs one job to its published outcome, then marks its offset finished.
+    pub async fn run(self, incoming: Incoming, permit: OwnedSemaphorePermit) {
+        let _permit = permit;
+        let _in_flight = InFlight(&self.engine.metrics);
+        let revoked = self.partitions.token(incoming.ticket.partition);
+        let delivered = tokio::select! {
+            biased;
+            _ = revoked.cancelled() => {
+                debug!(partition = incoming.ticket.partition, offset = incoming.ticket.offset, "Partition revoked; the job is left to its new owner.");
+                return;
+            }
+            delivered = self.outcome(&incoming) => delivered,
+        };
+        if delivered {
+            self.partitions.completed(incoming.ticket);
+        }
+    }
+
+    async fn outcome(&self, incoming: &Incoming) -> bool {
+        let job = match self.codec.decode_job(&incoming.payload) {
+            Ok(job) => job,
+            Err(e) => {
+                warn!(partition = incoming.ticket.partition, offset = incoming.ticket.offset, kind = e.kind(), reason = %e, "Dead-lettering a message.");
+                self.engine.metrics.dead_lettered();
+                return self
+                    .publisher
+                    .dead_letter(incoming, e.kind(), &e.to_string())
+                    .await;
+            }
+        };
+        let _running = match self.running.claim(&job.job_id) {
+            Ok(running) => running,
+            Err(mut other) => {
+                // The same job id is running here already: its result stands
+                // for this copy too, once it is out.
+                debug!(job_id = %job.job_id, "Job already running on this worker; not starting it twice.");
+                let _ = other.wait_for(|done| *done).await;
+                return true;
+            }
+        };
+        match AssertUnwindSafe(self.engine.process(job))
+            .catch_unwind()
+            .await
+        {
+            Ok(outcome) => {
+                if let Outcome::Held { .. } = &outcome {
+                    self.engine.metrics.job_held();
+                }
+                self.publisher.publish(&outcome, incoming).await
+            }
+            Err(panic) => {
+                // The job still ends in one result: failed, saying why.
+                let why = panic_message(panic.as_ref());
+                error!(partition = incoming.ticket.partition, offset = incoming.ticket.offset, reason = %why, "A job's processing panicked; it ends failed.");
+                match self.codec.decode_job(&incoming.payload) {
+                    Ok(job) => {
+                        let outcome = self.engine.failed_internally(job, &why);
+                        self.publisher.publish(&outcome, incoming).await
+                    }
+                    Err(e) => {
+                        self.publisher
+                            .dead_letter(incoming, e.kind(), &e.to_string())
+                            .await
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The text a panic carried.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}

@@ -1,0 +1,477 @@
+//! The Kafka side of the worker: a consumer in the workers' group on the jobs
+//! topic, up to `max_in_flight` jobs processed concurrently, results and usage
+//! events produced and acknowledged before a job's offset counts as finished, and
+//! per-partition commits of the lowest unfinished offset (at-least-once), with
+//! the offsets finished above it in the commit's metadata so that nobody redoes
+//! them. Poison messages go to the dead-letter topic with the reason and the
+//! original bytes; the partition keeps moving. The consumer is polled even while
+//! every slot is busy (its partitions paused), so a worker busy with long calls
+//! keeps its place in the group. On shutdown the worker stops fetching, lets
+//! in-flight jobs finish within the grace period, commits and leaves the group.
+
+mod job;
+mod partitions;
+mod publish;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::FutureProducer;
+use switchyard_codec::Codec;
+use switchyard_core::config::PipelineConfig;
+use switchyard_kafka::client::{consumer_config, producer_config};
+use switchyard_kafka::{Arrival, Ticket, TopicFollower};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::engine::Engine;
+use job::{JobContext, RunningIds};
+use partitions::{Partitions, WorkerContext};
+use publish::Publisher;
+
+/// Why the worker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Creating or subscribing the Kafka clients failed.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// What a run did, for logs and the demo.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// Messages taken from the jobs topic.
+    pub received: u64,
+    /// Jobs still running when the grace period ended (their offsets stay uncommitted).
+    pub abandoned: u64,
+}
+
+/// The message as the job task needs it.
+pub(crate) struct Incoming {
+    payload: Vec<u8>,
+    key: Option<Vec<u8>>,
+    ticket: Ticket,
+}
+
+impl Incoming {
+    fn of(message: &BorrowedMessage<'_>, ticket: Ticket) -> Self {
+        Self {
+            payload: message.payload().unwrap_or(&[]).to_vec(),
+            key: message.key().map(<[u8]>::to_vec),
+            ticket,
+        }
+    }
+}
+
+/// The worker's name: `worker.worker_id`, else the host name, else "switchyard".
+fn worker_id(config: &PipelineConfig) -> String {
+    config
+        .worker
+        .worker_id
+        .clone()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "switchyard".to_owned())
+}
+
+/// Longest a starting worker waits to have read the batch registry.
+const REGISTRY_CATCH_UP: Duration = Duration::from_secs(30);
+
+/// Longest a starting worker waits to have replayed this month's spend.
+const LEDGER_CATCH_UP: Duration = Duration::from_secs(60);
+
+/// How often finished offsets are stored and finished tasks reaped.
+const TICK: Duration = Duration::from_millis(50);
+
+/// How long every slot may stay busy before the worker pauses its partitions
+/// and keeps polling: well inside librdkafka's `max.poll.interval.ms`.
+const BUSY_BEFORE_PAUSE: Duration = Duration::from_secs(2);
+
+/// librdkafka's default `message.max.bytes` for a producer.
+const DEFAULT_MAX_RECORD: usize = 1_000_000;
+
+type JobConsumer = StreamConsumer<WorkerContext>;
+
+/// The worker's Kafka side.
+struct Kafka {
+    consumer: JobConsumer,
+    producer: FutureProducer,
+    partitions: Arc<Partitions>,
+    jobs: JobContext,
+    stop: CancellationToken,
+}
+
+/// Runs the worker until `shutdown` resolves, then drains.
+pub async fn run(
+    engine: Arc<Engine>,
+    config: &PipelineConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunReport, WorkerError> {
+    let kafka = connect(engine.clone(), config)?;
+    let followers = catch_up(&engine, config).await;
+    info!(worker = %worker_id(config), topic = %kafka.partitions.topic(), group = %config.kafka.group_id, max_in_flight = config.worker.max_in_flight, "Worker started.");
+    let (mut report, tasks) = consume(&kafka, config, shutdown).await;
+    report.abandoned = drain(tasks, config.worker.drain_grace, &kafka.stop).await;
+    if let Err(e) = producer_flush(&kafka.producer) {
+        warn!(error = %e, "Producer flush failed.");
+    }
+    final_commit(&kafka);
+    kafka.consumer.unsubscribe();
+    let _ = tokio::task::spawn_blocking(move || {
+        for f in followers {
+            f.stop();
+        }
+    })
+    .await;
+    info!(received = report.received, "Worker stopped.");
+    Ok(report)
+}
+
+/// Subscribes the consumer and builds the producer.
+fn connect(engine: Arc<Engine>, config: &PipelineConfig) -> Result<Kafka, WorkerError> {
+    let topics = &config.kafka.topics;
+    let worker = &config.worker;
+    let partitions = Arc::new(Partitions::new(
+        topics.jobs.name.clone(),
+        worker.revoke_grace,
+        worker.max_pending_offsets,
+    ));
+    let context = WorkerContext {
+        partitions: partitions.clone(),
+    };
+    let mut consumer_settings = consumer_config(
+        &config.kafka,
+        &config.kafka.group_id,
+        worker.commit_interval,
+    );
+    consumer_settings.set("client.id", worker_id(config));
+    let consumer: JobConsumer = consumer_settings.create_with_context(context)?;
+    consumer.subscribe(&[topics.jobs.name.as_str()])?;
+    let producer: FutureProducer = producer_config(&config.kafka).create()?;
+    let stop = CancellationToken::new();
+    let max_record = config
+        .kafka
+        .client
+        .get("message.max.bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_MAX_RECORD);
+    let publisher = Publisher {
+        producer: producer.clone(),
+        results: (
+            topics.results.name.clone(),
+            Codec::for_topic(&topics.results),
+        ),
+        usage: (topics.usage.name.clone(), Codec::for_topic(&topics.usage)),
+        dlq: topics.dlq.clone(),
+        held: topics.held.clone(),
+        source_topic: topics.jobs.name.clone(),
+        stop: stop.clone(),
+        max_record,
+        max_echo: worker.max_echo_bytes,
+    };
+    let jobs = JobContext {
+        engine,
+        publisher,
+        codec: Codec::for_topic(&topics.jobs),
+        partitions: partitions.clone(),
+        running: Arc::new(RunningIds::default()),
+    };
+    Ok(Kafka {
+        consumer,
+        producer,
+        partitions,
+        jobs,
+        stop,
+    })
+}
+
+/// Knows every batch canceled so far, and replays this month's spend, before
+/// taking jobs: a canceled batch's jobs must not run, and budgets must count
+/// what was spent before this worker started. Returns the followers, which keep
+/// both up to date while the worker runs.
+async fn catch_up(engine: &Arc<Engine>, config: &PipelineConfig) -> Vec<TopicFollower> {
+    let (cancellations, registry_read) = crate::cancellations::follow(engine.clone(), config);
+    let (ledger, ledger_read) = crate::ledger::follow(engine.clone(), config);
+    let _ = tokio::task::spawn_blocking(move || ledger_read.recv_timeout(LEDGER_CATCH_UP)).await;
+    let read =
+        tokio::task::spawn_blocking(move || registry_read.recv_timeout(REGISTRY_CATCH_UP)).await;
+    if !matches!(read, Ok(Ok(_))) {
+        warn!(topic = %config.kafka.topics.batches, waited = ?REGISTRY_CATCH_UP, "The batch registry could not be read before taking jobs; jobs of batches canceled so far may run until it can (check that the topic exists and the brokers are reachable).");
+    }
+    vec![cancellations, ledger]
+}
+
+/// Which partitions the worker has paused, and why.
+#[derive(Default)]
+struct Pauses {
+    /// Every slot stayed busy: all partitions are paused while polling goes on.
+    busy: bool,
+    /// Partitions whose window of pending offsets is full.
+    full: BTreeSet<i32>,
+}
+
+/// The consume loop's state.
+struct Intake<'a> {
+    kafka: &'a Kafka,
+    permits: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+    /// Messages taken while every slot was busy, in arrival order.
+    stash: VecDeque<Incoming>,
+    pauses: Pauses,
+    report: RunReport,
+}
+
+/// Takes jobs until `shutdown`, at most `max_in_flight` at a time, each on a
+/// task of its own; returns what was received and the tasks still running.
+async fn consume(
+    kafka: &Kafka,
+    config: &PipelineConfig,
+    shutdown: impl Future<Output = ()>,
+) -> (RunReport, JoinSet<()>) {
+    let mut intake = Intake {
+        kafka,
+        permits: Arc::new(Semaphore::new(config.worker.max_in_flight)),
+        tasks: JoinSet::new(),
+        stash: VecDeque::new(),
+        pauses: Pauses::default(),
+        report: RunReport::default(),
+    };
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    'consume: loop {
+        // A slot first; while none frees up, keep the consumer polled.
+        let busy_since = tokio::time::Instant::now();
+        let permit = loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break 'consume,
+                p = intake.permits.clone().acquire_owned() => match p {
+                    Ok(p) => break p,
+                    Err(_) => break 'consume,
+                },
+                _ = tick.tick() => {
+                    intake.housekeeping();
+                    if busy_since.elapsed() >= BUSY_BEFORE_PAUSE {
+                        intake.poll_while_busy();
+                    }
+                }
+            }
+        };
+        // Then a message: a stashed one, else the next from Kafka.
+        if let Some(incoming) = intake.stash.pop_front() {
+            intake.start(incoming, permit);
+            continue;
+        }
+        intake.set_busy(false);
+        let message = loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break 'consume,
+                _ = tick.tick() => intake.housekeeping(),
+                m = kafka.consumer.recv() => break m,
+            }
+        };
+        match message {
+            Ok(m) => {
+                if let Some(incoming) = intake.take(&m) {
+                    drop(m);
+                    intake.start(incoming, permit);
+                }
+            }
+            Err(e) => warn!(error = %e, "Consumer error; continuing."),
+        }
+    }
+    (intake.report, intake.tasks)
+}
+
+impl Intake<'_> {
+    /// Registers a message; `None` when it is not new work (a re-fetch, or an
+    /// offset the partition's previous owner finished).
+    fn take(&mut self, m: &BorrowedMessage<'_>) -> Option<Incoming> {
+        match self.kafka.partitions.arrive(m.partition(), m.offset()) {
+            Arrival::New(ticket) => {
+                self.report.received += 1;
+                Some(Incoming::of(m, ticket))
+            }
+            Arrival::Refetched => {
+                debug!(
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    "Already-seen offset skipped."
+                );
+                None
+            }
+            Arrival::DoneBefore => {
+                debug!(
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    "Finished by the partition's previous owner; skipped."
+                );
+                None
+            }
+        }
+    }
+
+    fn start(&mut self, incoming: Incoming, permit: OwnedSemaphorePermit) {
+        if !self.kafka.partitions.start(incoming.ticket) {
+            // Its partition was taken away while it waited in the stash.
+            return;
+        }
+        self.kafka.jobs.engine.metrics.job_started();
+        self.tasks
+            .spawn(self.kafka.jobs.clone().run(incoming, permit));
+    }
+
+    /// Every slot is busy and has been for a while: pause every partition (so
+    /// nothing more is fetched) and poll once, so that the consumer keeps its
+    /// place in the group; what still arrives waits in the stash.
+    fn poll_while_busy(&mut self) {
+        self.set_busy(true);
+        while let Some(Some(m)) = self.kafka.consumer.recv().now_or_never().map(Result::ok) {
+            if let Some(incoming) = self.take(&m) {
+                self.stash.push_back(incoming);
+            }
+        }
+    }
+
+    /// Stores moved commit points, reaps finished tasks, and pauses or resumes
+    /// partitions whose window of pending offsets filled or emptied.
+    fn housekeeping(&mut self) {
+        store_offsets(&self.kafka.consumer, &self.kafka.partitions);
+        while let Some(joined) = self.tasks.try_join_next() {
+            if let Err(e) = joined {
+                error!(error = %e, "A job task ended abnormally; its offset stays uncommitted.");
+            }
+        }
+        let full = self.kafka.partitions.full();
+        let mut wanted: BTreeSet<i32> = self.kafka.partitions.roomy(&self.pauses.full);
+        wanted = self.pauses.full.difference(&wanted).copied().collect();
+        wanted.extend(full);
+        if wanted != self.pauses.full {
+            let (paused, resumed): (Vec<i32>, Vec<i32>) = (
+                wanted.difference(&self.pauses.full).copied().collect(),
+                self.pauses.full.difference(&wanted).copied().collect(),
+            );
+            if !paused.is_empty() {
+                warn!(partitions = ?paused, "The window of pending offsets is full; pausing these partitions until their oldest jobs finish.");
+            }
+            self.pauses.full = wanted;
+            if !self.pauses.busy {
+                self.apply(&paused, true);
+                self.apply(&resumed, false);
+            }
+        }
+    }
+
+    /// Pauses (or resumes) every assigned partition for busy slots, leaving
+    /// partitions paused for a full window as they are.
+    fn set_busy(&mut self, busy: bool) {
+        if self.pauses.busy == busy {
+            return;
+        }
+        self.pauses.busy = busy;
+        let assigned: Vec<i32> = self
+            .kafka
+            .consumer
+            .assignment()
+            .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        let affected: Vec<i32> = assigned
+            .into_iter()
+            .filter(|p| !self.pauses.full.contains(p))
+            .collect();
+        if busy {
+            info!(
+                partitions = affected.len(),
+                "Every slot is busy; pausing fetches and polling until one frees up."
+            );
+        }
+        self.apply(&affected, busy);
+    }
+
+    fn apply(&self, partitions: &[i32], pause: bool) {
+        if partitions.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition(self.kafka.partitions.topic(), *p);
+        }
+        let done = if pause {
+            self.kafka.consumer.pause(&tpl)
+        } else {
+            self.kafka.consumer.resume(&tpl)
+        };
+        if let Err(e) = done {
+            warn!(error = %e, pause, "Could not pause or resume partitions.");
+        }
+    }
+}
+
+/// Lets in-flight jobs finish within the grace period; aborts the rest (their
+/// offsets stay uncommitted and they are redone). Returns how many were aborted.
+async fn drain(mut tasks: JoinSet<()>, grace: Duration, stop: &CancellationToken) -> u64 {
+    info!(
+        in_flight = tasks.len(),
+        ?grace,
+        "Draining: no new jobs; finishing those in flight."
+    );
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_ok() {
+        return 0;
+    }
+    let abandoned = tasks.len() as u64;
+    warn!(
+        abandoned,
+        "Grace period over; unfinished jobs stay uncommitted and will be redone."
+    );
+    stop.cancel();
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    abandoned
+}
+
+/// Commits every partition's finished work before leaving the group.
+fn final_commit(kafka: &Kafka) {
+    store_offsets(&kafka.consumer, &kafka.partitions);
+    let points = kafka.partitions.all_points();
+    if points.count() == 0 {
+        return;
+    }
+    match kafka.consumer.commit(&points, CommitMode::Sync) {
+        Ok(()) => info!(partitions = points.count(), "Committed finished offsets."),
+        Err(e) => warn!(error = %e, "Final commit failed; uncommitted jobs will be redone."),
+    }
+}
+
+fn producer_flush(producer: &FutureProducer) -> Result<(), KafkaError> {
+    use rdkafka::producer::Producer;
+    producer.flush(Duration::from_secs(30))
+}
+
+/// Stores the commit points (and metadata) that changed; librdkafka's
+/// auto-commit sends them.
+fn store_offsets(consumer: &JobConsumer, partitions: &Partitions) {
+    let tpl = partitions.changed_points();
+    if tpl.count() == 0 {
+        return;
+    }
+    if let Err(e) = consumer.store_offsets(&tpl) {
+        debug!(error = %e, "Storing offsets failed (partition revoked?).");
+    }
+}

@@ -1,0 +1,276 @@
+//! Publishing a job's outcome: its result and usage events, a held copy, or a
+//! dead letter, each until the broker acknowledges it. Nothing a job carries
+//! can make its outcome unpublishable: echoed input is capped
+//! (`worker.max_echo_bytes`), a result still too large is replaced by the
+//! smallest record that says why, and a dead letter's original is cut to fit,
+//! with its size and SHA-256 in headers. A missing or unauthorised topic is
+//! retried (loudly) until it is fixed or the worker stops: the job's offset then
+//! stays uncommitted, never skipped.
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureProducer;
+use sha2::{Digest, Sha256};
+use switchyard_codec::{Codec, headers};
+use switchyard_core::result::{JobResult, cap_text};
+use switchyard_core::usage::UsageEvent;
+use switchyard_kafka::produce::{PublishError, publish};
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+use super::Incoming;
+use crate::engine::Outcome;
+
+/// Room left in a record for its key, headers and the protocol's overhead.
+const RECORD_SLACK: usize = 16 * 1024;
+
+/// Produces results, usage events and dead letters, retrying until delivered.
+#[derive(Clone)]
+pub(super) struct Publisher {
+    pub producer: FutureProducer,
+    pub results: (String, Codec),
+    pub usage: (String, Codec),
+    pub dlq: String,
+    pub held: String,
+    pub source_topic: String,
+    pub stop: CancellationToken,
+    /// Largest record value this producer may send.
+    pub max_record: usize,
+    /// Longest text copied from a job into what is published about it.
+    pub max_echo: usize,
+}
+
+/// How a send ended.
+enum Sent {
+    Delivered,
+    /// The worker is stopping: the outcome stays unpublished and the job's
+    /// offset uncommitted.
+    Stopped,
+    /// Too large (or otherwise refused) as it is.
+    Refused(String),
+}
+
+impl Publisher {
+    async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Sent {
+        match publish(
+            &self.producer,
+            topic,
+            key,
+            payload,
+            headers.as_ref(),
+            &self.stop,
+        )
+        .await
+        {
+            Ok(()) => Sent::Delivered,
+            Err(PublishError::Stopped) => Sent::Stopped,
+            Err(PublishError::Refused(e)) => Sent::Refused(e.to_string()),
+        }
+    }
+
+    /// Publishes what became of a job; true once everything is acknowledged.
+    pub async fn publish(&self, outcome: &Outcome, incoming: &Incoming) -> bool {
+        match outcome {
+            Outcome::Finished { result, usage } => self.finished(result, usage, incoming).await,
+            Outcome::Held { reason } => {
+                let mut reason = reason.clone();
+                cap_text(&mut reason, self.max_echo);
+                let held = OwnedHeaders::new().insert(Header {
+                    key: headers::HELD_REASON,
+                    value: Some(reason.as_bytes()),
+                });
+                match self
+                    .send(
+                        &self.held,
+                        incoming.key.as_deref(),
+                        &incoming.payload,
+                        Some(held),
+                    )
+                    .await
+                {
+                    Sent::Delivered => true,
+                    Sent::Stopped => false,
+                    Sent::Refused(why) => {
+                        let reason = format!(
+                            "the job was held ({reason}) but the held topic refused it: {why}"
+                        );
+                        self.dead_letter(incoming, "unpublishable_hold", &reason)
+                            .await
+                    }
+                }
+            }
+        }
+    }
+
+    /// A final result and its usage events. The billed attempts are published
+    /// whatever becomes of the result, so that their cost reaches analytics and
+    /// budgets.
+    async fn finished(
+        &self,
+        result: &JobResult,
+        usage: &[UsageEvent],
+        incoming: &Incoming,
+    ) -> bool {
+        let mut events = Vec::with_capacity(usage.len());
+        for event in usage {
+            match self.usage.1.encode(event) {
+                Ok(bytes) => events.push((event, bytes)),
+                Err(e) => {
+                    error!(job_id = %event.job_id, event_id = %event.event_id, cost_usd = event.cost_usd, input_tokens = event.usage.input_tokens, output_tokens = event.usage.output_tokens, error = %e, "Usage event does not fit the usage topic's schema; its cost is only in this log line.");
+                }
+            }
+        }
+        let sends = events.iter().map(|(event, bytes)| async move {
+            match self.send(&self.usage.0, Some(event.job_id.as_bytes()), bytes, None).await {
+                Sent::Delivered => true,
+                Sent::Stopped => false,
+                Sent::Refused(why) => {
+                    error!(job_id = %event.job_id, event_id = %event.event_id, cost_usd = event.cost_usd, error = %why, "The usage topic refused a usage event; its cost is only in this log line.");
+                    true
+                }
+            }
+        });
+        let (delivered, events_delivered) = tokio::join!(
+            self.result(result, incoming),
+            futures::future::join_all(sends)
+        );
+        delivered && events_delivered.into_iter().all(|ok| ok)
+    }
+
+    /// The result, or the smallest record that says why it could not be sent.
+    async fn result(&self, result: &JobResult, incoming: &Incoming) -> bool {
+        let key = Some(result.job_id.as_bytes());
+        let bytes = match self.results.1.encode(result) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                // A job without a result would look lost: it goes to
+                // the dead-letter topic, saying what it already cost.
+                let reason = format!(
+                    "the job ran (status {}, cost ${:.6}, billed attempts on `{}`) but its result does not fit the schema of `{}`: {e}; fix the schema or the topic's encoding; replaying this message runs the job again",
+                    result.status.as_str(),
+                    result.cost_usd,
+                    self.usage.0,
+                    self.results.0
+                );
+                error!(job_id = %result.job_id, error = %e, "Result does not fit its schema; dead-lettering the job.");
+                return self
+                    .dead_letter(incoming, "unencodable_outcome", &reason)
+                    .await;
+            }
+        };
+        let refused = if bytes.len() + RECORD_SLACK > self.max_record {
+            format!(
+                "{} bytes, over the {} a record may have",
+                bytes.len(),
+                self.max_record
+            )
+        } else {
+            match self.send(&self.results.0, key, &bytes, None).await {
+                Sent::Delivered => return true,
+                Sent::Stopped => return false,
+                Sent::Refused(why) => why,
+            }
+        };
+        let why = format!(
+            "the result could not be published ({refused}); its output is not kept, its cost is in the usage events"
+        );
+        error!(job_id = %result.job_id, reason = %why, "Result too large; publishing a stripped result.");
+        match self.results.1.encode(&result.stripped(why.clone())) {
+            Ok(small) => match self.send(&self.results.0, key, &small, None).await {
+                Sent::Delivered => true,
+                Sent::Stopped => false,
+                Sent::Refused(e) => {
+                    self.dead_letter(
+                        incoming,
+                        "unpublishable_result",
+                        &format!("{why}; even the stripped result was refused: {e}"),
+                    )
+                    .await
+                }
+            },
+            Err(e) => {
+                self.dead_letter(incoming, "unpublishable_result", &format!("{why}; {e}"))
+                    .await
+            }
+        }
+    }
+
+    /// The original message, with the reason and where it came from in headers.
+    /// An original too large for a record is cut to fit, and its whole size and
+    /// SHA-256 go in headers (so it can be found and checked upstream).
+    pub async fn dead_letter(&self, incoming: &Incoming, kind: &str, reason: &str) -> bool {
+        let mut reason = reason.to_owned();
+        cap_text(&mut reason, self.max_echo);
+        let partition = incoming.ticket.partition.to_string();
+        let offset = incoming.ticket.offset.to_string();
+        let mut fields = vec![
+            (headers::DLQ_REASON, reason),
+            (headers::DLQ_KIND, kind.to_owned()),
+            (headers::DLQ_TOPIC, self.source_topic.clone()),
+            (headers::DLQ_PARTITION, partition),
+            (headers::DLQ_OFFSET, offset),
+        ];
+        let room = self.max_record.saturating_sub(RECORD_SLACK);
+        let payload: &[u8] = if incoming.payload.len() > room {
+            fields.push((
+                headers::DLQ_ORIGINAL_SIZE,
+                incoming.payload.len().to_string(),
+            ));
+            fields.push((
+                headers::DLQ_ORIGINAL_SHA256,
+                hex(&Sha256::digest(&incoming.payload)),
+            ));
+            &incoming.payload[..room]
+        } else {
+            &incoming.payload
+        };
+        let mut h = OwnedHeaders::new();
+        for (key, value) in &fields {
+            h = h.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            });
+        }
+        match self
+            .send(&self.dlq, incoming.key.as_deref(), payload, Some(h))
+            .await
+        {
+            Sent::Delivered => true,
+            Sent::Stopped => false,
+            Sent::Refused(why) => {
+                // The smallest dead letter: no original, only why.
+                error!(partition = incoming.ticket.partition, offset = incoming.ticket.offset, error = %why, "The dead-letter topic refused the original; sending its headers alone.");
+                if !fields.iter().any(|(k, _)| *k == headers::DLQ_ORIGINAL_SIZE) {
+                    fields.push((
+                        headers::DLQ_ORIGINAL_SIZE,
+                        incoming.payload.len().to_string(),
+                    ));
+                    fields.push((
+                        headers::DLQ_ORIGINAL_SHA256,
+                        hex(&Sha256::digest(&incoming.payload)),
+                    ));
+                }
+                let mut h = OwnedHeaders::new();
+                for (key, value) in &fields {
+                    h = h.insert(Header {
+                        key,
+                        value: Some(value.as_bytes()),
+                    });
+                }
+                matches!(
+                    self.send(&self.dlq, None, &[], Some(h)).await,
+                    Sent::Delivered
+                )
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
