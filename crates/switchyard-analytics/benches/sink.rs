@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use switchyard_analytics::block::ClickHouseRows;
+use switchyard_analytics::sinks::clickhouse::ClickHouseRows;
 use switchyard_analytics::decode::{RawChunk, decode_chunk};
 use switchyard_analytics::progress::Cut;
 use switchyard_analytics::sample::event;
@@ -140,7 +140,7 @@ fn clickhouse(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let batch = ClickHouseRows::from_rows(&rows(N, next), "switchyard.usage");
+                let batch = ClickHouseRows::from_rows(&rows(N, next));
                 next += N as i64;
                 let start = Instant::now();
                 runtime.block_on(sink.write(&batch)).unwrap();

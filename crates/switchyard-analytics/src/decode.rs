@@ -13,7 +13,6 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use arrow::array::RecordBatch;
 use chrono::Datelike;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
@@ -24,9 +23,10 @@ use switchyard_core::result::AttemptOutcome;
 use switchyard_core::routing::Strategy;
 use switchyard_core::usage::UsageEvent;
 
-use crate::block::{BlockBuilder, ClickHouseRows, RowRef};
 use crate::dedupe::key;
-use crate::row::UNIX_EPOCH_DAYS_FROM_CE;
+use crate::row::{RowRef, UNIX_EPOCH_DAYS_FROM_CE};
+use crate::sinks::clickhouse::ClickHouseRows;
+use crate::sinks::parquet::block::{Block, BlockBuilder};
 
 /// Messages as read from Kafka, their payloads end to end in one buffer.
 #[derive(Debug, Default)]
@@ -87,17 +87,6 @@ impl RawChunk {
     }
 }
 
-/// Rows of one day and org from one chunk.
-#[derive(Debug, Clone)]
-pub struct Block {
-    /// UTC day, days since the epoch.
-    pub day: u16,
-    /// Org.
-    pub org: String,
-    /// The rows, in message order.
-    pub batch: RecordBatch,
-}
-
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded {
@@ -152,7 +141,7 @@ pub fn decode_chunk(
     let mut ch = clickhouse.then(|| ClickHouseRows::with_capacity(chunk.len()));
     let mut add = |r: &RowRef<'_>, m: &RawMessage| -> usize {
         if let Some(ch) = ch.as_mut() {
-            ch.append(r, topic, m.partition, m.offset, m.epoch);
+            ch.append(r, m.epoch);
         }
         let day = r.day();
         let i = match builders
@@ -169,21 +158,21 @@ pub fn decode_chunk(
                 builders.len() - 1
             }
         };
-        builders[i].2.append(r, m.partition, m.offset);
+        builders[i].2.append(r);
         i
     };
     for (m, payload) in chunk.iter() {
         let decoded = match fast_json(codec, payload) {
             Some(fast) => Decoded::Row {
                 id: fast.id,
-                block: add(&fast.row(), m),
+                block: add(&fast.row(topic, m.partition, m.offset), m),
             },
             None => match codec.decode::<UsageEvent>(payload) {
                 Ok(e) => {
                     let id = key(&e.event_id);
                     Decoded::Row {
                         id,
-                        block: add(&row_of_event(&e), m),
+                        block: add(&RowRef::of_event(&e, topic, m.partition, m.offset), m),
                     }
                 }
                 Err(e) => Decoded::Invalid(e.to_string()),
@@ -209,37 +198,6 @@ pub fn decode_chunk(
         blocks,
         clickhouse: ch,
         error,
-    }
-}
-
-/// Borrows a decoded event as a row.
-pub fn row_of_event(e: &UsageEvent) -> RowRef<'_> {
-    RowRef {
-        event_id: &e.event_id,
-        job_id: &e.job_id,
-        batch_id: e.batch_id.as_deref().unwrap_or(""),
-        attempt: e.attempt,
-        ts_ms: e.ts.timestamp_millis().max(0) as u64,
-        org: &e.org,
-        business_unit: &e.business_unit,
-        team: &e.team,
-        project: &e.project,
-        workload: &e.workload,
-        strategy: e.strategy.as_str(),
-        category: e.category.as_str(),
-        complexity: e.complexity,
-        chosen_model: &e.chosen_model,
-        routing_reason: &e.routing_reason,
-        provider: &e.provider,
-        model: &e.model,
-        deployment: &e.deployment,
-        outcome: e.outcome.as_str(),
-        input_tokens: e.usage.input_tokens,
-        output_tokens: e.usage.output_tokens,
-        cached_input_tokens: e.usage.cached_input_tokens,
-        cost_usd: e.cost_usd,
-        baseline_cost_usd: e.baseline_cost_usd,
-        latency_ms: e.latency_ms,
     }
 }
 
@@ -342,7 +300,7 @@ struct Fast<'a> {
 }
 
 impl Fast<'_> {
-    fn row(&self) -> RowRef<'_> {
+    fn row<'r>(&'r self, topic: &'r str, partition: i32, offset: i64) -> RowRef<'r> {
         let e = &self.e;
         RowRef {
             event_id: e.event_id.as_ref(),
@@ -370,6 +328,9 @@ impl Fast<'_> {
             cost_usd: e.cost_usd,
             baseline_cost_usd: e.baseline_cost_usd,
             latency_ms: e.latency_ms,
+            kafka_topic: topic,
+            kafka_partition: partition,
+            kafka_offset: offset,
         }
     }
 }
@@ -479,7 +440,7 @@ mod tests {
             (Ok(row), Decoded::Row { id, block }) => {
                 assert_eq!(*id, key(&row.event_id));
                 let expected =
-                    crate::sinks::parquet::schema::record_batch(std::slice::from_ref(&row))
+                    crate::sinks::parquet::block::record_batch(std::slice::from_ref(&row))
                         .unwrap();
                 assert_eq!(got.blocks[*block].batch, expected);
                 assert_eq!(
@@ -488,7 +449,7 @@ mod tests {
                 );
                 assert_eq!(
                     got.clickhouse.as_ref().unwrap(),
-                    &ClickHouseRows::from_rows(&[row], "switchyard.usage")
+                    &ClickHouseRows::from_rows(&[row])
                 );
             }
             (Err(reason), Decoded::Invalid(got)) => assert_eq!(&reason, got),

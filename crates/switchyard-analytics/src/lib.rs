@@ -13,7 +13,6 @@
 //! ([`progress`], [`dedupe`], [`backoff`]) is pure and tested without I/O.
 
 pub mod backoff;
-pub mod block;
 pub mod decode;
 pub mod dedupe;
 mod error;

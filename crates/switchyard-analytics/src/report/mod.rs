@@ -228,7 +228,7 @@ pub enum Source {
     /// A Parquet tree written by the sink.
     Parquet(std::path::PathBuf),
     /// A ClickHouse database migrated by the sink.
-    ClickHouse(crate::ClickHouseConfig),
+    ClickHouse(crate::sinks::clickhouse::ClickHouseConfig),
 }
 
 impl Source {

@@ -12,9 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::backoff::Backoff;
-use crate::block::ClickHouseRows;
 use crate::progress::Cut;
-use crate::sinks::clickhouse::{ClickHouseConfig, ClickHouseSink};
+use crate::sinks::clickhouse::{ClickHouseConfig, ClickHouseRows, ClickHouseSink};
 
 /// Partitions the sink owns and their epoch; an insert holds the lock.
 pub(super) type Owned = Arc<tokio::sync::Mutex<HashMap<i32, u64>>>;

@@ -19,11 +19,11 @@ use tracing::{debug, info, warn};
 use super::clickhouse::{Batch, Done, Owned};
 use super::reader::SinkContext;
 use super::{Control, SinkOptions, SinkReport};
-use crate::block::ClickHouseRows;
 use crate::decode::{Decoded, DecodedChunk};
 use crate::dedupe::RecentIds;
 use crate::error::{Error, Result};
 use crate::progress::{Cut, Progress};
+use crate::sinks::clickhouse::ClickHouseRows;
 use crate::sinks::parquet::ParquetSink;
 
 /// Longest the writer sleeps before looking at its controls again.
