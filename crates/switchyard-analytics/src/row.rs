@@ -3,8 +3,9 @@
 //! ([`UsageRow`]) and borrowed ([`RowRef`]): a usage event with its org path
 //! split into columns, its time as seconds, milliseconds and day, and the Kafka
 //! position it came from (which is what makes inserts exactly-once, see
-//! `sinks::clickhouse`); and the day arithmetic both stores partition by.
-//! Field order is the ClickHouse column order of `usage_events`.
+//! `sinks::clickhouse`); the day arithmetic both stores partition by; and
+//! [`RowSink`], the way decoded rows reach a store's in-memory shape. Field
+//! order is the ClickHouse column order of `usage_events`.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::Serialize;
@@ -282,6 +283,17 @@ impl<'a> RowRef<'a> {
             kafka_offset: offset,
         }
     }
+}
+
+/// A store's in-memory shape that rows are written into, one at a time, in the
+/// order they were read: the Parquet store's Arrow blocks and the ClickHouse
+/// store's `RowBinary` both take rows this way, so decode knows neither, and one
+/// conformance suite (`sinks::conformance`) checks every store alike.
+pub trait RowSink {
+    /// Takes one row; `epoch` is its partition's assignment epoch when it was
+    /// read (0 outside the sink), for stores that must drop rows of a partition
+    /// given up since.
+    fn append(&mut self, row: &RowRef<'_>, epoch: u64);
 }
 
 /// UTC day of a millisecond timestamp, days since the epoch (saturating).

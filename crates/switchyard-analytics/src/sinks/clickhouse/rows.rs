@@ -5,7 +5,7 @@
 //! ClickHouse already holds, or rows of a partition given up since, can be left
 //! out without encoding anything again.
 
-use crate::row::{RowRef, UsageRow};
+use crate::row::{RowRef, RowSink, UsageRow};
 
 /// The columns of `usage_events` that a `RowBinary` row carries, in its order
 /// (`inserted_at` takes its default).
@@ -53,57 +53,6 @@ impl ClickHouseRows {
             out.append(&RowRef::of_row(r), 0);
         }
         out
-    }
-
-    /// Appends a row read in its partition's assignment `epoch`.
-    pub fn append(&mut self, r: &RowRef<'_>, epoch: u64) {
-        let b = &mut self.bytes;
-        put_str(b, r.event_id);
-        put_str(b, r.job_id);
-        put_str(b, r.batch_id);
-        b.extend_from_slice(&r.attempt.to_le_bytes());
-        b.extend_from_slice(&r.ts_secs().to_le_bytes());
-        b.extend_from_slice(&r.ts_ms.to_le_bytes());
-        let day = r.day();
-        b.extend_from_slice(&day.to_le_bytes());
-        for s in [
-            r.org,
-            r.business_unit,
-            r.team,
-            r.project,
-            r.workload,
-            r.strategy,
-            r.category,
-        ] {
-            put_str(b, s);
-        }
-        b.extend_from_slice(&r.complexity.to_le_bytes());
-        for s in [
-            r.chosen_model,
-            r.routing_reason,
-            r.provider,
-            r.model,
-            r.deployment,
-            r.outcome,
-        ] {
-            put_str(b, s);
-        }
-        for n in [r.input_tokens, r.output_tokens, r.cached_input_tokens] {
-            b.extend_from_slice(&n.to_le_bytes());
-        }
-        b.extend_from_slice(&r.cost_usd.to_le_bytes());
-        b.extend_from_slice(&r.baseline_cost_usd.to_le_bytes());
-        b.extend_from_slice(&r.latency_ms.to_le_bytes());
-        put_str(b, r.kafka_topic);
-        b.extend_from_slice(&r.kafka_partition.to_le_bytes());
-        b.extend_from_slice(&r.kafka_offset.to_le_bytes());
-        self.rows.push(RowPosition {
-            partition: r.kafka_partition,
-            offset: r.kafka_offset,
-            day,
-            epoch,
-            end: b.len(),
-        });
     }
 
     /// Rows held.
@@ -189,6 +138,59 @@ impl ClickHouseRows {
     }
 }
 
+/// The ClickHouse store's shape of decoded rows: each row encoded as it comes.
+impl RowSink for ClickHouseRows {
+    fn append(&mut self, r: &RowRef<'_>, epoch: u64) {
+        let b = &mut self.bytes;
+        put_str(b, r.event_id);
+        put_str(b, r.job_id);
+        put_str(b, r.batch_id);
+        b.extend_from_slice(&r.attempt.to_le_bytes());
+        b.extend_from_slice(&r.ts_secs().to_le_bytes());
+        b.extend_from_slice(&r.ts_ms.to_le_bytes());
+        let day = r.day();
+        b.extend_from_slice(&day.to_le_bytes());
+        for s in [
+            r.org,
+            r.business_unit,
+            r.team,
+            r.project,
+            r.workload,
+            r.strategy,
+            r.category,
+        ] {
+            put_str(b, s);
+        }
+        b.extend_from_slice(&r.complexity.to_le_bytes());
+        for s in [
+            r.chosen_model,
+            r.routing_reason,
+            r.provider,
+            r.model,
+            r.deployment,
+            r.outcome,
+        ] {
+            put_str(b, s);
+        }
+        for n in [r.input_tokens, r.output_tokens, r.cached_input_tokens] {
+            b.extend_from_slice(&n.to_le_bytes());
+        }
+        b.extend_from_slice(&r.cost_usd.to_le_bytes());
+        b.extend_from_slice(&r.baseline_cost_usd.to_le_bytes());
+        b.extend_from_slice(&r.latency_ms.to_le_bytes());
+        put_str(b, r.kafka_topic);
+        b.extend_from_slice(&r.kafka_partition.to_le_bytes());
+        b.extend_from_slice(&r.kafka_offset.to_le_bytes());
+        self.rows.push(RowPosition {
+            partition: r.kafka_partition,
+            offset: r.kafka_offset,
+            day,
+            epoch,
+            end: b.len(),
+        });
+    }
+}
+
 /// A `RowBinary` string: LEB128 length, then the bytes.
 fn put_str(b: &mut Vec<u8>, s: &str) {
     let mut n = s.len();
@@ -208,6 +210,96 @@ fn put_str(b: &mut Vec<u8>, s: &str) {
 mod tests {
     use super::*;
     use crate::row::tests::event;
+    use crate::sinks::conformance::{ReadBack, row_sink_conformance};
+
+    impl ReadBack for ClickHouseRows {
+        fn empty(rows: usize) -> Self {
+            ClickHouseRows::with_capacity(rows)
+        }
+
+        fn read_back(self, _topic: &str) -> Vec<UsageRow> {
+            let mut at = RowBinary(self.bytes());
+            self.positions()
+                .iter()
+                .map(|p| {
+                    let row = at.row();
+                    assert_eq!(
+                        self.bytes().len() - at.0.len(),
+                        p.end,
+                        "row ends where noted"
+                    );
+                    assert_eq!(
+                        (p.partition, p.offset, p.day),
+                        (row.kafka_partition, row.kafka_offset, row.day)
+                    );
+                    row
+                })
+                .collect()
+        }
+    }
+
+    /// Reads `RowBinary` of `usage_events` as ClickHouse would.
+    struct RowBinary<'a>(&'a [u8]);
+
+    impl RowBinary<'_> {
+        fn take<const N: usize>(&mut self) -> [u8; N] {
+            let (head, rest) = self.0.split_at(N);
+            self.0 = rest;
+            head.try_into().unwrap()
+        }
+
+        fn text(&mut self) -> String {
+            let (mut len, mut shift) = (0usize, 0);
+            loop {
+                let [byte] = self.take::<1>();
+                len |= usize::from(byte & 0x7f) << shift;
+                shift += 7;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+            let (text, rest) = self.0.split_at(len);
+            self.0 = rest;
+            String::from_utf8(text.to_vec()).unwrap()
+        }
+
+        fn row(&mut self) -> UsageRow {
+            UsageRow {
+                event_id: self.text(),
+                job_id: self.text(),
+                batch_id: self.text(),
+                attempt: u32::from_le_bytes(self.take()),
+                ts: u32::from_le_bytes(self.take()),
+                ts_ms: u64::from_le_bytes(self.take()),
+                day: u16::from_le_bytes(self.take()),
+                org: self.text(),
+                business_unit: self.text(),
+                team: self.text(),
+                project: self.text(),
+                workload: self.text(),
+                strategy: self.text(),
+                category: self.text(),
+                complexity: f64::from_le_bytes(self.take()),
+                chosen_model: self.text(),
+                routing_reason: self.text(),
+                provider: self.text(),
+                model: self.text(),
+                deployment: self.text(),
+                outcome: self.text(),
+                input_tokens: u64::from_le_bytes(self.take()),
+                output_tokens: u64::from_le_bytes(self.take()),
+                cached_input_tokens: u64::from_le_bytes(self.take()),
+                cost_usd: f64::from_le_bytes(self.take()),
+                baseline_cost_usd: f64::from_le_bytes(self.take()),
+                latency_ms: u64::from_le_bytes(self.take()),
+                kafka_topic: self.text(),
+                kafka_partition: i32::from_le_bytes(self.take()),
+                kafka_offset: i64::from_le_bytes(self.take()),
+            }
+        }
+    }
+
+    row_sink_conformance!(ClickHouseRows);
 
     #[test]
     fn a_string_carries_its_length_as_leb128() {

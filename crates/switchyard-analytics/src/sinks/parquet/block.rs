@@ -2,17 +2,22 @@
 //! [`BlockBuilder`] appends rows of one day and org straight from borrowed text
 //! (no owned row in between) and finishes them as a record batch of the files'
 //! [`schema`](super::schema); a [`Block`] is such a batch with its partition.
+//! [`BlocksBuilder`] is the Parquet store's [`RowSink`]: it splits the rows of a
+//! chunk by day and org, as the tree is partitioned, into [`Blocks`].
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
+    ArrayRef, BooleanArray, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
     StringDictionaryBuilder, TimestampMillisecondBuilder, UInt32Builder, UInt64Builder,
 };
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::Int32Type;
+use arrow::error::ArrowError;
 
 use super::schema;
-use crate::row::{RowRef, UsageRow};
+use crate::row::{RowRef, RowSink, UsageRow};
 
 /// Rows of one day and org, as one record batch of the files' schema.
 #[derive(Debug, Clone)]
@@ -178,6 +183,124 @@ impl BlockBuilder {
     }
 }
 
+/// Rows of a chunk split by day and org, in Arrow builders.
+pub struct BlocksBuilder {
+    builders: Vec<(u16, String, BlockBuilder)>,
+    /// Index into `builders` of each row, in the order appended.
+    row_block: Vec<u32>,
+    capacity: usize,
+}
+
+impl BlocksBuilder {
+    /// Builders sized for a chunk of about `rows` rows.
+    pub fn with_capacity(rows: usize) -> Self {
+        Self {
+            builders: Vec::new(),
+            row_block: Vec::with_capacity(rows),
+            capacity: rows,
+        }
+    }
+
+    /// The record batches, one per day and org in the order each first appeared.
+    pub fn finish(self) -> Result<Blocks, ArrowError> {
+        let mut blocks = Vec::with_capacity(self.builders.len());
+        for (day, org, mut b) in self.builders {
+            blocks.push(Block {
+                day,
+                org,
+                batch: b.finish()?,
+            });
+        }
+        Ok(Blocks {
+            blocks,
+            row_block: self.row_block,
+        })
+    }
+}
+
+impl RowSink for BlocksBuilder {
+    fn append(&mut self, row: &RowRef<'_>, _epoch: u64) {
+        let day = row.day();
+        // A chunk holds a handful of days and orgs: a scan beats a map.
+        let i = match self
+            .builders
+            .iter()
+            .position(|(d, o, _)| *d == day && o == row.org)
+        {
+            Some(i) => i,
+            None => {
+                self.builders.push((
+                    day,
+                    row.org.to_owned(),
+                    BlockBuilder::with_capacity(self.capacity),
+                ));
+                self.builders.len() - 1
+            }
+        };
+        self.builders[i].2.append(row);
+        self.row_block.push(i as u32);
+    }
+}
+
+/// A chunk's rows as finished blocks, and which block each row went to.
+#[derive(Debug, Clone, Default)]
+pub struct Blocks {
+    blocks: Vec<Block>,
+    row_block: Vec<u32>,
+}
+
+impl Blocks {
+    /// The blocks, one per day and org.
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
+    /// The blocks, owned.
+    pub fn into_blocks(self) -> Vec<Block> {
+        self.blocks
+    }
+
+    /// Rows in all blocks.
+    pub fn rows(&self) -> usize {
+        self.row_block.len()
+    }
+
+    /// Index in [`Blocks::blocks`] of the block that holds row `row` (counted
+    /// in the order the rows were appended).
+    pub fn block_of(&self, row: usize) -> Option<usize> {
+        self.row_block.get(row).map(|b| *b as usize)
+    }
+
+    /// The blocks with only the rows `keep` marks (one flag per row, in the
+    /// order appended); blocks left without rows are left out.
+    pub fn select(&self, keep: &[bool]) -> Result<Vec<Cow<'_, Block>>, ArrowError> {
+        if keep.iter().all(|k| *k) {
+            return Ok(self.blocks.iter().map(Cow::Borrowed).collect());
+        }
+        let mut masks: Vec<Vec<bool>> = self
+            .blocks
+            .iter()
+            .map(|b| Vec::with_capacity(b.batch.num_rows()))
+            .collect();
+        for (block, k) in self.row_block.iter().zip(keep) {
+            masks[*block as usize].push(*k);
+        }
+        let mut out = Vec::with_capacity(self.blocks.len());
+        for (block, mask) in self.blocks.iter().zip(masks) {
+            if mask.iter().all(|k| *k) {
+                out.push(Cow::Borrowed(block));
+            } else if mask.iter().any(|k| *k) {
+                out.push(Cow::Owned(Block {
+                    day: block.day,
+                    org: block.org.clone(),
+                    batch: filter_record_batch(&block.batch, &BooleanArray::from(mask))?,
+                }));
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The rows as one record batch of the files' schema (tests, tools).
 pub fn record_batch(rows: &[UsageRow]) -> Result<RecordBatch, arrow::error::ArrowError> {
     let mut b = BlockBuilder::with_capacity(rows.len());
@@ -189,8 +312,114 @@ pub fn record_batch(rows: &[UsageRow]) -> Result<RecordBatch, arrow::error::Arro
 
 #[cfg(test)]
 mod tests {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{
+        DataType, Float64Type, Int64Type, TimestampMillisecondType, UInt32Type, UInt64Type,
+    };
+
     use super::*;
+    use crate::row::day_of;
     use crate::row::tests::event;
+    use crate::sinks::conformance::{ReadBack, row_sink_conformance};
+
+    impl ReadBack for BlocksBuilder {
+        fn empty(rows: usize) -> Self {
+            BlocksBuilder::with_capacity(rows)
+        }
+
+        fn read_back(self, topic: &str) -> Vec<UsageRow> {
+            let blocks = self.finish().unwrap();
+            let mut next = vec![0; blocks.blocks().len()];
+            (0..blocks.rows())
+                .map(|i| {
+                    let b = blocks.block_of(i).unwrap();
+                    next[b] += 1;
+                    row_at(&blocks.blocks()[b].batch, next[b] - 1, topic)
+                })
+                .collect()
+        }
+    }
+
+    /// Row `j` of a block, read column by column.
+    fn row_at(batch: &RecordBatch, j: usize, topic: &str) -> UsageRow {
+        let column = |name: &str| batch.column_by_name(name).unwrap().clone();
+        let text = |name: &str| {
+            let c = arrow::compute::cast(&column(name), &DataType::Utf8).unwrap();
+            let c = c.as_string::<i32>();
+            if c.is_null(j) {
+                String::new()
+            } else {
+                c.value(j).to_owned()
+            }
+        };
+        let count = |name: &str| column(name).as_primitive::<UInt64Type>().value(j);
+        let usd = |name: &str| column(name).as_primitive::<Float64Type>().value(j);
+        let ts_ms = column("ts")
+            .as_primitive::<TimestampMillisecondType>()
+            .value(j) as u64;
+        UsageRow {
+            event_id: text("event_id"),
+            job_id: text("job_id"),
+            batch_id: text("batch_id"),
+            attempt: column("attempt").as_primitive::<UInt32Type>().value(j),
+            ts: u32::try_from(ts_ms / 1000).unwrap_or(u32::MAX),
+            ts_ms,
+            day: day_of(ts_ms),
+            org: text("org"),
+            business_unit: text("business_unit"),
+            team: text("team"),
+            project: text("project"),
+            workload: text("workload"),
+            strategy: text("strategy"),
+            category: text("category"),
+            complexity: usd("complexity"),
+            chosen_model: text("chosen_model"),
+            routing_reason: text("routing_reason"),
+            provider: text("provider"),
+            model: text("model"),
+            deployment: text("deployment"),
+            outcome: text("outcome"),
+            input_tokens: count("input_tokens"),
+            output_tokens: count("output_tokens"),
+            cached_input_tokens: count("cached_input_tokens"),
+            cost_usd: usd("cost_usd"),
+            baseline_cost_usd: usd("baseline_cost_usd"),
+            latency_ms: count("latency_ms"),
+            kafka_topic: topic.to_owned(),
+            kafka_partition: column("kafka_partition")
+                .as_primitive::<arrow::datatypes::Int32Type>()
+                .value(j),
+            kafka_offset: column("kafka_offset").as_primitive::<Int64Type>().value(j),
+        }
+    }
+
+    row_sink_conformance!(BlocksBuilder);
+
+    #[test]
+    fn selecting_rows_keeps_them_in_their_blocks_and_drops_emptied_blocks() {
+        let day = 86_400_000;
+        let rows: Vec<UsageRow> = [("a", 0), ("b", day), ("a", 1), ("b", day + 1)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (org, ms))| {
+                UsageRow::from_event(event(&format!("e{i}"), org, "t", ms, 0.1), "u", 0, i as i64)
+            })
+            .collect();
+        let mut b = BlocksBuilder::with_capacity(4);
+        for r in &rows {
+            b.append(&RowRef::of_row(r), 0);
+        }
+        let blocks = b.finish().unwrap();
+        assert_eq!(blocks.rows(), 4);
+        let all = blocks.select(&[true; 4]).unwrap();
+        assert!(all.iter().all(|b| matches!(b, Cow::Borrowed(_))));
+        let kept = blocks.select(&[false, false, true, false]).unwrap();
+        assert_eq!(kept.len(), 1, "the block of org b lost every row");
+        assert_eq!(
+            kept[0].batch,
+            record_batch(std::slice::from_ref(&rows[2])).unwrap()
+        );
+    }
 
     #[test]
     fn a_block_is_a_record_batch_of_the_parquet_schema() {

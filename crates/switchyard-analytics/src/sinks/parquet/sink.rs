@@ -16,8 +16,8 @@ use parquet::schema::types::ColumnPath;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::config::ParquetConfig;
 use super::block::BlockBuilder;
+use super::config::ParquetConfig;
 use super::manifest::{Manifest, remove_orphans, sync_dir};
 use super::{paths, schema};
 use crate::error::{Error, Result};
