@@ -18,7 +18,8 @@
 //!   conformance suite runs against both shapes.
 //! - [`runner`] is the Kafka pipeline that feeds them ([`run_sink`]): reader,
 //!   decoder and writer threads and the ClickHouse task.
-//! - [`report`] reads the stores back into cost reports.
+//! - [`report`] reads the stores back into cost reports, and sums job results
+//!   into the figures the demo shows.
 //! - The bookkeeping that makes delivery exact ([`progress`], [`dedupe`],
 //!   [`backoff`]) is pure and tested without I/O.
 
