@@ -1,7 +1,7 @@
 //! Usage rows as Arrow columns, the shape the Parquet files take: a
 //! [`BlockBuilder`] appends rows of one day and org straight from borrowed text
 //! (no owned row in between) and finishes them as a record batch of the files'
-//! [`schema`](super::schema); a [`Block`] is such a batch with its partition.
+//! [`schema`]; a [`Block`] is such a batch with its partition.
 //! [`BlocksBuilder`] is the Parquet store's [`RowSink`]: it splits the rows of a
 //! chunk by day and org, as the tree is partitioned, into [`Blocks`].
 
