@@ -450,7 +450,7 @@ async fn a_sink_stopped_while_clickhouse_is_down_exits_and_commits_nothing_click
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_with_usage_upgrades_to_per_insert_rollups_with_every_sum_kept() {
-    use switchyard_analytics::block::ClickHouseRows;
+    use switchyard_analytics::sinks::clickhouse::ClickHouseRows;
     use switchyard_analytics::sinks::clickhouse::migrate::{migrate, migrate_to};
     use switchyard_analytics::{ClickHouseSink, UsageRow};
 
@@ -501,7 +501,7 @@ async fn a_database_with_usage_upgrades_to_per_insert_rollups_with_every_sum_kep
     let all: Vec<UsageRow> = before.iter().chain(&after).cloned().collect();
     // Re-delivered old rows are skipped by offset; only the new ones go in.
     let outcome = sink
-        .write(&ClickHouseRows::from_rows(&all[400..], topic))
+        .write(&ClickHouseRows::from_rows(&all[400..]))
         .await
         .unwrap();
     assert_eq!((outcome.inserted, outcome.skipped), (700, 100));
@@ -537,7 +537,7 @@ async fn a_database_with_usage_upgrades_to_per_insert_rollups_with_every_sum_kep
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_insert_while_catching_up_inserts_no_row_twice() {
-    use switchyard_analytics::block::ClickHouseRows;
+    use switchyard_analytics::sinks::clickhouse::ClickHouseRows;
     use switchyard_analytics::{ClickHouseSink, UsageRow};
 
     let db = TestDb::new().await;
@@ -551,7 +551,7 @@ async fn a_failed_insert_while_catching_up_inserts_no_row_twice() {
             })
             .collect()
     };
-    let batch = |parts: &[Vec<UsageRow>]| ClickHouseRows::from_rows(&parts.concat(), topic);
+    let batch = |parts: &[Vec<UsageRow>]| ClickHouseRows::from_rows(&parts.concat());
     // One sink wrote partition 0 up to offset 999, further than the group committed.
     let mut first = ClickHouseSink::connect(config.clone(), topic)
         .await
@@ -590,7 +590,7 @@ async fn a_failed_insert_while_catching_up_inserts_no_row_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_insert_abandoned_by_its_client_is_stopped_instead_of_waited_for_forever() {
-    use switchyard_analytics::block::ClickHouseRows;
+    use switchyard_analytics::sinks::clickhouse::ClickHouseRows;
     use switchyard_analytics::{ClickHouseSink, UsageRow};
 
     let db = TestDb::new().await;
@@ -632,7 +632,7 @@ async fn an_insert_abandoned_by_its_client_is_stopped_instead_of_waited_for_fore
         .collect();
     let outcome = tokio::time::timeout(
         Duration::from_secs(20),
-        sink.write(&ClickHouseRows::from_rows(&rows, topic)),
+        sink.write(&ClickHouseRows::from_rows(&rows)),
     )
     .await
     .expect("the sink still waits for the abandoned query after 20 s")

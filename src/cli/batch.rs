@@ -364,49 +364,6 @@ pub async fn estimate(args: EstimateArgs) -> anyhow::Result<ExitCode> {
         json_out(&e)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let skipped = if e.invalid > 0 {
-        format!(", {} invalid lines skipped", e.invalid)
-    } else {
-        String::new()
-    };
-    println!(
-        "file       {} ({}, {} requests{skipped})",
-        args.file.display(),
-        e.format.as_str(),
-        e.requests
-    );
-    println!(
-        "tokens     {} prompt (o200k_base), {} expected output",
-        e.prompt_tokens, e.expected_output_tokens
-    );
-    println!(
-        "baseline   {}: ${:.4}",
-        e.baseline_model, e.baseline_cost_usd
-    );
-    println!();
-    println!(
-        "{:<20} {:>12} {:>8} {:>10}  first choice",
-        "strategy", "est. cost", "saving", "unroutable"
-    );
-    for s in &e.strategies {
-        let routed: u64 = s.models.iter().map(|(_, n)| n).sum();
-        let mut models: Vec<String> = s
-            .models
-            .iter()
-            .take(3)
-            .map(|(m, n)| format!("{m} {:.0}%", *n as f64 * 100.0 / routed.max(1) as f64))
-            .collect();
-        if s.models.len() > 3 {
-            models.push(format!("+{} more", s.models.len() - 3));
-        }
-        println!(
-            "{:<20} {:>12} {:>7.1}% {:>10}  {}",
-            s.strategy.as_str(),
-            format!("${:.4}", s.cost_usd),
-            s.saving * 100.0,
-            s.unroutable,
-            models.join(", ")
-        );
-    }
+    print!("{}", e.table(&args.file));
     Ok(ExitCode::SUCCESS)
 }

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use switchyard_analytics::{SinkOptions, run_sink_with, sample};
+use switchyard_analytics::{SinkOptions, SinkReport, run_sink_with, sample};
 use switchyard_codec::Codec;
+use switchyard_core::config::PipelineConfig;
 use switchyard_loader::env_overrides;
 
 use super::bench::{cpu_time, peak_rss_mb, produce_all, spawn_child};
@@ -48,11 +49,33 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "bootstrap:",
     )
     .await?;
-    let mut config = switchyard_loader::load_pipeline(&args.config, &env_overrides())?.config;
-    config.kafka.brokers = brokers.clone();
     let dir = tempfile::tempdir()?;
+    let config = bench_config(&args, &brokers, dir.path()).await?;
+    let retained = produce_events(&config, &brokers, args.events).await?;
+    eprintln!("Running the sink…");
+    let consumed = Arc::new(AtomicU64::new(0));
+    let options = SinkOptions {
+        consumed: Some(consumed.clone()),
+        ..SinkOptions::default()
+    };
+    let clock = Arc::new(SinkClock::default());
+    let all_consumed = clock.clone().watch(consumed, retained);
+    let report = run_sink_with(&config, options, all_consumed).await?;
+    print_figures(&report, &clock, args.clickhouse_url.is_some())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The pipeline config with the benchmark's broker, a fresh Parquet directory
+/// under `dir`, and ClickHouse (its bench database dropped first) when asked.
+async fn bench_config(
+    args: &Args,
+    brokers: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<PipelineConfig> {
+    let mut config = switchyard_loader::load_pipeline(&args.config, &env_overrides())?.config;
+    config.kafka.brokers = brokers.to_owned();
     let analytics = &mut config.analytics;
-    analytics.parquet_dir = dir.path().join("usage");
+    analytics.parquet_dir = dir.join("usage");
     analytics.flush_interval = Duration::from_secs(1);
     analytics.parquet_roll_interval = Duration::from_secs(60);
     analytics.clickhouse_url = args.clickhouse_url.clone();
@@ -65,14 +88,23 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await
             .map_err(|e| anyhow::anyhow!("ClickHouse at {url}: {e}"))?;
     }
+    Ok(config)
+}
 
-    eprintln!("Producing {} usage events…", args.events);
+/// Produces `events` sample usage events to the usage topic; gives how many
+/// the broker retained (the ones the sink will read).
+async fn produce_events(
+    config: &PipelineConfig,
+    brokers: &str,
+    events: u64,
+) -> anyhow::Result<u64> {
+    eprintln!("Producing {events} usage events…");
     let codec = Codec::for_topic(&config.kafka.topics.usage);
-    let events = (0..args.events).map(|i| {
+    let encoded = (0..events).map(|i| {
         let e = sample::event(i);
         Ok((e.job_id.clone(), codec.encode(&e)?))
     });
-    produce_all(&brokers, &config.kafka.topics.usage.name, events).await?;
+    produce_all(brokers, &config.kafka.topics.usage.name, encoded).await?;
 
     // The embedded broker keeps about 5 MB per partition: count what it retained.
     let retained = {
@@ -88,45 +120,53 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         })
         .await??
     } as u64;
-    if retained < args.events {
+    if retained < events {
         eprintln!(
-            "The broker retained {retained} of {} events (its per-partition retention); measuring those. Use more --partitions to keep all.",
-            args.events
+            "The broker retained {retained} of {events} events (its per-partition retention); measuring those. Use more --partitions to keep all."
         );
     }
-    eprintln!("Running the sink…");
-    let consumed = Arc::new(AtomicU64::new(0));
-    let options = SinkOptions {
-        consumed: Some(consumed.clone()),
-        ..SinkOptions::default()
-    };
-    let total = retained;
-    let watch = consumed.clone();
-    let started = Arc::new(std::sync::Mutex::new(None::<(Instant, Option<Duration>)>));
-    let start_mark = started.clone();
-    let read_all = Arc::new(std::sync::Mutex::new(None::<Instant>));
-    let read_mark = read_all.clone();
-    let all_consumed = async move {
+    Ok(retained)
+}
+
+/// When the sink consumed its first event (with the process's CPU time then)
+/// and when it had consumed them all.
+#[derive(Default)]
+struct SinkClock {
+    started: std::sync::Mutex<Option<(Instant, Option<Duration>)>>,
+    read_all: std::sync::Mutex<Option<Instant>>,
+}
+
+impl SinkClock {
+    /// Resolves once `consumed` reaches `total`, marking the times on the way:
+    /// the sink's shutdown signal.
+    async fn watch(self: Arc<Self>, consumed: Arc<AtomicU64>, total: u64) {
         loop {
-            let n = watch.load(Ordering::Relaxed);
+            let n = consumed.load(Ordering::Relaxed);
             if n > 0
-                && let Ok(mut s) = start_mark.lock()
+                && let Ok(mut s) = self.started.lock()
                 && s.is_none()
             {
                 *s = Some((Instant::now(), cpu_time()));
             }
             if n >= total {
-                if let Ok(mut r) = read_mark.lock() {
+                if let Ok(mut r) = self.read_all.lock() {
                     *r = Some(Instant::now());
                 }
                 return;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-    };
-    let report = run_sink_with(&config, options, all_consumed).await?;
+    }
+}
+
+/// Prints events/s, rows per store, CPU per event, the split between reading
+/// and writing out, and the peak RSS.
+fn print_figures(report: &SinkReport, clock: &SinkClock, clickhouse: bool) -> anyhow::Result<()> {
     let (elapsed, cpu) = {
-        let s = started.lock().map_err(|_| anyhow::anyhow!("clock lock"))?;
+        let s = clock
+            .started
+            .lock()
+            .map_err(|_| anyhow::anyhow!("clock lock"))?;
         let (t0, c0) = s.ok_or_else(|| anyhow::anyhow!("no event was consumed"))?;
         (
             t0.elapsed(),
@@ -139,11 +179,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         report.consumed,
         elapsed.as_secs_f64(),
         n / elapsed.as_secs_f64(),
-        if args.clickhouse_url.is_some() {
-            " and ClickHouse"
-        } else {
-            ""
-        }
+        if clickhouse { " and ClickHouse" } else { "" }
     );
     println!(
         "  Parquet: {} rows in {} files; ClickHouse: {} rows",
@@ -156,8 +192,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             cpu.as_secs_f64() * 1e6 / n
         );
     }
-    let read_at = read_all.lock().ok().and_then(|r| *r);
-    if let (Some(read_at), Some((t0, _))) = (read_at, started.lock().ok().and_then(|s| *s)) {
+    let read_at = clock.read_all.lock().ok().and_then(|r| *r);
+    if let (Some(read_at), Some((t0, _))) = (read_at, clock.started.lock().ok().and_then(|s| *s)) {
         println!(
             "  of which reading every event: {:.2} s; writing out, closing files and committing: {:.2} s",
             read_at.duration_since(t0).as_secs_f64(),
@@ -167,5 +203,5 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(rss) = peak_rss_mb() {
         println!("  peak RSS: {rss:.0} MB");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

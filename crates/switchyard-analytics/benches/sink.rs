@@ -12,10 +12,11 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use switchyard_analytics::block::ClickHouseRows;
-use switchyard_analytics::decode::{RawChunk, decode_chunk};
+use switchyard_analytics::decode::RawChunk;
 use switchyard_analytics::progress::Cut;
+use switchyard_analytics::runner::decode_for_stores;
 use switchyard_analytics::sample::event;
+use switchyard_analytics::sinks::clickhouse::ClickHouseRows;
 use switchyard_analytics::{
     ClickHouseConfig, ClickHouseSink, ParquetConfig, ParquetSink, UsageRow,
 };
@@ -69,7 +70,7 @@ fn decode(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 for chunk in &chunks {
-                    let d = decode_chunk(&codec, "switchyard.usage", chunk, clickhouse);
+                    let d = decode_for_stores(&codec, "switchyard.usage", chunk, clickhouse);
                     assert!(d.error.is_none());
                     std::hint::black_box(d);
                 }
@@ -85,7 +86,11 @@ fn parquet(c: &mut Criterion) {
     let codec = Codec::json();
     let blocks: Vec<_> = chunks(N)
         .iter()
-        .flat_map(|c| decode_chunk(&codec, "switchyard.usage", c, false).blocks)
+        .flat_map(|c| {
+            decode_for_stores(&codec, "switchyard.usage", c, false)
+                .parquet
+                .into_blocks()
+        })
         .collect();
     let mut g = c.benchmark_group("sink");
     g.throughput(Throughput::Elements(N));
@@ -140,7 +145,7 @@ fn clickhouse(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let batch = ClickHouseRows::from_rows(&rows(N, next), "switchyard.usage");
+                let batch = ClickHouseRows::from_rows(&rows(N, next));
                 next += N as i64;
                 let start = Instant::now();
                 runtime.block_on(sink.write(&batch)).unwrap();

@@ -1,10 +1,11 @@
-//! Usage events from the topic's bytes into the stores' shapes, a chunk of
-//! messages at a time (the sink runs this on its decoder threads).
+//! Usage events from the topic's bytes into rows, a chunk of messages at a time
+//! (the sink runs this on its decoder threads), written into a [`RowSink`]:
+//! decode knows no store, the caller picks which shapes the rows take.
 //!
 //! JSON events take a fast path: the text is checked as UTF-8 once and parsed
 //! into borrowed fields (no string is copied unless it holds escapes), the
 //! canonical RFC 3339 timestamps that Switchyard writes are read without chrono,
-//! and the row goes straight into the column builders. Anything the fast path
+//! and the borrowed row goes straight to the sink (the stores' column builders). Anything the fast path
 //! does not accept (an unknown field under the `ignore` policy, an unusual
 //! timestamp, a syntax error) goes through the topic's full [`Codec`], so the
 //! outcome, and the reason when a message is not a usage event, is exactly the
@@ -13,7 +14,6 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use arrow::array::RecordBatch;
 use chrono::Datelike;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
@@ -24,9 +24,8 @@ use switchyard_core::result::AttemptOutcome;
 use switchyard_core::routing::Strategy;
 use switchyard_core::usage::UsageEvent;
 
-use crate::block::{BlockBuilder, ClickHouseRows, RowRef};
 use crate::dedupe::key;
-use crate::row::UNIX_EPOCH_DAYS_FROM_CE;
+use crate::row::{RowRef, RowSink, UNIX_EPOCH_DAYS_FROM_CE};
 
 /// Messages as read from Kafka, their payloads end to end in one buffer.
 #[derive(Debug, Default)]
@@ -87,26 +86,14 @@ impl RawChunk {
     }
 }
 
-/// Rows of one day and org from one chunk.
-#[derive(Debug, Clone)]
-pub struct Block {
-    /// UTC day, days since the epoch.
-    pub day: u16,
-    /// Org.
-    pub org: String,
-    /// The rows, in message order.
-    pub batch: RecordBatch,
-}
-
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded {
-    /// A usage event: its de-duplication key and where its row is.
+    /// A usage event, whose row went to the [`RowSink`] (the n-th `Row` of a
+    /// chunk is the n-th row appended).
     Row {
         /// The event id as a 128-bit key.
         id: u128,
-        /// Index into [`DecodedChunk::blocks`].
-        block: usize,
     },
     /// Not a usage event, and why.
     Invalid(String),
@@ -125,65 +112,26 @@ pub struct DecodedMessage {
     pub decoded: Decoded,
 }
 
-/// A chunk turned into rows: per message what it was, the Parquet blocks, and
-/// the ClickHouse rows (in message order, one per usage event) when wanted.
-#[derive(Debug)]
-pub struct DecodedChunk {
-    /// Every message, in order.
-    pub messages: Vec<DecodedMessage>,
-    /// Rows per (day, org); the n-th `Row` of a block is its n-th row.
-    pub blocks: Vec<Block>,
-    /// The same rows for ClickHouse.
-    pub clickhouse: Option<ClickHouseRows>,
-    /// Failure to build a block (a bug, not bad input).
-    pub error: Option<String>,
-}
-
-/// Decodes a chunk read from `topic`; with `clickhouse`, also encodes the rows
-/// for ClickHouse.
+/// Decodes a chunk read from `topic`, appending the row of every usage event
+/// to `rows` in message order; says what became of each message.
 pub fn decode_chunk(
     codec: &Codec,
     topic: &str,
     chunk: &RawChunk,
-    clickhouse: bool,
-) -> DecodedChunk {
-    let mut builders: Vec<(u16, String, BlockBuilder)> = Vec::new();
+    rows: &mut impl RowSink,
+) -> Vec<DecodedMessage> {
     let mut messages = Vec::with_capacity(chunk.len());
-    let mut ch = clickhouse.then(|| ClickHouseRows::with_capacity(chunk.len()));
-    let mut add = |r: &RowRef<'_>, m: &RawMessage| -> usize {
-        if let Some(ch) = ch.as_mut() {
-            ch.append(r, topic, m.partition, m.offset, m.epoch);
-        }
-        let day = r.day();
-        let i = match builders
-            .iter()
-            .position(|(d, o, _)| *d == day && o == r.org)
-        {
-            Some(i) => i,
-            None => {
-                builders.push((
-                    day,
-                    r.org.to_owned(),
-                    BlockBuilder::with_capacity(chunk.len()),
-                ));
-                builders.len() - 1
-            }
-        };
-        builders[i].2.append(r, m.partition, m.offset);
-        i
-    };
     for (m, payload) in chunk.iter() {
         let decoded = match fast_json(codec, payload) {
-            Some(fast) => Decoded::Row {
-                id: fast.id,
-                block: add(&fast.row(), m),
-            },
+            Some(fast) => {
+                rows.append(&fast.row(topic, m.partition, m.offset), m.epoch);
+                Decoded::Row { id: fast.id }
+            }
             None => match codec.decode::<UsageEvent>(payload) {
                 Ok(e) => {
-                    let id = key(&e.event_id);
+                    rows.append(&RowRef::of_event(&e, topic, m.partition, m.offset), m.epoch);
                     Decoded::Row {
-                        id,
-                        block: add(&row_of_event(&e), m),
+                        id: key(&e.event_id),
                     }
                 }
                 Err(e) => Decoded::Invalid(e.to_string()),
@@ -196,51 +144,7 @@ pub fn decode_chunk(
             decoded,
         });
     }
-    let mut blocks = Vec::with_capacity(builders.len());
-    let mut error = None;
-    for (day, org, mut b) in builders {
-        match b.finish() {
-            Ok(batch) => blocks.push(Block { day, org, batch }),
-            Err(e) => error = Some(format!("building a Parquet record batch: {e}")),
-        }
-    }
-    DecodedChunk {
-        messages,
-        blocks,
-        clickhouse: ch,
-        error,
-    }
-}
-
-/// Borrows a decoded event as a row.
-pub fn row_of_event(e: &UsageEvent) -> RowRef<'_> {
-    RowRef {
-        event_id: &e.event_id,
-        job_id: &e.job_id,
-        batch_id: e.batch_id.as_deref().unwrap_or(""),
-        attempt: e.attempt,
-        ts_ms: e.ts.timestamp_millis().max(0) as u64,
-        org: &e.org,
-        business_unit: &e.business_unit,
-        team: &e.team,
-        project: &e.project,
-        workload: &e.workload,
-        strategy: e.strategy.as_str(),
-        category: e.category.as_str(),
-        complexity: e.complexity,
-        chosen_model: &e.chosen_model,
-        routing_reason: &e.routing_reason,
-        provider: &e.provider,
-        model: &e.model,
-        deployment: &e.deployment,
-        outcome: e.outcome.as_str(),
-        input_tokens: e.usage.input_tokens,
-        output_tokens: e.usage.output_tokens,
-        cached_input_tokens: e.usage.cached_input_tokens,
-        cost_usd: e.cost_usd,
-        baseline_cost_usd: e.baseline_cost_usd,
-        latency_ms: e.latency_ms,
-    }
+    messages
 }
 
 /// Text borrowed from the payload, or owned when it held escapes.
@@ -342,7 +246,7 @@ struct Fast<'a> {
 }
 
 impl Fast<'_> {
-    fn row(&self) -> RowRef<'_> {
+    fn row<'r>(&'r self, topic: &'r str, partition: i32, offset: i64) -> RowRef<'r> {
         let e = &self.e;
         RowRef {
             event_id: e.event_id.as_ref(),
@@ -370,6 +274,9 @@ impl Fast<'_> {
             cost_usd: e.cost_usd,
             baseline_cost_usd: e.baseline_cost_usd,
             latency_ms: e.latency_ms,
+            kafka_topic: topic,
+            kafka_partition: partition,
+            kafka_offset: offset,
         }
     }
 }
@@ -456,12 +363,15 @@ mod tests {
     use super::*;
     use crate::row::UsageRow;
     use crate::row::tests::event;
+    use crate::runner::{DecodedChunk, decode_for_stores};
     use crate::sample;
+    use crate::sinks::clickhouse::ClickHouseRows;
 
+    /// Decodes into both stores' shapes, as the sink's decoder threads do.
     fn decode_one(codec: &Codec, payload: &[u8]) -> DecodedChunk {
         let mut chunk = RawChunk::with_capacity(1);
         chunk.push(2, 40, 0, payload);
-        decode_chunk(codec, "switchyard.usage", &chunk, true)
+        decode_for_stores(codec, "switchyard.usage", &chunk, true)
     }
 
     /// What the codec and the flat row make of the payload: the reference.
@@ -476,19 +386,16 @@ mod tests {
         let got = decode_one(codec, payload);
         assert!(got.error.is_none());
         match (reference(codec, payload), &got.messages[0].decoded) {
-            (Ok(row), Decoded::Row { id, block }) => {
+            (Ok(row), Decoded::Row { id }) => {
                 assert_eq!(*id, key(&row.event_id));
                 let expected =
-                    crate::sinks::parquet::schema::record_batch(std::slice::from_ref(&row))
-                        .unwrap();
-                assert_eq!(got.blocks[*block].batch, expected);
-                assert_eq!(
-                    (got.blocks[*block].day, got.blocks[*block].org.as_str()),
-                    (row.day, row.org.as_str())
-                );
+                    crate::sinks::parquet::block::record_batch(std::slice::from_ref(&row)).unwrap();
+                let block = &got.parquet.blocks()[got.parquet.block_of(0).unwrap()];
+                assert_eq!(block.batch, expected);
+                assert_eq!((block.day, block.org.as_str()), (row.day, row.org.as_str()));
                 assert_eq!(
                     got.clickhouse.as_ref().unwrap(),
-                    &ClickHouseRows::from_rows(&[row], "switchyard.usage")
+                    &ClickHouseRows::from_rows(&[row])
                 );
             }
             (Err(reason), Decoded::Invalid(got)) => assert_eq!(&reason, got),
@@ -590,19 +497,25 @@ mod tests {
             chunk.push(0, i as i64, 7, &codec.encode(e).unwrap());
         }
         chunk.push(1, 0, 7, b"not json");
-        let got = decode_chunk(&codec, "u", &chunk, false);
+        let got = decode_for_stores(&codec, "u", &chunk, false);
         assert!(got.clickhouse.is_none());
         let keys: Vec<(u16, &str, usize)> = got
-            .blocks
+            .parquet
+            .blocks()
             .iter()
             .map(|b| (b.day, b.org.as_str(), b.batch.num_rows()))
             .collect();
         assert_eq!(keys, [(5, "acme", 2), (5, "globex", 1), (6, "acme", 1)]);
+        // The n-th usage event is the n-th row.
+        let mut row = 0;
         let blocks: Vec<Option<usize>> = got
             .messages
             .iter()
             .map(|m| match m.decoded {
-                Decoded::Row { block, .. } => Some(block),
+                Decoded::Row { .. } => {
+                    row += 1;
+                    got.parquet.block_of(row - 1)
+                }
                 Decoded::Invalid(_) => None,
             })
             .collect();

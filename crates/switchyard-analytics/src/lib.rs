@@ -5,15 +5,24 @@
 //! answers "who spent what, on which model, and what did routing save" from either
 //! store, with the same numbers.
 //!
-//! Layout: [`row`] is the flat record both stores share, [`block`] the same
-//! rows in the stores' own shapes (Arrow columns, ClickHouse `RowBinary`) and
-//! [`decode`] how usage events become them; [`sinks`] holds one folder per
-//! store; [`runner`] is the Kafka pipeline that feeds them ([`run_sink`]);
-//! [`report`] reads them back. The bookkeeping that makes delivery exact
-//! ([`progress`], [`dedupe`], [`backoff`]) is pure and tested without I/O.
+//! Layout, cut by store rather than by phase:
+//! - [`row`] is the shared vocabulary at the bottom (it imports nothing else of
+//!   the crate): the flat record ([`UsageRow`], borrowed as [`row::RowRef`]),
+//!   the day arithmetic, and [`row::RowSink`], the small trait through which
+//!   decoded rows reach a store's in-memory shape.
+//! - [`decode`] turns the topic's bytes into rows and writes them into any
+//!   [`row::RowSink`]; it knows no store.
+//! - [`sinks`] holds one folder per store, each with its whole path: the shape
+//!   (`sinks/parquet/block.rs`: Arrow blocks; `sinks/clickhouse/rows.rs`:
+//!   `RowBinary`), the settings, the writer, and what reads it back. One
+//!   conformance suite runs against both shapes.
+//! - [`runner`] is the Kafka pipeline that feeds them ([`run_sink`]): reader,
+//!   decoder and writer threads and the ClickHouse task.
+//! - [`report`] reads the stores back into cost reports, and sums job results
+//!   into the figures the demo shows.
+//! - The bookkeeping that makes delivery exact ([`progress`], [`dedupe`]) is
+//!   pure and tested without I/O; retries use `switchyard_core::backoff`.
 
-pub mod backoff;
-pub mod block;
 pub mod decode;
 pub mod dedupe;
 mod error;
@@ -26,7 +35,7 @@ pub mod sinks;
 
 pub use error::{Error, Result};
 pub use report::{Dimension, Format, Report, ReportQuery, ReportRow, Source};
-pub use row::UsageRow;
+pub use row::{RowSink, UsageRow};
 pub use runner::{SinkOptions, SinkReport, run_sink, run_sink_with};
 pub use sinks::clickhouse::{ClickHouseConfig, ClickHouseSink};
 pub use sinks::parquet::{ParquetConfig, ParquetSink};

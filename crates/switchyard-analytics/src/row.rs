@@ -1,7 +1,11 @@
-//! The flat record both stores share: a usage event with its org path split into
-//! columns, its time as seconds, milliseconds and day, and the Kafka position it
-//! came from (which is what makes inserts exactly-once, see `sinks::clickhouse`).
-//! Field order is the ClickHouse column order of `usage_events`.
+//! The words every part of analytics speaks, at the bottom of the crate (this
+//! module imports nothing else of it): the flat record both stores share, owned
+//! ([`UsageRow`]) and borrowed ([`RowRef`]): a usage event with its org path
+//! split into columns, its time as seconds, milliseconds and day, and the Kafka
+//! position it came from (which is what makes inserts exactly-once, see
+//! `sinks::clickhouse`); the day arithmetic both stores partition by; and
+//! [`RowSink`], the way decoded rows reach a store's in-memory shape. Field
+//! order is the ClickHouse column order of `usage_events`.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::Serialize;
@@ -75,6 +79,8 @@ pub struct UsageRow {
 /// Days from 0001-01-01 (chrono's day 1) to 1970-01-01.
 pub(crate) const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
+const MS_PER_DAY: u64 = 86_400_000;
+
 impl UsageRow {
     /// Flattens an event read at `partition`/`offset` of `topic`.
     pub fn from_event(event: UsageEvent, topic: &str, partition: i32, offset: i64) -> Self {
@@ -86,7 +92,7 @@ impl UsageRow {
             attempt: event.attempt,
             ts: u32::try_from(ts_ms / 1000).unwrap_or(u32::MAX),
             ts_ms,
-            day: crate::block::day_of(ts_ms),
+            day: day_of(ts_ms),
             org: event.org,
             business_unit: event.business_unit,
             team: event.team,
@@ -132,6 +138,167 @@ impl UsageRow {
     pub fn failed(&self) -> bool {
         self.outcome != "succeeded"
     }
+}
+
+/// One billed attempt, borrowed from whatever it was decoded from: what
+/// [`RowSink::append`] takes, so that decode copies no text on its way into a
+/// store. The same fields as [`UsageRow`], less the ones derived from `ts_ms`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowRef<'a> {
+    /// Unique per billed attempt.
+    pub event_id: &'a str,
+    /// The job the attempt served.
+    pub job_id: &'a str,
+    /// The job's batch, empty when none.
+    pub batch_id: &'a str,
+    /// Position of the attempt in the job.
+    pub attempt: u32,
+    /// When the attempt finished, milliseconds since the epoch (never negative).
+    pub ts_ms: u64,
+    /// Org path, level 1.
+    pub org: &'a str,
+    /// Org path, level 2.
+    pub business_unit: &'a str,
+    /// Org path, level 3.
+    pub team: &'a str,
+    /// Org path, level 4.
+    pub project: &'a str,
+    /// Workload name, empty when none.
+    pub workload: &'a str,
+    /// Strategy wire name.
+    pub strategy: &'a str,
+    /// Task category wire name.
+    pub category: &'a str,
+    /// Estimated complexity.
+    pub complexity: f64,
+    /// Model the routing ranked first.
+    pub chosen_model: &'a str,
+    /// The routing decision's reason.
+    pub routing_reason: &'a str,
+    /// Provider name.
+    pub provider: &'a str,
+    /// Catalog model name.
+    pub model: &'a str,
+    /// Deployment name.
+    pub deployment: &'a str,
+    /// Outcome wire name.
+    pub outcome: &'a str,
+    /// Prompt tokens at the full price.
+    pub input_tokens: u64,
+    /// Generated tokens.
+    pub output_tokens: u64,
+    /// Prompt tokens served from cache.
+    pub cached_input_tokens: u64,
+    /// Cost at list price, USD.
+    pub cost_usd: f64,
+    /// Cost on the baseline model, USD.
+    pub baseline_cost_usd: f64,
+    /// Wall time of the attempt.
+    pub latency_ms: u64,
+    /// Topic the event was read from.
+    pub kafka_topic: &'a str,
+    /// Partition the event was read from.
+    pub kafka_partition: i32,
+    /// Offset of the event in its partition.
+    pub kafka_offset: i64,
+}
+
+impl RowRef<'_> {
+    /// UTC day, days since the epoch.
+    pub fn day(&self) -> u16 {
+        day_of(self.ts_ms)
+    }
+
+    /// Finish time in whole seconds since the epoch (ClickHouse `DateTime`).
+    pub fn ts_secs(&self) -> u32 {
+        u32::try_from(self.ts_ms / 1000).unwrap_or(u32::MAX)
+    }
+}
+
+impl<'a> RowRef<'a> {
+    /// Borrows a flat row.
+    pub fn of_row(r: &'a UsageRow) -> Self {
+        Self {
+            event_id: &r.event_id,
+            job_id: &r.job_id,
+            batch_id: &r.batch_id,
+            attempt: r.attempt,
+            ts_ms: r.ts_ms,
+            org: &r.org,
+            business_unit: &r.business_unit,
+            team: &r.team,
+            project: &r.project,
+            workload: &r.workload,
+            strategy: &r.strategy,
+            category: &r.category,
+            complexity: r.complexity,
+            chosen_model: &r.chosen_model,
+            routing_reason: &r.routing_reason,
+            provider: &r.provider,
+            model: &r.model,
+            deployment: &r.deployment,
+            outcome: &r.outcome,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            cached_input_tokens: r.cached_input_tokens,
+            cost_usd: r.cost_usd,
+            baseline_cost_usd: r.baseline_cost_usd,
+            latency_ms: r.latency_ms,
+            kafka_topic: &r.kafka_topic,
+            kafka_partition: r.kafka_partition,
+            kafka_offset: r.kafka_offset,
+        }
+    }
+
+    /// Borrows a decoded event read at `partition`/`offset` of `topic`.
+    pub fn of_event(e: &'a UsageEvent, topic: &'a str, partition: i32, offset: i64) -> Self {
+        Self {
+            event_id: &e.event_id,
+            job_id: &e.job_id,
+            batch_id: e.batch_id.as_deref().unwrap_or(""),
+            attempt: e.attempt,
+            ts_ms: e.ts.timestamp_millis().max(0) as u64,
+            org: &e.org,
+            business_unit: &e.business_unit,
+            team: &e.team,
+            project: &e.project,
+            workload: &e.workload,
+            strategy: e.strategy.as_str(),
+            category: e.category.as_str(),
+            complexity: e.complexity,
+            chosen_model: &e.chosen_model,
+            routing_reason: &e.routing_reason,
+            provider: &e.provider,
+            model: &e.model,
+            deployment: &e.deployment,
+            outcome: e.outcome.as_str(),
+            input_tokens: e.usage.input_tokens,
+            output_tokens: e.usage.output_tokens,
+            cached_input_tokens: e.usage.cached_input_tokens,
+            cost_usd: e.cost_usd,
+            baseline_cost_usd: e.baseline_cost_usd,
+            latency_ms: e.latency_ms,
+            kafka_topic: topic,
+            kafka_partition: partition,
+            kafka_offset: offset,
+        }
+    }
+}
+
+/// A store's in-memory shape that rows are written into, one at a time, in the
+/// order they were read: the Parquet store's Arrow blocks and the ClickHouse
+/// store's `RowBinary` both take rows this way, so decode knows neither, and one
+/// conformance suite (`sinks::conformance`) checks every store alike.
+pub trait RowSink {
+    /// Takes one row; `epoch` is its partition's assignment epoch when it was
+    /// read (0 outside the sink), for stores that must drop rows of a partition
+    /// given up since.
+    fn append(&mut self, row: &RowRef<'_>, epoch: u64);
+}
+
+/// UTC day of a millisecond timestamp, days since the epoch (saturating).
+pub fn day_of(ts_ms: u64) -> u16 {
+    u16::try_from(ts_ms / MS_PER_DAY).unwrap_or(u16::MAX)
 }
 
 /// ClickHouse's monthly partition of a day (`toYYYYMM(day)`).

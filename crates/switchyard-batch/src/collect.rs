@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use switchyard_core::batch::BatchFormat;
+use switchyard_core::batch::{BatchFormat, BatchRecord};
 use switchyard_core::config::KafkaConfig;
 use switchyard_core::result::JobResult;
 use tempfile::NamedTempFile;
@@ -124,7 +124,20 @@ struct Spill {
     path: PathBuf,
 }
 
+/// Index entry of a job with no result kept yet.
+const NOT_KEPT: u64 = u64::MAX;
+
 impl Spill {
+    /// A spill file in `dir`, removed when closed.
+    fn create(dir: &Path) -> Result<Self> {
+        let file = tempfile::tempfile_in(dir).map_err(write_err(dir))?;
+        Ok(Self {
+            writer: BufWriter::with_capacity(1 << 20, file),
+            offset: 0,
+            path: dir.join("(spill)"),
+        })
+    }
+
     fn append(&mut self, destination: Destination, line: &[u8]) -> std::io::Result<u64> {
         let at = self.offset;
         let tag = match destination {
@@ -141,6 +154,12 @@ impl Spill {
     }
 }
 
+/// An I/O error on `path`, as a write error.
+fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
+    let path = path.to_owned();
+    move |source| Error::Write { path, source }
+}
+
 /// Waits for every result of `batch_id` and writes the output.
 pub fn collect(
     kafka: &KafkaConfig,
@@ -155,146 +174,31 @@ pub fn collect(
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
-    let write_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| Error::Write { path, source }
+    let mut gathered = Gathered {
+        spill: Spill::create(&dir)?,
+        index: vec![NOT_KEPT; record.jobs as usize],
+        tally: Tally::new(record.jobs),
     };
-    let spill_file = tempfile::tempfile_in(&dir).map_err(write_err(&dir))?;
-    let mut spill = Spill {
-        writer: BufWriter::with_capacity(1 << 20, spill_file),
-        offset: 0,
-        path: dir.join("(spill)"),
-    };
-    const NONE: u64 = u64::MAX;
-    let mut index: Vec<u64> = vec![NONE; record.jobs as usize];
-    let mut tally = Tally::new(record.jobs);
-    let mut follower = ResultFollower::new(kafka, &record);
-    let deadline = options.timeout.map(|t| Instant::now() + t);
-    let mut line = Vec::with_capacity(4096);
-    let mut io_error: Option<std::io::Error> = None;
-    progress.start("collecting", Unit::Items, Some(record.jobs));
-    loop {
-        follower.read_new(|ordinal, r: JobResult| {
-            if io_error.is_some() {
-                return;
-            }
-            match tally.record(ordinal, &r) {
-                Kept::Duplicate => {}
-                Kept::First | Kept::Replaces => {
-                    let custom_id = r
-                        .metadata
-                        .get(META_CUSTOM_ID)
-                        .map_or(r.job_id.as_str(), String::as_str);
-                    line.clear();
-                    let destination =
-                        formats::render(format, &r, custom_id, &options.models, &mut line);
-                    match spill.append(destination, &line) {
-                        Ok(at) => index[ordinal as usize] = at,
-                        Err(e) => io_error = Some(e),
-                    }
-                }
-            }
-        })?;
-        if let Some(e) = io_error.take() {
-            return Err(Error::Write {
-                path: spill.path,
-                source: e,
-            });
-        }
-        let finished = tally.counts().finished();
-        progress.advance(finished);
-        if tally.complete() {
-            break;
-        }
-        if stop.is_stopped() {
-            progress.finish();
-            return Err(Error::Interrupted {
-                finished,
-                jobs: record.jobs,
-            });
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            progress.finish();
-            return Err(Error::TimedOut {
-                finished,
-                jobs: record.jobs,
-            });
-        }
-        sleep_unless_stopped(options.poll_interval, stop);
-    }
-    progress.finish();
-    let spill_bytes = spill.offset;
-    let mut spill_file = spill.writer.into_inner().map_err(|e| Error::Write {
-        path: spill.path.clone(),
-        source: e.into_error(),
-    })?;
+    gathered.wait_for_results(kafka, &record, format, options, stop, progress)?;
+    let spill_bytes = gathered.spill.offset;
     let errors_output = (format == BatchFormat::Openai).then(|| {
         options
             .errors_output
             .clone()
             .unwrap_or_else(|| default_errors_path(&options.output))
     });
-    let mut out = NamedTempFile::new_in(&dir).map_err(write_err(&dir))?;
-    let mut errs = match &errors_output {
-        Some(_) => Some(NamedTempFile::new_in(&dir).map_err(write_err(&dir))?),
-        None => None,
-    };
-    let (mut output_lines, mut error_lines) = (0u64, 0u64);
-    {
-        let mut out_w = BufWriter::with_capacity(1 << 20, out.as_file_mut());
-        let mut err_w = errs
-            .as_mut()
-            .map(|f| BufWriter::with_capacity(1 << 20, f.as_file_mut()));
-        let mut header = [0u8; 5];
-        for &at in &index {
-            if at == NONE {
-                continue;
-            }
-            spill_file
-                .seek(SeekFrom::Start(at))
-                .and_then(|_| spill_file.read_exact(&mut header))
-                .map_err(write_err(&spill.path))?;
-            let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
-            line.resize(len, 0);
-            spill_file
-                .read_exact(&mut line)
-                .map_err(write_err(&spill.path))?;
-            line.push(b'\n');
-            let target = match (header[0], err_w.as_mut()) {
-                (1, Some(w)) => {
-                    error_lines += 1;
-                    w
-                }
-                _ => {
-                    output_lines += 1;
-                    &mut out_w
-                }
-            };
-            target
-                .write_all(&line)
-                .map_err(write_err(&options.output))?;
-        }
-        out_w.flush().map_err(write_err(&options.output))?;
-        if let Some(mut w) = err_w {
-            w.flush().map_err(write_err(&options.output))?;
-        }
-    }
-    out.persist(&options.output).map_err(|e| Error::Write {
-        path: options.output.clone(),
-        source: e.error,
-    })?;
-    // No errors file when every request succeeded: the temporary one is
-    // dropped, and one an earlier collect left at that path is removed.
-    match (errs, &errors_output) {
-        (Some(f), Some(p)) if error_lines > 0 => {
-            f.persist(p).map_err(|e| Error::Write {
-                path: p.clone(),
-                source: e.error,
-            })?;
-        }
-        (_, Some(p)) => crate::error::remove_stale(p)?,
-        _ => {}
-    }
+    let Gathered {
+        spill,
+        index,
+        tally,
+    } = gathered;
+    let (output_lines, error_lines) = write_in_order(
+        spill,
+        &index,
+        &dir,
+        &options.output,
+        errors_output.as_deref(),
+    )?;
     let errors_output = errors_output.filter(|_| error_lines > 0);
     tracing::info!(
         batch_id,
@@ -316,6 +220,177 @@ pub fn collect(
         index_bytes: (index.capacity() * 8 + record.jobs as usize * Tally::BYTES_PER_JOB) as u64,
         spill_bytes,
     })
+}
+
+/// The results gathered so far: each kept one rendered into the spill, its
+/// offset there by job ordinal, and the tally.
+struct Gathered {
+    spill: Spill,
+    /// Spill offset of each job's kept result ([`NOT_KEPT`]: none yet).
+    index: Vec<u64>,
+    tally: Tally,
+}
+
+impl Gathered {
+    /// Follows the batch's results until every job has a final one, rendering
+    /// each kept result into the spill; gives up when stopped or timed out.
+    fn wait_for_results(
+        &mut self,
+        kafka: &KafkaConfig,
+        record: &BatchRecord,
+        format: BatchFormat,
+        options: &CollectOptions,
+        stop: &StopFlag,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let mut follower = ResultFollower::new(kafka, record);
+        let deadline = options.timeout.map(|t| Instant::now() + t);
+        let mut line = Vec::with_capacity(4096);
+        let mut io_error: Option<std::io::Error> = None;
+        progress.start("collecting", Unit::Items, Some(record.jobs));
+        loop {
+            follower.read_new(|ordinal, r: JobResult| {
+                if io_error.is_some() {
+                    return;
+                }
+                if let Err(e) = self.keep(ordinal, &r, format, &options.models, &mut line) {
+                    io_error = Some(e);
+                }
+            })?;
+            if let Some(e) = io_error.take() {
+                return Err(Error::Write {
+                    path: self.spill.path.clone(),
+                    source: e,
+                });
+            }
+            let finished = self.tally.counts().finished();
+            progress.advance(finished);
+            if self.tally.complete() {
+                break;
+            }
+            if stop.is_stopped() {
+                progress.finish();
+                return Err(Error::Interrupted {
+                    finished,
+                    jobs: record.jobs,
+                });
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                progress.finish();
+                return Err(Error::TimedOut {
+                    finished,
+                    jobs: record.jobs,
+                });
+            }
+            sleep_unless_stopped(options.poll_interval, stop);
+        }
+        progress.finish();
+        Ok(())
+    }
+
+    /// Counts a result and, when it is the copy to keep, renders it into the
+    /// spill (`line` is a reused buffer).
+    fn keep(
+        &mut self,
+        ordinal: u64,
+        r: &JobResult,
+        format: BatchFormat,
+        models: &ModelIds,
+        line: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        match self.tally.record(ordinal, r) {
+            Kept::Duplicate => Ok(()),
+            Kept::First | Kept::Replaces => {
+                let custom_id = r
+                    .metadata
+                    .get(META_CUSTOM_ID)
+                    .map_or(r.job_id.as_str(), String::as_str);
+                line.clear();
+                let destination = formats::render(format, r, custom_id, models, line);
+                self.index[ordinal as usize] = self.spill.append(destination, line)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Writes the kept results in job order (`index`: their offsets in the spill)
+/// into temporary files beside the output, then moves them into place:
+/// `output`, and `errors` (OpenAI's errors file) when some request failed.
+/// Gives the line counts of each.
+fn write_in_order(
+    spill: Spill,
+    index: &[u64],
+    dir: &Path,
+    output: &Path,
+    errors: Option<&Path>,
+) -> Result<(u64, u64)> {
+    let spill_path = spill.path;
+    let mut spill_file = spill.writer.into_inner().map_err(|e| Error::Write {
+        path: spill_path.clone(),
+        source: e.into_error(),
+    })?;
+    let mut out = NamedTempFile::new_in(dir).map_err(write_err(dir))?;
+    let mut errs = match errors {
+        Some(_) => Some(NamedTempFile::new_in(dir).map_err(write_err(dir))?),
+        None => None,
+    };
+    let (mut output_lines, mut error_lines) = (0u64, 0u64);
+    {
+        let mut out_w = BufWriter::with_capacity(1 << 20, out.as_file_mut());
+        let mut err_w = errs
+            .as_mut()
+            .map(|f| BufWriter::with_capacity(1 << 20, f.as_file_mut()));
+        let mut header = [0u8; 5];
+        let mut line = Vec::with_capacity(4096);
+        for &at in index {
+            if at == NOT_KEPT {
+                continue;
+            }
+            spill_file
+                .seek(SeekFrom::Start(at))
+                .and_then(|_| spill_file.read_exact(&mut header))
+                .map_err(write_err(&spill_path))?;
+            let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+            line.resize(len, 0);
+            spill_file
+                .read_exact(&mut line)
+                .map_err(write_err(&spill_path))?;
+            line.push(b'\n');
+            let target = match (header[0], err_w.as_mut()) {
+                (1, Some(w)) => {
+                    error_lines += 1;
+                    w
+                }
+                _ => {
+                    output_lines += 1;
+                    &mut out_w
+                }
+            };
+            target.write_all(&line).map_err(write_err(output))?;
+        }
+        out_w.flush().map_err(write_err(output))?;
+        if let Some(mut w) = err_w {
+            w.flush().map_err(write_err(output))?;
+        }
+    }
+    out.persist(output).map_err(|e| Error::Write {
+        path: output.to_owned(),
+        source: e.error,
+    })?;
+    // No errors file when every request succeeded: the temporary one is
+    // dropped, and one an earlier collect left at that path is removed.
+    match (errs, errors) {
+        (Some(f), Some(p)) if error_lines > 0 => {
+            f.persist(p).map_err(|e| Error::Write {
+                path: p.to_owned(),
+                source: e.error,
+            })?;
+        }
+        (_, Some(p)) => crate::error::remove_stale(p)?,
+        _ => {}
+    }
+    Ok((output_lines, error_lines))
 }
 
 fn sleep_unless_stopped(d: Duration, stop: &StopFlag) {

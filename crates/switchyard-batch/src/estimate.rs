@@ -8,14 +8,15 @@
 //! public one (estimated from bytes otherwise), plus the expected output.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use switchyard_core::analysis::TaskAnalyzer;
 use switchyard_core::batch::BatchFormat;
-use switchyard_core::catalog::{ModelSpec, Tokenizer};
+use switchyard_core::catalog::{Catalog, ModelSpec, Tokenizer};
 use switchyard_core::config::LoadedPipeline;
 use switchyard_core::health::HealthSnapshot;
 use switchyard_core::job::Job;
@@ -26,7 +27,7 @@ use switchyard_core::tokens;
 use crate::error::SkipInvalid;
 use crate::formats::{LineSettings, ModelPins, ParsedLine};
 use crate::progress::Progress;
-use crate::validate::validate_file;
+use crate::validate::{Validation, validate_file};
 use crate::{Error, Result};
 
 /// Project path used to validate lines when no project is given.
@@ -81,6 +82,72 @@ pub struct Estimate {
     pub strategies: Vec<StrategyEstimate>,
 }
 
+impl Estimate {
+    /// The estimate as a table for people; `file` is the batch file as named
+    /// on the command line.
+    pub fn table(&self, file: &Path) -> String {
+        let mut t = String::new();
+        let skipped = if self.invalid > 0 {
+            format!(", {} invalid lines skipped", self.invalid)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            t,
+            "file       {} ({}, {} requests{skipped})",
+            file.display(),
+            self.format.as_str(),
+            self.requests
+        );
+        let _ = writeln!(
+            t,
+            "tokens     {} prompt (o200k_base), {} expected output",
+            self.prompt_tokens, self.expected_output_tokens
+        );
+        let _ = writeln!(
+            t,
+            "baseline   {}: ${:.4}",
+            self.baseline_model, self.baseline_cost_usd
+        );
+        let _ = writeln!(t);
+        let _ = writeln!(
+            t,
+            "{:<20} {:>12} {:>8} {:>10}  first choice",
+            "strategy", "est. cost", "saving", "unroutable"
+        );
+        for s in &self.strategies {
+            let _ = writeln!(
+                t,
+                "{:<20} {:>12} {:>7.1}% {:>10}  {}",
+                s.strategy.as_str(),
+                format!("${:.4}", s.cost_usd),
+                s.saving * 100.0,
+                s.unroutable,
+                s.first_choices()
+            );
+        }
+        t
+    }
+}
+
+impl StrategyEstimate {
+    /// The three most used first-choice models with their share of the routed
+    /// requests, and how many more there are.
+    fn first_choices(&self) -> String {
+        let routed: u64 = self.models.iter().map(|(_, n)| n).sum();
+        let mut models: Vec<String> = self
+            .models
+            .iter()
+            .take(3)
+            .map(|(m, n)| format!("{m} {:.0}%", *n as f64 * 100.0 / routed.max(1) as f64))
+            .collect();
+        if self.models.len() > 3 {
+            models.push(format!("+{} more", self.models.len() - 3));
+        }
+        models.join(", ")
+    }
+}
+
 /// Prompt-token counts of one job, per tokenizer, computed on demand.
 struct TokenCounts<'a> {
     job: &'a Job,
@@ -133,7 +200,6 @@ pub fn estimate(
             ))
         })?
         .clone();
-    let router = Router::for_pipeline(catalog.clone(), config);
     let settings = LineSettings {
         project: options
             .project
@@ -143,56 +209,20 @@ pub fn estimate(
         workload: options.workload.clone(),
         pins: ModelPins::from_catalog(&catalog),
     };
-    let analyzer = TaskAnalyzer::new();
-    // Per strategy: cost, unroutable requests, first models, baseline of the routed ones.
-    let mut per: Vec<(f64, u64, HashMap<String, u64>, f64)> = Strategy::ALL
-        .iter()
-        .map(|_| (0.0, 0, HashMap::new(), 0.0))
-        .collect();
-    let (mut prompt_tokens, mut output_tokens, mut baseline_cost) = (0u64, 0u64, 0.0f64);
-    let now = Utc::now();
-    let mut price = |parsed: ParsedLine| {
-        let mut job = parsed.job;
-        let analysis = analyzer.analyze(&job, false);
-        let expected = analysis.expected_output_tokens;
-        output_tokens += u64::from(expected);
-        let mut counts = TokenCounts {
-            job: &job,
-            estimate: analysis.prompt_tokens,
-            o200k: None,
-            cl100k: None,
-        };
-        prompt_tokens += u64::from(counts.count(Tokenizer::O200kBase));
-        let request_baseline = baseline.estimate_usd(counts.for_model(&baseline), expected);
-        baseline_cost += request_baseline;
-        let (o200k, cl100k) = (counts.o200k, counts.cl100k);
-        for (i, strategy) in Strategy::ALL.into_iter().enumerate() {
-            job.strategy = Some(strategy);
-            let input = RouteInput {
-                job: &job,
-                analysis: &analysis,
-                policy,
-                budget: BudgetState::UNCONSTRAINED,
-                now,
-            };
-            let decision = router.route(&input, &|_| HealthSnapshot::fresh(), false);
-            let entry = &mut per[i];
-            match decision.ok().and_then(|d| d.chain.first().map(|e| e.model)) {
-                Some(model) => {
-                    let spec = catalog.model(model);
-                    let mut counts = TokenCounts {
-                        job: &job,
-                        estimate: analysis.prompt_tokens,
-                        o200k,
-                        cl100k,
-                    };
-                    entry.0 += spec.estimate_usd(counts.for_model(spec), expected);
-                    *entry.2.entry(spec.name.clone()).or_default() += 1;
-                    entry.3 += request_baseline;
-                }
-                None => entry.1 += 1,
-            }
-        }
+    let mut pricer = Pricer {
+        router: Router::for_pipeline(catalog.clone(), config),
+        catalog,
+        baseline,
+        policy,
+        analyzer: TaskAnalyzer::new(),
+        now: Utc::now(),
+        per: Strategy::ALL
+            .iter()
+            .map(|_| StrategyTally::default())
+            .collect(),
+        prompt_tokens: 0,
+        output_tokens: 0,
+        baseline_cost: 0.0,
     };
     let validation = validate_file(
         path,
@@ -201,7 +231,7 @@ pub fn estimate(
         None,
         progress,
         "estimating",
-        &mut price,
+        &mut |parsed| pricer.price(parsed),
     )?;
     if validation.invalid > 0 && !options.skip_invalid {
         return Err(Error::InvalidLines {
@@ -212,33 +242,173 @@ pub fn estimate(
             skip: SkipInvalid::Estimate,
         });
     }
-    let strategies = Strategy::ALL
-        .into_iter()
-        .zip(per)
-        .map(|(strategy, (cost, unroutable, models, routed_baseline))| {
-            let mut models: Vec<(String, u64)> = models.into_iter().collect();
-            models.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            StrategyEstimate {
-                strategy,
-                cost_usd: cost,
-                saving: if routed_baseline > 0.0 {
-                    1.0 - cost / routed_baseline
-                } else {
-                    0.0
-                },
-                unroutable,
-                models,
+    Ok(pricer.into_estimate(&validation))
+}
+
+/// One strategy's running totals.
+#[derive(Default)]
+struct StrategyTally {
+    cost_usd: f64,
+    /// Requests no model could serve.
+    unroutable: u64,
+    /// Requests per first-choice model.
+    models: HashMap<String, u64>,
+    /// Baseline price of the requests it routed.
+    routed_baseline_usd: f64,
+}
+
+/// Prices each accepted line as validation hands it over: on the baseline
+/// model, and on the first model of its chain under every strategy.
+struct Pricer<'a> {
+    catalog: Arc<Catalog>,
+    router: Router,
+    baseline: ModelSpec,
+    policy: &'a EffectivePolicy,
+    analyzer: TaskAnalyzer,
+    now: DateTime<Utc>,
+    /// Per strategy, in [`Strategy::ALL`] order.
+    per: Vec<StrategyTally>,
+    prompt_tokens: u64,
+    output_tokens: u64,
+    baseline_cost: f64,
+}
+
+impl Pricer<'_> {
+    fn price(&mut self, parsed: ParsedLine) {
+        let mut job = parsed.job;
+        let analysis = self.analyzer.analyze(&job, false);
+        let expected = analysis.expected_output_tokens;
+        self.output_tokens += u64::from(expected);
+        let mut counts = TokenCounts {
+            job: &job,
+            estimate: analysis.prompt_tokens,
+            o200k: None,
+            cl100k: None,
+        };
+        self.prompt_tokens += u64::from(counts.count(Tokenizer::O200kBase));
+        let request_baseline = self
+            .baseline
+            .estimate_usd(counts.for_model(&self.baseline), expected);
+        self.baseline_cost += request_baseline;
+        let (o200k, cl100k) = (counts.o200k, counts.cl100k);
+        for (i, strategy) in Strategy::ALL.into_iter().enumerate() {
+            job.strategy = Some(strategy);
+            let input = RouteInput {
+                job: &job,
+                analysis: &analysis,
+                policy: self.policy,
+                budget: BudgetState::UNCONSTRAINED,
+                now: self.now,
+            };
+            let decision = self
+                .router
+                .route(&input, &|_| HealthSnapshot::fresh(), false);
+            let tally = &mut self.per[i];
+            match decision.ok().and_then(|d| d.chain.first().map(|e| e.model)) {
+                Some(model) => {
+                    let spec = self.catalog.model(model);
+                    let mut counts = TokenCounts {
+                        job: &job,
+                        estimate: analysis.prompt_tokens,
+                        o200k,
+                        cl100k,
+                    };
+                    tally.cost_usd += spec.estimate_usd(counts.for_model(spec), expected);
+                    *tally.models.entry(spec.name.clone()).or_default() += 1;
+                    tally.routed_baseline_usd += request_baseline;
+                }
+                None => tally.unroutable += 1,
             }
-        })
-        .collect();
-    Ok(Estimate {
-        format: validation.format,
-        requests: validation.accepted,
-        invalid: validation.invalid,
-        prompt_tokens,
-        expected_output_tokens: output_tokens,
-        baseline_model: baseline.name.clone(),
-        baseline_cost_usd: baseline_cost,
-        strategies,
-    })
+        }
+    }
+
+    fn into_estimate(self, validation: &Validation) -> Estimate {
+        let strategies = Strategy::ALL
+            .into_iter()
+            .zip(self.per)
+            .map(|(strategy, tally)| {
+                let mut models: Vec<(String, u64)> = tally.models.into_iter().collect();
+                models.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                StrategyEstimate {
+                    strategy,
+                    cost_usd: tally.cost_usd,
+                    saving: if tally.routed_baseline_usd > 0.0 {
+                        1.0 - tally.cost_usd / tally.routed_baseline_usd
+                    } else {
+                        0.0
+                    },
+                    unroutable: tally.unroutable,
+                    models,
+                }
+            })
+            .collect();
+        Estimate {
+            format: validation.format,
+            requests: validation.accepted,
+            invalid: validation.invalid,
+            prompt_tokens: self.prompt_tokens,
+            expected_output_tokens: self.output_tokens,
+            baseline_model: self.baseline.name.clone(),
+            baseline_cost_usd: self.baseline_cost,
+            strategies,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_lists_each_strategy_with_its_first_choices() {
+        let models = |n: usize| -> Vec<(String, u64)> {
+            (0..n).map(|i| (format!("m{i}"), 10 - i as u64)).collect()
+        };
+        let e = Estimate {
+            format: BatchFormat::Openai,
+            requests: 40,
+            invalid: 2,
+            prompt_tokens: 1200,
+            expected_output_tokens: 300,
+            baseline_model: "flagship".into(),
+            baseline_cost_usd: 1.5,
+            strategies: vec![
+                StrategyEstimate {
+                    strategy: Strategy::CostFirst,
+                    cost_usd: 0.12345,
+                    saving: 0.9177,
+                    unroutable: 0,
+                    models: models(4),
+                },
+                StrategyEstimate {
+                    strategy: Strategy::Auto,
+                    cost_usd: 0.5,
+                    saving: 0.5,
+                    unroutable: 3,
+                    models: models(1),
+                },
+            ],
+        };
+        let table = e.table(Path::new("requests.jsonl"));
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "file       requests.jsonl (openai, 40 requests, 2 invalid lines skipped)"
+        );
+        assert_eq!(
+            lines[1],
+            "tokens     1200 prompt (o200k_base), 300 expected output"
+        );
+        assert_eq!(lines[2], "baseline   flagship: $1.5000");
+        assert_eq!(lines[3], "");
+        assert!(lines[4].starts_with("strategy "), "{table}");
+        assert!(
+            lines[5].starts_with("cost-first")
+                && lines[5].contains("$0.1235")
+                && lines[5].contains("91.8%")
+                && lines[5].ends_with("m0 29%, m1 26%, m2 24%, +1 more"),
+            "{table}"
+        );
+        assert!(lines[6].ends_with("3  m0 100%"), "{table}");
+    }
 }

@@ -86,11 +86,8 @@ pub fn validate_file(
     let file = File::open(path).map_err(read_err)?;
     let size = file.metadata().map(|m| m.len()).ok();
     let mut reader = LineReader::new(file, max_line_bytes(jobs_topic));
-    let mut rejects_out: Option<BufWriter<File>> = None;
-    let codec = Codec::for_topic(jobs_topic);
-    let hashers = (RandomState::new(), RandomState::new());
-    let mut ids: HashMap<u128, u64> = HashMap::new();
-    let mut format: Option<(BatchFormat, u64)> = None;
+    let mut checker = LineChecker::new(settings, jobs_topic);
+    let mut rejects = RejectsFile::new(rejects);
     let mut v = Validation {
         format: BatchFormat::Native,
         lines: 0,
@@ -103,10 +100,9 @@ pub fn validate_file(
         rejects_file: None,
     };
     progress.start(step, Unit::Bytes, size);
-    loop {
-        let (number, outcome, text) = match reader.next_line().map_err(read_err)? {
-            None => break,
-            Some(Line::TooLong { number, len }) => (
+    while let Some(line) = reader.next_line().map_err(read_err)? {
+        let (number, outcome, text) = match line {
+            Line::TooLong { number, len } => (
                 number,
                 Err(LineError::new(format!(
                     "line is {len} bytes; the jobs topic accepts messages of {} bytes",
@@ -114,48 +110,8 @@ pub fn validate_file(
                 ))),
                 None,
             ),
-            Some(Line::Text { number, bytes }) => {
-                if bytes.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                if format.is_none() {
-                    format = formats::detect(bytes).map(|f| (f, number));
-                }
-                let outcome = match format {
-                    // Before the format is known: say why JSON is broken, if it is.
-                    None => Err(formats::syntax_error(bytes).unwrap_or_else(|| LineError::new(
-                        "not a batch request: expected a JSON object with custom_id and body (OpenAI), custom_id and params (Anthropic), or job_id and request (native)",
-                    ))),
-                    Some((f, detected_at)) => check_line(
-                        f,
-                        detected_at,
-                        bytes,
-                        settings,
-                        &codec,
-                        jobs_topic,
-                    )
-                    .and_then(|parsed| {
-                        let custom_id = &parsed.custom_id;
-                        let key = (
-                            hashers.0.hash_one(custom_id),
-                            hashers.1.hash_one(custom_id),
-                        );
-                        let key = (u128::from(key.0) << 64) | u128::from(key.1);
-                        match ids.entry(key) {
-                            Entry::Vacant(e) => {
-                                e.insert(number);
-                                Ok(parsed)
-                            }
-                            Entry::Occupied(e) => Err(LineError::new(format!(
-                                "custom_id `{custom_id}` is already used on line {}; custom_id must be unique within a batch",
-                                e.get()
-                            ))
-                            .with_id(custom_id)),
-                        }
-                    }),
-                };
-                (number, outcome, Some(bytes))
-            }
+            Line::Text { bytes, .. } if bytes.iter().all(u8::is_ascii_whitespace) => continue,
+            Line::Text { number, bytes } => (number, checker.check(number, bytes), Some(bytes)),
         };
         v.lines += 1;
         match outcome {
@@ -164,34 +120,8 @@ pub fn validate_file(
                 accept(parsed);
             }
             Err(e) => {
-                v.invalid += 1;
-                v.refused.insert(number);
-                if v.examples.len() < EXAMPLES_KEPT {
-                    v.examples.push((number, e.reason.clone()));
-                }
-                if let Some(p) = rejects {
-                    let write_err = |source| Error::Write {
-                        path: p.to_owned(),
-                        source,
-                    };
-                    let out = match rejects_out.as_mut() {
-                        Some(out) => out,
-                        None => {
-                            v.rejects_file = Some(p.to_owned());
-                            rejects_out.insert(BufWriter::new(File::create(p).map_err(write_err)?))
-                        }
-                    };
-                    let reject = Reject {
-                        line: number,
-                        custom_id: e.custom_id.as_deref(),
-                        reason: &e.reason,
-                        input: String::from_utf8_lossy(text.unwrap_or_default()),
-                    };
-                    serde_json::to_writer(&mut *out, &reject)
-                        .map_err(std::io::Error::from)
-                        .and_then(|()| out.write_all(b"\n"))
-                        .map_err(write_err)?;
-                }
+                v.refuse(number, &e);
+                rejects.write(number, &e, text.unwrap_or_default())?;
             }
         }
         if v.lines.is_multiple_of(1024) {
@@ -200,18 +130,10 @@ pub fn validate_file(
     }
     progress.advance(reader.bytes_read());
     progress.finish();
-    match (rejects_out, rejects) {
-        (Some(mut out), Some(p)) => out.flush().map_err(|source| Error::Write {
-            path: p.to_owned(),
-            source,
-        })?,
-        // Nothing refused: a rejects file from an earlier run does not stay.
-        (None, Some(p)) => crate::error::remove_stale(p)?,
-        _ => {}
-    }
+    v.rejects_file = rejects.close()?;
     v.bytes = reader.bytes_read();
     v.sha256 = reader.finish();
-    match format {
+    match checker.format {
         Some((f, _)) => v.format = f,
         None => {
             return Err(Error::UnknownFormat {
@@ -220,6 +142,145 @@ pub fn validate_file(
         }
     }
     Ok(v)
+}
+
+impl Validation {
+    /// Counts a refused line and keeps the first reasons to show.
+    fn refuse(&mut self, number: u64, e: &LineError) {
+        self.invalid += 1;
+        self.refused.insert(number);
+        if self.examples.len() < EXAMPLES_KEPT {
+            self.examples.push((number, e.reason.clone()));
+        }
+    }
+}
+
+/// Judges the lines of one file: learns its format from the first line that
+/// has one, then checks each line in it and that its `custom_id` is new.
+struct LineChecker<'a> {
+    settings: &'a LineSettings,
+    jobs_topic: &'a TopicConfig,
+    codec: Codec,
+    /// The file's format, and the line it was detected on.
+    format: Option<(BatchFormat, u64)>,
+    /// 128-bit hash of each `custom_id` seen, and its line.
+    ids: HashMap<u128, u64>,
+    hashers: (RandomState, RandomState),
+}
+
+impl<'a> LineChecker<'a> {
+    fn new(settings: &'a LineSettings, jobs_topic: &'a TopicConfig) -> Self {
+        Self {
+            settings,
+            jobs_topic,
+            codec: Codec::for_topic(jobs_topic),
+            format: None,
+            ids: HashMap::new(),
+            hashers: (RandomState::new(), RandomState::new()),
+        }
+    }
+
+    /// Line `number` as a job, or why it is refused.
+    fn check(&mut self, number: u64, bytes: &[u8]) -> Result<ParsedLine, LineError> {
+        if self.format.is_none() {
+            self.format = formats::detect(bytes).map(|f| (f, number));
+        }
+        let Some((format, detected_at)) = self.format else {
+            // Before the format is known: say why JSON is broken, if it is.
+            return Err(formats::syntax_error(bytes).unwrap_or_else(|| LineError::new(
+                "not a batch request: expected a JSON object with custom_id and body (OpenAI), custom_id and params (Anthropic), or job_id and request (native)",
+            )));
+        };
+        let parsed = check_line(
+            format,
+            detected_at,
+            bytes,
+            self.settings,
+            &self.codec,
+            self.jobs_topic,
+        )?;
+        self.claim_id(number, parsed)
+    }
+
+    /// Accepts the line if no earlier line used its `custom_id`.
+    fn claim_id(&mut self, number: u64, parsed: ParsedLine) -> Result<ParsedLine, LineError> {
+        let custom_id = &parsed.custom_id;
+        let key = (
+            self.hashers.0.hash_one(custom_id),
+            self.hashers.1.hash_one(custom_id),
+        );
+        let key = (u128::from(key.0) << 64) | u128::from(key.1);
+        match self.ids.entry(key) {
+            Entry::Vacant(e) => {
+                e.insert(number);
+                Ok(parsed)
+            }
+            Entry::Occupied(e) => Err(LineError::new(format!(
+                "custom_id `{custom_id}` is already used on line {}; custom_id must be unique within a batch",
+                e.get()
+            ))
+            .with_id(custom_id)),
+        }
+    }
+}
+
+/// Where refused lines go, when asked: created with the first refusal, so an
+/// empty rejects file never appears.
+struct RejectsFile<'a> {
+    path: Option<&'a Path>,
+    out: Option<BufWriter<File>>,
+}
+
+impl<'a> RejectsFile<'a> {
+    fn new(path: Option<&'a Path>) -> Self {
+        Self { path, out: None }
+    }
+
+    /// Writes one refusal (nothing when no rejects file was asked for).
+    fn write(&mut self, number: u64, e: &LineError, text: &[u8]) -> Result<()> {
+        let Some(p) = self.path else {
+            return Ok(());
+        };
+        let write_err = |source| Error::Write {
+            path: p.to_owned(),
+            source,
+        };
+        let out = match self.out.as_mut() {
+            Some(out) => out,
+            None => self
+                .out
+                .insert(BufWriter::new(File::create(p).map_err(write_err)?)),
+        };
+        let reject = Reject {
+            line: number,
+            custom_id: e.custom_id.as_deref(),
+            reason: &e.reason,
+            input: String::from_utf8_lossy(text),
+        };
+        serde_json::to_writer(&mut *out, &reject)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+            .map_err(write_err)
+    }
+
+    /// Flushes the file; gives its path if anything was refused. When nothing
+    /// was, a rejects file an earlier run left at the path is removed.
+    fn close(self) -> Result<Option<PathBuf>> {
+        match (self.out, self.path) {
+            (Some(mut out), Some(p)) => {
+                out.flush().map_err(|source| Error::Write {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                Ok(Some(p.to_owned()))
+            }
+            (None, Some(p)) => {
+                crate::error::remove_stale(p)?;
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 /// Checks one line of a file in `format`; returns it as a job.

@@ -23,6 +23,7 @@ use axum::routing::{get, post};
 use parking_lot::Mutex;
 use switchyard_core::catalog::Api;
 use switchyard_core::config::ConfigError;
+use switchyard_core::job::Role;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -32,8 +33,8 @@ use tracing::debug;
 use crate::admission::{Ask, Clock, LimitReport, ModelState, Verdict};
 use crate::config::SimConfig;
 use crate::stats::SimStats;
-use crate::synthesis::{Fnv, ReplyStyle, reply_for, splitmix64, unit};
-use crate::wire::{Context, Format, Problem};
+use crate::synthesis::{Fnv, Reply, ReplyStyle, reply_for, splitmix64, unit};
+use crate::wire::{Context, Format, Parsed, Problem};
 use crate::{Result, SimError};
 
 /// Largest accepted request body: a million-token prompt is about 4 MB.
@@ -195,6 +196,62 @@ impl Drop for InFlight {
     }
 }
 
+/// One HTTP request as it arrived.
+struct Request<'a> {
+    format: Format,
+    /// The model named in the URL (Gemini).
+    path_model: Option<&'a str>,
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+    body: &'a [u8],
+    /// See [`SimState::request_hash`].
+    hash: u64,
+}
+
+/// A checked request and the reply the simulator composes for it.
+struct Composed<'a> {
+    parsed: &'a Parsed,
+    /// The conversation, borrowed from `parsed`.
+    messages: Vec<(Role, &'a str)>,
+    reply: Reply,
+}
+
+impl<'a> Composed<'a> {
+    fn new(parsed: &'a Parsed) -> Self {
+        let messages: Vec<(Role, &str)> = parsed
+            .messages
+            .iter()
+            .map(|(role, text)| (*role, text.as_str()))
+            .collect();
+        let style = if parsed.json_mode {
+            ReplyStyle::Json
+        } else {
+            ReplyStyle::Text
+        };
+        let reply = reply_for(
+            parsed.system.as_deref(),
+            &messages,
+            parsed.max_tokens,
+            style,
+        );
+        Self {
+            parsed,
+            messages,
+            reply,
+        }
+    }
+
+    /// The reply to the request in `style`.
+    fn reply_as(&self, style: ReplyStyle) -> Reply {
+        reply_for(
+            self.parsed.system.as_deref(),
+            &self.messages,
+            self.parsed.max_tokens,
+            style,
+        )
+    }
+}
+
 /// Salt of the roll deciding `invalid_key_rate`.
 const INVALID_KEY_ROLL: u64 = 0x6b65_795f_726f_6c6c;
 
@@ -271,7 +328,9 @@ impl SimState {
         )
     }
 
-    /// One request, from authentication to the answer.
+    /// One request, from authentication to the answer: checked as the API
+    /// checks it, composed into a reply, admitted (or not) by the model's
+    /// simulated limits and faults, then answered.
     async fn handle(
         self: &Arc<Self>,
         format: Format,
@@ -281,79 +340,101 @@ impl SimState {
         body: &[u8],
     ) -> Response {
         let in_flight = InFlight::enter(self);
+        let request = Request {
+            format,
+            path_model,
+            headers,
+            query,
+            body,
+            hash: self.request_hash(format, path_model, body),
+        };
+        let parsed = match self.check(&request) {
+            Ok(parsed) => parsed,
+            Err(refused) => return *refused,
+        };
+        let composed = Composed::new(&parsed);
+        let (verdict, request_id) = self.admit(&parsed, request.hash, &composed.reply);
+        debug!(format = format.name(), model = parsed.model.as_str(), request_id = %request_id, verdict = ?verdict, "Simulated request.");
+        self.answer(format, &composed, request_id, verdict, in_flight)
+            .await
+    }
+
+    /// The request's seed-dependent hash: what makes every roll of a request
+    /// (faults, latency, the reply) the same each time it is sent.
+    fn request_hash(&self, format: Format, path_model: Option<&str>, body: &[u8]) -> u64 {
         let mut hash = Fnv::new();
         hash.write(&self.config.seed.to_le_bytes());
         hash.write(format.name().as_bytes());
         hash.write(path_model.unwrap_or_default().as_bytes());
         hash.write(body);
-        let request_hash = hash.finish();
-        if let Err(problem) = format.authorize(headers, query) {
-            return self.refuse(
+        hash.finish()
+    }
+
+    /// Checks the request as the real API would before it reaches a model:
+    /// the key, the body, a key the model's account refuses, parameters the
+    /// model does not take, and the output cap; the refusal when one fails.
+    fn check(&self, request: &Request<'_>) -> std::result::Result<Parsed, Box<Response>> {
+        let format = request.format;
+        let hash = request.hash;
+        let refuse = |problem: &Problem| {
+            Box::new(self.refuse(
                 format,
-                path_model.unwrap_or_default(),
-                format!("{request_hash:016x}"),
-                &problem,
-            );
-        }
-        let parsed = match format.parse(path_model, body) {
-            Ok(parsed) => parsed,
-            Err(problem) => {
-                return self.refuse(
-                    format,
-                    path_model.unwrap_or_default(),
-                    format!("{request_hash:016x}"),
-                    &problem,
-                );
-            }
+                request.path_model.unwrap_or_default(),
+                format!("{hash:016x}"),
+                problem,
+            ))
         };
+        format
+            .authorize(request.headers, request.query)
+            .map_err(|problem| refuse(&problem))?;
+        let parsed = format
+            .parse(request.path_model, request.body)
+            .map_err(|problem| refuse(&problem))?;
         let behaviour = self.config.behaviour(&parsed.model);
         if behaviour.invalid_key_rate > 0.0
-            && unit(splitmix64(request_hash ^ INVALID_KEY_ROLL)) < behaviour.invalid_key_rate
+            && unit(splitmix64(hash ^ INVALID_KEY_ROLL)) < behaviour.invalid_key_rate
         {
             let problem = Problem::InvalidKey {
-                presented: format.presented_key(headers, query),
+                presented: format.presented_key(request.headers, request.query),
             };
-            return self.refuse_for_model(format, &parsed.model, request_hash, &problem);
+            return Err(Box::new(self.refuse_for_model(
+                format,
+                &parsed.model,
+                hash,
+                &problem,
+            )));
         }
         if let Some(problem) = parsed.refused(&behaviour.unsupported_params) {
-            return self.refuse_for_model(format, &parsed.model, request_hash, &problem);
+            return Err(Box::new(self.refuse_for_model(
+                format,
+                &parsed.model,
+                hash,
+                &problem,
+            )));
         }
-        let hint = behaviour.rate_limit_hint;
-        let limit = behaviour.max_output_tokens;
-        if let (Some(limit), Some(asked)) = (limit, parsed.max_tokens)
+        if let (Some(limit), Some(asked)) = (behaviour.max_output_tokens, parsed.max_tokens)
             && asked > limit
         {
             let problem = Problem::bad(format!(
                 "max_tokens is too large: {asked}. This model supports at most {limit} output tokens."
             ));
-            return self.refuse(
+            return Err(Box::new(self.refuse(
                 format,
                 &parsed.model,
-                format!("{request_hash:016x}"),
+                format!("{hash:016x}"),
                 &problem,
-            );
+            )));
         }
-        let messages: Vec<_> = parsed
-            .messages
-            .iter()
-            .map(|(role, text)| (*role, text.as_str()))
-            .collect();
-        let style = if parsed.json_mode {
-            ReplyStyle::Json
-        } else {
-            ReplyStyle::Text
-        };
-        let mut reply = reply_for(
-            parsed.system.as_deref(),
-            &messages,
-            parsed.max_tokens,
-            style,
-        );
-        let usage = reply.usage;
+        Ok(parsed)
+    }
+
+    /// Asks the model's state whether it serves the request now; gives the
+    /// verdict and the request id (the hash and the model's request count).
+    fn admit(&self, parsed: &Parsed, request_hash: u64, reply: &Reply) -> (Verdict, String) {
         let ask = Ask {
             request_hash,
-            tokens: usage.total(),
-            output_tokens: usage.output_tokens,
+            tokens: reply.usage.total(),
+            output_tokens: reply.usage.output_tokens,
             json_mode: parsed.json_mode,
         };
         let now = Instant::now();
@@ -364,10 +445,20 @@ impl SimState {
         };
         let (verdict, sequence) =
             self.with_model(&parsed.model, |m| (m.admit(clock, ask), m.stats().requests));
-        let request_id = format!("{request_hash:016x}{sequence:08x}");
-        let model = parsed.model.as_str();
-        debug!(format = format.name(), model, request_id = %request_id, verdict = ?verdict, "Simulated request.");
+        (verdict, format!("{request_hash:016x}{sequence:08x}"))
+    }
 
+    /// Answers as the verdict says: the reply after its delay, or the problem.
+    async fn answer(
+        &self,
+        format: Format,
+        composed: &Composed<'_>,
+        request_id: String,
+        verdict: Verdict,
+        in_flight: InFlight,
+    ) -> Response {
+        let model = composed.parsed.model.as_str();
+        let hint = self.config.behaviour(model).rate_limit_hint;
         let (problem, limits) = match verdict {
             Verdict::Serve {
                 delay,
@@ -383,20 +474,9 @@ impl SimState {
                 if !self.wait(Some(delay)).await {
                     return self.answer_problem(format, &ctx, &Problem::ShuttingDown);
                 }
-                if invalid_json {
-                    reply = reply_for(
-                        parsed.system.as_deref(),
-                        &messages,
-                        parsed.max_tokens,
-                        ReplyStyle::BrokenJson,
-                    );
-                }
-                self.with_model(model, |m| m.record_success(&usage, invalid_json));
-                let answer = format.success(&ctx, &reply);
-                return match slow_body {
-                    Some(over) => self.trickle(answer, over, in_flight).await,
-                    None => answer,
-                };
+                return self
+                    .serve(format, &ctx, composed, invalid_json, slow_body, in_flight)
+                    .await;
             }
             Verdict::Hang => {
                 self.wait(None).await;
@@ -447,6 +527,34 @@ impl SimState {
             },
             &problem,
         )
+    }
+
+    /// Serves an admitted request once its latency is over: breaks its JSON
+    /// when the model is due to, counts it, and sends the body (slowly, if asked).
+    async fn serve(
+        &self,
+        format: Format,
+        ctx: &Context<'_>,
+        composed: &Composed<'_>,
+        invalid_json: bool,
+        slow_body: Option<Duration>,
+        in_flight: InFlight,
+    ) -> Response {
+        let broken;
+        let reply = if invalid_json {
+            broken = composed.reply_as(ReplyStyle::BrokenJson);
+            &broken
+        } else {
+            &composed.reply
+        };
+        self.with_model(ctx.model, |m| {
+            m.record_success(&composed.reply.usage, invalid_json)
+        });
+        let answer = format.success(ctx, reply);
+        match slow_body {
+            Some(over) => self.trickle(answer, over, in_flight).await,
+            None => answer,
+        }
     }
 
     /// Refuses a well-formed request for `model` before admission (a key it does

@@ -3,7 +3,9 @@
 //! ClickHouse ([`clickhouse`]) or on a Parquet tree ([`parquet`]) and gives the
 //! same rows: both count each event id once, both group on the same keys and both
 //! sort in Rust. [`Report::render`] prints a table, CSV or JSON; [`html`] draws a
-//! one-page chart report.
+//! one-page chart report. [`results`] sums job results (rather than billed
+//! attempts) into the figures the demo shows: latency percentiles, failovers,
+//! the model mix, cost against the baseline.
 //!
 //! Definitions (shared by both stores and written out in docs/analytics.md):
 //! *jobs* are distinct job ids with at least one billed attempt in the group;
@@ -15,6 +17,7 @@
 pub mod clickhouse;
 pub mod html;
 pub mod parquet;
+pub mod results;
 #[cfg(test)]
 mod tests;
 
@@ -228,7 +231,7 @@ pub enum Source {
     /// A Parquet tree written by the sink.
     Parquet(std::path::PathBuf),
     /// A ClickHouse database migrated by the sink.
-    ClickHouse(crate::ClickHouseConfig),
+    ClickHouse(crate::sinks::clickhouse::ClickHouseConfig),
 }
 
 impl Source {

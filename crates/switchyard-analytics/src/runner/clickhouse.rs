@@ -11,10 +11,9 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::backoff::Backoff;
-use crate::block::ClickHouseRows;
 use crate::progress::Cut;
-use crate::sinks::clickhouse::{ClickHouseConfig, ClickHouseSink};
+use crate::sinks::clickhouse::{ClickHouseConfig, ClickHouseRows, ClickHouseSink};
+use switchyard_core::backoff::Backoff;
 
 /// Partitions the sink owns and their epoch; an insert holds the lock.
 pub(super) type Owned = Arc<tokio::sync::Mutex<HashMap<i32, u64>>>;

@@ -7,8 +7,8 @@
 //!   the writer falls behind it waits; when the writer stays stuck it pauses
 //!   the partitions and keeps polling, so the group never mistakes a slow store
 //!   for a dead sink. Rebalances are handled on its thread, inside the poll.
-//! - [`decode`](crate::decode) runs on the decoder threads: bytes into Arrow
-//!   blocks and ClickHouse `RowBinary`.
+//! - [`decoder`] threads run [`decode`](crate::decode) on each chunk, into the
+//!   shape of each store: Arrow blocks and ClickHouse `RowBinary`.
 //! - [`writer`] drops copies by event id and rows a store already holds, writes
 //!   Parquet, hands rows to the ClickHouse task, and commits up to what both
 //!   stores hold.
@@ -25,88 +25,43 @@
 //! before it learns what is there.
 
 mod clickhouse;
+mod decoder;
+mod options;
 mod reader;
 mod writer;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::thread::JoinHandle;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use switchyard_codec::Codec;
 use switchyard_core::config::PipelineConfig;
 use switchyard_kafka::client::consumer_config;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::backoff::Backoff;
-use crate::decode::{DecodedChunk, RawChunk, decode_chunk};
 use crate::error::{Error, Result};
 use crate::sinks::clickhouse::ClickHouseConfig;
 use crate::sinks::parquet::{ParquetConfig, ParquetSink};
+use switchyard_core::backoff::Backoff;
 
-use reader::{Reader, SinkContext};
+pub use decoder::{DecodedChunk, decode_for_stores};
+pub use options::SinkOptions;
+pub use writer::SinkReport;
+
+use clickhouse::{Batch, Done, Owned};
+use decoder::DecodeJob;
+use reader::{CHUNKS_IN_FLIGHT, Control, Reader, SinkContext};
 use writer::Writer;
 
 /// librdkafka's prefetch bound, in KiB.
 const PREFETCH: &str = "queued.max.messages.kbytes";
 /// Messages per partition librdkafka keeps fetching towards.
 const PREFETCH_MESSAGES: &str = "queued.min.messages";
-
-/// Knobs that are not in the pipeline config (tests and embedding).
-#[derive(Debug, Clone)]
-pub struct SinkOptions {
-    /// Event ids remembered for de-duplication.
-    pub dedupe_window: usize,
-    /// How long shutdown waits for ClickHouse to take the last rows.
-    pub drain_grace: Duration,
-    /// How long giving up a partition in a rebalance waits for ClickHouse.
-    pub revoke_grace: Duration,
-    /// First pause after a ClickHouse failure.
-    pub base_backoff: Duration,
-    /// Decoder threads (at least one).
-    pub decoders: usize,
-    /// Counts the messages consumed, for callers that watch progress.
-    pub consumed: Option<Arc<AtomicU64>>,
-}
-
-impl Default for SinkOptions {
-    fn default() -> Self {
-        Self {
-            dedupe_window: 1_000_000,
-            drain_grace: Duration::from_secs(30),
-            revoke_grace: Duration::from_secs(10),
-            base_backoff: Duration::from_millis(200),
-            decoders: std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)),
-            consumed: None,
-        }
-    }
-}
-
-/// What a run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SinkReport {
-    /// Messages read from the usage topic.
-    pub consumed: u64,
-    /// Messages that were not usage events (logged and skipped).
-    pub undecodable: u64,
-    /// Copies of an event already seen (same event_id), dropped.
-    pub duplicates: u64,
-    /// Rows written to Parquet files.
-    pub parquet_rows: u64,
-    /// Parquet files made visible.
-    pub parquet_files: u64,
-    /// Re-delivered rows the Parquet files already held.
-    pub parquet_skipped: u64,
-    /// Rows inserted into ClickHouse.
-    pub clickhouse_rows: u64,
-    /// Re-delivered rows ClickHouse already held.
-    pub clickhouse_skipped: u64,
-    /// Last committed offset per partition.
-    pub committed: Vec<(i32, i64)>,
-}
 
 /// Runs the sink until `shutdown` resolves, then writes out what it holds,
 /// commits and returns.
@@ -117,33 +72,9 @@ pub async fn run_sink(
     run_sink_with(config, SinkOptions::default(), shutdown).await
 }
 
-/// Messages per chunk handed to a decoder thread.
-const DECODE_CHUNK: usize = 4096;
-/// Chunks between the reader and the writer; beyond it the reader pauses.
-const CHUNKS_IN_FLIGHT: usize = 4;
-
-/// What the reader tells the writer, outside the flow of chunks.
-enum Control {
-    /// Partitions assigned, with their new epoch.
-    Assigned {
-        partitions: Vec<(i32, u64)>,
-        at: std::time::Instant,
-    },
-    /// Partitions revoked: write out what is held of them and answer with the
-    /// offsets to commit.
-    Revoke {
-        partitions: Vec<i32>,
-        reply: mpsc::SyncSender<Vec<(i32, i64)>>,
-    },
-}
-
-/// A chunk for a decoder, and where its result goes.
-struct DecodeJob {
-    chunk: RawChunk,
-    reply: mpsc::SyncSender<DecodedChunk>,
-}
-
-/// As [`run_sink`], with options.
+/// As [`run_sink`], with options: opens the stores, subscribes, starts the
+/// ClickHouse task and the reader, decoder and writer threads, waits for
+/// `shutdown` (or the writer to end on its own), then stops them in order.
 pub async fn run_sink_with(
     config: &PipelineConfig,
     options: SinkOptions,
@@ -151,87 +82,30 @@ pub async fn run_sink_with(
 ) -> Result<SinkReport> {
     let analytics = &config.analytics;
     let topic = config.kafka.topics.usage.name.clone();
-    let codec = Arc::new(Codec::for_topic(&config.kafka.topics.usage));
     let parquet_config = ParquetConfig::from_analytics(analytics, &topic)?;
     let clickhouse_config = ClickHouseConfig::from_analytics(analytics)?;
     let sink_id = parquet_config.sink_id.clone();
     let parquet = ParquetSink::open(parquet_config)?;
 
     let (control_tx, control_rx) = mpsc::channel::<Control>();
-    let mut settings =
-        consumer_config(&config.kafka, &analytics.group_id, analytics.flush_interval);
-    settings
-        .set("enable.auto.commit", "false")
-        .set("client.id", format!("switchyard-sink-{sink_id}"));
-    // Unlike a worker, the sink turns events into rows as fast as they come: a
-    // deep prefetch keeps it fed (librdkafka's defaults held it to a third of
-    // its speed). `kafka.client` may still set either.
-    for (key, value) in [(PREFETCH, "131072"), (PREFETCH_MESSAGES, "1000000")] {
-        if !config.kafka.client.contains_key(key) {
-            settings.set(key, value);
-        }
-    }
     let context = SinkContext::new(topic.clone(), control_tx, options.revoke_grace);
-    let consumer: Arc<BaseConsumer<SinkContext>> = Arc::new(settings.create_with_context(context)?);
-    consumer.subscribe(&[topic.as_str()])?;
-
-    // ClickHouse: a task on the runtime, fed by the writer thread.
-    let owned = Arc::new(tokio::sync::Mutex::new(HashMap::new()));
-    let stop_clickhouse = CancellationToken::new();
-    let (done_tx, done_rx) = mpsc::channel();
-    let (batch_tx, clickhouse_task, max_pending) = match clickhouse_config {
-        Some(ch) => {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let max_pending = ch.max_pending_events;
-            let backoff = Backoff::new(options.base_backoff, ch.max_backoff);
-            let task = tokio::spawn(clickhouse::run(
-                clickhouse::Task {
-                    config: ch,
-                    topic: topic.clone(),
-                    owned: owned.clone(),
-                    backoff,
-                    stop: stop_clickhouse.clone(),
-                },
-                rx,
-                done_tx,
-            ));
-            (Some(tx), Some(task), max_pending)
-        }
-        None => (None, None, usize::MAX),
-    };
-    let with_clickhouse = batch_tx.is_some();
-
-    // Decoders share one queue of jobs; their results reach the writer in order.
-    let (work_tx, work_rx) = mpsc::channel::<DecodeJob>();
-    let work_rx = Arc::new(Mutex::new(work_rx));
-    let mut decoders = Vec::new();
-    for n in 0..options.decoders.max(1) {
-        let (work_rx, codec, topic) = (work_rx.clone(), codec.clone(), topic.clone());
-        decoders.push(spawn_thread(&format!("sink-decode-{n}"), move || {
-            loop {
-                let job = match work_rx.lock() {
-                    Ok(rx) => rx.recv(),
-                    Err(_) => return,
-                };
-                let Ok(job) = job else { return };
-                let decoded = decode_chunk(&codec, &topic, &job.chunk, with_clickhouse);
-                let _ = job.reply.send(decoded);
-            }
-        })?);
-    }
-    let (ordered_tx, ordered_rx) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
+    let consumer = subscribe(config, &sink_id, context)?;
+    let owned: Owned = Arc::new(tokio::sync::Mutex::new(HashMap::new()));
+    let clickhouse = ClickHouseStage::start(clickhouse_config, &topic, &owned, &options);
+    let with_clickhouse = clickhouse.batches.is_some();
+    let (work, decoders) = start_decoders(config, options.decoders, with_clickhouse)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer_left = Arc::new(AtomicBool::new(false));
+    let (ordered_tx, ordered_rx) = mpsc::sync_channel(CHUNKS_IN_FLIGHT);
     let reader = Reader {
         consumer: consumer.clone(),
         stop: stop.clone(),
-        work: work_tx,
+        work,
         ordered: ordered_tx,
         writer_left: writer_left.clone(),
     };
     let reader = spawn_thread("sink-reader", move || reader.run())?;
-
     let writer = Writer::new(writer::Setup {
         parquet,
         consumer: consumer.clone(),
@@ -239,40 +113,29 @@ pub async fn run_sink_with(
         options: options.clone(),
         flush_interval: analytics.flush_interval,
         flush_max: analytics.flush_max_events.max(1),
-        max_pending,
-        clickhouse: batch_tx,
-        done: done_rx,
+        max_pending: clickhouse.max_pending,
+        // The task ends once the writer drops this, the only sender.
+        clickhouse: clickhouse.batches,
+        done: clickhouse.done,
         owned,
-        stop_clickhouse: stop_clickhouse.clone(),
+        stop_clickhouse: clickhouse.stop.clone(),
         stop: stop.clone(),
         left_loop: writer_left,
     });
-    let (finished_tx, mut finished) = tokio::sync::oneshot::channel();
+    let (finished_tx, finished) = oneshot::channel();
     let writer = spawn_thread("sink-writer", move || {
         let _ = finished_tx.send(writer.run(ordered_rx, control_rx));
     })?;
     info!(topic = %topic, group = %analytics.group_id, sink_id = %sink_id, clickhouse = with_clickhouse, decoders = decoders.len(), "Usage sink started.");
 
-    tokio::pin!(shutdown);
-    let early = tokio::select! {
-        _ = &mut shutdown => None,
-        r = &mut finished => Some(r),
-    };
-    if early.is_none() {
-        info!("Usage sink stopping: writing out what it holds.");
-    }
-    stop.store(true, Ordering::SeqCst);
-    let result = match early {
-        Some(r) => r,
-        None => finished.await,
-    };
+    let result = until_stopped(shutdown, finished, &stop).await;
     join(reader).await;
     join(writer).await;
     for d in decoders {
         join(d).await;
     }
-    stop_clickhouse.cancel();
-    if let Some(task) = clickhouse_task {
+    clickhouse.stop.cancel();
+    if let Some(task) = clickhouse.task {
         let _ = task.await;
     }
     consumer.unsubscribe();
@@ -288,16 +151,135 @@ pub async fn run_sink_with(
     Ok(report)
 }
 
-fn spawn_thread(
-    name: &str,
-    f: impl FnOnce() + Send + 'static,
-) -> Result<std::thread::JoinHandle<()>> {
+/// A consumer in the analytics group, subscribed to the usage topic, that
+/// commits only what the sink says.
+fn subscribe(
+    config: &PipelineConfig,
+    sink_id: &str,
+    context: SinkContext,
+) -> Result<Arc<BaseConsumer<SinkContext>>> {
+    let analytics = &config.analytics;
+    let mut settings =
+        consumer_config(&config.kafka, &analytics.group_id, analytics.flush_interval);
+    settings
+        .set("enable.auto.commit", "false")
+        .set("client.id", format!("switchyard-sink-{sink_id}"));
+    // Unlike a worker, the sink turns events into rows as fast as they come: a
+    // deep prefetch keeps it fed (librdkafka's defaults held it to a third of
+    // its speed). `kafka.client` may still set either.
+    for (key, value) in [(PREFETCH, "131072"), (PREFETCH_MESSAGES, "1000000")] {
+        if !config.kafka.client.contains_key(key) {
+            settings.set(key, value);
+        }
+    }
+    let consumer: Arc<BaseConsumer<SinkContext>> = Arc::new(settings.create_with_context(context)?);
+    consumer.subscribe(&[config.kafka.topics.usage.name.as_str()])?;
+    Ok(consumer)
+}
+
+/// The ClickHouse side of the sink: a task on the runtime, fed by the writer
+/// thread (none when ClickHouse is not configured).
+struct ClickHouseStage {
+    batches: Option<tokio::sync::mpsc::UnboundedSender<Batch>>,
+    done: mpsc::Receiver<Done>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// Rows the writer may hold for ClickHouse before it stops taking chunks.
+    max_pending: usize,
+    stop: CancellationToken,
+}
+
+impl ClickHouseStage {
+    fn start(
+        config: Option<ClickHouseConfig>,
+        topic: &str,
+        owned: &Owned,
+        options: &SinkOptions,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let (done_tx, done) = mpsc::channel();
+        let Some(config) = config else {
+            return Self {
+                batches: None,
+                done,
+                task: None,
+                max_pending: usize::MAX,
+                stop,
+            };
+        };
+        let (batches, rx) = tokio::sync::mpsc::unbounded_channel();
+        let max_pending = config.max_pending_events;
+        let backoff = Backoff::new(options.base_backoff, config.max_backoff);
+        let task = tokio::spawn(clickhouse::run(
+            clickhouse::Task {
+                config,
+                topic: topic.to_owned(),
+                owned: owned.clone(),
+                backoff,
+                stop: stop.clone(),
+            },
+            rx,
+            done_tx,
+        ));
+        Self {
+            batches: Some(batches),
+            done,
+            task: Some(task),
+            max_pending,
+            stop,
+        }
+    }
+}
+
+/// Starts the decoder threads on one shared queue of chunks; gives the queue's
+/// sender (for the reader) and the threads.
+fn start_decoders(
+    config: &PipelineConfig,
+    decoders: usize,
+    clickhouse: bool,
+) -> Result<(mpsc::Sender<DecodeJob>, Vec<JoinHandle<()>>)> {
+    let codec = Arc::new(Codec::for_topic(&config.kafka.topics.usage));
+    let topic: Arc<str> = config.kafka.topics.usage.name.as_str().into();
+    let (work_tx, work_rx) = mpsc::channel::<DecodeJob>();
+    let work_rx = Arc::new(Mutex::new(work_rx));
+    let mut threads = Vec::new();
+    for n in 0..decoders.max(1) {
+        let (work_rx, codec, topic) = (work_rx.clone(), codec.clone(), topic.clone());
+        threads.push(spawn_thread(&format!("sink-decode-{n}"), move || {
+            decoder::run(&work_rx, &codec, &topic, clickhouse);
+        })?);
+    }
+    Ok((work_tx, threads))
+}
+
+/// Waits for `shutdown` or for the writer to end on its own, tells every
+/// thread to stop, and gives the writer's result.
+async fn until_stopped<T>(
+    shutdown: impl Future<Output = ()>,
+    mut finished: oneshot::Receiver<T>,
+    stop: &AtomicBool,
+) -> std::result::Result<T, oneshot::error::RecvError> {
+    tokio::pin!(shutdown);
+    let early = tokio::select! {
+        _ = &mut shutdown => None,
+        r = &mut finished => Some(r),
+    };
+    if early.is_none() {
+        info!("Usage sink stopping: writing out what it holds.");
+    }
+    stop.store(true, Ordering::SeqCst);
+    match early {
+        Some(r) => r,
+        None => finished.await,
+    }
+}
+
+fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(f)
         .map_err(|e| Error::Invalid(format!("starting the sink's {name} thread: {e}")))
 }
 
-async fn join(handle: std::thread::JoinHandle<()>) {
+async fn join(handle: JoinHandle<()>) {
     let _ = tokio::task::spawn_blocking(move || handle.join()).await;
 }

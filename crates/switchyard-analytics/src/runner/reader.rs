@@ -15,8 +15,28 @@ use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
-use super::{CHUNKS_IN_FLIGHT, Control, DECODE_CHUNK, DecodeJob};
-use crate::decode::{DecodedChunk, RawChunk};
+use super::decoder::{DecodeJob, DecodedChunk};
+use crate::decode::RawChunk;
+
+/// Messages per chunk handed to a decoder thread.
+pub(super) const DECODE_CHUNK: usize = 4096;
+/// Chunks between the reader and the writer; beyond it the reader pauses.
+pub(super) const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// What the reader tells the writer, outside the flow of chunks.
+pub(super) enum Control {
+    /// Partitions assigned, with their new epoch.
+    Assigned {
+        partitions: Vec<(i32, u64)>,
+        at: std::time::Instant,
+    },
+    /// Partitions revoked: write out what is held of them and answer with the
+    /// offsets to commit.
+    Revoke {
+        partitions: Vec<i32>,
+        reply: mpsc::SyncSender<Vec<(i32, i64)>>,
+    },
+}
 
 /// A partial chunk waits at most this long for more messages.
 const CHUNK_WAIT: Duration = Duration::from_millis(2);

@@ -9,22 +9,44 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use arrow::array::BooleanArray;
-use arrow::compute::filter_record_batch;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::clickhouse::{Batch, Done, Owned};
-use super::reader::SinkContext;
-use super::{Control, SinkOptions, SinkReport};
-use crate::block::ClickHouseRows;
-use crate::decode::{Decoded, DecodedChunk};
+use super::decoder::DecodedChunk;
+use super::options::SinkOptions;
+use super::reader::{Control, SinkContext};
+use crate::decode::Decoded;
 use crate::dedupe::RecentIds;
 use crate::error::{Error, Result};
 use crate::progress::{Cut, Progress};
+use crate::sinks::clickhouse::ClickHouseRows;
 use crate::sinks::parquet::ParquetSink;
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkReport {
+    /// Messages read from the usage topic.
+    pub consumed: u64,
+    /// Messages that were not usage events (logged and skipped).
+    pub undecodable: u64,
+    /// Copies of an event already seen (same event_id), dropped.
+    pub duplicates: u64,
+    /// Rows written to Parquet files.
+    pub parquet_rows: u64,
+    /// Parquet files made visible.
+    pub parquet_files: u64,
+    /// Re-delivered rows the Parquet files already held.
+    pub parquet_skipped: u64,
+    /// Rows inserted into ClickHouse.
+    pub clickhouse_rows: u64,
+    /// Re-delivered rows ClickHouse already held.
+    pub clickhouse_skipped: u64,
+    /// Last committed offset per partition.
+    pub committed: Vec<(i32, i64)>,
+}
 
 /// Longest the writer sleeps before looking at its controls again.
 const WAKE: Duration = Duration::from_millis(50);
@@ -208,12 +230,9 @@ impl Writer {
             self.s.parquet.reload_held()?;
         }
         let clickhouse = self.s.clickhouse.is_some();
-        let mut parquet_keep: Vec<Vec<bool>> = chunk
-            .blocks
-            .iter()
-            .map(|b| Vec::with_capacity(b.batch.num_rows()))
-            .collect();
-        let mut clickhouse_keep: Vec<bool> = Vec::with_capacity(chunk.messages.len());
+        // One flag per row, in the order the rows were decoded.
+        let mut parquet_keep: Vec<bool> = Vec::with_capacity(chunk.parquet.rows());
+        let mut clickhouse_keep: Vec<bool> = Vec::with_capacity(chunk.parquet.rows());
         let mut consumed = 0u64;
         for m in &chunk.messages {
             let current = self.epochs.get(&m.partition) == Some(&m.epoch);
@@ -228,7 +247,7 @@ impl Writer {
                         warn!(partition = m.partition, offset = m.offset, reason = %reason, "Not a usage event; skipped.");
                     }
                 }
-                Decoded::Row { id, block } => {
+                Decoded::Row { id } => {
                     let (to_parquet, to_clickhouse) = if !current {
                         (false, false)
                     } else if !self.ids.insert_key(*id, m.partition, m.offset) {
@@ -245,21 +264,19 @@ impl Writer {
                     } else {
                         (true, true)
                     };
-                    parquet_keep[*block].push(to_parquet);
+                    parquet_keep.push(to_parquet);
                     clickhouse_keep.push(to_clickhouse);
                 }
             }
         }
-        for (block, keep) in chunk.blocks.iter().zip(parquet_keep) {
-            if keep.iter().all(|k| *k) {
-                self.s
-                    .parquet
-                    .write_batch(block.day, &block.org, &block.batch)?;
-            } else if keep.iter().any(|k| *k) {
-                let kept = filter_record_batch(&block.batch, &BooleanArray::from(keep))
-                    .map_err(|e| Error::Invalid(format!("filtering a usage block: {e}")))?;
-                self.s.parquet.write_batch(block.day, &block.org, &kept)?;
-            }
+        let blocks = chunk
+            .parquet
+            .select(&parquet_keep)
+            .map_err(|e| Error::Invalid(format!("filtering a usage block: {e}")))?;
+        for block in blocks {
+            self.s
+                .parquet
+                .write_batch(block.day, &block.org, &block.batch)?;
         }
         if clickhouse && let Some(mut rows) = chunk.clickhouse {
             if !clickhouse_keep.iter().all(|k| *k) {

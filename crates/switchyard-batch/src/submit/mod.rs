@@ -18,9 +18,10 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::Serialize;
 use switchyard_core::batch::{BatchFormat, BatchRecord, BatchState};
-use switchyard_core::config::LoadedPipeline;
+use switchyard_core::config::{KafkaConfig, LoadedPipeline};
 use switchyard_core::routing::Strategy;
 
+use self::claim::Claim;
 pub use self::claim::DEFAULT_LEASE;
 use crate::bits::BitSet;
 use crate::error::SkipInvalid;
@@ -118,7 +119,9 @@ pub fn line_settings(pipeline: &LoadedPipeline, options: &SubmitOptions) -> Resu
     })
 }
 
-/// Submits the batch file at `path`.
+/// Submits the batch file at `path`: validates it (while the producer
+/// connects), claims the batch, produces its jobs under the claim, and records
+/// the batch as submitted.
 pub fn submit(
     pipeline: &LoadedPipeline,
     path: &Path,
@@ -135,27 +138,8 @@ pub fn submit(
     // Connecting and the idempotent producer's handshake happen in librdkafka's
     // threads while the file is validated.
     let mut sender = Sender::new(kafka)?;
-    let (validation, reader) = std::thread::scope(|scope| {
-        let warm = &sender;
-        let reader = scope.spawn(move || {
-            warm.warm_up(&[&kafka.topics.jobs.name, &kafka.topics.batches]);
-            registry::RegistryReader::new(kafka)
-        });
-        let validation = validate_file(
-            path,
-            &settings,
-            &kafka.topics.jobs,
-            options.skip_invalid.then_some(rejects.as_path()),
-            progress,
-            "validating",
-            &mut |_| {},
-        );
-        let reader = reader
-            .join()
-            .unwrap_or_else(|_| registry::RegistryReader::new(kafka));
-        (validation, reader)
-    });
-    let (validation, reader) = (validation?, reader?);
+    let (validation, reader) =
+        validate_while_connecting(&sender, kafka, path, &settings, options, &rejects, progress)?;
     tracing::debug!(
         lines = validation.lines,
         invalid = validation.invalid,
@@ -188,25 +172,8 @@ pub fn submit(
         rejects_file: validation.rejects_file.clone(),
         state: BatchState::Submitting,
     };
-    let fresh = BatchRecord {
-        batch_id: batch_id.clone(),
-        project: options.project.clone(),
-        format: validation.format,
-        state: BatchState::Submitting,
-        jobs: validation.accepted,
-        source_sha256: validation.sha256.clone(),
-        file_name: path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        strategy: options.strategy,
-        workload: options.workload.clone(),
-        submitted_at: Utc::now(),
-        canceled_at: None,
-        refused: validation.invalid,
-        submitter: None,
-    };
     let lease = options.claim_lease;
+    let fresh = new_record(&batch_id, path, options, &validation);
     let claim = match claim::acquire(&reader, &mut sender, kafka, fresh, lease, |r| {
         check_same(r, &validation, options)
     })? {
@@ -223,72 +190,171 @@ pub fn submit(
     if claim.resumed {
         tracing::info!(batch_id = %batch_id, "Finishing an interrupted submission.");
     }
-    let (produced, last_offset) = claim::with_heartbeat(&claim, kafka, lease, |lease| {
-        let already = if claim.resumed {
-            produce::jobs_on_topic(kafka, &claim.record, progress, lease)?
-        } else {
-            BitSet::default()
-        };
-        produce::produce(
-            &mut sender,
-            kafka,
-            path,
-            &settings,
-            &validation,
-            &batch_id,
-            &already,
-            progress,
-            lease,
-        )
-    });
-    report.produced = match produced {
-        Ok(n) => n,
-        Err(e @ Error::ClaimLost { .. }) => return Err(e),
-        Err(e) => {
-            // Let what was sent settle (delivered or failed) before the next
-            // submit may look for it on the topic, then give the batch up.
-            if let Err(unsettled) = sender.flush(SETTLE_TIMEOUT) {
-                tracing::debug!(error = %unsettled, "Jobs sent before the failure did not all settle.");
-            }
-            claim::release(kafka, &claim, last_offset);
-            return Err(e);
-        }
-    };
-    tracing::debug!(batch_id = %batch_id, produced = report.produced, elapsed_ms = started.elapsed().as_millis() as u64, "Jobs produced.");
-    // Every job is on the topic. A cancel that arrived meanwhile wins: never
-    // overwrite it; and a run that took over meanwhile finishes the batch itself.
-    if let Some(view) = reader.view(&batch_id)? {
-        if view.record.state == BatchState::Canceled {
-            registry::restore_from(&view, &mut sender, kafka)?;
-            report.state = BatchState::Canceled;
-            return Ok(report);
-        }
-        if let Some(h) = view
-            .holder
-            .filter(|h| Some(&h.submitter.id) != claim.record.submitter.as_ref().map(|s| &s.id))
-        {
-            return Err(Error::ClaimLost {
-                batch_id,
-                host: h.submitter.host,
-                pid: h.submitter.pid,
-                lease,
-            });
-        }
-    }
-    registry::publish_with(
-        &mut sender,
+    let run = Claimed {
         kafka,
-        &BatchRecord {
-            state: BatchState::Submitted,
-            submitter: None,
-            ..claim.record
-        },
-    )?;
-    // A cancel published between the read above and this record still wins.
-    report.state = registry::restore_final_state(&reader, &mut sender, kafka, &batch_id)?
-        .unwrap_or(BatchState::Submitted);
+        path,
+        settings: &settings,
+        validation: &validation,
+        claim: &claim,
+        lease,
+    };
+    report.produced = run.produce_jobs(&mut sender, progress)?;
+    tracing::debug!(batch_id = %batch_id, produced = report.produced, elapsed_ms = started.elapsed().as_millis() as u64, "Jobs produced.");
+    report.state = run.mark_submitted(&reader, &mut sender)?;
     tracing::info!(batch_id = %batch_id, jobs = report.jobs, produced = report.produced, state = ?report.state, "Batch submitted.");
     Ok(report)
+}
+
+/// The first pass over the file, while another thread warms the producer up
+/// and opens the registry.
+fn validate_while_connecting(
+    sender: &Sender,
+    kafka: &KafkaConfig,
+    path: &Path,
+    settings: &LineSettings,
+    options: &SubmitOptions,
+    rejects: &Path,
+    progress: &dyn Progress,
+) -> Result<(Validation, registry::RegistryReader)> {
+    let (validation, reader) = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            sender.warm_up(&[&kafka.topics.jobs.name, &kafka.topics.batches]);
+            registry::RegistryReader::new(kafka)
+        });
+        let validation = validate_file(
+            path,
+            settings,
+            &kafka.topics.jobs,
+            options.skip_invalid.then_some(rejects),
+            progress,
+            "validating",
+            &mut |_| {},
+        );
+        let reader = reader
+            .join()
+            .unwrap_or_else(|_| registry::RegistryReader::new(kafka));
+        (validation, reader)
+    });
+    Ok((validation?, reader?))
+}
+
+/// The registry record of a batch submitted for the first time.
+fn new_record(
+    batch_id: &str,
+    path: &Path,
+    options: &SubmitOptions,
+    validation: &Validation,
+) -> BatchRecord {
+    BatchRecord {
+        batch_id: batch_id.to_owned(),
+        project: options.project.clone(),
+        format: validation.format,
+        state: BatchState::Submitting,
+        jobs: validation.accepted,
+        source_sha256: validation.sha256.clone(),
+        file_name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        strategy: options.strategy,
+        workload: options.workload.clone(),
+        submitted_at: Utc::now(),
+        canceled_at: None,
+        refused: validation.invalid,
+        submitter: None,
+    }
+}
+
+/// A validated batch that this run has claimed.
+struct Claimed<'a> {
+    kafka: &'a KafkaConfig,
+    path: &'a Path,
+    settings: &'a LineSettings,
+    validation: &'a Validation,
+    claim: &'a Claim,
+    lease: Duration,
+}
+
+impl Claimed<'_> {
+    /// The second pass: produces every job not yet on the topic while a
+    /// heartbeat keeps the claim. On failure, lets what was sent settle and
+    /// gives the claim up.
+    fn produce_jobs(&self, sender: &mut Sender, progress: &dyn Progress) -> Result<u64> {
+        let (kafka, claim) = (self.kafka, self.claim);
+        let (produced, last_offset) = claim::with_heartbeat(claim, kafka, self.lease, |lease| {
+            let already = if claim.resumed {
+                produce::jobs_on_topic(kafka, &claim.record, progress, lease)?
+            } else {
+                BitSet::default()
+            };
+            produce::produce(
+                &mut *sender,
+                kafka,
+                self.path,
+                self.settings,
+                self.validation,
+                &claim.record.batch_id,
+                &already,
+                progress,
+                lease,
+            )
+        });
+        match produced {
+            Ok(n) => Ok(n),
+            Err(e @ Error::ClaimLost { .. }) => Err(e),
+            Err(e) => {
+                // Let what was sent settle (delivered or failed) before the next
+                // submit may look for it on the topic, then give the batch up.
+                if let Err(unsettled) = sender.flush(SETTLE_TIMEOUT) {
+                    tracing::debug!(error = %unsettled, "Jobs sent before the failure did not all settle.");
+                }
+                claim::release(kafka, claim, last_offset);
+                Err(e)
+            }
+        }
+    }
+
+    /// Every job is on the topic: records the batch as submitted and gives its
+    /// state. A cancel that arrived meanwhile wins: it is never overwritten;
+    /// and a run that took over meanwhile finishes the batch itself.
+    fn mark_submitted(
+        &self,
+        reader: &registry::RegistryReader,
+        sender: &mut Sender,
+    ) -> Result<BatchState> {
+        let kafka = self.kafka;
+        let batch_id = &self.claim.record.batch_id;
+        if let Some(view) = reader.view(batch_id)? {
+            if view.record.state == BatchState::Canceled {
+                registry::restore_from(&view, sender, kafka)?;
+                return Ok(BatchState::Canceled);
+            }
+            if let Some(h) = view.holder.filter(|h| {
+                Some(&h.submitter.id) != self.claim.record.submitter.as_ref().map(|s| &s.id)
+            }) {
+                return Err(Error::ClaimLost {
+                    batch_id: batch_id.clone(),
+                    host: h.submitter.host,
+                    pid: h.submitter.pid,
+                    lease: self.lease,
+                });
+            }
+        }
+        registry::publish_with(
+            sender,
+            kafka,
+            &BatchRecord {
+                state: BatchState::Submitted,
+                submitter: None,
+                ..self.claim.record.clone()
+            },
+        )?;
+        // A cancel published between the read above and this record still wins.
+        Ok(
+            registry::restore_final_state(reader, sender, kafka, batch_id)?
+                .unwrap_or(BatchState::Submitted),
+        )
+    }
 }
 
 /// A resubmission must ask for what the registered batch is.

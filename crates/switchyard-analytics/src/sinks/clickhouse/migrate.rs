@@ -6,7 +6,7 @@
 use clickhouse::Client;
 use tracing::info;
 
-use super::ClickHouseConfig;
+use super::config::ClickHouseConfig;
 use crate::error::{Error, Result};
 
 /// One versioned schema file.

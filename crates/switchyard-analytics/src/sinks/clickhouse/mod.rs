@@ -9,7 +9,9 @@
 
 mod config;
 pub mod migrate;
+mod rows;
 mod sink;
 
 pub use config::ClickHouseConfig;
+pub use rows::{CLICKHOUSE_COLUMNS, ClickHouseRows, RowPosition};
 pub use sink::{ClickHouseSink, WriteOutcome, ranges_to_check};

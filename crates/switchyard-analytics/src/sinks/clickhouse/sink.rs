@@ -13,9 +13,9 @@ use std::time::Duration;
 use clickhouse::Client;
 use tracing::{debug, info, warn};
 
-use super::ClickHouseConfig;
+use super::config::ClickHouseConfig;
 use super::migrate::{migrate, timed};
-use crate::block::{CLICKHOUSE_COLUMNS, ClickHouseRows, RowPosition};
+use super::rows::{CLICKHOUSE_COLUMNS, ClickHouseRows, RowPosition};
 use crate::error::Result;
 use crate::row::{date_from_days, month_of};
 

@@ -1,4 +1,4 @@
-//! The Parquet file schema and the conversion of rows into Arrow record batches.
+//! The Parquet file schema (rows become record batches of it in [`block`](super::block)).
 //! Typed columns: timestamps as UTC milliseconds, tokens as unsigned integers,
 //! money as float64 USD (the unit in the name), the org path as four columns.
 //! `org` is dictionary-encoded so that readers that add the `org=` directory as a
@@ -7,11 +7,7 @@
 
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-
-use crate::block::{BlockBuilder, RowRef};
-use crate::row::UsageRow;
 
 /// The schema of every file.
 pub fn schema() -> SchemaRef {
@@ -58,12 +54,3 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("kafka_offset", DataType::Int64, false),
     ]))
 });
-
-/// The rows as one record batch of [`schema`].
-pub fn record_batch(rows: &[UsageRow]) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let mut b = BlockBuilder::with_capacity(rows.len());
-    for r in rows {
-        b.append(&RowRef::of_row(r), r.kafka_partition, r.kafka_offset);
-    }
-    b.finish()
-}

@@ -16,12 +16,13 @@ use parquet::schema::types::ColumnPath;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::block::BlockBuilder;
+use super::config::ParquetConfig;
 use super::manifest::{Manifest, remove_orphans, sync_dir};
-use super::{ParquetConfig, paths, schema};
-use crate::block::{BlockBuilder, RowRef};
+use super::{paths, schema};
 use crate::error::{Error, Result};
 use crate::progress::Cut;
-use crate::row::UsageRow;
+use crate::row::{RowRef, UsageRow, date_from_days};
 
 /// Partition of the tree: (days since the epoch, org).
 type Key = (u16, String);
@@ -147,7 +148,7 @@ impl ParquetSink {
             .buffered
             .entry(key.clone())
             .or_insert_with(|| BlockBuilder::with_capacity(WRITE_ROWS));
-        rows.append(&RowRef::of_row(&row), row.kafka_partition, row.kafka_offset);
+        rows.append(&RowRef::of_row(&row));
         self.buffered_rows += 1;
         if rows.len() >= WRITE_ROWS {
             // Encode while the rows are still in cache, and keep buffers small.
@@ -288,7 +289,7 @@ impl ParquetSink {
     }
 
     fn create(&self, key: &Key) -> Result<OpenFile> {
-        let dir = paths::partition_dir(&self.config.dir, crate::row::date_from_days(key.0), &key.1);
+        let dir = paths::partition_dir(&self.config.dir, date_from_days(key.0), &key.1);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
         let seq = self.manifest.seq + 1;
         let n = self.open.len() as u32;
