@@ -77,6 +77,97 @@ fn kafka_secrets_come_from_named_variables_and_only_for_secret_properties() {
 }
 
 #[test]
+fn a_secret_written_in_kafka_client_is_refused_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kafka.toml");
+    let text = demo_config_text().replace(
+        "[kafka.topics.jobs]",
+        "[kafka.client]\n\"sasl.password\" = \"hunter2-in-the-file\"\n\n[kafka.topics.jobs]",
+    );
+    std::fs::write(&file, text).unwrap();
+    let out = switchyard(&["validate", file.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kafka.toml:"), "{err}");
+    assert!(err.contains("`sasl.password` is a secret"), "{err}");
+    assert!(err.contains("client_secret_env"), "{err}");
+    assert!(!err.contains("hunter2"), "the secret was echoed: {err}");
+}
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        r#"{"job_id":"pipe","project":"acme/retail/support/ticket-triage","request":{"messages":[{"role":"user","content":"Tag this ticket: refund please"}]}}"#,
+    )
+    .unwrap();
+    for args in [
+        vec![
+            "route",
+            "--explain",
+            "--json",
+            "--job",
+            job.to_str().unwrap(),
+        ],
+        vec!["route", "--explain", "--job", job.to_str().unwrap()],
+    ] {
+        let mut child = common::switchyard()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before the command writes (`| head -0`).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(141)),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("error"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn commands_find_the_demo_files_from_any_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.json");
+    std::fs::write(
+        &job,
+        r#"{"job_id":"anywhere","project":"acme/retail/support/ticket-triage","request":{"messages":[{"role":"user","content":"Tag this ticket: refund please"}]}}"#,
+    )
+    .unwrap();
+    let out = common::switchyard()
+        .current_dir(dir.path())
+        .args(["route", "--job", "job.json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("chain ("));
+    let out = common::switchyard()
+        .current_dir(dir.path())
+        .args(["validate", "pipelines/demo.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn a_bad_config_names_file_line_key_and_fix_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
     let text = demo_config_text().replace("max_in_flight = 512", "max_in_flight = \"lots\"");

@@ -15,7 +15,9 @@ use common::*;
 fn the_demo_completes_every_job_through_an_outage_for_a_fraction_of_the_flagship_cost() {
     let dir = tempfile::tempdir().unwrap();
     let parquet = dir.path().join("usage");
+    // Run from an empty directory: the demo's files are compiled in.
     let out = switchyard()
+        .current_dir(dir.path())
         .args(["demo", "--jobs", "2000", "--format", "json"])
         .env("SWITCHYARD__ANALYTICS__PARQUET_DIR", &parquet)
         .output()

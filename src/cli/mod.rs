@@ -82,6 +82,7 @@ enum Command {
 
 /// Entry point: parse, log, run, exit code.
 pub fn main() -> ExitCode {
+    quiet_when_stdout_closes();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -117,6 +118,7 @@ pub fn main() -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match outcome {
         Ok(code) => code,
+        Err(e) if closed_stdout(&e) => ExitCode::from(CLOSED_STDOUT),
         Err(e) => {
             eprintln!("error: {e:#}");
             if common::is_bad_input(&e) {
@@ -126,6 +128,36 @@ pub fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The exit code of a process whose output pipe closed (as SIGPIPE would give).
+const CLOSED_STDOUT: u8 = 141;
+
+/// A reader that stops early (`switchyard route … | head`) closes stdout: the
+/// command then ends quietly with 141, as a process killed by SIGPIPE does,
+/// instead of a panic and a backtrace from the next `println!`.
+fn quiet_when_stdout_closes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(i32::from(CLOSED_STDOUT));
+        }
+        default(info);
+    }));
+}
+
+/// Whether the command failed only because its stdout was closed.
+fn closed_stdout(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn init_logging(format: LogFormat) {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use switchyard_core::config::KafkaConfig;
+use switchyard_core::config::{Compression, KafkaConfig};
 use tracing::error;
 
 /// Settings for a consumer in `group_id` that commits only what the caller stores.
@@ -39,14 +39,20 @@ pub fn consumer_config(
     c
 }
 
-/// Settings for an idempotent producer with small batching delay.
+/// Settings for an idempotent producer with small batching delay, compressing
+/// with lz4.
 pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
+    producer_config_with(kafka, Compression::Lz4)
+}
+
+/// As [`producer_config`], compressing as a topic's settings say.
+pub fn producer_config_with(kafka: &KafkaConfig, compression: Compression) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &kafka.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
-        .set("compression.type", "lz4")
+        .set("compression.type", compression.as_str())
         .set("queue.buffering.max.messages", "1000000")
         .set("message.timeout.ms", "120000");
     apply_overrides(&mut c, kafka);

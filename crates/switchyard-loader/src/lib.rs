@@ -3,8 +3,13 @@
 //! fix); this crate reads those texts from disk and the overrides from the
 //! process environment, and nothing else. Every binary, tool and test that
 //! starts from a file on disk loads it through here.
+//!
+//! The demo's files (pipeline config, catalog, org tree, prompt corpus) are
+//! also compiled in: a command run outside a checkout that names them by their
+//! default paths (`pipelines/demo.toml`, …) gets the built-in copies. A file on
+//! disk at that path always wins.
 
-use std::path::Path;
+use std::path::{Component, Path};
 
 use switchyard_core::catalog::Catalog;
 use switchyard_core::config::{ConfigError, LoadedPipeline, PipelineConfig};
@@ -16,9 +21,64 @@ pub fn env_overrides() -> Vec<(String, String)> {
     switchyard_core::config::env_overrides(std::env::vars())
 }
 
-/// Reads a file the way every loader here does.
+/// The demo's files as shipped, by their path relative to a checkout.
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "pipelines/demo.toml",
+        include_str!("../../../pipelines/demo.toml"),
+    ),
+    (
+        "pipelines/models.toml",
+        include_str!("../../../pipelines/models.toml"),
+    ),
+    (
+        "pipelines/org.toml",
+        include_str!("../../../pipelines/org.toml"),
+    ),
+    (
+        "pipelines/corpus/prompts.jsonl",
+        include_str!("../../../pipelines/corpus/prompts.jsonl"),
+    ),
+    (
+        "pipelines/corpus/workloads.toml",
+        include_str!("../../../pipelines/corpus/workloads.toml"),
+    ),
+];
+
+/// The built-in copy of a demo file named by its relative path (`./` and
+/// `dir/../` steps allowed), if `path` is one.
+pub fn builtin(path: &Path) -> Option<&'static str> {
+    if path.is_absolute() {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::Normal(p) => parts.push(p.to_str()?),
+            _ => return None,
+        }
+    }
+    let wanted = parts.join("/");
+    BUILTIN
+        .iter()
+        .find(|(name, _)| *name == wanted)
+        .map(|(_, text)| *text)
+}
+
+/// Reads a file the way every loader here does: from disk, or, when a demo
+/// file's default path does not exist here, its built-in copy.
 pub fn read_disk(path: &Path) -> std::io::Result<String> {
-    std::fs::read_to_string(path)
+    match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match builtin(path) {
+            Some(text) => Ok(text.to_owned()),
+            None => Err(e),
+        },
+        other => other,
+    }
 }
 
 /// Reads, validates and resolves a pipeline config with its catalog and org file.
@@ -60,4 +120,32 @@ pub fn load_org(
         fix: "check the `org` path in the pipeline config".into(),
     })?;
     OrgTree::parse(path, &text, catalog, default_strategy, default_floor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_paths_resolve_to_the_built_in_copies() {
+        assert!(builtin(Path::new("pipelines/demo.toml")).is_some());
+        assert!(builtin(Path::new("./pipelines/corpus/../models.toml")).is_some());
+        assert!(builtin(Path::new("pipelines/production.toml")).is_none());
+        assert!(builtin(Path::new("/etc/pipelines/demo.toml")).is_none());
+        assert!(builtin(Path::new("../pipelines/demo.toml")).is_none());
+    }
+
+    #[test]
+    fn the_demo_loads_from_an_empty_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = std::env::current_dir().unwrap();
+        // Loading names the relative default path, as the commands do.
+        let relative = Path::new("pipelines/demo.toml");
+        std::env::set_current_dir(dir.path()).unwrap();
+        let loaded = load_pipeline(relative, &[]);
+        std::env::set_current_dir(here).unwrap();
+        let loaded = loaded.unwrap();
+        assert!(loaded.catalog.models().len() > 10);
+        assert!(!loaded.org.projects().is_empty());
+    }
 }

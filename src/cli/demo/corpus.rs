@@ -49,7 +49,7 @@ pub struct Corpus {
 impl Corpus {
     /// Loads the corpus and the workloads file beside it.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = switchyard_loader::read_disk(path).map_err(|e| {
             BadInput(format!(
                 "cannot read the demo corpus {}: {e}",
                 path.display()
@@ -65,7 +65,7 @@ impl Corpus {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let workloads_path = path.with_file_name("workloads.toml");
-        let wtext = std::fs::read_to_string(&workloads_path)
+        let wtext = switchyard_loader::read_disk(&workloads_path)
             .map_err(|e| BadInput(format!("cannot read {}: {e}", workloads_path.display())))?;
         let workloads: Workloads = toml::from_str(&wtext)
             .map_err(|e| BadInput(format!("{}: {e}", workloads_path.display())))?;

@@ -40,6 +40,39 @@ pub enum UnknownFields {
     Ignore,
 }
 
+/// How records produced to a topic are compressed. Consumers need the codec's
+/// library: librdkafka-based clients (kcat, confluent-kafka) have all of them;
+/// Python's aiokafka needs `pip install aiokafka[lz4]` (or `[zstd]`, `[snappy]`)
+/// for anything but gzip and none; Java clients have all of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// No compression: every consumer reads it.
+    None,
+    /// gzip: readable everywhere, the most CPU.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4 (the default): cheap on CPU; aiokafka needs its `lz4` extra.
+    #[default]
+    Lz4,
+    /// Zstandard: the best ratio; aiokafka needs its `zstd` extra.
+    Zstd,
+}
+
+impl Compression {
+    /// librdkafka's name for it (`compression.type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
 /// One topic and its encoding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +91,10 @@ pub struct TopicConfig {
     /// Largest accepted message, bytes; larger ones are dead-lettered.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// How records Switchyard produces to this topic are compressed (dead
+    /// letters and held copies follow the jobs topic's setting).
+    #[serde(default)]
+    pub compression: Compression,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -73,6 +110,7 @@ impl TopicConfig {
             schema_id: None,
             unknown_fields: UnknownFields::Reject,
             max_message_bytes: default_max_message_bytes(),
+            compression: Compression::Lz4,
         }
     }
 }
@@ -547,6 +585,17 @@ impl PipelineConfig {
                     at.key("max_message_bytes"),
                     format!("{} bytes is too small for any job", t.max_message_bytes),
                     "use at least 1024",
+                ));
+            }
+        }
+        for property in self.kafka.client.keys() {
+            if KAFKA_SECRET_PROPERTIES.contains(&property.as_str()) {
+                return Err(Invalid::new(
+                    root.key("kafka").key("client").key(property),
+                    format!("`{property}` is a secret and may not be written in the config file"),
+                    format!(
+                        "remove it here and name the environment variable that holds it: [kafka.client_secret_env] \"{property}\" = \"KAFKA_SECRET\""
+                    ),
                 ));
             }
         }

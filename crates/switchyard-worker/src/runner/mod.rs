@@ -26,7 +26,8 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::FutureProducer;
 use switchyard_codec::Codec;
 use switchyard_core::config::PipelineConfig;
-use switchyard_kafka::client::{consumer_config, producer_config};
+use switchyard_core::config::{Compression, KafkaConfig};
+use switchyard_kafka::client::{consumer_config, producer_config_with};
 use switchyard_kafka::{Arrival, Ticket, TopicFollower};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -36,7 +37,7 @@ use tracing::{debug, error, info, warn};
 use crate::engine::Engine;
 use job::{JobContext, RunningIds};
 use partitions::{Partitions, WorkerContext};
-use publish::Publisher;
+use publish::{Out, Publisher};
 
 /// Why the worker could not run.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +109,8 @@ type JobConsumer = StreamConsumer<WorkerContext>;
 /// The worker's Kafka side.
 struct Kafka {
     consumer: JobConsumer,
-    producer: FutureProducer,
+    /// One per compression in use.
+    producers: Vec<FutureProducer>,
     partitions: Arc<Partitions>,
     jobs: JobContext,
     stop: CancellationToken,
@@ -125,8 +127,10 @@ pub async fn run(
     info!(worker = %worker_id(config), topic = %kafka.partitions.topic(), group = %config.kafka.group_id, max_in_flight = config.worker.max_in_flight, "Worker started.");
     let (mut report, tasks) = consume(&kafka, config, shutdown).await;
     report.abandoned = drain(tasks, config.worker.drain_grace, &kafka.stop).await;
-    if let Err(e) = producer_flush(&kafka.producer) {
-        warn!(error = %e, "Producer flush failed.");
+    for producer in &kafka.producers {
+        if let Err(e) = producer_flush(producer) {
+            warn!(error = %e, "Producer flush failed.");
+        }
     }
     final_commit(&kafka);
     kafka.consumer.unsubscribe();
@@ -160,7 +164,13 @@ fn connect(engine: Arc<Engine>, config: &PipelineConfig) -> Result<Kafka, Worker
     consumer_settings.set("client.id", worker_id(config));
     let consumer: JobConsumer = consumer_settings.create_with_context(context)?;
     consumer.subscribe(&[topics.jobs.name.as_str()])?;
-    let producer: FutureProducer = producer_config(&config.kafka).create()?;
+    let producers = Producers::new(&config.kafka);
+    let out = |name: &str, compression| -> Result<Out, KafkaError> {
+        Ok(Out {
+            name: name.to_owned(),
+            producer: producers.for_codec(compression)?,
+        })
+    };
     let stop = CancellationToken::new();
     let max_record = config
         .kafka
@@ -169,14 +179,16 @@ fn connect(engine: Arc<Engine>, config: &PipelineConfig) -> Result<Kafka, Worker
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_MAX_RECORD);
     let publisher = Publisher {
-        producer: producer.clone(),
         results: (
-            topics.results.name.clone(),
+            out(&topics.results.name, topics.results.compression)?,
             Codec::for_topic(&topics.results),
         ),
-        usage: (topics.usage.name.clone(), Codec::for_topic(&topics.usage)),
-        dlq: topics.dlq.clone(),
-        held: topics.held.clone(),
+        usage: (
+            out(&topics.usage.name, topics.usage.compression)?,
+            Codec::for_topic(&topics.usage),
+        ),
+        dlq: out(&topics.dlq, topics.jobs.compression)?,
+        held: out(&topics.held, topics.jobs.compression)?,
         source_topic: topics.jobs.name.clone(),
         stop: stop.clone(),
         max_record,
@@ -191,7 +203,7 @@ fn connect(engine: Arc<Engine>, config: &PipelineConfig) -> Result<Kafka, Worker
     };
     Ok(Kafka {
         consumer,
-        producer,
+        producers: producers.all(),
         partitions,
         jobs,
         stop,
@@ -419,6 +431,35 @@ impl Intake<'_> {
         if let Err(e) = done {
             warn!(error = %e, pause, "Could not pause or resume partitions.");
         }
+    }
+}
+
+/// The worker's producers, one per compression its topics ask for.
+struct Producers<'a> {
+    kafka: &'a KafkaConfig,
+    made: std::cell::RefCell<Vec<(Compression, FutureProducer)>>,
+}
+
+impl<'a> Producers<'a> {
+    fn new(kafka: &'a KafkaConfig) -> Self {
+        Self {
+            kafka,
+            made: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
+    fn for_codec(&self, compression: Compression) -> Result<FutureProducer, KafkaError> {
+        let mut made = self.made.borrow_mut();
+        if let Some((_, p)) = made.iter().find(|(c, _)| *c == compression) {
+            return Ok(p.clone());
+        }
+        let p: FutureProducer = producer_config_with(self.kafka, compression).create()?;
+        made.push((compression, p.clone()));
+        Ok(p)
+    }
+
+    fn all(self) -> Vec<FutureProducer> {
+        self.made.into_inner().into_iter().map(|(_, p)| p).collect()
     }
 }
 

@@ -23,14 +23,21 @@ use crate::engine::Outcome;
 /// Room left in a record for its key, headers and the protocol's overhead.
 const RECORD_SLACK: usize = 16 * 1024;
 
+/// A topic the worker writes to, with the producer that compresses as the
+/// topic's settings say.
+#[derive(Clone)]
+pub(super) struct Out {
+    pub name: String,
+    pub producer: FutureProducer,
+}
+
 /// Produces results, usage events and dead letters, retrying until delivered.
 #[derive(Clone)]
 pub(super) struct Publisher {
-    pub producer: FutureProducer,
-    pub results: (String, Codec),
-    pub usage: (String, Codec),
-    pub dlq: String,
-    pub held: String,
+    pub results: (Out, Codec),
+    pub usage: (Out, Codec),
+    pub dlq: Out,
+    pub held: Out,
     pub source_topic: String,
     pub stop: CancellationToken,
     /// Largest record value this producer may send.
@@ -52,14 +59,14 @@ enum Sent {
 impl Publisher {
     async fn send(
         &self,
-        topic: &str,
+        to: &Out,
         key: Option<&[u8]>,
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) -> Sent {
         match publish(
-            &self.producer,
-            topic,
+            &to.producer,
+            &to.name,
             key,
             payload,
             headers.as_ref(),
@@ -154,8 +161,8 @@ impl Publisher {
                     "the job ran (status {}, cost ${:.6}, billed attempts on `{}`) but its result does not fit the schema of `{}`: {e}; fix the schema or the topic's encoding; replaying this message runs the job again",
                     result.status.as_str(),
                     result.cost_usd,
-                    self.usage.0,
-                    self.results.0
+                    self.usage.0.name,
+                    self.results.0.name
                 );
                 error!(job_id = %result.job_id, error = %e, "Result does not fit its schema; dead-lettering the job.");
                 return self
