@@ -52,6 +52,7 @@ async fn call(p: &HttpProvider, request: &ChatRequest) -> Result<Completion, Pro
     p.complete(CallRequest {
         request,
         api_model: "m",
+        default_max_tokens: None,
     })
     .await
 }
@@ -218,6 +219,7 @@ async fn the_simulated_anthropic_refuses_whitespace_stops_and_the_adapter_copes(
         .complete(CallRequest {
             request: &request,
             api_model: "claude-haiku-5-5",
+            default_max_tokens: None,
         })
         .await;
     assert!(answered.is_ok(), "{answered:?}");

@@ -7,8 +7,10 @@
 //! 3. **budget**: every budgeted node of the path by its thresholds: reject,
 //!    hold, or route within the headroom (downgrade);
 //! 4. **route**: the strategy's chain within the policy;
-//! 5. **fit**: the routed job's estimate against what every budget has left;
-//!    where a node downgrades, the job is routed again within the headroom;
+//! 5. **fit**: the routed job's worst case (`routing::worst_case_usd`: its
+//!    answer cap on the dearest model of its chain, times the attempts that can
+//!    bill) against what every budget has left; where a node downgrades, the job
+//!    is routed again to a chain whose worst case fits;
 //! 6. **reserve**: the amount to reserve on the budgeted nodes, which the caller
 //!    applies under the same ledger lock, so that jobs deciding at once cannot
 //!    all pass on the same headroom.
@@ -66,6 +68,9 @@ pub struct Admitted {
     pub decision: RoutingDecision,
     /// What to reserve before calling, when the path has budgets.
     pub reserve: Option<ReservationPlan>,
+    /// The answer cap for calls of a job that gives none (the policy's
+    /// `default_max_tokens`; each call caps it by its model's output limit).
+    pub default_max_tokens: u32,
 }
 
 /// An amount to reserve on budgeted nodes (see [`BudgetLedger::reserve`]).
@@ -140,6 +145,7 @@ impl Admission<'_> {
             return Verdict::Admitted(Admitted {
                 decision,
                 reserve: None,
+                default_max_tokens: policy.default_max_tokens,
             });
         }
         self.fit_and_reserve(job, analysis, policy, budget, decision, ledger)
@@ -158,8 +164,8 @@ impl Admission<'_> {
         ledger: &mut BudgetLedger,
     ) -> Verdict {
         let nodes = &policy.budget_nodes;
-        let estimate = decision.chain.first().map(|e| e.estimated_cost_usd);
-        match ledger.verdict(nodes, estimate, self.now) {
+        let worst = Some(decision.worst_case_usd());
+        match ledger.verdict(nodes, worst, self.now) {
             Ok(state @ BudgetState::NearLimit { .. })
                 if matches!(budget, BudgetState::Normal { .. }) =>
             {
@@ -180,14 +186,15 @@ impl Admission<'_> {
             Ok(_) => {}
             Err(stop) => return self.stopped(stop, job, analysis, policy),
         }
-        let estimate = decision.chain.first().map_or(0.0, |e| e.estimated_cost_usd);
-        match ledger.fits(nodes, estimate, self.now) {
+        let worst = decision.worst_case_usd();
+        match ledger.fits(nodes, worst, self.now) {
             Ok(()) => Verdict::Admitted(Admitted {
                 decision,
                 reserve: Some(ReservationPlan {
                     nodes: nodes.clone(),
-                    amount_usd: estimate,
+                    amount_usd: worst,
                 }),
+                default_max_tokens: policy.default_max_tokens,
             }),
             Err(stop) => self.stopped(stop, job, analysis, policy),
         }

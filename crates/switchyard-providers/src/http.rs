@@ -112,6 +112,7 @@ impl HttpProvider {
             Some(request) => self.format.body(CallRequest {
                 request: &request,
                 api_model: call.api_model,
+                default_max_tokens: call.default_max_tokens,
             }),
             None => self.format.body(call),
         }

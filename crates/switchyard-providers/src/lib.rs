@@ -41,6 +41,16 @@ pub struct CallRequest<'a> {
     pub request: &'a ChatRequest,
     /// Model id as the API knows it.
     pub api_model: &'a str,
+    /// The answer cap for this call when the request has none: the node's
+    /// `default_max_tokens`, capped by the model's output limit.
+    pub default_max_tokens: Option<u32>,
+}
+
+impl CallRequest<'_> {
+    /// The answer cap sent: the request's own, else this call's default.
+    pub fn max_tokens(&self) -> Option<u32> {
+        self.request.max_tokens.or(self.default_max_tokens)
+    }
 }
 
 /// What the provider said about its remaining capacity.

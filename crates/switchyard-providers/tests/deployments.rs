@@ -122,6 +122,7 @@ async fn keys_come_from_files_and_reasoning_models_get_only_what_they_accept() {
     let call = reasoning.client.complete(CallRequest {
         request: &request,
         api_model: &reasoning.api_model,
+        default_max_tokens: None,
     });
     let (served, done) = tokio::join!(
         serve_once(&listener, reply("Red, green, blue.END Extra words\n\nMore")),
@@ -150,6 +151,7 @@ async fn keys_come_from_files_and_reasoning_models_get_only_what_they_accept() {
     let call = classic.client.complete(CallRequest {
         request: &request,
         api_model: &classic.api_model,
+        default_max_tokens: None,
     });
     let (served, done) = tokio::join!(serve_once(&listener, reply("Red END x")), call);
     let body = served.1;

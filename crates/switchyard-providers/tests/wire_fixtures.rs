@@ -47,6 +47,7 @@ fn body(w: &dyn WireFormat, model: &str, format: ResponseFormat) -> Value {
     w.body(CallRequest {
         request: &req,
         api_model: model,
+        default_max_tokens: None,
     })
 }
 
@@ -61,6 +62,7 @@ fn anthropic_body(model: &str, format: ResponseFormat) -> Value {
     Anthropic.body(CallRequest {
         request: &req,
         api_model: model,
+        default_max_tokens: None,
     })
 }
 

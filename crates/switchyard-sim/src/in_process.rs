@@ -87,6 +87,7 @@ mod tests {
             .complete(CallRequest {
                 request: &request,
                 api_model: "any",
+                default_max_tokens: None,
             })
             .await
             .unwrap();
@@ -98,6 +99,7 @@ mod tests {
             .complete(CallRequest {
                 request: &request,
                 api_model: "other",
+                default_max_tokens: None,
             })
             .await
             .unwrap();

@@ -259,6 +259,7 @@ async fn call_refusing(
     .complete(CallRequest {
         request,
         api_model: model,
+        default_max_tokens: None,
     })
     .await
 }

@@ -230,6 +230,7 @@ async fn the_real_adapters_read_the_same_usage_as_the_in_process_provider() {
             .complete(CallRequest {
                 request: &request,
                 api_model: "x",
+                default_max_tokens: None,
             })
             .await
             .unwrap();

@@ -43,8 +43,11 @@ pub(crate) struct Dispatcher {
 struct Walk<'a> {
     job: &'a Job,
     deadline: Option<Instant>,
-    /// Tokens to reserve on a deployment's limiter per call.
-    reserve_tokens: u32,
+    /// Estimated prompt tokens.
+    prompt_tokens: u32,
+    /// The answer cap of a job that gives none (each call caps it by its
+    /// model's output limit).
+    default_max_tokens: u32,
     attempts: Vec<Attempt>,
     last_error: Option<ErrorInfo>,
     /// The attempt that answered, and its output.
@@ -94,11 +97,13 @@ impl Dispatcher {
         job: &Job,
         decision: &RoutingDecision,
         prompt_tokens: u32,
+        default_max_tokens: u32,
     ) -> Dispatched {
         let mut walk = Walk {
             job,
             deadline: deadline_of(job),
-            reserve_tokens: prompt_tokens.saturating_add(job.request.max_tokens.unwrap_or(512)),
+            prompt_tokens,
+            default_max_tokens,
             attempts: Vec::new(),
             last_error: None,
             answer: None,
@@ -118,6 +123,15 @@ impl Dispatcher {
         };
         let spec = self.catalog.model(entry.model);
         let to = target(dep);
+        // The answer cap sent: the job's, else the default within the model's limit.
+        let default_cap = walk
+            .job
+            .request
+            .max_tokens
+            .is_none()
+            .then(|| walk.default_max_tokens.min(spec.max_output_tokens));
+        let cap = walk.job.request.max_tokens.or(default_cap).unwrap_or(0);
+        let reserve_tokens = walk.prompt_tokens.saturating_add(cap);
         let mut tries = 0u32;
         loop {
             if walk.deadline.is_some_and(|d| Instant::now() >= d) {
@@ -132,11 +146,7 @@ impl Dispatcher {
                     .push(Attempt::skipped(to, "circuit open".into()));
                 return Next::FailOver;
             };
-            let reservation = match dep
-                .limiter
-                .acquire(walk.reserve_tokens, walk.deadline)
-                .await
-            {
+            let reservation = match dep.limiter.acquire(reserve_tokens, walk.deadline).await {
                 Ok(r) => r,
                 Err(refused) => {
                     // Past the deadline, paused for longer than a job waits, or
@@ -150,7 +160,7 @@ impl Dispatcher {
             };
             tries += 1;
             let started = Instant::now();
-            let outcome = call(dep, walk, started).await;
+            let outcome = call(dep, walk, default_cap, started).await;
             let latency = started.elapsed();
             let step = match outcome {
                 Ok(c) => self.answered(walk, entry, spec, c, slot, reservation, latency),
@@ -282,11 +292,13 @@ impl Dispatcher {
 async fn call(
     dep: &Deployment,
     walk: &Walk<'_>,
+    default_max_tokens: Option<u32>,
     started: Instant,
 ) -> Result<Completion, ProviderError> {
     let call = CallRequest {
         request: &walk.job.request,
         api_model: &dep.api_model,
+        default_max_tokens,
     };
     match walk.deadline {
         Some(d) => match tokio::time::timeout_at(d, dep.client.complete(call)).await {

@@ -262,7 +262,12 @@ impl Engine {
     /// Calls providers along the admitted chain.
     async fn dispatch(&self, job: &Job, work: &Work<'_>) -> Dispatched {
         self.dispatcher
-            .run(job, &work.admitted.decision, work.prompt_tokens)
+            .run(
+                job,
+                &work.admitted.decision,
+                work.prompt_tokens,
+                work.admitted.default_max_tokens,
+            )
             .await
     }
 

@@ -34,6 +34,38 @@ pub enum BudgetAction {
 /// Fraction of a budget from which its policy acts, when the node does not say.
 pub const DEFAULT_BUDGET_ACT_AT: f64 = 0.9;
 
+/// The answer cap set on provider requests of jobs that give none, when no node
+/// says (`default_max_tokens`); the job's budget reservation counts it too.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// What a node's quota does with a job that would pass it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaAction {
+    /// Refuse the job with a `quota_exhausted` result.
+    #[default]
+    Reject,
+    /// Wait for the quota's period to roll over (up to the job's deadline).
+    Wait,
+}
+
+/// A node's quotas: jobs and tokens per minute and per day, counted over all
+/// workers (apart from the deployments' provider `rpm`/`tpm`, which protect the
+/// providers, these ration the org's own use).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Quota {
+    /// Jobs admitted per minute.
+    pub jobs_per_minute: Option<u64>,
+    /// Jobs admitted per day.
+    pub jobs_per_day: Option<u64>,
+    /// Tokens (prompt and answer cap of admitted jobs) per minute.
+    pub tokens_per_minute: Option<u64>,
+    /// Tokens per day.
+    pub tokens_per_day: Option<u64>,
+    /// What a job over a quota does.
+    pub action: QuotaAction,
+}
+
 /// Routing settings a node or workload may set; unset fields inherit.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,8 +84,10 @@ pub struct PolicySpec {
     /// Never these models (adds).
     #[serde(default)]
     pub denied_models: Vec<String>,
-    /// Largest estimated cost of one job, USD.
+    /// Largest worst-case cost of one job, USD.
     pub max_usd_per_job: Option<f64>,
+    /// Answer cap set on requests of jobs that give none (default 4,096).
+    pub default_max_tokens: Option<u32>,
 }
 
 /// One node as written in the file.
@@ -78,6 +112,15 @@ struct NodeSpec {
     #[serde(default)]
     denied_models: Vec<String>,
     max_usd_per_job: Option<f64>,
+    default_max_tokens: Option<u32>,
+    jobs_per_minute: Option<u64>,
+    jobs_per_day: Option<u64>,
+    tokens_per_minute: Option<u64>,
+    tokens_per_day: Option<u64>,
+    on_quota_exhausted: Option<QuotaAction>,
+    /// `[org]` only: the time zone in which days and months roll over for
+    /// budgets and quotas (an IANA name such as `Europe/Berlin`; default UTC).
+    time_zone: Option<String>,
     #[serde(default)]
     workloads: BTreeMap<String, PolicySpec>,
 }
@@ -92,7 +135,23 @@ impl NodeSpec {
             allowed_models: self.allowed_models.clone(),
             denied_models: self.denied_models.clone(),
             max_usd_per_job: self.max_usd_per_job,
+            default_max_tokens: self.default_max_tokens,
         }
+    }
+
+    fn quota(&self) -> Option<Quota> {
+        let q = Quota {
+            jobs_per_minute: self.jobs_per_minute,
+            jobs_per_day: self.jobs_per_day,
+            tokens_per_minute: self.tokens_per_minute,
+            tokens_per_day: self.tokens_per_day,
+            action: self.on_quota_exhausted.unwrap_or_default(),
+        };
+        let any = q.jobs_per_minute.is_some()
+            || q.jobs_per_day.is_some()
+            || q.tokens_per_minute.is_some()
+            || q.tokens_per_day.is_some();
+        any.then_some(q)
     }
 }
 
@@ -126,6 +185,8 @@ pub struct OrgNode {
     pub depth: usize,
     /// Its own budget, if it sets one.
     pub budget: Option<Budget>,
+    /// Its own quotas, if it sets any.
+    pub quota: Option<Quota>,
     policy: PolicySpec,
     workloads: BTreeMap<String, PolicySpec>,
 }
@@ -145,10 +206,14 @@ pub struct EffectivePolicy {
     pub allowed_models: Option<Vec<String>>,
     /// Denied models.
     pub denied_models: Vec<String>,
-    /// Price cap per job.
+    /// Price cap per job (on its worst case).
     pub max_usd_per_job: Option<f64>,
+    /// Answer cap set on requests of jobs that give none.
+    pub default_max_tokens: u32,
     /// Nodes with a budget on the path, top first.
     pub budget_nodes: Vec<String>,
+    /// Nodes with quotas on the path, top first.
+    pub quota_nodes: Vec<String>,
 }
 
 impl EffectivePolicy {
@@ -162,7 +227,9 @@ impl EffectivePolicy {
             allowed_models: None,
             denied_models: Vec::new(),
             max_usd_per_job: None,
+            default_max_tokens: DEFAULT_MAX_TOKENS,
             budget_nodes: Vec::new(),
+            quota_nodes: Vec::new(),
         }
     }
 
@@ -175,6 +242,9 @@ impl EffectivePolicy {
         }
         if let Some(c) = spec.max_usd_per_job {
             self.max_usd_per_job = Some(c);
+        }
+        if let Some(m) = spec.default_max_tokens {
+            self.default_max_tokens = m;
         }
         narrow(&mut self.allowed_providers, &spec.allowed_providers);
         narrow(&mut self.allowed_models, &spec.allowed_models);
@@ -232,6 +302,7 @@ pub struct UnknownProject {
 #[derive(Debug, Clone)]
 pub struct OrgTree {
     name: String,
+    time_zone: chrono_tz::Tz,
     nodes: HashMap<String, OrgNode>,
     /// (project path) → (default policy, per-workload policies)
     resolved: HashMap<String, (EffectivePolicy, HashMap<String, EffectivePolicy>)>,
@@ -267,6 +338,16 @@ impl OrgTree {
                 "set [org] name = \"acme\"",
             ));
         }
+        let time_zone = match &file.org.time_zone {
+            None => chrono_tz::UTC,
+            Some(name) => name.parse::<chrono_tz::Tz>().map_err(|_| {
+                Invalid::new(
+                    at_org("time_zone"),
+                    format!("`{name}` is not a time zone name"),
+                    "use an IANA name such as \"UTC\", \"Europe/Berlin\" or \"America/New_York\"",
+                )
+            })?,
+        };
         let mut specs: Vec<(String, NodeSpec, KeyPath)> =
             vec![(org_name.clone(), file.org, KeyPath::root().key("org"))];
         for (i, n) in file.node.into_iter().enumerate() {
@@ -318,6 +399,7 @@ impl OrgTree {
                     path: path.clone(),
                     depth: parts.len(),
                     budget,
+                    quota: spec.quota(),
                     policy: spec.policy(),
                     workloads: spec.workloads.clone(),
                 },
@@ -325,6 +407,7 @@ impl OrgTree {
         }
         let mut tree = Self {
             name: org_name,
+            time_zone,
             nodes,
             resolved: HashMap::new(),
         };
@@ -361,6 +444,11 @@ impl OrgTree {
             .filter(|n| n.budget.is_some())
             .map(|n| n.path.clone())
             .collect();
+        base.quota_nodes = chain
+            .iter()
+            .filter(|n| n.quota.is_some())
+            .map(|n| n.path.clone())
+            .collect();
         let mut workload_names: Vec<&String> =
             chain.iter().flat_map(|n| n.workloads.keys()).collect();
         workload_names.sort();
@@ -385,6 +473,25 @@ impl OrgTree {
     /// The org's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The time zone in which budget months and quota days roll over.
+    pub fn time_zone(&self) -> chrono_tz::Tz {
+        self.time_zone
+    }
+
+    /// Every node, parents before children.
+    pub fn nodes(&self) -> Vec<&OrgNode> {
+        let mut v: Vec<&OrgNode> = self.nodes.values().collect();
+        v.sort_by(|a, b| a.path.cmp(&b.path));
+        v
+    }
+
+    /// All nodes with quotas.
+    pub fn quotas(&self) -> impl Iterator<Item = (&str, Quota)> {
+        self.nodes
+            .values()
+            .filter_map(|n| n.quota.map(|q| (n.path.as_str(), q)))
     }
 
     /// The policy for a project and workload.

@@ -42,6 +42,34 @@ pub(super) fn node(spec: &NodeSpec, at: &KeyPath, catalog: &Catalog) -> Result<(
             }
         }
     }
+    for (key, value) in [
+        ("jobs_per_minute", spec.jobs_per_minute),
+        ("jobs_per_day", spec.jobs_per_day),
+        ("tokens_per_minute", spec.tokens_per_minute),
+        ("tokens_per_day", spec.tokens_per_day),
+    ] {
+        if value == Some(0) {
+            return Err(Invalid::new(
+                at.key(key),
+                "a quota of 0 refuses every job",
+                "give a positive number, or remove the quota",
+            ));
+        }
+    }
+    if spec.on_quota_exhausted.is_some() && spec.quota().is_none() {
+        return Err(Invalid::new(
+            at.key("on_quota_exhausted"),
+            "`on_quota_exhausted` has no effect on a node without a quota",
+            "add jobs_per_minute, jobs_per_day, tokens_per_minute or tokens_per_day, or remove the setting",
+        ));
+    }
+    if spec.time_zone.is_some() && !spec.path.is_empty() {
+        return Err(Invalid::new(
+            at.key("time_zone"),
+            "a time zone belongs to the whole org",
+            "set time_zone under [org]",
+        ));
+    }
     policy(&spec.policy(), at, catalog)?;
     for (workload, p) in &spec.workloads {
         policy(p, &at.key("workloads").key(workload), catalog)?;
@@ -50,6 +78,13 @@ pub(super) fn node(spec: &NodeSpec, at: &KeyPath, catalog: &Catalog) -> Result<(
 }
 
 fn policy(p: &PolicySpec, at: &KeyPath, catalog: &Catalog) -> Result<(), Invalid> {
+    if p.default_max_tokens == Some(0) {
+        return Err(Invalid::new(
+            at.key("default_max_tokens"),
+            "an answer cap of 0 tokens would refuse every answer",
+            "give a positive number of tokens, such as 4096",
+        ));
+    }
     if let Some(q) = p.quality_floor
         && !(0.0..=1.0).contains(&q)
     {

@@ -20,6 +20,7 @@ pub(super) fn build(
                 deployment: d,
                 model: a.model,
                 estimated_cost_usd: a.cost_usd,
+                worst_case_usd: a.worst_case_usd,
                 expected_latency_ms: a.latency_ms,
             });
         }

@@ -47,14 +47,14 @@ pub enum Drop {
     },
     /// Over the policy's price cap per job.
     PriceCap {
-        /// Estimated cost.
+        /// The job's worst case on this model.
         cost_usd: f64,
         /// Cap.
         cap_usd: f64,
     },
     /// Over the remaining budget.
     BudgetHeadroom {
-        /// Estimated cost.
+        /// The job's worst case on this model.
         cost_usd: f64,
         /// Remaining budget.
         headroom_usd: f64,
@@ -92,6 +92,8 @@ pub(super) struct Assessment {
     pub model: ModelId,
     pub quality: f64,
     pub cost_usd: f64,
+    /// The most the job may cost on this model.
+    pub worst_case_usd: f64,
     pub latency_ms: f64,
     pub success_rate: f64,
     /// Usable deployments, best first: `deployments[dep_start..dep_start + dep_len]`.
@@ -138,6 +140,13 @@ pub(super) fn assess(
         };
         let output = analysis.expected_output_tokens.min(m.max_output_tokens);
         let cost_usd = m.estimate_usd(job.estimate, output);
+        let worst_case_usd = super::worst_case_usd(
+            m,
+            input.job,
+            analysis,
+            input.policy.default_max_tokens,
+            router.settings.max_chain,
+        );
         let usable = usable_deployments(&router.by_model[id], health, &mut out.deployments);
         let latency_ms = m.expected_latency_ms(output) * usable.slowdown;
         let candidate = Candidacy {
@@ -145,13 +154,14 @@ pub(super) fn assess(
             usable: usable.len,
             output,
             latency_ms,
-            cost_usd,
+            worst_case_usd,
         };
         let drop = job.first_drop(input, m, &candidate);
         out.models.push(Assessment {
             model: id,
             quality,
             cost_usd,
+            worst_case_usd,
             latency_ms,
             success_rate: if usable.len > 0 { usable.success } else { 0.0 },
             dep_start: usable.start,
@@ -184,7 +194,7 @@ struct Candidacy {
     usable: usize,
     output: u32,
     latency_ms: f64,
-    cost_usd: f64,
+    worst_case_usd: f64,
 }
 
 /// A model's usable deployments, pushed best first onto the shared list.
@@ -281,18 +291,18 @@ impl JobFacts {
             });
         }
         if let Some(cap) = input.policy.max_usd_per_job
-            && c.cost_usd > cap
+            && c.worst_case_usd > cap
         {
             return Some(Drop::PriceCap {
-                cost_usd: c.cost_usd,
+                cost_usd: c.worst_case_usd,
                 cap_usd: cap,
             });
         }
         if let Some(h) = self.headroom
-            && c.cost_usd > h
+            && c.worst_case_usd > h
         {
             return Some(Drop::BudgetHeadroom {
-                cost_usd: c.cost_usd,
+                cost_usd: c.worst_case_usd,
                 headroom_usd: h,
             });
         }

@@ -108,8 +108,40 @@ pub struct ChainEntry {
     pub model: ModelId,
     /// Estimated cost of the call.
     pub estimated_cost_usd: f64,
+    /// The most the job may cost on this model (see [`worst_case_usd`]): what
+    /// budgets reserve and price caps limit.
+    pub worst_case_usd: f64,
     /// Expected latency.
     pub expected_latency_ms: f64,
+}
+
+/// The most a job may cost on `model`: `(input tokens × input price + answer
+/// cap × output price) × attempts that can bill`, where the input tokens are
+/// the cautious count ([`TaskAnalysis::prompt_tokens_ceiling`]), the answer cap
+/// is the job's `max_tokens` or else the policy's `default_max_tokens`, capped
+/// by the model's output limit, and the attempts that can bill are 1 (only an
+/// answer bills, and it ends the job) or, for a job that requires JSON, one per
+/// deployment its chain may try (`max_chain`: an answer refused as invalid
+/// JSON is billed and fails over). Errors (429, 5xx, timeouts) are not billed by
+/// the providers and are not counted.
+pub fn worst_case_usd(
+    model: &crate::catalog::ModelSpec,
+    job: &Job,
+    analysis: &TaskAnalysis,
+    default_max_tokens: u32,
+    max_chain: usize,
+) -> f64 {
+    let cap = job
+        .request
+        .max_tokens
+        .unwrap_or(default_max_tokens)
+        .min(model.max_output_tokens);
+    let attempts = if job.request.response_format == crate::job::ResponseFormat::JsonObject {
+        max_chain.max(1)
+    } else {
+        1
+    };
+    model.estimate_usd(analysis.prompt_tokens_ceiling, cap) * attempts as f64
 }
 
 /// A candidate model and what became of it, for explanations.
@@ -392,6 +424,14 @@ impl Router {
 }
 
 impl RoutingDecision {
+    /// The most the job may cost along its chain: the dearest entry's worst case.
+    pub fn worst_case_usd(&self) -> f64 {
+        self.chain
+            .iter()
+            .map(|e| e.worst_case_usd)
+            .fold(0.0, f64::max)
+    }
+
     /// The summary carried in results and usage events; `chosen_model` is empty
     /// when the job was not routed.
     pub fn summary(&self, catalog: &Catalog) -> RoutingSummary {

@@ -103,7 +103,7 @@ impl WireFormat for Anthropic {
             .collect();
         let mut body = json!({
             "model": call.api_model,
-            "max_tokens": req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+            "max_tokens": call.max_tokens().unwrap_or(DEFAULT_MAX_TOKENS),
         });
         if let Some(obj) = body.as_object_mut() {
             if let Some(system) =

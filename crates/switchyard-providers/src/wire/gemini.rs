@@ -134,7 +134,7 @@ impl WireFormat for Gemini {
             })
             .collect();
         let mut config = serde_json::Map::new();
-        if let Some(max) = req.max_tokens {
+        if let Some(max) = call.max_tokens() {
             config.insert("maxOutputTokens".into(), json!(max));
         }
         if let Some(t) = req.temperature {

@@ -118,7 +118,7 @@ impl WireFormat for OpenAi {
         let mut body = json!({"model": call.api_model, "messages": messages});
         let obj = body.as_object_mut();
         if let Some(obj) = obj {
-            if let Some(max) = req.max_tokens {
+            if let Some(max) = call.max_tokens() {
                 let key = if self.compatible {
                     "max_tokens"
                 } else {

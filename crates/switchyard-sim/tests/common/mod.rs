@@ -126,6 +126,7 @@ pub async fn call_with(
         .complete(CallRequest {
             request,
             api_model: model,
+            default_max_tokens: None,
         })
         .await
 }

@@ -140,7 +140,8 @@ fn a_model_without_a_deployment_is_dropped_as_such() {
 #[test]
 fn policies_deny_providers_and_cap_prices() {
     let r = router();
-    let j = job("Classify this review as positive or negative: great product.");
+    let mut j = job("Classify this review as positive or negative: great product.");
+    j.request.max_tokens = Some(4);
     let mut p = EffectivePolicy::open(Strategy::Auto, 0.5);
     p.denied_providers = vec!["openai".into()];
     let d = route_with(&r, &j, &p, BudgetState::UNCONSTRAINED, &fresh).unwrap();
@@ -152,7 +153,11 @@ fn policies_deny_providers_and_cap_prices() {
     let mut p = EffectivePolicy::open(Strategy::Auto, 0.5);
     p.max_usd_per_job = Some(0.000_3);
     let d = route_with(&r, &j, &p, BudgetState::UNCONSTRAINED, &fresh).unwrap();
-    assert!(d.chain.iter().all(|e| e.estimated_cost_usd <= 0.000_3));
+    // The cap applies to the job's worst case (its answer cap on the model).
+    assert!(d.chain.iter().all(|e| e.worst_case_usd <= 0.000_3));
+    j.request.max_tokens = None;
+    let refused = route_with(&r, &j, &p, BudgetState::UNCONSTRAINED, &fresh).unwrap_err();
+    assert_eq!(refused.code(), "no_feasible_model", "{refused}");
 }
 
 #[test]
@@ -209,9 +214,10 @@ fn deadlines_drop_slow_models_and_passed_deadlines_reject() {
 #[test]
 fn budget_pressure_downgrades_and_headroom_filters() {
     let r = router();
-    let hard = job(
+    let mut hard = job(
         "Prove rigorously that the algorithm is optimal, covering every edge case, and derive its closed form.",
     );
+    hard.request.max_tokens = Some(64);
     let p = EffectivePolicy::open(Strategy::Auto, 0.6);
     let d = route_with(
         &r,
@@ -235,7 +241,7 @@ fn budget_pressure_downgrades_and_headroom_filters() {
         &fresh,
     )
     .unwrap();
-    assert!(d.chain.iter().all(|e| e.estimated_cost_usd <= 0.000_5));
+    assert!(d.chain.iter().all(|e| e.worst_case_usd <= 0.000_5));
 }
 
 #[test]

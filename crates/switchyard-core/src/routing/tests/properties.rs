@@ -150,6 +150,25 @@ impl Oracle<'_> {
         m.estimate_usd(self.analysis.prompt_tokens, self.output(m))
     }
 
+    /// The most the job may cost on `m`: the cautious prompt count and the
+    /// answer cap (the job's, else the policy's default, within the model's
+    /// limit), times the attempts that can bill (the chain's length for JSON).
+    fn worst(&self, m: &ModelSpec) -> f64 {
+        let cap = self
+            .job
+            .request
+            .max_tokens
+            .unwrap_or(self.policy.default_max_tokens)
+            .min(m.max_output_tokens);
+        let attempts = if self.job.request.response_format == crate::job::ResponseFormat::JsonObject
+        {
+            crate::routing::RouterSettings::default().max_chain
+        } else {
+            1
+        };
+        m.estimate_usd(self.analysis.prompt_tokens_ceiling, cap) * attempts as f64
+    }
+
     fn fits_context(&self, m: &ModelSpec) -> bool {
         let reserve = self
             .job
@@ -189,8 +208,8 @@ impl Oracle<'_> {
             && self
                 .policy
                 .max_usd_per_job
-                .is_none_or(|cap| self.cost(m) <= cap)
-            && headroom.is_none_or(|h| self.cost(m) <= h)
+                .is_none_or(|cap| self.worst(m) <= cap)
+            && headroom.is_none_or(|h| self.worst(m) <= h)
     }
 }
 
