@@ -146,10 +146,6 @@ impl Oracle<'_> {
             .min(m.max_output_tokens)
     }
 
-    fn cost(&self, m: &ModelSpec) -> f64 {
-        m.estimate_usd(self.analysis.prompt_tokens, self.output(m))
-    }
-
     /// The most the job may cost on `m`: the cautious prompt count and the
     /// answer cap (the job's, else the policy's default, within the model's
     /// limit), times the attempts that can bill (the chain's length for JSON).
