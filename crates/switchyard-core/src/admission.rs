@@ -4,20 +4,23 @@
 //!
 //! 1. **cancel**: a job of a canceled batch ends `canceled`;
 //! 2. **policy**: the project must be in the org tree; its (workload's) policy applies;
-//! 3. **budget**: every budgeted node of the path by its thresholds: reject,
+//! 3. **quota**: every rationed node of the path must have room for one more
+//!    job and its tokens this minute and day: else reject, or wait for the
+//!    period to roll over (`on_quota_exhausted`);
+//! 4. **budget**: every budgeted node of the path by its thresholds: reject,
 //!    hold, or route within the headroom (downgrade);
-//! 4. **route**: the strategy's chain within the policy;
-//! 5. **fit**: the routed job's worst case (`routing::worst_case_usd`: its
+//! 5. **route**: the strategy's chain within the policy;
+//! 6. **fit**: the routed job's worst case (`routing::worst_case_usd`: its
 //!    answer cap on the dearest model of its chain, times the attempts that can
 //!    bill) against what every budget has left; where a node downgrades, the job
 //!    is routed again to a chain whose worst case fits;
-//! 6. **reserve**: the amount to reserve on the budgeted nodes, which the caller
-//!    applies under the same ledger lock, so that jobs deciding at once cannot
-//!    all pass on the same headroom.
+//! 7. **reserve**: the amount to reserve on the budgeted nodes and the job to
+//!    count on the rationed ones, which the caller applies under the same ledger
+//!    lock, so that jobs deciding at once cannot all pass on the same headroom.
 //!
 //! Later stages join at their place in this order: signature and scope before
-//! cancel, quota and approval between policy and budget, the live-or-deferred
-//! choice between fit and reserve. The worker's `Engine` calls [`Admission::admit`]
+//! cancel, approval between quota and budget, the live-or-deferred choice
+//! between fit and reserve. The worker's `Engine` calls [`Admission::admit`]
 //! and then dispatches or settles what it returns.
 
 use chrono::{DateTime, Utc};
@@ -27,7 +30,7 @@ use crate::budget::{BudgetLedger, BudgetStop};
 use crate::catalog::Catalog;
 use crate::health::HealthSnapshot;
 use crate::job::Job;
-use crate::org::{EffectivePolicy, OrgTree};
+use crate::org::{EffectivePolicy, OrgTree, QuotaAction};
 use crate::result::RoutingSummary;
 use crate::routing::{BudgetState, Refusal, RouteError, RouteInput, Router, RoutingDecision};
 use crate::vocab::{DeploymentId, JobStatus};
@@ -59,6 +62,16 @@ pub enum Verdict {
         /// Why, for the held record.
         reason: String,
     },
+    /// A quota is used up and the node's policy is to wait: admit the job
+    /// again at `until` (or refuse it with `code` once its deadline passes).
+    Wait {
+        /// When the quota's period rolls over.
+        until: DateTime<Utc>,
+        /// The `quota_…` code if the job cannot wait that long.
+        code: &'static str,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Admitted work.
@@ -71,6 +84,8 @@ pub struct Admitted {
     /// The answer cap for calls of a job that gives none (the policy's
     /// `default_max_tokens`; each call caps it by its model's output limit).
     pub default_max_tokens: u32,
+    /// Rationed nodes on which the job counts, and its tokens there.
+    pub quota: Option<(Vec<String>, u64)>,
 }
 
 /// An amount to reserve on budgeted nodes (see [`BudgetLedger::reserve`]).
@@ -122,6 +137,10 @@ impl Admission<'_> {
                 return self.refuse(JobStatus::Rejected, "unknown_project", message, routing);
             }
         };
+        let quota = match self.quota(job, analysis, policy, ledger) {
+            Ok(q) => q,
+            Err(verdict) => return verdict,
+        };
         let nodes = &policy.budget_nodes;
         let budget = match ledger.verdict(nodes, None, self.now) {
             Ok(state) => state,
@@ -146,9 +165,44 @@ impl Admission<'_> {
                 decision,
                 reserve: None,
                 default_max_tokens: policy.default_max_tokens,
+                quota,
             });
         }
-        self.fit_and_reserve(job, analysis, policy, budget, decision, ledger)
+        match self.fit_and_reserve(job, analysis, policy, budget, decision, ledger) {
+            Verdict::Admitted(a) => Verdict::Admitted(Admitted { quota, ..a }),
+            other => other,
+        }
+    }
+
+    /// Step 3: room on every quota of the path for this job (its prompt and
+    /// answer cap in tokens), or the node's policy (reject, wait).
+    #[allow(clippy::result_large_err)]
+    fn quota(
+        &self,
+        job: &Job,
+        analysis: &TaskAnalysis,
+        policy: &EffectivePolicy,
+        ledger: &BudgetLedger,
+    ) -> Result<Option<(Vec<String>, u64)>, Verdict> {
+        if policy.quota_nodes.is_empty() {
+            return Ok(None);
+        }
+        let cap = job.request.max_tokens.unwrap_or(policy.default_max_tokens);
+        let tokens = u64::from(analysis.prompt_tokens_ceiling) + u64::from(cap);
+        match ledger.quota_verdict(&policy.quota_nodes, tokens, self.now) {
+            Ok(()) => Ok(Some((policy.quota_nodes.clone(), tokens))),
+            Err(stop) => Err(match stop.action {
+                QuotaAction::Wait => Verdict::Wait {
+                    until: stop.until,
+                    code: stop.code(),
+                    reason: stop.reason,
+                },
+                QuotaAction::Reject => {
+                    let routing = self.unrouted(job, analysis, policy, &stop.reason);
+                    self.refuse(JobStatus::Rejected, stop.code(), stop.reason, routing)
+                }
+            }),
+        }
     }
 
     /// Steps 5 and 6: the routed job's estimate must fit what every budget has
@@ -195,6 +249,7 @@ impl Admission<'_> {
                     amount_usd: worst,
                 }),
                 default_max_tokens: policy.default_max_tokens,
+                quota: None,
             }),
             Err(stop) => self.stopped(stop, job, analysis, policy),
         }

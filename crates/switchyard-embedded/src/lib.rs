@@ -33,6 +33,8 @@ pub fn default_topics(partitions: i32) -> Vec<(String, i32)> {
         (t.dlq, 1),
         (t.held, 1),
         (t.batches, 1),
+        (t.budgets, 1),
+        (t.alerts, 1),
     ]
 }
 

@@ -13,12 +13,12 @@ use chrono::{DateTime, SubsecRound, Utc};
 use parking_lot::{Mutex, RwLock};
 use switchyard_core::admission::{Admission, Admitted, Refused, Verdict};
 use switchyard_core::analysis::TaskAnalyzer;
-use switchyard_core::budget::{BudgetLedger, Reservation};
+use switchyard_core::budget::{BudgetLedger, BudgetSnapshot, NodeBudget, QuotaUse, Reservation};
 use switchyard_core::catalog::{Catalog, ModelId};
 use switchyard_core::config::LoadedPipeline;
 use switchyard_core::job::Job;
 use switchyard_core::org::{EffectivePolicy, OrgTree};
-use switchyard_core::result::{ErrorInfo, JobResult, TokenUsage};
+use switchyard_core::result::{ErrorInfo, JobResult, JobStatus, TokenUsage};
 use switchyard_core::routing::{DeploymentInfo, Router, RouterSettings};
 use switchyard_core::usage::UsageEvent;
 use switchyard_providers::Deployment;
@@ -60,7 +60,8 @@ pub struct Engine {
     /// never switches budgets off: every job is checked and reserved.
     ledger: Mutex<BudgetLedger>,
     canceled_batches: RwLock<HashSet<String>>,
-    own_events: Mutex<RecentIds>,
+    /// This process's name in budget snapshots.
+    instance: String,
     /// Longest text copied from a job into its result and usage events.
     max_echo: usize,
     /// Counters.
@@ -155,7 +156,7 @@ impl Engine {
             catalog,
             baseline,
             canceled_batches: RwLock::new(HashSet::new()),
-            own_events: Mutex::new(RecentIds::default()),
+            instance: uuid::Uuid::now_v7().to_string(),
             max_echo: pipeline.config.worker.max_echo_bytes,
             metrics: Arc::new(Metrics::default()),
         })
@@ -183,14 +184,29 @@ impl Engine {
             .record(&event.project_path(), event.cost_usd, event.ts);
     }
 
-    /// Records spend from the usage topic unless this engine made the event itself
-    /// (its own spend is settled when the job ends). Returns whether it counted.
-    pub fn record_foreign_spend(&self, event: &UsageEvent) -> bool {
-        let own = self.own_events.lock().take(&event.event_id);
-        if !own {
-            self.record_spend(event);
-        }
-        !own
+    /// Takes another worker's budget snapshot (its spend and reservations).
+    pub fn observe_snapshot(&self, snapshot: BudgetSnapshot) {
+        self.ledger.lock().observe(&self.instance, snapshot);
+    }
+
+    /// This worker's budget and quota figures now, to publish.
+    pub fn snapshots(&self) -> Vec<BudgetSnapshot> {
+        self.ledger.lock().snapshots(&self.instance, Utc::now())
+    }
+
+    /// This process's name among the workers (unique per start).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// What every worker admitted on a rationed node in the current minute and day.
+    pub fn quota_use(&self, node: &str) -> QuotaUse {
+        self.ledger.lock().quota_use(node, Utc::now())
+    }
+
+    /// A budgeted node's budget, spend, in flight and headroom now.
+    pub fn node_budget(&self, node: &str) -> Option<NodeBudget> {
+        self.ledger.lock().node_state(node, Utc::now())
     }
 
     /// A budgeted node's settled spend this month and what jobs in flight have
@@ -214,13 +230,27 @@ impl Engine {
     /// Processes one job to its outcome: admit, dispatch, settle.
     pub async fn process(&self, job: Job) -> Outcome {
         let started = Instant::now();
-        match self.admit(&job) {
-            Admit::Work(work) => {
-                let dispatched = self.dispatch(&job, &work).await;
-                self.settle(job, work, dispatched, started)
+        loop {
+            match self.admit(&job) {
+                Admit::Work(work) => {
+                    let dispatched = self.dispatch(&job, &work).await;
+                    return self.settle(job, work, dispatched, started);
+                }
+                Admit::Refused(refused) => return self.settle_refused(job, refused, started),
+                Admit::Held(reason) => return Outcome::Held { reason },
+                Admit::Wait {
+                    until,
+                    code,
+                    reason,
+                } => {
+                    if job.deadline.is_some_and(|d| d < until) {
+                        let why = format!("{reason}, after the job's deadline");
+                        return self.refuse_unrouted(job, JobStatus::Rejected, code, &why);
+                    }
+                    let wait = (until - Utc::now()).to_std().unwrap_or_default();
+                    tokio::time::sleep(wait + std::time::Duration::from_millis(10)).await;
+                }
             }
-            Admit::Refused(refused) => self.settle_refused(job, refused, started),
-            Admit::Held(reason) => Outcome::Held { reason },
         }
     }
 
@@ -238,6 +268,7 @@ impl Engine {
             now: Utc::now(),
         };
         let canceled = self.is_canceled(job);
+        let now = admission.now;
         let mut ledger = self.ledger.lock();
         match admission.admit(job, &analysis, canceled, &mut ledger) {
             Verdict::Admitted(admitted) => {
@@ -245,6 +276,9 @@ impl Engine {
                     .reserve
                     .as_ref()
                     .map(|plan| ledger.reserve(&plan.nodes, plan.amount_usd));
+                if let Some((nodes, tokens)) = &admitted.quota {
+                    ledger.count(nodes, *tokens, now);
+                }
                 Admit::Work(Work {
                     admitted,
                     reservation: Reserved {
@@ -256,6 +290,15 @@ impl Engine {
             }
             Verdict::Refused(refused) => Admit::Refused(refused),
             Verdict::Held { reason } => Admit::Held(reason),
+            Verdict::Wait {
+                until,
+                code,
+                reason,
+            } => Admit::Wait {
+                until,
+                code,
+                reason,
+            },
         }
     }
 
@@ -313,12 +356,6 @@ impl Engine {
                 .collect(),
             None => Vec::new(),
         };
-        if !events.is_empty() {
-            let mut ids = self.own_events.lock();
-            for e in &events {
-                ids.insert(e.event_id.clone());
-            }
-        }
         let latency_ms = started.elapsed().as_millis() as u64;
         let mut result = JobResult::finished(
             job,
@@ -342,12 +379,24 @@ impl Engine {
     /// caught by the runner): failed, with the reason, so that the job still
     /// ends in exactly one result. Its reservation was released by then.
     pub fn failed_internally(&self, job: Job, why: &str) -> Outcome {
+        let message = format!("the worker failed while processing the job: {why}");
+        self.refuse_unrouted(job, JobStatus::Failed, "internal_error", &message)
+    }
+
+    /// A result for a job that ends before routing, outside admission's own
+    /// refusals: its decision as far as analysis and policy go, and why.
+    fn refuse_unrouted(
+        &self,
+        job: Job,
+        status: JobStatus,
+        code: &'static str,
+        message: &str,
+    ) -> Outcome {
         let analysis = self.analyzer.analyze(&job, false);
         let policy = self
             .org
             .policy(&job.project, job.workload.as_deref())
             .unwrap_or(&self.default_policy);
-        let message = format!("the worker failed while processing the job: {why}");
         let input = switchyard_core::routing::RouteInput {
             job: &job,
             analysis: &analysis,
@@ -357,12 +406,12 @@ impl Engine {
         };
         let routing = self
             .router
-            .not_routed(&input, &message)
+            .not_routed(&input, message)
             .summary(&self.catalog);
         let refused = Refused {
-            status: switchyard_core::result::JobStatus::Failed,
-            code: "internal_error",
-            message,
+            status,
+            code,
+            message: message.to_owned(),
             routing,
         };
         self.settle_refused(job, refused, Instant::now())
@@ -397,35 +446,11 @@ enum Admit<'a> {
     Work(Work<'a>),
     Refused(Refused),
     Held(String),
-}
-
-/// Ids of usage events this engine produced, until they come back from the topic.
-/// Bounded: the oldest are forgotten first (a forgotten id would count its spend
-/// twice in this worker's ledger, never lose it).
-#[derive(Default)]
-struct RecentIds {
-    set: HashSet<String>,
-    order: std::collections::VecDeque<String>,
-}
-
-/// Own event ids remembered at most.
-const RECENT_IDS: usize = 200_000;
-
-impl RecentIds {
-    fn insert(&mut self, id: String) {
-        if self.order.len() >= RECENT_IDS
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        self.set.insert(id.clone());
-        self.order.push_back(id);
-    }
-
-    /// Removes `id` if present (the order queue drops it lazily).
-    fn take(&mut self, id: &str) -> bool {
-        self.set.remove(id)
-    }
+    Wait {
+        until: DateTime<Utc>,
+        code: &'static str,
+        reason: String,
+    },
 }
 
 /// Now, at millisecond precision (what Avro timestamps carry).

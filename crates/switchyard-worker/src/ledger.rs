@@ -1,45 +1,86 @@
-//! Keeping the budget ledger true across workers and restarts: a reader of the
-//! usage topic (no consumer group) that first replays the current month, so a
-//! restarted worker does not forget what was spent, then follows the topic, so
-//! spend by other workers counts against the same budgets. The worker's own events
-//! are already in its ledger and are skipped. Runs on its own thread.
+//! Keeping budgets and quotas true across workers and restarts. Every worker
+//! publishes its own figures per budgeted or rationed node each second to the
+//! compacted budgets topic ([`publish`]), and follows that topic from its
+//! beginning ([`follow`]): at start it learns what every worker has spent this
+//! month (so a restart forgets nothing, whatever the usage topic's retention),
+//! then keeps adding the others' spend and in-flight reservations to its own.
 
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::Duration;
 
-use chrono::{Datelike, TimeZone, Utc};
 use rdkafka::message::Message;
-use switchyard_codec::Codec;
+use rdkafka::producer::FutureProducer;
+use switchyard_core::budget::BudgetSnapshot;
 use switchyard_core::config::PipelineConfig;
-use switchyard_core::usage::UsageEvent;
+use switchyard_kafka::produce::{acknowledged, enqueue};
 use switchyard_kafka::{FollowSpec, ScanFrom, TopicFollower};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::Engine;
 
-/// Starts replaying this month's usage, then following it. The returned
-/// receiver yields the number of events replayed once the replay has reached
-/// the end offsets of the start.
+/// How often a worker publishes its figures.
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// Starts reading every worker's snapshots, then following them. The receiver
+/// yields the number of snapshots read once the topic has been read to where it
+/// ended at start (at once when it is empty or missing).
 pub fn follow(
     engine: Arc<Engine>,
     config: &PipelineConfig,
 ) -> (TopicFollower, mpsc::Receiver<u64>) {
-    let now = Utc::now();
-    let month_start = Utc
-        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
-        .single()
-        .map_or(0, |t| t.timestamp_millis());
-    let topic = config.kafka.topics.usage.clone();
-    let codec = Codec::for_topic(&topic);
     let spec = FollowSpec {
-        name: "usage topic",
-        topic: topic.name,
-        from: ScanFrom::Time(month_start),
+        name: "budget snapshots",
+        topic: config.kafka.topics.budgets.clone(),
+        from: ScanFrom::Beginning,
     };
     TopicFollower::start(&config.kafka, spec, move |m| {
-        let this_month = m.timestamp().to_millis().is_none_or(|t| t >= month_start);
         m.payload()
-            .filter(|_| this_month)
-            .and_then(|p| codec.decode::<UsageEvent>(p).ok())
-            .is_some_and(|e| engine.record_foreign_spend(&e))
+            .and_then(|p| serde_json::from_slice::<BudgetSnapshot>(p).ok())
+            .map(|s| engine.observe_snapshot(s))
+            .is_some()
     })
+}
+
+/// Publishes this worker's figures every second until `stop`, and once more
+/// when it stops (with nothing in flight by then).
+pub async fn publish(
+    engine: Arc<Engine>,
+    producer: FutureProducer,
+    topic: String,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(PUBLISH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let last = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        send(&engine, &producer, &topic).await;
+        if last {
+            return;
+        }
+    }
+}
+
+async fn send(engine: &Engine, producer: &FutureProducer, topic: &str) {
+    let mut pending = Vec::new();
+    for s in engine.snapshots() {
+        let Ok(bytes) = serde_json::to_vec(&s) else {
+            continue;
+        };
+        match enqueue(producer, topic, Some(s.key().as_bytes()), &bytes, None).await {
+            Ok(delivery) => pending.push(delivery),
+            Err(e) => {
+                warn!(topic, error = %e, "Could not publish a budget snapshot; other workers see this one's spend a second later.")
+            }
+        }
+    }
+    for p in pending {
+        if let Err(e) = acknowledged(p).await {
+            warn!(topic, error = %e, "A budget snapshot was not acknowledged.");
+        }
+    }
 }

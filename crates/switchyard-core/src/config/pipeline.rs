@@ -131,6 +131,11 @@ pub struct Topics {
     pub held: String,
     /// Batch registry (compacted).
     pub batches: String,
+    /// Budget and quota snapshots of every worker (compacted, keyed by worker
+    /// instance and node).
+    pub budgets: String,
+    /// Alerts, one record per crossing (keyed by kind, node, threshold and period).
+    pub alerts: String,
 }
 
 impl Default for Topics {
@@ -142,6 +147,8 @@ impl Default for Topics {
             dlq: "switchyard.jobs.dlq".into(),
             held: "switchyard.jobs.held".into(),
             batches: "switchyard.batches".into(),
+            budgets: "switchyard.budgets".into(),
+            alerts: "switchyard.alerts".into(),
         }
     }
 }

@@ -91,8 +91,8 @@ fn worker_id(config: &PipelineConfig) -> String {
 /// Longest a starting worker waits to have read the batch registry.
 const REGISTRY_CATCH_UP: Duration = Duration::from_secs(30);
 
-/// Longest a starting worker waits to have replayed this month's spend.
-const LEDGER_CATCH_UP: Duration = Duration::from_secs(60);
+/// How often a worker still waiting for the budget snapshots says so.
+const LEDGER_PATIENCE: Duration = Duration::from_secs(30);
 
 /// How often finished offsets are stored and finished tasks reaped.
 const TICK: Duration = Duration::from_millis(50);
@@ -111,6 +111,8 @@ struct Kafka {
     consumer: JobConsumer,
     /// One per compression in use.
     producers: Vec<FutureProducer>,
+    /// Publishes this worker's budget snapshots.
+    snapshot_producer: FutureProducer,
     partitions: Arc<Partitions>,
     jobs: JobContext,
     stop: CancellationToken,
@@ -122,11 +124,23 @@ pub async fn run(
     config: &PipelineConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, WorkerError> {
+    tokio::pin!(shutdown);
     let kafka = connect(engine.clone(), config)?;
-    let followers = catch_up(&engine, config).await;
+    let Some(followers) = catch_up(&engine, config, &mut shutdown).await else {
+        info!("Stopped before the budgets were read; no job was taken.");
+        return Ok(RunReport::default());
+    };
+    let snapshots = tokio::spawn(crate::ledger::publish(
+        engine.clone(),
+        kafka.snapshot_producer.clone(),
+        config.kafka.topics.budgets.clone(),
+        kafka.stop.child_token(),
+    ));
     info!(worker = %worker_id(config), topic = %kafka.partitions.topic(), group = %config.kafka.group_id, max_in_flight = config.worker.max_in_flight, "Worker started.");
-    let (mut report, tasks) = consume(&kafka, config, shutdown).await;
+    let (mut report, tasks) = consume(&kafka, config, shutdown.as_mut()).await;
     report.abandoned = drain(tasks, config.worker.drain_grace, &kafka.stop).await;
+    kafka.stop.cancel();
+    let _ = snapshots.await;
     for producer in &kafka.producers {
         if let Err(e) = producer_flush(producer) {
             warn!(error = %e, "Producer flush failed.");
@@ -201,8 +215,10 @@ fn connect(engine: Arc<Engine>, config: &PipelineConfig) -> Result<Kafka, Worker
         partitions: partitions.clone(),
         running: Arc::new(RunningIds::default()),
     };
+    let snapshot_producer = producers.for_codec(Compression::Lz4)?;
     Ok(Kafka {
         consumer,
+        snapshot_producer,
         producers: producers.all(),
         partitions,
         jobs,
@@ -210,20 +226,49 @@ fn connect(engine: Arc<Engine>, config: &PipelineConfig) -> Result<Kafka, Worker
     })
 }
 
-/// Knows every batch canceled so far, and replays this month's spend, before
-/// taking jobs: a canceled batch's jobs must not run, and budgets must count
-/// what was spent before this worker started. Returns the followers, which keep
-/// both up to date while the worker runs.
-async fn catch_up(engine: &Arc<Engine>, config: &PipelineConfig) -> Vec<TopicFollower> {
+/// Knows every batch canceled so far, and what every worker has spent this
+/// month, before taking jobs: a canceled batch's jobs must not run, and budgets
+/// must count what was spent before this worker started. The budgets are not
+/// optional: until their snapshots are read, no job is taken (a worker that
+/// cannot read them says so every 30 s). Returns the followers, which keep both
+/// up to date while the worker runs; `None` when asked to stop meanwhile.
+async fn catch_up(
+    engine: &Arc<Engine>,
+    config: &PipelineConfig,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<Vec<TopicFollower>> {
     let (cancellations, registry_read) = crate::cancellations::follow(engine.clone(), config);
     let (ledger, ledger_read) = crate::ledger::follow(engine.clone(), config);
-    let _ = tokio::task::spawn_blocking(move || ledger_read.recv_timeout(LEDGER_CATCH_UP)).await;
+    let ledger_read = Arc::new(std::sync::Mutex::new(ledger_read));
+    loop {
+        let rx = ledger_read.clone();
+        let waited = tokio::task::spawn_blocking(move || {
+            rx.lock()
+                .map(|r| r.recv_timeout(LEDGER_PATIENCE))
+                .unwrap_or(Err(std::sync::mpsc::RecvTimeoutError::Disconnected))
+        });
+        tokio::select! {
+            _ = shutdown.as_mut() => {
+                for f in [cancellations, ledger] {
+                    let _ = tokio::task::spawn_blocking(move || f.stop()).await;
+                }
+                return None;
+            }
+            read = waited => match read {
+                Ok(Ok(_)) => break,
+                Ok(Err(std::sync::mpsc::RecvTimeoutError::Timeout)) => {
+                    warn!(topic = %config.kafka.topics.budgets, waited = ?LEDGER_PATIENCE, "Still reading the budget snapshots; no job is taken until every budget is known (check that the brokers are reachable).");
+                }
+                _ => break,
+            },
+        }
+    }
     let read =
         tokio::task::spawn_blocking(move || registry_read.recv_timeout(REGISTRY_CATCH_UP)).await;
     if !matches!(read, Ok(Ok(_))) {
         warn!(topic = %config.kafka.topics.batches, waited = ?REGISTRY_CATCH_UP, "The batch registry could not be read before taking jobs; jobs of batches canceled so far may run until it can (check that the topic exists and the brokers are reachable).");
     }
-    vec![cancellations, ledger]
+    Some(vec![cancellations, ledger])
 }
 
 /// Which partitions the worker has paused, and why.

@@ -1,0 +1,212 @@
+use std::path::Path;
+
+use chrono::TimeZone;
+use proptest::prelude::*;
+
+use super::*;
+use crate::org::tests::catalog;
+use crate::routing::Strategy;
+
+/// `acme` ($100, reject from 90%) above `acme/bu` ($10, downgrade from 80%).
+fn org() -> OrgTree {
+    let text = r#"
+[org]
+name = "acme"
+budget_usd_per_month = 100
+[[node]]
+path = "acme/bu"
+budget_usd_per_month = 10
+on_budget_exhausted = "downgrade"
+budget_soft_limit = 0.8
+[[node]]
+path = "acme/bu/t"
+[[node]]
+path = "acme/bu/t/p"
+"#;
+    OrgTree::parse(Path::new("org.toml"), text, &catalog(), Strategy::Auto, 0.5).unwrap()
+}
+
+/// One project under a $100 budget acting from 90% with `action`.
+fn single(action: &str) -> (OrgTree, Vec<String>) {
+    let text = format!(
+        "[org]\nname = \"acme\"\n[[node]]\npath = \"acme/bu\"\nbudget_usd_per_month = 100\non_budget_exhausted = \"{action}\"\n[[node]]\npath = \"acme/bu/t\"\n[[node]]\npath = \"acme/bu/t/p\"\n"
+    );
+    let org = OrgTree::parse(
+        Path::new("org.toml"),
+        &text,
+        &catalog(),
+        Strategy::Auto,
+        0.5,
+    )
+    .unwrap();
+    let nodes = org
+        .policy("acme/bu/t/p", None)
+        .unwrap()
+        .budget_nodes
+        .clone();
+    (org, nodes)
+}
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
+}
+
+fn nodes(org: &OrgTree) -> Vec<String> {
+    org.policy("acme/bu/t/p", None)
+        .unwrap()
+        .budget_nodes
+        .clone()
+}
+
+#[test]
+fn reservations_count_until_settled() {
+    let org = org();
+    let nodes = nodes(&org);
+    let mut l = BudgetLedger::new(&org, now());
+    let r = l.reserve(&nodes, 7.0);
+    assert_eq!(
+        l.verdict(&nodes, None, now()),
+        Ok(BudgetState::UNCONSTRAINED)
+    );
+    l.settle(r, 8.5, now());
+    assert_eq!(l.spent("acme/bu"), 8.5);
+    assert_eq!(l.reserved("acme/bu"), 0.0);
+    assert_eq!(
+        l.verdict(&nodes, None, now()),
+        Ok(BudgetState::NearLimit { headroom_usd: 1.5 })
+    );
+    l.record("acme/bu/t/p", 2.0, now());
+    assert!(matches!(
+        l.verdict(&nodes, None, now()),
+        Err(BudgetStop::Reject { node, reason }) if node == "acme/bu" && reason.contains("exhausted")
+    ));
+}
+
+/// Every policy below its threshold, at it, below it with a job too large for
+/// what is left, and with nothing left.
+#[test]
+fn each_policy_acts_from_its_threshold_and_on_jobs_that_do_not_fit() {
+    for action in ["reject", "hold", "downgrade"] {
+        let (org, nodes) = single(action);
+        let mut l = BudgetLedger::new(&org, now());
+        let acted = |v: &BudgetVerdict, headroom: f64| match (action, v) {
+            ("reject", Err(BudgetStop::Reject { node, .. }))
+            | ("hold", Err(BudgetStop::Hold { node, .. })) => node == "acme/bu",
+            ("downgrade", Ok(BudgetState::NearLimit { headroom_usd })) => {
+                (headroom_usd - headroom).abs() < 1e-9
+            }
+            _ => false,
+        };
+        let normal = Ok(BudgetState::UNCONSTRAINED);
+
+        // Below the threshold: $89.50 of $100 spent, a small job fits.
+        l.record("acme/bu/t/p", 89.5, now());
+        assert_eq!(l.verdict(&nodes, None, now()), normal, "{action}");
+        assert_eq!(l.verdict(&nodes, Some(5.0), now()), normal, "{action}");
+        // Below the threshold, but the job's estimate is more than what is left.
+        let v = l.verdict(&nodes, Some(11.0), now());
+        assert!(acted(&v, 10.5), "{action}: {v:?}");
+        if let Err(BudgetStop::Reject { reason, .. }) | Err(BudgetStop::Hold { reason, .. }) = &v {
+            assert!(reason.contains("does not fit the $10.500000"), "{reason}");
+        }
+
+        // At the threshold (in flight counts): $90 of $100.
+        let r = l.reserve(&nodes, 0.5);
+        let v = l.verdict(&nodes, None, now());
+        assert!(acted(&v, 10.0), "{action}: {v:?}");
+        if let Err(BudgetStop::Reject { reason, .. }) | Err(BudgetStop::Hold { reason, .. }) = &v {
+            assert!(reason.contains("90% spent"), "{reason}");
+        }
+        l.settle(r, 0.5, now());
+
+        // Spent: downgrading has nothing left to work within.
+        l.record("acme/bu/t/p", 10.0, now());
+        let v = l.verdict(&nodes, None, now());
+        match action {
+            "hold" => assert!(matches!(v, Err(BudgetStop::Hold { .. })), "{v:?}"),
+            _ => assert!(
+                matches!(&v, Err(BudgetStop::Reject { reason, .. }) if reason.contains("exhausted")),
+                "{action}: {v:?}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn a_refusal_higher_up_wins_over_a_downgrade_below() {
+    let org = org();
+    let nodes = nodes(&org);
+    let mut l = BudgetLedger::new(&org, now());
+    // acme/bu ($10, downgrade from 80%) is at 85%: downgrade within $1.50.
+    l.record("acme/bu/t/p", 8.5, now());
+    assert_eq!(
+        l.verdict(&nodes, None, now()),
+        Ok(BudgetState::NearLimit { headroom_usd: 1.5 })
+    );
+    // acme ($100, reject from 90%) is at 91% through another business unit.
+    l.record("acme/other/t/p", 82.5, now());
+    assert!(matches!(
+        l.verdict(&nodes, None, now()),
+        Err(BudgetStop::Reject { node, .. }) if node == "acme"
+    ));
+}
+
+#[test]
+fn a_new_month_starts_from_zero() {
+    let org = org();
+    let nodes = nodes(&org);
+    let mut l = BudgetLedger::new(&org, now());
+    l.record("acme/bu/t/p", 50.0, now());
+    let next = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+    assert!(matches!(
+        l.verdict(&nodes, None, next),
+        Ok(BudgetState::Normal { .. })
+    ));
+    assert_eq!(l.spent("acme/bu"), 0.0);
+}
+
+proptest! {
+    /// Whatever the sequence of jobs, reservations and settlements, a job the
+    /// ledger admits (with its estimate) never takes a node past its limit.
+    #[test]
+    fn admitted_work_never_overshoots(costs in proptest::collection::vec(0.01f64..3.0, 1..60)) {
+        let org = org();
+        let nodes = nodes(&org);
+        let mut l = BudgetLedger::new(&org, now());
+        let mut open = Vec::new();
+        for (i, c) in costs.iter().enumerate() {
+            if let Ok(state) = l.verdict(&nodes, Some(*c), now()) {
+                // A downgrade routes within the headroom; a job that fits a normal budget is admitted.
+                let fits = match state { BudgetState::Normal { .. } => true, BudgetState::NearLimit { headroom_usd } => *c <= headroom_usd };
+                if fits {
+                    open.push((l.reserve(&nodes, *c), *c));
+                }
+            }
+            if i % 3 == 2 && let Some((r, c)) = open.pop() {
+                l.settle(r, c, now());
+            }
+            let committed = l.spent("acme/bu") + l.reserved("acme/bu");
+            prop_assert!(committed <= 10.0 + 1e-9, "committed {committed}");
+        }
+    }
+}
+
+#[test]
+fn checked_reservations_never_pass_together_on_the_same_headroom() {
+    for action in ["reject", "hold", "downgrade"] {
+        let (org, nodes) = single(action);
+        let mut ledger = BudgetLedger::new(&org, now());
+        // Jobs of $30 against $100: three fit, the fourth finds the
+        // headroom taken by the others' reservations (none settled yet).
+        let passed = (0..4)
+            .filter(|_| ledger.reserve_checked(&nodes, 30.0, now()).is_ok())
+            .count();
+        assert_eq!(passed, 3, "{action}");
+        assert!(ledger.reserved(&nodes[0]) <= 100.0, "{action}");
+        let refused = ledger.reserve_checked(&nodes, 30.0, now()).unwrap_err();
+        match action {
+            "hold" => assert!(matches!(refused, BudgetStop::Hold { .. })),
+            _ => assert!(matches!(refused, BudgetStop::Reject { .. }), "{action}"),
+        }
+    }
+}
