@@ -117,3 +117,167 @@ async fn a_restarted_worker_remembers_what_was_spent_and_workers_share_budgets()
     worker.await.unwrap().unwrap();
     stack.stop().await.unwrap();
 }
+
+/// A pipeline whose project `acme/bu/team/capped` has a budget of `usd`
+/// (reject), with the demo's deployments.
+fn capped(dir: &std::path::Path, usd: f64, extra: &str) -> std::path::PathBuf {
+    let org = format!(
+        "[org]\nname = \"acme\"\n[[node]]\npath = \"acme/bu\"\n[[node]]\npath = \"acme/bu/team\"\n[[node]]\npath = \"acme/bu/team/capped\"\nbudget_usd_per_month = {usd}\non_budget_exhausted = \"reject\"\n{extra}\n"
+    );
+    std::fs::write(dir.join("org.toml"), org).unwrap();
+    let text = std::fs::read_to_string(demo_config()).unwrap().replace(
+        "catalog = \"models.toml\"",
+        &format!("catalog = \"{}\"", path("pipelines/models.toml").display()),
+    );
+    let p = dir.join("pipeline.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Every model answers after `latency` with as many tokens as the request allows.
+fn worst_case_sim(latency: Duration) -> switchyard_sim::SimConfig {
+    switchyard_sim::SimConfig {
+        default: switchyard_sim::ModelBehaviour {
+            ttft: latency,
+            tokens_per_second: 1e9,
+            output_tokens: switchyard_sim::OutputTokens::Max,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn pinned_jobs(
+    prefix: &str,
+    n: usize,
+    model: &str,
+    max_tokens: u32,
+) -> Vec<switchyard_core::job::Job> {
+    (0..n)
+        .map(|i| switchyard_core::job::Job {
+            model: Some(model.into()),
+            ..switchyard_core::job::Job::new(
+                format!("{prefix}-{i:05}"),
+                "acme/bu/team/capped",
+                switchyard_core::job::ChatRequest {
+                    max_tokens: Some(max_tokens),
+                    ..switchyard_core::job::ChatRequest::from_user(format!(
+                        "Write a long essay about harbours, part {i}."
+                    ))
+                },
+            )
+        })
+        .collect()
+}
+
+/// What the results say was billed, and how many were refused with a budget code.
+fn billed_and_refused(
+    results: &std::collections::HashMap<String, Vec<switchyard_core::result::JobResult>>,
+) -> (f64, usize) {
+    let billed: f64 = results.values().map(|c| c[0].cost_usd).sum();
+    let refused = results
+        .values()
+        .filter(|c| c[0].status == JobStatus::Rejected)
+        .inspect(|c| {
+            let code = c[0]
+                .error
+                .as_ref()
+                .map(|e| e.code.clone())
+                .unwrap_or_default();
+            assert!(code.starts_with("budget_"), "refused with {code}");
+        })
+        .count();
+    (billed, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_cap_holds_against_answers_that_use_every_allowed_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = capped(dir.path(), 1.0, "");
+    let mut stack = Stack::start(
+        &config,
+        StackOptions {
+            partitions: 4,
+            sim: Some(worst_case_sim(Duration::from_secs(1))),
+            ..StackOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let bootstrap = stack.broker.bootstrap().to_owned();
+    let topics = stack.pipeline.config.kafka.topics.clone();
+    let consumer = results_consumer(&bootstrap, &topics.results.name);
+    let codec = Codec::for_topic(&topics.results);
+    let jobs = pinned_jobs("cap", 1500, "claude-fable-5-1", 4000);
+    produce_jobs(&bootstrap, &topics.jobs, &jobs).await;
+    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
+    let results = collect_results(&consumer, &codec, &ids, Duration::from_secs(120)).await;
+    stack.stop_worker().await.unwrap();
+    let (billed, refused) = billed_and_refused(&results);
+    assert!(billed > 0.0, "nothing ran");
+    assert!(billed <= 1.0, "billed ${billed:.4} against a $1.00 cap");
+    assert_eq!(
+        refused
+            + results
+                .values()
+                .filter(|c| c[0].status == JobStatus::Succeeded)
+                .count(),
+        1500
+    );
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_sharing_a_budget_stay_within_what_the_other_admits_in_a_snapshot_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = capped(dir.path(), 2.0, "");
+    let stack = Stack::start(
+        &config,
+        StackOptions {
+            partitions: 4,
+            worker: false,
+            sim: Some(worst_case_sim(Duration::from_millis(500))),
+            ..StackOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let bootstrap = stack.broker.bootstrap().to_owned();
+    let topics = stack.pipeline.config.kafka.topics.clone();
+    let consumer = results_consumer(&bootstrap, &topics.results.name);
+    let codec = Codec::for_topic(&topics.results);
+    let stop = CancellationToken::new();
+    let a = spawn_worker(
+        Arc::new(stack.new_engine().unwrap()),
+        &stack.pipeline.config,
+        stop.clone(),
+    );
+    let b = spawn_worker(
+        Arc::new(stack.new_engine().unwrap()),
+        &stack.pipeline.config,
+        stop.clone(),
+    );
+    // Jobs arrive a few at a time, as work does: each worker sees the other's
+    // reservations within a snapshot (one second).
+    let jobs = pinned_jobs("shared", 200, "claude-fable-5-1", 4000);
+    for chunk in jobs.chunks(4) {
+        produce_jobs(&bootstrap, &topics.jobs, chunk).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
+    let results = collect_results(&consumer, &codec, &ids, Duration::from_secs(120)).await;
+    stop.cancel();
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    let (billed, _) = billed_and_refused(&results);
+    // The stated bound: the budget, plus what the other worker admits within
+    // the snapshot lag (one second of arrivals here: 16 jobs at most, but
+    // never more than the other can fit in its own view of the headroom).
+    let worst_job = 4000.0 * 50.0 / 1e6 + 0.001;
+    assert!(billed > 0.0);
+    assert!(
+        billed <= 2.0 + 2.0 * worst_job,
+        "billed ${billed:.4} against $2.00 shared by two workers"
+    );
+    stack.stop().await.unwrap();
+}

@@ -24,14 +24,16 @@ use std::net::SocketAddr;
 
 use switchyard_core::config::ConfigError;
 
-pub use config::{ModelBehaviour, Outage, RATE_WINDOW, RateLimitHint, Setting, SimConfig};
+pub use config::{
+    ModelBehaviour, Outage, OutputTokens, RATE_WINDOW, RateLimitHint, Setting, SimConfig,
+};
 pub use in_process::InProcessProvider;
 pub use server::{SimHandle, serve_until, start};
 pub use stats::{ModelStats, SimStats};
 pub use synthesis::{
     BYTES_PER_TOKEN, CACHE_BLOCK_TOKENS, CACHE_MIN_SYSTEM_BYTES, FinishReason, MAX_OUTPUT_TOKENS,
     MIN_OUTPUT_TOKENS, PER_MESSAGE_TOKENS, Reply, ReplyStyle, reply_for, reply_for_request,
-    usage_for, usage_for_request,
+    reply_of_length, usage_for, usage_for_request,
 };
 
 /// Why the simulator could not start or stopped abnormally.

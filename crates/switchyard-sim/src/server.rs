@@ -31,9 +31,10 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::admission::{Ask, Clock, LimitReport, ModelState, Verdict};
+use crate::config::OutputTokens;
 use crate::config::SimConfig;
 use crate::stats::SimStats;
-use crate::synthesis::{Fnv, Reply, ReplyStyle, reply_for, splitmix64, unit};
+use crate::synthesis::{Fnv, Reply, ReplyStyle, reply_of_length, splitmix64, unit};
 use crate::wire::{Context, Format, Parsed, Problem};
 use crate::{Result, SimError};
 
@@ -214,10 +215,12 @@ struct Composed<'a> {
     /// The conversation, borrowed from `parsed`.
     messages: Vec<(Role, &'a str)>,
     reply: Reply,
+    /// Whether answers use the whole cap (`output_tokens = "max"`).
+    fill: bool,
 }
 
 impl<'a> Composed<'a> {
-    fn new(parsed: &'a Parsed) -> Self {
+    fn new(parsed: &'a Parsed, fill: bool) -> Self {
         let messages: Vec<(Role, &str)> = parsed
             .messages
             .iter()
@@ -228,26 +231,29 @@ impl<'a> Composed<'a> {
         } else {
             ReplyStyle::Text
         };
-        let reply = reply_for(
+        let reply = reply_of_length(
             parsed.system.as_deref(),
             &messages,
             parsed.max_tokens,
             style,
+            fill,
         );
         Self {
             parsed,
             messages,
             reply,
+            fill,
         }
     }
 
     /// The reply to the request in `style`.
     fn reply_as(&self, style: ReplyStyle) -> Reply {
-        reply_for(
+        reply_of_length(
             self.parsed.system.as_deref(),
             &self.messages,
             self.parsed.max_tokens,
             style,
+            self.fill,
         )
     }
 }
@@ -352,7 +358,8 @@ impl SimState {
             Ok(parsed) => parsed,
             Err(refused) => return *refused,
         };
-        let composed = Composed::new(&parsed);
+        let fill = self.config.behaviour(&parsed.model).output_tokens == OutputTokens::Max;
+        let composed = Composed::new(&parsed, fill);
         let (verdict, request_id) = self.admit(&parsed, request.hash, &composed.reply);
         debug!(format = format.name(), model = parsed.model.as_str(), request_id = %request_id, verdict = ?verdict, "Simulated request.");
         self.answer(format, &composed, request_id, verdict, in_flight)

@@ -90,7 +90,23 @@ pub fn reply_for(
     max_tokens: Option<u32>,
     style: ReplyStyle,
 ) -> Reply {
-    let (usage, finish) = usage_and_finish(system, messages, max_tokens);
+    reply_of_length(system, messages, max_tokens, style, false)
+}
+
+/// [`reply_for`], or, with `fill`, an answer that uses the whole `max_tokens`
+/// (finish reason `length`) when there is one.
+pub fn reply_of_length(
+    system: Option<&str>,
+    messages: &[(Role, &str)],
+    max_tokens: Option<u32>,
+    style: ReplyStyle,
+    fill: bool,
+) -> Reply {
+    let (mut usage, mut finish) = usage_and_finish(system, messages, max_tokens);
+    if let (true, Some(cap)) = (fill, max_tokens) {
+        usage.output_tokens = u64::from(cap);
+        finish = FinishReason::Length;
+    }
     let target = usize::try_from(usage.output_tokens)
         .unwrap_or(usize::MAX)
         .saturating_mul(BYTES_PER_TOKEN);

@@ -210,3 +210,119 @@ fn checked_reservations_never_pass_together_on_the_same_headroom() {
         }
     }
 }
+
+#[test]
+fn a_late_event_from_last_month_changes_neither_month_wrongly() {
+    let org = org();
+    let nodes = nodes(&org);
+    let dec = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+    let nov_last = Utc.with_ymd_and_hms(2026, 11, 30, 23, 59, 59).unwrap();
+    let mut l = BudgetLedger::new(&org, dec);
+    l.record("acme/bu/t/p", 5.0, dec);
+    // An event finished at 23:59:59 and read at 00:00:00 (or published late).
+    l.record("acme/bu/t/p", 3.0, nov_last);
+    assert_eq!(l.spent("acme/bu"), 5.0, "December keeps its own spend");
+    assert_eq!(
+        l.spent_in("acme/bu", (2026, 11)),
+        3.0,
+        "November gets the late event"
+    );
+    assert!(matches!(
+        l.verdict(&nodes, None, dec),
+        Ok(BudgetState::Normal { .. })
+    ));
+    // And a verdict does not turn the month back.
+    l.record("acme/bu/t/p", 1.0, nov_last);
+    assert_eq!(l.spent("acme/bu"), 5.0);
+}
+
+#[test]
+fn months_roll_over_in_the_orgs_time_zone() {
+    let text = "[org]\nname = \"acme\"\ntime_zone = \"America/New_York\"\nbudget_usd_per_month = 10\n[[node]]\npath = \"acme/bu\"\n[[node]]\npath = \"acme/bu/t\"\n[[node]]\npath = \"acme/bu/t/p\"\n";
+    let org = OrgTree::parse(Path::new("org.toml"), text, &catalog(), Strategy::Auto, 0.5).unwrap();
+    // 03:00 UTC on 1 December is still 30 November in New York.
+    let at = Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).unwrap();
+    let l = BudgetLedger::new(&org, at);
+    assert_eq!(l.month_of(at), (2026, 11));
+}
+
+#[test]
+fn other_workers_spend_and_reservations_count_and_stale_reservations_expire() {
+    let org = org();
+    let nodes = nodes(&org);
+    let mut a = BudgetLedger::new(&org, now());
+    let mut b = BudgetLedger::new(&org, now());
+    let r = a.reserve(&nodes, 3.0);
+    a.settle(r, 2.5, now());
+    let _in_flight = a.reserve(&nodes, 4.0);
+    for s in a.snapshots("worker-a", now()) {
+        b.observe("worker-b", s);
+    }
+    let state = b.node_state("acme/bu", now()).unwrap();
+    assert_eq!(state.spent_usd, 2.5);
+    assert_eq!(state.in_flight_usd, 4.0);
+    assert_eq!(state.headroom_usd, 10.0 - 6.5);
+    // A worker that stopped publishing has nothing in flight any more; its
+    // settled spend stays.
+    let later = now() + chrono::Duration::seconds(30);
+    let state = b.node_state("acme/bu", later).unwrap();
+    assert_eq!(state.in_flight_usd, 0.0);
+    assert_eq!(state.spent_usd, 2.5);
+    // A worker's own snapshots are not counted twice.
+    for s in a.snapshots("worker-a", now()) {
+        a.observe("worker-a", s);
+    }
+    assert_eq!(a.node_state("acme/bu", now()).unwrap().spent_usd, 2.5);
+}
+
+#[test]
+fn a_restarted_worker_starts_from_the_snapshots() {
+    let org = org();
+    let nodes = nodes(&org);
+    let mut before = BudgetLedger::new(&org, now());
+    let r = before.reserve(&nodes, 9.0);
+    before.settle(r, 8.5, now());
+    let published = before.snapshots("old-instance", now());
+    // The restarted process is a new instance that reads the topic.
+    let mut after = BudgetLedger::new(&org, now());
+    for s in published {
+        after.observe("new-instance", s);
+    }
+    assert_eq!(after.spent("acme/bu"), 8.5);
+    assert_eq!(
+        after.verdict(&nodes, None, now()),
+        Ok(BudgetState::NearLimit { headroom_usd: 1.5 })
+    );
+}
+
+#[test]
+fn quotas_count_every_worker_and_roll_over_with_their_period() {
+    let text = "[org]\nname = \"acme\"\n[[node]]\npath = \"acme/bu\"\njobs_per_minute = 3\ntokens_per_day = 1000\n[[node]]\npath = \"acme/bu/t\"\n[[node]]\npath = \"acme/bu/t/p\"\n";
+    let org = OrgTree::parse(Path::new("org.toml"), text, &catalog(), Strategy::Auto, 0.5).unwrap();
+    let nodes: Vec<String> = vec!["acme/bu".into()];
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 5).unwrap();
+    let mut a = BudgetLedger::new(&org, t0);
+    let mut b = BudgetLedger::new(&org, t0);
+    a.count(&nodes, 100, t0);
+    a.count(&nodes, 100, t0);
+    for s in a.snapshots("a", t0) {
+        b.observe("b", s);
+    }
+    b.count(&nodes, 100, t0);
+    let stop = b.quota_verdict(&nodes, 100, t0).unwrap_err();
+    assert_eq!(stop.quota, "jobs_per_minute");
+    assert_eq!(stop.code(), "quota_jobs_per_minute");
+    assert_eq!(
+        stop.until,
+        Utc.with_ymd_and_hms(2026, 11, 25, 12, 1, 0).unwrap()
+    );
+    // The next minute has room; the day's tokens still count.
+    let t1 = t0 + chrono::Duration::seconds(60);
+    assert!(b.quota_verdict(&nodes, 100, t1).is_ok());
+    let stop = b.quota_verdict(&nodes, 800, t1).unwrap_err();
+    assert_eq!(stop.quota, "tokens_per_day");
+    assert_eq!(
+        stop.until,
+        Utc.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).unwrap()
+    );
+}

@@ -68,6 +68,10 @@ pub struct ModelBehaviour {
     pub ttft: Duration,
     /// Decode speed: an answer of N output tokens takes `ttft + N / tokens_per_second`.
     pub tokens_per_second: f64,
+    /// How long answers are: `"natural"` (a length that depends on the prompt,
+    /// cut at `max_tokens`) or `"max"` (always as many tokens as the request
+    /// allows, finish reason `length`): the worst case budgets must hold against.
+    pub output_tokens: OutputTokens,
     /// Fraction of requests answered 500 with the format's error body.
     pub error_rate: f64,
     /// Fraction answered "overloaded": 529 (Anthropic) or 503 (OpenAI, Gemini `UNAVAILABLE`).
@@ -125,6 +129,7 @@ impl Default for ModelBehaviour {
         Self {
             ttft: Duration::from_millis(500),
             tokens_per_second: 100.0,
+            output_tokens: OutputTokens::Natural,
             error_rate: 0.0,
             overloaded_rate: 0.0,
             rate_limit_rate: 0.0,
@@ -144,6 +149,17 @@ impl Default for ModelBehaviour {
             outages: Vec::new(),
         }
     }
+}
+
+/// How long a simulated answer is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputTokens {
+    /// A length that depends on the prompt, cut at the request's cap.
+    #[default]
+    Natural,
+    /// As many tokens as the request's cap allows (its natural length without one).
+    Max,
 }
 
 /// How a 429 tells the client when to come back.

@@ -396,3 +396,33 @@ fn the_shipped_second_deployment_takes_over_when_the_first_circuit_opens() {
         .collect();
     assert_eq!(names, ["gemini-gemini-3.8-flash-project-b"]);
 }
+
+#[test]
+fn the_worst_case_is_the_answer_cap_on_the_model_times_the_attempts_that_can_bill() {
+    let r = router();
+    let analyzer = crate::analysis::TaskAnalyzer::new();
+    let m = r.catalog().models()[0].clone();
+    let mut j = job("Summarise this paragraph in two sentences.");
+    let a = analyzer.analyze(&j, false);
+    let by_hand = |cap: u32, attempts: f64| {
+        (f64::from(a.prompt_tokens_ceiling) * m.input_usd_per_mtok
+            + f64::from(cap.min(m.max_output_tokens)) * m.output_usd_per_mtok)
+            / 1e6
+            * attempts
+    };
+    // No max_tokens: the policy's default answer cap.
+    let w = crate::routing::worst_case_usd(&m, &j, &a, 4096, 4);
+    assert!((w - by_hand(4096, 1.0)).abs() < 1e-12, "{w}");
+    j.request.max_tokens = Some(300);
+    let w = crate::routing::worst_case_usd(&m, &j, &a, 4096, 4);
+    assert!((w - by_hand(300, 1.0)).abs() < 1e-12);
+    // JSON: every deployment of the chain may bill an invalid answer.
+    j.request.response_format = crate::job::ResponseFormat::JsonObject;
+    let a = analyzer.analyze(&j, false);
+    let w = crate::routing::worst_case_usd(&m, &j, &a, 4096, 4);
+    let by_hand_json = (f64::from(a.prompt_tokens_ceiling) * m.input_usd_per_mtok
+        + f64::from(300u32.min(m.max_output_tokens)) * m.output_usd_per_mtok)
+        / 1e6
+        * 4.0;
+    assert!((w - by_hand_json).abs() < 1e-12);
+}
