@@ -281,3 +281,70 @@ async fn two_workers_sharing_a_budget_stay_within_what_the_other_admits_in_a_sna
     );
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn org_show_matches_the_usage_topics_sums() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = capped(dir.path(), 50.0, "jobs_per_day = 100000");
+    let mut stack = Stack::start(
+        &config,
+        StackOptions {
+            partitions: 2,
+            time_scale: 0.01,
+            ..StackOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let bootstrap = stack.broker.bootstrap().to_owned();
+    let topics = stack.pipeline.config.kafka.topics.clone();
+    let consumer = results_consumer(&bootstrap, &topics.results.name);
+    let codec = Codec::for_topic(&topics.results);
+    let jobs = pinned_jobs("show", 30, "gpt-5-nano", 200);
+    produce_jobs(&bootstrap, &topics.jobs, &jobs).await;
+    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
+    collect_results(&consumer, &codec, &ids, Duration::from_secs(60)).await;
+    stack.stop_worker().await.unwrap();
+
+    let usage_codec = Codec::for_topic(&topics.usage);
+    let mut from_usage = 0.0;
+    switchyard_kafka::scan_to_end(
+        &kafka_config(&bootstrap),
+        &topics.usage.name,
+        switchyard_kafka::ScanFrom::Beginning,
+        &Default::default(),
+        Duration::from_secs(20),
+        |m| {
+            let e: switchyard_core::usage::UsageEvent = usage_codec.decode(m.payload).unwrap();
+            from_usage += e.cost_usd;
+        },
+    )
+    .unwrap();
+    let out = switchyard()
+        .args(["org", "show", "--format", "json", "--config"])
+        .arg(&config)
+        .args(["--brokers", &bootstrap])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let node = doc["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["path"] == "acme/bu/team/capped")
+        .unwrap();
+    let shown = node["spend"]["spent_usd"].as_f64().unwrap();
+    assert!(from_usage > 0.0);
+    assert!(
+        (shown - from_usage).abs() < 1e-9,
+        "org show ${shown} vs usage topic ${from_usage}"
+    );
+    assert_eq!(node["spend"]["in_flight_usd"].as_f64(), Some(0.0));
+    assert_eq!(node["quota_use"]["jobs_day"].as_u64(), Some(30));
+    stack.stop().await.unwrap();
+}

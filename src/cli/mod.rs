@@ -8,6 +8,7 @@ mod broker;
 mod common;
 mod demo;
 mod dev;
+mod org;
 mod report;
 mod route;
 mod run;
@@ -65,6 +66,8 @@ enum Command {
     BenchSink(bench_sink::Args),
     /// Run the analytics sink: usage events into Parquet and ClickHouse.
     Sink(sink::Args),
+    /// The org tree as the workers see it: budgets, spend, in flight, headroom, quotas.
+    Org(org::Args),
     /// Cost report by org node, model, provider, strategy or day, with savings
     /// against the flagship baseline, from ClickHouse or Parquet.
     Report(report::Args),
@@ -108,6 +111,7 @@ pub fn main() -> ExitCode {
             Command::BenchSink(a) => bench_sink::run(a).await,
             Command::Sink(a) => sink::run(a).await,
             Command::Report(a) => report::run(a).await,
+            Command::Org(a) => org::run(a).await,
             Command::Submit(a) => batch::submit(a).await,
             Command::Status(a) => batch::status(a).await,
             Command::Collect(a) => batch::collect(a).await,

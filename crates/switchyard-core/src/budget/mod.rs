@@ -309,7 +309,12 @@ impl BudgetLedger {
         let month = self.month_of(now);
         for n in &reservation.nodes {
             if let Some(r) = self.reserved.get_mut(n) {
+                // Sums of floats drift: a remainder below a billionth of a
+                // dollar is nothing in flight.
                 *r = (*r - reservation.amount_usd).max(0.0);
+                if *r < 1e-9 {
+                    *r = 0.0;
+                }
             }
             *self.own.entry((month, n.clone())).or_default() += actual_usd;
         }

@@ -164,7 +164,7 @@ struct OrgFile {
 }
 
 /// A node's budget.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Budget {
     /// Limit per calendar month, USD.
     pub usd_per_month: f64,
