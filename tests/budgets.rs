@@ -348,3 +348,68 @@ async fn org_show_matches_the_usage_topics_sums() {
     assert_eq!(node["quota_use"]["jobs_day"].as_u64(), Some(30));
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_limits_the_rate_across_two_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = capped(dir.path(), 1000.0, "jobs_per_minute = 20");
+    let stack = Stack::start(
+        &config,
+        StackOptions {
+            partitions: 4,
+            worker: false,
+            time_scale: 0.01,
+            ..StackOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let bootstrap = stack.broker.bootstrap().to_owned();
+    let topics = stack.pipeline.config.kafka.topics.clone();
+    let consumer = results_consumer(&bootstrap, &topics.results.name);
+    let codec = Codec::for_topic(&topics.results);
+    let stop = CancellationToken::new();
+    let a = spawn_worker(
+        Arc::new(stack.new_engine().unwrap()),
+        &stack.pipeline.config,
+        stop.clone(),
+    );
+    let b = spawn_worker(
+        Arc::new(stack.new_engine().unwrap()),
+        &stack.pipeline.config,
+        stop.clone(),
+    );
+    let jobs = pinned_jobs("rate", 120, "gpt-5-nano", 100);
+    for chunk in jobs.chunks(4) {
+        produce_jobs(&bootstrap, &topics.jobs, chunk).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
+    let results = collect_results(&consumer, &codec, &ids, Duration::from_secs(120)).await;
+    stop.cancel();
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    let mut per_minute: std::collections::BTreeMap<i64, usize> = Default::default();
+    let mut refused = 0;
+    for r in results.values().map(|c| &c[0]) {
+        match r.status {
+            JobStatus::Succeeded => {
+                *per_minute
+                    .entry(r.completed_at.timestamp() / 60)
+                    .or_default() += 1
+            }
+            _ => {
+                let code = &r.error.as_ref().unwrap().code;
+                assert_eq!(code, "quota_jobs_per_minute");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "the quota never acted: {per_minute:?}");
+    // 20 per minute over both workers, give or take what one admits before it
+    // sees the other's count (one snapshot, a second: 4 jobs arrive per 150 ms).
+    for (minute, admitted) in &per_minute {
+        assert!(*admitted <= 20 + 8, "minute {minute}: {admitted} admitted");
+    }
+    stack.stop().await.unwrap();
+}
