@@ -4,6 +4,7 @@
 //! rate, circuit breaker); and the budget ledger. Everything here is data and pure
 //! functions, tested without a runtime; Kafka, HTTP and storage live in other crates.
 
+pub mod access;
 pub mod admission;
 pub mod analysis;
 pub mod backoff;
