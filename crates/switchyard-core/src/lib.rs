@@ -7,6 +7,7 @@
 pub mod access;
 pub mod admission;
 pub mod analysis;
+pub mod audit;
 pub mod backoff;
 pub mod batch;
 pub mod budget;

@@ -6,6 +6,7 @@
 //! authorised by the same roles ([`Action`]). Pure: the keys file is parsed
 //! from text, time comes in as an argument.
 
+pub mod approval;
 mod keys;
 mod roles;
 pub mod sign;

@@ -5,9 +5,9 @@ mod pipeline;
 pub mod source;
 
 pub use pipeline::{
-    AnalyticsConfig, Compression, DeploymentConfig, Encoding, KafkaConfig, LoadedPipeline,
-    PipelineConfig, RetryConfig, RoutingConfig, Timeouts, TopicConfig, Topics, UnknownFields,
-    WorkerConfig,
+    AccessConfig, AnalyticsConfig, AuditConfig, Compression, DeploymentConfig, Encoding,
+    KafkaConfig, LoadedPipeline, PipelineConfig, RetryConfig, RoutingConfig, Timeouts, TopicConfig,
+    Topics, UnknownFields, WorkerConfig,
 };
 pub use source::{ConfigError, ReadFile, env_overrides};
 

@@ -136,6 +136,13 @@ pub struct Topics {
     pub budgets: String,
     /// Alerts, one record per crossing (keyed by kind, node, threshold and period).
     pub alerts: String,
+    /// Approval requests and signed decisions (compacted).
+    pub approvals: String,
+    /// The audit log: every writer's chain of HMAC'd records.
+    pub audit: String,
+    /// Each audit writer's latest sequence number and hash (compacted), so that
+    /// a cut tail is detected.
+    pub audit_checkpoints: String,
 }
 
 impl Default for Topics {
@@ -149,6 +156,9 @@ impl Default for Topics {
             batches: "switchyard.batches".into(),
             budgets: "switchyard.budgets".into(),
             alerts: "switchyard.alerts".into(),
+            approvals: "switchyard.approvals".into(),
+            audit: "switchyard.audit".into(),
+            audit_checkpoints: "switchyard.audit.checkpoints".into(),
         }
     }
 }
@@ -459,6 +469,71 @@ pub struct PipelineConfig {
     /// Analytics.
     #[serde(default)]
     pub analytics: AnalyticsConfig,
+    /// Who may spend and decide: keys, signed jobs, approvals. Without this
+    /// section the pipeline runs open (anyone who can write to the jobs topic
+    /// may claim any project), and says so when it starts.
+    #[serde(default)]
+    pub access: Option<AccessConfig>,
+    /// The audit log.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// Access control.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// The keys file (public keys, principals, roles), relative to this file.
+    pub keys_file: PathBuf,
+    /// How far a signed job's `switchyard.ts` may be from now; a replay is the
+    /// same signature at another offset within it.
+    #[serde(default = "five_minutes", with = "humantime_serde")]
+    pub signature_window: Duration,
+    /// How long an approval request waits before it expires (its work ends
+    /// `rejected`, reason `expired`).
+    #[serde(default = "one_day", with = "humantime_serde")]
+    pub approval_ttl: Duration,
+}
+
+fn five_minutes() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn one_day() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+/// The audit log: one HMAC'd hash chain per writer on the audit topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Whether workers write an audit record per admission decision (approvals,
+    /// keys and start-up configurations are always recorded when `[access]` is
+    /// set).
+    pub enabled: bool,
+    /// Environment variable holding the HMAC key of the chains.
+    pub key_env: String,
+    /// Regular expressions whose matches are replaced by `[redacted]` in every
+    /// text an audit record keeps (prompts and outputs only where a node's
+    /// policy asks for them).
+    pub redact: Vec<String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            key_env: "SWITCHYARD_AUDIT_KEY".into(),
+            redact: vec![
+                // E-mail addresses.
+                r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}".into(),
+                // Card-like digit runs (13 to 19 digits, spaces or dashes between).
+                r"\b(?:\d[ -]?){13,19}\b".into(),
+                // Phone numbers with a country code.
+                r"\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,4}".into(),
+            ],
+        }
+    }
 }
 
 fn default_catalog() -> PathBuf {
@@ -498,6 +573,9 @@ impl PipelineConfig {
         let dir = path.parent().unwrap_or(Path::new("."));
         config.catalog = dir.join(&config.catalog);
         config.org = dir.join(&config.org);
+        if let Some(access) = &mut config.access {
+            access.keys_file = dir.join(&access.keys_file);
+        }
         let catalog_text = files.read(&config.catalog).map_err(|e| ConfigError {
             origin: config.catalog.display().to_string(),
             line: None,
@@ -545,6 +623,13 @@ impl PipelineConfig {
                 ));
             }
             d.validate(&at, catalog)?;
+        }
+        if let Err(e) = crate::audit::Redactor::new(&self.audit.redact) {
+            return Err(Invalid::new(
+                root.key("audit").key("redact"),
+                format!("a pattern does not compile: {e}"),
+                "write regular expressions in the syntax of Rust's regex crate",
+            ));
         }
         if self.deployments.is_empty() {
             return Err(Invalid::new(

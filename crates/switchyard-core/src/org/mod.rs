@@ -88,6 +88,18 @@ pub struct PolicySpec {
     pub max_usd_per_job: Option<f64>,
     /// Answer cap set on requests of jobs that give none (default 4,096).
     pub default_max_tokens: Option<u32>,
+    /// Accept only jobs signed by a principal who may submit for the project
+    /// (with `[access]` in the pipeline config). Once set, it holds below.
+    pub require_signed: Option<bool>,
+    /// Hold a job (or a batch, as a whole) whose worst case is above this, USD,
+    /// until an approver releases it.
+    pub approval_required_above_usd: Option<f64>,
+    /// Hold jobs routed to these catalog models until an approver releases them.
+    #[serde(default)]
+    pub approval_required_models: Vec<String>,
+    /// Keep prompts and outputs in the audit log (redacted by the configured
+    /// patterns); by default they stay out.
+    pub audit_content: Option<bool>,
 }
 
 /// One node as written in the file.
@@ -113,6 +125,11 @@ struct NodeSpec {
     denied_models: Vec<String>,
     max_usd_per_job: Option<f64>,
     default_max_tokens: Option<u32>,
+    require_signed: Option<bool>,
+    approval_required_above_usd: Option<f64>,
+    #[serde(default)]
+    approval_required_models: Vec<String>,
+    audit_content: Option<bool>,
     jobs_per_minute: Option<u64>,
     jobs_per_day: Option<u64>,
     tokens_per_minute: Option<u64>,
@@ -136,6 +153,10 @@ impl NodeSpec {
             denied_models: self.denied_models.clone(),
             max_usd_per_job: self.max_usd_per_job,
             default_max_tokens: self.default_max_tokens,
+            require_signed: self.require_signed,
+            approval_required_above_usd: self.approval_required_above_usd,
+            approval_required_models: self.approval_required_models.clone(),
+            audit_content: self.audit_content,
         }
     }
 
@@ -210,6 +231,14 @@ pub struct EffectivePolicy {
     pub max_usd_per_job: Option<f64>,
     /// Answer cap set on requests of jobs that give none.
     pub default_max_tokens: u32,
+    /// Only signed jobs are accepted.
+    pub require_signed: bool,
+    /// Jobs whose worst case is above this are held for approval.
+    pub approval_required_above_usd: Option<f64>,
+    /// Jobs routed to these models are held for approval.
+    pub approval_required_models: Vec<String>,
+    /// Prompts and outputs go into the audit log (redacted).
+    pub audit_content: bool,
     /// Nodes with a budget on the path, top first.
     pub budget_nodes: Vec<String>,
     /// Nodes with quotas on the path, top first.
@@ -228,6 +257,10 @@ impl EffectivePolicy {
             denied_models: Vec::new(),
             max_usd_per_job: None,
             default_max_tokens: DEFAULT_MAX_TOKENS,
+            require_signed: false,
+            approval_required_above_usd: None,
+            approval_required_models: Vec::new(),
+            audit_content: false,
             budget_nodes: Vec::new(),
             quota_nodes: Vec::new(),
         }
@@ -245,6 +278,19 @@ impl EffectivePolicy {
         }
         if let Some(m) = spec.default_max_tokens {
             self.default_max_tokens = m;
+        }
+        // Once a node requires signed jobs, nothing below can turn it off.
+        self.require_signed |= spec.require_signed.unwrap_or(false);
+        if let Some(a) = spec.approval_required_above_usd {
+            self.approval_required_above_usd =
+                Some(self.approval_required_above_usd.map_or(a, |cur| cur.min(a)));
+        }
+        extend_unique(
+            &mut self.approval_required_models,
+            &spec.approval_required_models,
+        );
+        if let Some(c) = spec.audit_content {
+            self.audit_content = c;
         }
         narrow(&mut self.allowed_providers, &spec.allowed_providers);
         narrow(&mut self.allowed_models, &spec.allowed_models);

@@ -103,6 +103,15 @@ fn policy(p: &PolicySpec, at: &KeyPath, catalog: &Catalog) -> Result<(), Invalid
             "give the largest estimated cost of one job in USD, 0 or more, such as 2.50",
         ));
     }
+    if let Some(a) = p.approval_required_above_usd
+        && !(a.is_finite() && a >= 0.0)
+    {
+        return Err(Invalid::new(
+            at.key("approval_required_above_usd"),
+            format!("{a} is not an amount of USD"),
+            "give the worst case in USD above which a job waits for an approver, such as 5.00",
+        ));
+    }
     let providers: Vec<&str> = PROVIDERS.iter().map(|(name, _)| *name).collect();
     let models = catalog.names();
     let lists = [
@@ -121,6 +130,12 @@ fn policy(p: &PolicySpec, at: &KeyPath, catalog: &Catalog) -> Result<(), Invalid
         (
             "allowed_models",
             p.allowed_models.as_deref(),
+            &models,
+            "in the catalog",
+        ),
+        (
+            "approval_required_models",
+            Some(p.approval_required_models.as_slice()),
             &models,
             "in the catalog",
         ),

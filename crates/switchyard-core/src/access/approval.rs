@@ -1,0 +1,319 @@
+//! Approvals: work held by a node's policy waits on the compacted approvals
+//! topic as one [`ApprovalRequest`] per held job (grouped by approval id: a
+//! batch is approved as a whole), until an approver's signed [`Decision`]
+//! releases or rejects it, or it expires. A decision counts only when it is
+//! signed by a key holding `approver` over the node, whose principal is not the
+//! one who submitted the work (another key of the same principal is the same
+//! principal), and, to release work held by a budget (an override of the cap),
+//! also `org-admin` or `bu-admin` over the node.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{DateTime, Utc};
+use ed25519_dalek::{Signature, Verifier};
+use serde::{Deserialize, Serialize};
+
+use super::keys::{Keyring, PrivateKey};
+use super::roles::{Action, Role};
+use crate::job::Job;
+
+/// Header carrying a held job's approval id (on the held topic), and on a
+/// released job the decision that released it (JSON).
+pub const APPROVAL_HEADER: &str = "switchyard.approval";
+
+/// Why work is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldKind {
+    /// A node's budget policy is `hold`: releasing it overrides the cap.
+    Budget,
+    /// The job's worst case is above the node's `approval_required_above_usd`.
+    Threshold,
+    /// The job is routed to a model in `approval_required_models`.
+    Model,
+}
+
+/// The approval id of a job: its batch's, or its own.
+pub fn approval_id(job: &Job) -> String {
+    match &job.batch_id {
+        Some(b) => format!("appr-{b}"),
+        None => format!("appr-{}", job.job_id),
+    }
+}
+
+/// One held job waiting for a decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRequest {
+    /// The approval id (shared by a batch's jobs).
+    pub id: String,
+    /// The held job.
+    pub job_id: String,
+    /// The job's project.
+    pub node: String,
+    /// The principal who signed the job; `None` for an unsigned job.
+    pub submitted_by: Option<String>,
+    /// Why it is held.
+    pub kind: HoldKind,
+    /// What a person reads.
+    pub reason: String,
+    /// The job's worst case, USD.
+    pub worst_case_usd: f64,
+    /// When it was held.
+    pub created_at: DateTime<Utc>,
+    /// When the request expires (the work then ends `rejected`, reason `expired`).
+    pub expires_at: DateTime<Utc>,
+}
+
+impl ApprovalRequest {
+    /// Its key on the approvals topic.
+    pub fn key(&self) -> String {
+        format!("{}|{}", self.id, self.job_id)
+    }
+}
+
+/// An approver's signed decision on an approval id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The approval id.
+    pub id: String,
+    /// The node the held work belongs to.
+    pub node: String,
+    /// Release (`true`) or reject.
+    pub approve: bool,
+    /// Why (a rejection's reason is the rejected results' message).
+    #[serde(default)]
+    pub reason: String,
+    /// Whether the held work was held by a budget: releasing it overrides the cap.
+    pub override_budget: bool,
+    /// The signing key.
+    pub key_id: String,
+    /// Its principal.
+    pub principal: String,
+    /// When it was decided.
+    pub at: DateTime<Utc>,
+    /// Ed25519 signature (base64) over the other fields, as [`Decision::signed_bytes`].
+    #[serde(default)]
+    pub sig: String,
+}
+
+/// An entry on the approvals topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ApprovalRecord {
+    /// A held job.
+    Request(ApprovalRequest),
+    /// A decision.
+    Decision(Decision),
+}
+
+impl ApprovalRecord {
+    /// Its key on the compacted approvals topic.
+    pub fn key(&self) -> String {
+        match self {
+            ApprovalRecord::Request(r) => r.key(),
+            ApprovalRecord::Decision(d) => format!("{}|decision", d.id),
+        }
+    }
+}
+
+/// Why a decision does not count.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecisionError {
+    /// The signing key is unknown, revoked, or does not match the signature.
+    #[error("the decision is not validly signed: {0}")]
+    Signature(String),
+    /// The key lacks a role over the node.
+    #[error("{0}")]
+    Role(String),
+    /// The approver submitted the work.
+    #[error("`{0}` submitted this work and may not approve it (with any of their keys)")]
+    OwnWork(String),
+}
+
+impl Decision {
+    /// A decision signed by `key` (whose principal is `principal`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn signed(
+        key: &PrivateKey,
+        principal: &str,
+        id: &str,
+        node: &str,
+        approve: bool,
+        reason: &str,
+        override_budget: bool,
+        at: DateTime<Utc>,
+    ) -> Self {
+        let mut d = Decision {
+            id: id.to_owned(),
+            node: node.to_owned(),
+            approve,
+            reason: reason.to_owned(),
+            override_budget,
+            key_id: key.key_id.clone(),
+            principal: principal.to_owned(),
+            at,
+            sig: String::new(),
+        };
+        d.sig = key.sign(&d.signed_bytes());
+        d
+    }
+
+    /// What is signed: every field but the signature, as JSON in field order.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let unsigned = Decision {
+            sig: String::new(),
+            ..self.clone()
+        };
+        serde_json::to_vec(&unsigned).unwrap_or_default()
+    }
+
+    /// Whether the decision counts for work of `submitted_by` held for `kind`.
+    pub fn check(
+        &self,
+        keys: &Keyring,
+        submitted_by: Option<&str>,
+        kind: HoldKind,
+    ) -> Result<(), DecisionError> {
+        let key = keys
+            .get(&self.key_id)
+            .ok_or_else(|| DecisionError::Signature(format!("key `{}` is unknown", self.key_id)))?;
+        if !key.valid_at(self.at) {
+            return Err(DecisionError::Signature(format!(
+                "key `{}` was revoked",
+                self.key_id
+            )));
+        }
+        let bytes: [u8; 64] = B64
+            .decode(&self.sig)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                DecisionError::Signature("the signature is not base64 Ed25519".into())
+            })?;
+        key.verifying_key()
+            .map_err(|e| DecisionError::Signature(e.to_string()))?
+            .verify(&self.signed_bytes(), &Signature::from_bytes(&bytes))
+            .map_err(|_| DecisionError::Signature("the signature does not match".into()))?;
+        if key.principal != self.principal {
+            return Err(DecisionError::Signature(format!(
+                "key `{}` belongs to `{}`, not `{}`",
+                key.key_id, key.principal, self.principal
+            )));
+        }
+        key.authorize(Action::Approve, &self.node)
+            .map_err(|e| DecisionError::Role(e.to_string()))?;
+        if self.approve && kind == HoldKind::Budget {
+            let admin =
+                key.holds(Role::OrgAdmin, &self.node) || key.holds(Role::BuAdmin, &self.node);
+            if !admin || !self.override_budget {
+                return Err(DecisionError::Role(format!(
+                    "releasing work held by the budget of `{}` overrides the cap: it needs `approver` with `org-admin` or `bu-admin` over the node, and the decision must say it is an override",
+                    self.node
+                )));
+            }
+        }
+        if submitted_by == Some(self.principal.as_str()) {
+            return Err(DecisionError::OwnWork(self.principal.clone()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::{Grant, new_key};
+
+    fn now() -> DateTime<Utc> {
+        "2026-12-06T12:00:00Z".parse().unwrap()
+    }
+
+    fn key(
+        seed: u8,
+        principal: &str,
+        roles: &[(Role, &str)],
+    ) -> (crate::access::KeyRecord, PrivateKey) {
+        let grants = roles
+            .iter()
+            .map(|(role, scope)| Grant {
+                role: *role,
+                scope: (*scope).into(),
+            })
+            .collect();
+        new_key(
+            [seed; 32],
+            principal,
+            grants,
+            now() - chrono::Duration::days(1),
+        )
+    }
+
+    #[test]
+    fn only_an_approver_who_did_not_submit_the_work_decides_and_overrides_need_an_admin() {
+        let (carol, carol_key) = key(1, "carol", &[(Role::Approver, "acme/finance")]);
+        let (dave, dave_key) = key(
+            2,
+            "dave",
+            &[(Role::Approver, "acme"), (Role::BuAdmin, "acme/finance")],
+        );
+        let (erin, erin_key) = key(3, "erin", &[(Role::Submitter, "acme")]);
+        // A second key of carol's: the same principal.
+        let (carol2, carol2_key) = key(4, "carol", &[(Role::Approver, "acme")]);
+        let mut keys = Keyring::default();
+        for k in [carol, dave, erin, carol2] {
+            keys.add(k);
+        }
+        let node = "acme/finance/fpa/pricing";
+        let decide = |k: &PrivateKey, who: &str, approve: bool, over: bool| {
+            Decision::signed(k, who, "appr-b1", node, approve, "ok", over, now())
+        };
+        assert!(
+            decide(&carol_key, "carol", true, false)
+                .check(&keys, Some("erin"), HoldKind::Threshold)
+                .is_ok()
+        );
+        assert!(
+            decide(&carol_key, "carol", false, false)
+                .check(&keys, Some("erin"), HoldKind::Budget)
+                .is_ok(),
+            "anyone with approver may reject"
+        );
+        // Her own work, with either of her keys.
+        for (k, who) in [(&carol_key, "carol"), (&carol2_key, "carol")] {
+            assert!(matches!(
+                decide(k, who, true, false).check(&keys, Some("carol"), HoldKind::Threshold),
+                Err(DecisionError::OwnWork(_))
+            ));
+        }
+        // A submitter is no approver.
+        assert!(matches!(
+            decide(&erin_key, "erin", true, false).check(&keys, None, HoldKind::Threshold),
+            Err(DecisionError::Role(_))
+        ));
+        // A budget override needs an admin role too, and must say so.
+        assert!(matches!(
+            decide(&carol_key, "carol", true, true).check(&keys, Some("erin"), HoldKind::Budget),
+            Err(DecisionError::Role(_))
+        ));
+        assert!(
+            decide(&dave_key, "dave", true, true)
+                .check(&keys, Some("erin"), HoldKind::Budget)
+                .is_ok()
+        );
+        assert!(
+            decide(&dave_key, "dave", true, false)
+                .check(&keys, Some("erin"), HoldKind::Budget)
+                .is_err()
+        );
+        // A forged or altered decision.
+        let mut altered = decide(&carol_key, "carol", false, false);
+        altered.approve = true;
+        assert!(matches!(
+            altered.check(&keys, None, HoldKind::Threshold),
+            Err(DecisionError::Signature(_))
+        ));
+        let mut borrowed = decide(&carol_key, "carol", true, false);
+        borrowed.principal = "dave".into();
+        assert!(borrowed.check(&keys, None, HoldKind::Threshold).is_err());
+    }
+}
