@@ -228,7 +228,7 @@ async fn a_hard_cap_holds_against_answers_that_use_every_allowed_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_workers_sharing_a_budget_stay_within_what_the_other_admits_in_a_snapshot_lag() {
+async fn two_workers_sharing_a_budget_stay_within_the_stated_bound() {
     let dir = tempfile::tempdir().unwrap();
     let config = capped(dir.path(), 2.0, "");
     let stack = Stack::start(
@@ -257,8 +257,7 @@ async fn two_workers_sharing_a_budget_stay_within_what_the_other_admits_in_a_sna
         &stack.pipeline.config,
         stop.clone(),
     );
-    // Jobs arrive a few at a time, as work does: each worker sees the other's
-    // reservations within a snapshot (one second).
+    // Jobs arrive a few at a time, as work does.
     let jobs = pinned_jobs("shared", 200, "claude-fable-5-1", 4000);
     for chunk in jobs.chunks(4) {
         produce_jobs(&bootstrap, &topics.jobs, chunk).await;
@@ -270,9 +269,10 @@ async fn two_workers_sharing_a_budget_stay_within_what_the_other_admits_in_a_sna
     a.await.unwrap().unwrap();
     b.await.unwrap().unwrap();
     let (billed, _) = billed_and_refused(&results);
-    // The stated bound: the budget, plus what the other worker admits within
-    // the snapshot lag (one second of arrivals here: 16 jobs at most, but
-    // never more than the other can fit in its own view of the headroom).
+    // The stated bound: the budget, plus one job's worst case per other worker
+    // (what each may admit while nothing of its own is unseen by the other),
+    // however the jobs arrive: here the backlog that builds while the group
+    // forms comes in one burst.
     let worst_job = 4000.0 * 50.0 / 1e6 + 0.001;
     assert!(billed > 0.0);
     assert!(

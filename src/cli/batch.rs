@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use switchyard_core::access::Action;
 
 use anyhow::Context;
 use clap::ValueEnum;
@@ -207,7 +208,16 @@ fn json_out(value: &impl serde::Serialize) -> anyhow::Result<()> {
 /// `submit`.
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let pipeline = args.pipeline.load()?;
+    // Jobs are signed with SWITCHYARD_API_KEY when it is set; with [access],
+    // the key must be one that may submit for the project (the workers check
+    // it again).
+    let signer = super::access::api_key()?;
+    if let (Some(keys), Some(key)) = (&pipeline.keys, &signer) {
+        keys.holder(key, chrono::Utc::now())?
+            .authorize(Action::Submit, &args.project)?;
+    }
     let options = SubmitOptions {
+        signer,
         strategy: args.strategy,
         workload: args.workload,
         skip_invalid: args.skip_invalid,
@@ -331,6 +341,12 @@ pub async fn collect(args: CollectArgs) -> anyhow::Result<ExitCode> {
 pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
     check_batch_id(&args.batch)?;
     let pipeline = args.pipeline.load()?;
+    if pipeline.keys.is_some() {
+        let kafka = pipeline.config.kafka.clone();
+        let id = args.batch.clone();
+        let record = blocking(move || switchyard_batch::registry::get(&kafka, &id)).await?;
+        super::access::authorize(&pipeline, Action::Cancel, &record.project)?;
+    }
     let kafka = pipeline.config.kafka;
     let id = args.batch;
     let report = blocking(move || switchyard_batch::cancel(&kafka, &id)).await?;

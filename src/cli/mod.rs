@@ -1,6 +1,9 @@
 //! The subcommands and what they share: logging, the Tokio runtime, signals,
 //! config loading with command-line and environment overrides, exit codes.
 
+mod access;
+mod approvals;
+mod audit;
 mod batch;
 mod bench;
 mod bench_sink;
@@ -8,6 +11,7 @@ mod broker;
 mod common;
 mod demo;
 mod dev;
+mod keys;
 mod org;
 mod report;
 mod route;
@@ -81,6 +85,16 @@ enum Command {
     Cancel(batch::CancelArgs),
     /// Price a batch file under every strategy before anything runs.
     Estimate(batch::EstimateArgs),
+    /// Keys of principals and their roles: create, list, revoke.
+    Keys(keys::Args),
+    /// Held work waiting for an approver's decision.
+    Approvals(approvals::Args),
+    /// Release held work (a signed decision; an override for budget holds).
+    Approve(approvals::ApproveArgs),
+    /// Reject held work: its jobs end rejected with the reason.
+    Reject(approvals::RejectArgs),
+    /// Verify or export the audit log.
+    Audit(audit::Args),
 }
 
 /// Entry point: parse, log, run, exit code.
@@ -117,6 +131,11 @@ pub fn main() -> ExitCode {
             Command::Collect(a) => batch::collect(a).await,
             Command::Cancel(a) => batch::cancel(a).await,
             Command::Estimate(a) => batch::estimate(a).await,
+            Command::Keys(a) => keys::run(a).await,
+            Command::Approvals(a) => approvals::list(a).await,
+            Command::Approve(a) => approvals::approve(a).await,
+            Command::Reject(a) => approvals::reject(a).await,
+            Command::Audit(a) => audit::run(a).await,
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));

@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use clap::{Subcommand, ValueEnum};
 use serde::Serialize;
+use switchyard_core::access::Action;
 use switchyard_core::budget::{BudgetLedger, BudgetSnapshot, NodeBudget, QuotaUse};
 use switchyard_core::config::LoadedPipeline;
 use switchyard_core::org::{Budget, EffectivePolicy, Quota};
@@ -85,6 +86,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let pipeline = load_pipeline(&args.config, &args.overrides)?;
+    let root = super::access::org_root(&pipeline);
+    let caller = super::access::caller(&pipeline, Action::OrgShow, &root)?;
+    if let Some(c) = &caller
+        && !c
+            .record
+            .grants
+            .iter()
+            .any(|g| g.role.permits(Action::OrgShow))
+    {
+        c.record.authorize(Action::OrgShow, &root)?;
+    }
     let snapshots = read_snapshots(&pipeline).await?;
     let now = Utc::now();
     let mut ledger = BudgetLedger::new(&pipeline.org, now);
@@ -95,6 +107,12 @@ async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         .org
         .nodes()
         .into_iter()
+        // A caller sees the subtrees their roles cover.
+        .filter(|n| {
+            caller
+                .as_ref()
+                .is_none_or(|c| c.record.may(Action::OrgShow, &n.path))
+        })
         .map(|n| NodeView {
             path: n.path.clone(),
             depth: n.depth,

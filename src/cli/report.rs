@@ -71,6 +71,12 @@ pub struct Args {
 
 /// Runs the report.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let pipeline = switchyard_loader::load_pipeline(&args.config, &env_overrides())?;
+    super::access::authorize(
+        &pipeline,
+        switchyard_core::access::Action::Report,
+        &super::access::org_root(&pipeline),
+    )?;
     let query = query(&args)?;
     let source = source(&args)?;
     let report = source.report(&query).await.map_err(|e| match e {

@@ -75,6 +75,9 @@ pub enum Error {
     /// A setting or argument is invalid (nothing was started).
     #[error("{0}")]
     Invalid(String),
+    /// Mirroring or reading the audit log failed.
+    #[error("audit log: {0}")]
+    Audit(String),
 }
 
 impl Error {
@@ -92,7 +95,8 @@ impl Error {
             Error::Migration { .. }
             | Error::Parquet { .. }
             | Error::Manifest { .. }
-            | Error::Invalid(_) => false,
+            | Error::Invalid(_)
+            | Error::Audit(_) => false,
         }
     }
 

@@ -23,6 +23,7 @@
 //! - The bookkeeping that makes delivery exact ([`progress`], [`dedupe`]) is
 //!   pure and tested without I/O; retries use `switchyard_core::backoff`.
 
+pub mod audit;
 pub mod decode;
 pub mod dedupe;
 mod error;

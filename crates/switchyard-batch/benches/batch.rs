@@ -164,6 +164,7 @@ fn seed_results(pipeline: &LoadedPipeline, n: u64, tag: &str) -> String {
             error: None,
             metadata,
             completed_at: Utc::now(),
+            approval_id: None,
         };
         sender
             .send(

@@ -7,11 +7,14 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use switchyard_core::access::PrivateKey;
+use switchyard_core::access::sign;
 
 use rdkafka::ClientContext;
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use switchyard_core::config::KafkaConfig;
 use switchyard_kafka::client::producer_config;
@@ -56,6 +59,8 @@ impl ProducerContext for DeliveryCounter {
 pub struct Sender {
     producer: ThreadedProducer<DeliveryCounter>,
     sent: u64,
+    /// Signs jobs (`switchyard.key_id`, `switchyard.ts`, `switchyard.sig`).
+    signer: Option<PrivateKey>,
 }
 
 impl Sender {
@@ -78,13 +83,56 @@ impl Sender {
         };
         let producer = ThreadedProducer::from_config_and_context(&config, counter)
             .map_err(Error::kafka("producer setup"))?;
-        Ok(Self { producer, sent: 0 })
+        Ok(Self {
+            producer,
+            sent: 0,
+            signer: None,
+        })
+    }
+
+    /// Signs the jobs it sends with `key` from now on.
+    pub fn sign_with(&mut self, key: Option<PrivateKey>) {
+        self.signer = key;
+    }
+
+    /// Queues one job, signed when the sender has a key.
+    pub fn send_job(&mut self, topic: &str, key: &[u8], payload: &[u8]) -> Result<()> {
+        let headers = self.signer.as_ref().map(|k| {
+            let s = sign::sign(k, payload, chrono::Utc::now());
+            OwnedHeaders::new()
+                .insert(Header {
+                    key: sign::KEY_ID,
+                    value: Some(s.key_id.as_bytes()),
+                })
+                .insert(Header {
+                    key: sign::TS,
+                    value: Some(s.ts.as_bytes()),
+                })
+                .insert(Header {
+                    key: sign::SIG,
+                    value: Some(s.sig.as_bytes()),
+                })
+        });
+        self.send_with(topic, key, payload, headers)
     }
 
     /// Queues one message, waiting while the local queue is full.
     pub fn send(&mut self, topic: &str, key: &[u8], payload: &[u8]) -> Result<()> {
+        self.send_with(topic, key, payload, None)
+    }
+
+    fn send_with(
+        &mut self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<()> {
         let mut record: BaseRecord<'_, [u8], [u8]> =
             BaseRecord::to(topic).key(key).payload(payload);
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
         loop {
             match self.producer.send(record) {
                 Ok(()) => {

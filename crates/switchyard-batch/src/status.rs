@@ -218,6 +218,7 @@ mod tests {
             error: None,
             metadata: Default::default(),
             completed_at: Utc.timestamp_opt(1_800_000_100 + secs, 0).unwrap(),
+            approval_id: None,
         }
     }
 

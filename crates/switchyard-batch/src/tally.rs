@@ -61,6 +61,7 @@ fn code(s: JobStatus) -> u8 {
         JobStatus::Failed => 2,
         JobStatus::Rejected => 3,
         JobStatus::Canceled => 4,
+        JobStatus::Held => 5,
     }
 }
 
@@ -174,6 +175,7 @@ mod tests {
             error: None,
             metadata: Default::default(),
             completed_at: Utc::now(),
+            approval_id: None,
         }
     }
 

@@ -18,3 +18,8 @@ pub const DLQ_ORIGINAL_SIZE: &str = "switchyard.dlq.original_size";
 pub const DLQ_ORIGINAL_SHA256: &str = "switchyard.dlq.original_sha256";
 /// Why a job was held for approval.
 pub const HELD_REASON: &str = "switchyard.held.reason";
+/// A held job's approval id.
+pub const HELD_APPROVAL_ID: &str = "switchyard.held.approval_id";
+/// On a job published again after approval: the approver's signed decision
+/// (JSON), which the worker checks before it lets the job past the hold.
+pub const RELEASED_BY: &str = "switchyard.released_by";

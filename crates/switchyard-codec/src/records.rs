@@ -20,7 +20,7 @@ static USAGE: SchemaSlot = SchemaSlot::new(include_str!("../../../schemas/avro/u
 
 const ROLES: &[&str] = &["system", "user", "assistant"];
 const FORMATS: &[&str] = &["text", "json_object"];
-const STATUSES: &[&str] = &["succeeded", "failed", "rejected", "canceled"];
+const STATUSES: &[&str] = &["succeeded", "failed", "rejected", "canceled", "held"];
 const OUTCOMES: &[&str] = &[
     "succeeded",
     "rate_limited",
@@ -287,6 +287,7 @@ impl AvroRecord for JobResult {
             ),
             ("metadata", map(&self.metadata)),
             ("completed_at", timestamp(&self.completed_at)),
+            ("approval_id", opt(self.approval_id.as_deref(), string)),
         ])
     }
 
@@ -370,6 +371,7 @@ impl AvroRecord for JobResult {
             error,
             metadata: f.map("metadata")?,
             completed_at: f.timestamp("completed_at")?,
+            approval_id: f.opt_string("approval_id")?,
         })
     }
 }

@@ -130,6 +130,7 @@ fn full_result() -> JobResult {
         error: None,
         metadata: BTreeMap::from([("custom_id".to_owned(), "row-9".to_owned())]),
         completed_at: Utc.timestamp_millis_opt(1_764_000_000_123).unwrap(),
+        approval_id: None,
     }
 }
 
@@ -161,6 +162,7 @@ fn rejected_result() -> JobResult {
         }),
         metadata: BTreeMap::new(),
         completed_at: Utc.timestamp_millis_opt(1_764_000_000_000).unwrap(),
+        approval_id: None,
     }
 }
 

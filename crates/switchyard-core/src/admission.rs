@@ -2,8 +2,12 @@
 //! called, as one pure function over the job, its analysis, the org policy, the
 //! router, live health (as values) and the budget ledger. The order is fixed:
 //!
+//! 0. **signature**: a signed job's key, time, signature, scope and replay were
+//!    checked by the worker ([`Signer`]); a refused signature ends the job
+//!    `rejected` with an `auth_…` code;
 //! 1. **cancel**: a job of a canceled batch ends `canceled`;
-//! 2. **policy**: the project must be in the org tree; its (workload's) policy applies;
+//! 2. **policy**: the project must be in the org tree; its (workload's) policy
+//!    applies, and a node that requires signed jobs refuses an unsigned one;
 //! 3. **quota**: every rationed node of the path must have room for one more
 //!    job and its tokens this minute and day: else reject, or wait for the
 //!    period to roll over (`on_quota_exhausted`);
@@ -14,17 +18,24 @@
 //!    answer cap on the dearest model of its chain, times the attempts that can
 //!    bill) against what every budget has left; where a node downgrades, the job
 //!    is routed again to a chain whose worst case fits;
-//! 7. **reserve**: the amount to reserve on the budgeted nodes and the job to
+//! 7. **approval**: a job whose worst case is above the node's
+//!    `approval_required_above_usd`, or routed to one of its
+//!    `approval_required_models`, or stopped by a `hold` budget, is held until
+//!    an approver's signed decision releases it ([`JobFacts::released_by`],
+//!    checked by [`Decision::check`]); released work passes, and a release of
+//!    budget-held work overrides the cap;
+//! 8. **reserve**: the amount to reserve on the budgeted nodes and the job to
 //!    count on the rationed ones, which the caller applies under the same ledger
 //!    lock, so that jobs deciding at once cannot all pass on the same headroom.
 //!
-//! Later stages join at their place in this order: signature and scope before
-//! cancel, approval between quota and budget, the live-or-deferred choice
-//! between fit and reserve. The worker's `Engine` calls [`Admission::admit`]
+//! The live-or-deferred choice joins between approval and reserve. The worker's `Engine` calls [`Admission::admit`]
 //! and then dispatches or settles what it returns.
 
 use chrono::{DateTime, Utc};
 
+use crate::access::Keyring;
+use crate::access::approval::{Decision, HoldKind, approval_id};
+use crate::access::sign::AuthError;
 use crate::analysis::TaskAnalysis;
 use crate::budget::{BudgetLedger, BudgetStop};
 use crate::catalog::Catalog;
@@ -34,6 +45,10 @@ use crate::org::{EffectivePolicy, OrgTree, QuotaAction};
 use crate::result::RoutingSummary;
 use crate::routing::{BudgetState, Refusal, RouteError, RouteInput, Router, RoutingDecision};
 use crate::vocab::{DeploymentId, JobStatus};
+
+/// How long a job waits, at a time, for this worker's admissions to reach the
+/// others when it has admitted its share of what is left (about a follow lag).
+const SHARE_WAIT_MS: i64 = 50;
 
 /// What admission reads besides the job and the ledger.
 pub struct Admission<'a> {
@@ -48,6 +63,42 @@ pub struct Admission<'a> {
     pub health: &'a dyn Fn(DeploymentId) -> HealthSnapshot,
     /// The time of the decision.
     pub now: DateTime<Utc>,
+    /// The keys, when access control is configured (approval decisions are
+    /// checked against them).
+    pub keys: Option<&'a Keyring>,
+}
+
+/// Who signed a job.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Signer {
+    /// Not signed.
+    #[default]
+    Unsigned,
+    /// Signed, and the signature checked out: by this principal.
+    Principal(String),
+    /// Signed, and the signature is refused.
+    Refused(AuthError),
+}
+
+impl Signer {
+    /// The principal, when the job is validly signed.
+    pub fn principal(&self) -> Option<&str> {
+        match self {
+            Signer::Principal(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// What the worker knows about a job besides its content.
+#[derive(Debug, Clone, Default)]
+pub struct JobFacts<'a> {
+    /// Its batch was canceled.
+    pub canceled: bool,
+    /// Who signed it.
+    pub signer: Signer,
+    /// The approver's decision that released it from a hold, when it carries one.
+    pub released_by: Option<&'a Decision>,
 }
 
 /// What admission decided.
@@ -57,13 +108,21 @@ pub enum Verdict {
     Admitted(Admitted),
     /// The job ends here with a result that says why.
     Refused(Refused),
-    /// A node's policy parks the job for approval.
+    /// Held until an approver releases it.
     Held {
-        /// Why, for the held record.
+        /// Why, for the held record and result.
         reason: String,
+        /// Which rule holds it.
+        kind: HoldKind,
+        /// The approval id (the batch's, or the job's own).
+        approval_id: String,
+        /// The job's worst case, USD (0 when held before routing).
+        worst_case_usd: f64,
     },
-    /// A quota is used up and the node's policy is to wait: admit the job
-    /// again at `until` (or refuse it with `code` once its deadline passes).
+    /// A quota is used up and the node's policy is to wait, or this worker
+    /// has admitted its share of what is left until the other workers see it:
+    /// admit the job again at `until` (or refuse it with `code` if its deadline
+    /// comes first).
     Wait {
         /// When the quota's period rolls over.
         until: DateTime<Utc>,
@@ -112,15 +171,20 @@ pub struct Refused {
 
 impl Admission<'_> {
     /// Decides what becomes of `job` (already analysed), in the order of this
-    /// module's documentation. `canceled` says whether its batch is canceled.
+    /// module's documentation.
     pub fn admit(
         &self,
         job: &Job,
         analysis: &TaskAnalysis,
-        canceled: bool,
+        facts: &JobFacts<'_>,
         ledger: &mut BudgetLedger,
     ) -> Verdict {
-        if canceled {
+        if let Signer::Refused(e) = &facts.signer {
+            let message = e.to_string();
+            let routing = self.unrouted(job, analysis, self.default_policy, &message);
+            return self.refuse(JobStatus::Rejected, e.code(), message, routing);
+        }
+        if facts.canceled {
             let why = "the job's batch was canceled before the job started";
             return self.refuse(
                 JobStatus::Canceled,
@@ -137,6 +201,12 @@ impl Admission<'_> {
                 return self.refuse(JobStatus::Rejected, "unknown_project", message, routing);
             }
         };
+        if policy.require_signed && facts.signer == Signer::Unsigned {
+            let e = AuthError::Unsigned;
+            let message = e.to_string();
+            let routing = self.unrouted(job, analysis, policy, &message);
+            return self.refuse(JobStatus::Rejected, e.code(), message, routing);
+        }
         let quota = match self.quota(job, analysis, policy, ledger) {
             Ok(q) => q,
             Err(verdict) => return verdict,
@@ -144,7 +214,8 @@ impl Admission<'_> {
         let nodes = &policy.budget_nodes;
         let budget = match ledger.verdict(nodes, None, self.now) {
             Ok(state) => state,
-            Err(stop) => return self.stopped(stop, job, analysis, policy),
+            Err(stop) if self.overridden(&stop, job, facts) => BudgetState::UNCONSTRAINED,
+            Err(stop) => return self.stopped(stop, job, analysis, policy, 0.0),
         };
         let decision = match self.route(job, analysis, policy, budget) {
             Ok(d) => d,
@@ -160,18 +231,83 @@ impl Admission<'_> {
                 return self.refuse(JobStatus::Rejected, code, message, routing);
             }
         };
-        if nodes.is_empty() {
-            return Verdict::Admitted(Admitted {
+        let admitted = if nodes.is_empty() {
+            Admitted {
                 decision,
                 reserve: None,
                 default_max_tokens: policy.default_max_tokens,
                 quota,
-            });
+            }
+        } else {
+            match self.fit_and_reserve(job, analysis, policy, budget, decision, facts, ledger) {
+                Verdict::Admitted(a) => Admitted { quota, ..a },
+                other => return other,
+            }
+        };
+        self.approval(job, policy, facts, admitted)
+    }
+
+    /// Step 7: work above the node's approval threshold or on one of its
+    /// approval-only models waits for an approver, unless it carries a decision
+    /// that releases it.
+    fn approval(
+        &self,
+        job: &Job,
+        policy: &EffectivePolicy,
+        facts: &JobFacts<'_>,
+        admitted: Admitted,
+    ) -> Verdict {
+        let worst = admitted.decision.worst_case_usd();
+        let model = admitted
+            .decision
+            .chain
+            .first()
+            .map(|e| self.catalog().model(e.model).name.as_str());
+        let (kind, reason) = if let Some(limit) = policy
+            .approval_required_above_usd
+            .filter(|limit| worst > *limit)
+        {
+            (
+                HoldKind::Threshold,
+                format!(
+                    "the job's worst case ${worst:.4} is above the ${limit:.2} that needs an approver"
+                ),
+            )
+        } else if let Some(m) =
+            model.filter(|m| policy.approval_required_models.iter().any(|a| a == m))
+        {
+            (
+                HoldKind::Model,
+                format!("jobs routed to `{m}` need an approver"),
+            )
+        } else {
+            return Verdict::Admitted(admitted);
+        };
+        if self.released(job, facts, kind) {
+            return Verdict::Admitted(admitted);
         }
-        match self.fit_and_reserve(job, analysis, policy, budget, decision, ledger) {
-            Verdict::Admitted(a) => Verdict::Admitted(Admitted { quota, ..a }),
-            other => other,
+        Verdict::Held {
+            reason: format!("{reason}; held for approval"),
+            kind,
+            approval_id: approval_id(job),
+            worst_case_usd: worst,
         }
+    }
+
+    /// Whether the job carries a decision that releases it from a `kind` hold.
+    fn released(&self, job: &Job, facts: &JobFacts<'_>, kind: HoldKind) -> bool {
+        let (Some(d), Some(keys)) = (facts.released_by, self.keys) else {
+            return false;
+        };
+        d.approve
+            && d.id == approval_id(job)
+            && d.node == job.project
+            && d.check(keys, facts.signer.principal(), kind).is_ok()
+    }
+
+    /// Whether a budget hold is overridden by the decision the job carries.
+    fn overridden(&self, stop: &BudgetStop, job: &Job, facts: &JobFacts<'_>) -> bool {
+        matches!(stop, BudgetStop::Hold { .. }) && self.released(job, facts, HoldKind::Budget)
     }
 
     /// Step 3: room on every quota of the path for this job (its prompt and
@@ -190,7 +326,10 @@ impl Admission<'_> {
         let cap = job.request.max_tokens.unwrap_or(policy.default_max_tokens);
         let tokens = u64::from(analysis.prompt_tokens_ceiling) + u64::from(cap);
         match ledger.quota_verdict(&policy.quota_nodes, tokens, self.now) {
-            Ok(()) => Ok(Some((policy.quota_nodes.clone(), tokens))),
+            Ok(()) => match ledger.quota_share_exceeded(&policy.quota_nodes, tokens, self.now) {
+                Some(reason) => Err(self.share_wait("quota_contended", reason)),
+                None => Ok(Some((policy.quota_nodes.clone(), tokens))),
+            },
             Err(stop) => Err(match stop.action {
                 QuotaAction::Wait => Verdict::Wait {
                     until: stop.until,
@@ -208,6 +347,7 @@ impl Admission<'_> {
     /// Steps 5 and 6: the routed job's estimate must fit what every budget has
     /// left, or the node's policy decides (downgrade: route again within the
     /// headroom; reject; hold); what fits is reserved.
+    #[allow(clippy::too_many_arguments)]
     fn fit_and_reserve(
         &self,
         job: &Job,
@@ -215,6 +355,7 @@ impl Admission<'_> {
         policy: &EffectivePolicy,
         budget: BudgetState,
         mut decision: RoutingDecision,
+        facts: &JobFacts<'_>,
         ledger: &mut BudgetLedger,
     ) -> Verdict {
         let nodes = &policy.budget_nodes;
@@ -238,20 +379,49 @@ impl Admission<'_> {
                 };
             }
             Ok(_) => {}
-            Err(stop) => return self.stopped(stop, job, analysis, policy),
+            Err(stop) if self.overridden(&stop, job, facts) => {}
+            Err(stop) => {
+                return self.stopped(stop, job, analysis, policy, decision.worst_case_usd());
+            }
         }
         let worst = decision.worst_case_usd();
-        match ledger.fits(nodes, worst, self.now) {
-            Ok(()) => Verdict::Admitted(Admitted {
-                decision,
-                reserve: Some(ReservationPlan {
-                    nodes: nodes.clone(),
-                    amount_usd: worst,
-                }),
-                default_max_tokens: policy.default_max_tokens,
-                quota: None,
+        let fits = match ledger.fits(nodes, worst, self.now) {
+            Err(stop) if self.overridden(&stop, job, facts) => Ok(()),
+            other => other,
+        };
+        match fits {
+            Ok(()) if !self.released(job, facts, HoldKind::Budget) => {
+                if let Some(reason) = ledger.budget_share_exceeded(nodes, worst, self.now) {
+                    return self.share_wait("budget_contended", reason);
+                }
+                self.admitted(decision, policy, worst)
+            }
+            Ok(()) => self.admitted(decision, policy, worst),
+            Err(stop) => self.stopped(stop, job, analysis, policy, worst),
+        }
+    }
+
+    /// Admitted work reserving `worst` on the policy's budgeted nodes.
+    fn admitted(&self, decision: RoutingDecision, policy: &EffectivePolicy, worst: f64) -> Verdict {
+        let nodes = &policy.budget_nodes;
+        Verdict::Admitted(Admitted {
+            decision,
+            reserve: Some(ReservationPlan {
+                nodes: nodes.clone(),
+                amount_usd: worst,
             }),
-            Err(stop) => self.stopped(stop, job, analysis, policy),
+            default_max_tokens: policy.default_max_tokens,
+            quota: None,
+        })
+    }
+
+    /// Wait a moment: this worker's unseen admissions have reached its share
+    /// of what is left (see `budget::share`).
+    fn share_wait(&self, code: &'static str, reason: String) -> Verdict {
+        Verdict::Wait {
+            until: self.now + chrono::Duration::milliseconds(SHARE_WAIT_MS),
+            code,
+            reason,
         }
     }
 
@@ -301,11 +471,15 @@ impl Admission<'_> {
         job: &Job,
         analysis: &TaskAnalysis,
         policy: &EffectivePolicy,
+        worst_case_usd: f64,
     ) -> Verdict {
         let routing = self.unrouted(job, analysis, policy, stop.reason());
         match stop {
             BudgetStop::Hold { reason, .. } => Verdict::Held {
                 reason: format!("{reason}; held for approval"),
+                kind: HoldKind::Budget,
+                approval_id: approval_id(job),
+                worst_case_usd,
             },
             BudgetStop::Reject { reason, .. } => {
                 self.refuse(JobStatus::Rejected, "budget_exhausted", reason, routing)

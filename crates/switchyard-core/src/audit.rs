@@ -232,10 +232,14 @@ pub fn verify(
         seen.records += chain.len();
     }
     for c in checkpoints {
-        let last = by_writer.get(&c.writer).and_then(|v| v.last());
-        match last {
-            Some((r, _)) if r.seq == c.seq && r.hash == c.hash => {}
-            Some((r, p)) if r.seq < c.seq => {
+        // Records after a checkpoint are normal (written since it was
+        // published); the record it names must be there, as it was.
+        let chain = by_writer.get(&c.writer);
+        let at = chain.and_then(|v| v.iter().find(|(r, _)| r.seq == c.seq));
+        let last = chain.and_then(|v| v.last());
+        match (at, last) {
+            (Some((r, _)), _) if r.hash == c.hash => {}
+            (None, Some((r, p))) if r.seq < c.seq => {
                 return Err(finding(
                     r,
                     *p,
@@ -245,14 +249,14 @@ pub fn verify(
                     ),
                 ));
             }
-            Some((r, p)) => {
+            (Some((r, p)), _) => {
                 return Err(finding(
                     r,
                     *p,
-                    "the last record does not match the writer's checkpoint".into(),
+                    "the record does not match the writer's checkpoint".into(),
                 ));
             }
-            None => {
+            _ => {
                 return Err(Finding {
                     writer: c.writer.clone(),
                     seq: 0,

@@ -125,6 +125,9 @@ pub struct JobResult {
     pub metadata: BTreeMap<String, String>,
     /// When the result was produced.
     pub completed_at: DateTime<Utc>,
+    /// On a `held` result: the approval request that will release or reject the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
 }
 
 /// The deployment an attempt went to.
@@ -317,6 +320,7 @@ impl JobResult {
             }),
             metadata: BTreeMap::new(),
             completed_at: self.completed_at,
+            approval_id: self.approval_id.clone(),
         }
     }
 
@@ -347,6 +351,7 @@ impl JobResult {
             error: Some(error),
             metadata: job.metadata,
             completed_at,
+            approval_id: None,
         }
     }
 
@@ -393,6 +398,7 @@ impl JobResult {
             error,
             metadata: job.metadata,
             completed_at,
+            approval_id: None,
         }
     }
 

@@ -121,7 +121,9 @@ impl std::fmt::Display for TaskCategory {
     }
 }
 
-/// Final state of a job.
+/// A job's state in its result. Every state is final but `held`: a held job
+/// gets a second result once an approver decides (or the request expires), so
+/// consumers keep the last result per job id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
@@ -133,6 +135,9 @@ pub enum JobStatus {
     Rejected,
     /// The job's batch was canceled before the job started.
     Canceled,
+    /// Not final: held until an approver releases or rejects it (the result
+    /// carries the reason and the approval id).
+    Held,
 }
 
 impl JobStatus {
@@ -143,7 +148,13 @@ impl JobStatus {
             JobStatus::Failed => "failed",
             JobStatus::Rejected => "rejected",
             JobStatus::Canceled => "canceled",
+            JobStatus::Held => "held",
         }
+    }
+
+    /// Whether no later result will follow for the job.
+    pub fn is_final(self) -> bool {
+        self != JobStatus::Held
     }
 
     /// Parses a wire name.
@@ -153,6 +164,7 @@ impl JobStatus {
             "failed" => Some(JobStatus::Failed),
             "rejected" => Some(JobStatus::Rejected),
             "canceled" => Some(JobStatus::Canceled),
+            "held" => Some(JobStatus::Held),
             _ => None,
         }
     }

@@ -35,6 +35,9 @@ pub fn default_topics(partitions: i32) -> Vec<(String, i32)> {
         (t.batches, 1),
         (t.budgets, 1),
         (t.alerts, 1),
+        (t.approvals, 2),
+        (t.audit, 2),
+        (t.audit_checkpoints, 1),
     ]
 }
 

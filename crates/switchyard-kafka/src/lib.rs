@@ -3,6 +3,7 @@
 //! on a thread, topic scanning helpers, and the embedded broker (librdkafka's
 //! mock cluster) used by `demo`, `dev` and the tests.
 
+pub mod audit;
 pub mod catch_up;
 pub mod client;
 pub mod embedded;

@@ -20,8 +20,23 @@ pub async fn enqueue(
     payload: &[u8],
     headers: Option<&OwnedHeaders>,
 ) -> Result<DeliveryFuture, KafkaError> {
+    enqueue_at(producer, topic, None, key, payload, headers).await
+}
+
+/// [`enqueue`] to a chosen partition (`None`: the key's, as the partitioner says).
+pub async fn enqueue_at(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: Option<&OwnedHeaders>,
+) -> Result<DeliveryFuture, KafkaError> {
     loop {
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(payload);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -91,9 +106,22 @@ pub async fn publish(
     headers: Option<&OwnedHeaders>,
     stop: &CancellationToken,
 ) -> Result<(), PublishError> {
+    publish_at(producer, topic, None, key, payload, headers, stop).await
+}
+
+/// [`publish`] to a chosen partition.
+pub async fn publish_at(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: Option<&OwnedHeaders>,
+    stop: &CancellationToken,
+) -> Result<(), PublishError> {
     let mut backoff = Backoff::new(PUBLISH_BACKOFF.0, PUBLISH_BACKOFF.1);
     loop {
-        let sent = match enqueue(producer, topic, key, payload, headers).await {
+        let sent = match enqueue_at(producer, topic, partition, key, payload, headers).await {
             Ok(delivery) => acknowledged(delivery).await,
             Err(e) => Err(e),
         };
@@ -109,4 +137,19 @@ pub async fn publish(
             }
         }
     }
+}
+
+/// How many partitions `topic` has (0 when the cluster does not know it).
+/// Blocking: run it on a blocking thread.
+pub fn partition_count(producer: &FutureProducer, topic: &str) -> Result<usize, KafkaError> {
+    use rdkafka::producer::Producer;
+    let metadata = producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+        .sum())
 }

@@ -11,6 +11,7 @@
 
 use std::path::{Component, Path};
 
+use switchyard_core::access::Keyring;
 use switchyard_core::catalog::Catalog;
 use switchyard_core::config::{ConfigError, LoadedPipeline, PipelineConfig};
 use switchyard_core::org::OrgTree;
@@ -91,6 +92,22 @@ pub fn load_pipeline(path: &Path, env: &[(String, String)]) -> Result<LoadedPipe
         fix: "pass an existing file, for example pipelines/production.toml".into(),
     })?;
     PipelineConfig::parse(path, &text, env, &read_disk)
+}
+
+/// Reads the keys file (`[access] keys_file`); absent is empty.
+pub fn load_keys(path: &Path) -> Result<Keyring, ConfigError> {
+    switchyard_core::config::read_keys(path, &read_disk)
+}
+
+/// Writes the keys file whole (a temporary file renamed over it, so that a
+/// worker reloading it never reads half a file).
+pub fn save_keys(path: &Path, keys: &Keyring) -> std::io::Result<()> {
+    let tmp = path.with_extension("toml.tmp");
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&tmp, keys.to_text())?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Reads and validates a catalog file.

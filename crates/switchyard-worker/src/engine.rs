@@ -7,11 +7,13 @@
 //! feeds it; tests and benchmarks call it directly.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use parking_lot::{Mutex, RwLock};
-use switchyard_core::admission::{Admission, Admitted, Refused, Verdict};
+use switchyard_core::access::Keyring;
+use switchyard_core::access::approval::{ApprovalRequest, HoldKind};
+use switchyard_core::admission::{Admission, Admitted, JobFacts, Refused, Signer, Verdict};
 use switchyard_core::analysis::TaskAnalyzer;
 use switchyard_core::budget::{BudgetLedger, BudgetSnapshot, NodeBudget, QuotaUse, Reservation};
 use switchyard_core::catalog::{Catalog, ModelId};
@@ -21,9 +23,12 @@ use switchyard_core::org::{EffectivePolicy, OrgTree};
 use switchyard_core::result::{ErrorInfo, JobResult, JobStatus, TokenUsage};
 use switchyard_core::routing::{DeploymentInfo, Router, RouterSettings};
 use switchyard_core::usage::UsageEvent;
+use switchyard_kafka::audit::AuditLog;
 use switchyard_providers::Deployment;
 use tokio::time::Instant;
 
+use crate::access::{Access, Envelope};
+use crate::audit::{self, Auditor};
 use crate::dispatch::{Dispatched, Dispatcher};
 use crate::health::HealthTable;
 use crate::metrics::Metrics;
@@ -38,10 +43,15 @@ pub enum Outcome {
         /// Usage events to publish.
         usage: Vec<UsageEvent>,
     },
-    /// Parked by budget policy until an approver releases it.
+    /// Held until an approver releases or rejects it: a non-final `held`
+    /// result, and the approval request to publish.
     Held {
         /// Why.
         reason: String,
+        /// The `held` result (not final: a second result follows the decision).
+        result: Box<JobResult>,
+        /// The request an approver decides on.
+        request: Box<ApprovalRequest>,
     },
 }
 
@@ -59,9 +69,19 @@ pub struct Engine {
     /// Spend and reservations. The lock cannot poison, so a panic elsewhere
     /// never switches budgets off: every job is checked and reserved.
     ledger: Mutex<BudgetLedger>,
+    /// Woken when this worker reserves, counts or settles, so that its
+    /// snapshot goes out at once and the others' view lags by a fetch, not a
+    /// second.
+    ledger_changed: tokio::sync::Notify,
     canceled_batches: RwLock<HashSet<String>>,
     /// This process's name in budget snapshots.
     instance: String,
+    /// Keys, signatures and approvals, with `[access]` configured.
+    access: Option<Access>,
+    /// How long held work waits for a decision.
+    approval_ttl: std::time::Duration,
+    /// The audit writer, once the worker has connected.
+    auditor: OnceLock<Auditor>,
     /// Longest text copied from a job into its result and usage events.
     max_echo: usize,
     /// Counters.
@@ -88,6 +108,7 @@ struct Work<'a> {
 /// above), released, so that no reservation outlives its job.
 struct Reserved<'a> {
     ledger: &'a Mutex<BudgetLedger>,
+    changed: &'a tokio::sync::Notify,
     reservation: Option<Reservation>,
 }
 
@@ -96,6 +117,7 @@ impl Reserved<'_> {
     fn settle(mut self, cost_usd: f64) {
         if let Some(r) = self.reservation.take() {
             self.ledger.lock().settle(r, cost_usd, Utc::now());
+            self.changed.notify_one();
         }
     }
 }
@@ -104,6 +126,7 @@ impl Drop for Reserved<'_> {
     fn drop(&mut self) {
         if let Some(r) = self.reservation.take() {
             self.ledger.lock().settle(r, 0.0, Utc::now());
+            self.changed.notify_one();
         }
     }
 }
@@ -152,11 +175,19 @@ impl Engine {
                 routing.default_quality_floor,
             ),
             ledger: Mutex::new(BudgetLedger::new(&pipeline.org, Utc::now())),
+            ledger_changed: tokio::sync::Notify::new(),
             dispatcher: Dispatcher::new(deployments, catalog.clone(), health, routing.retry.into()),
             catalog,
             baseline,
             canceled_batches: RwLock::new(HashSet::new()),
             instance: uuid::Uuid::now_v7().to_string(),
+            access: pipeline
+                .config
+                .access
+                .as_ref()
+                .map(|a| Access::new(a, pipeline.keys.clone().unwrap_or_default())),
+            approval_ttl: pipeline.config.approval_ttl(),
+            auditor: OnceLock::new(),
             max_echo: pipeline.config.worker.max_echo_bytes,
             metrics: Arc::new(Metrics::default()),
         })
@@ -187,6 +218,11 @@ impl Engine {
     /// Takes another worker's budget snapshot (its spend and reservations).
     pub fn observe_snapshot(&self, snapshot: BudgetSnapshot) {
         self.ledger.lock().observe(&self.instance, snapshot);
+    }
+
+    /// Resolves when this worker's figures have changed since the last call.
+    pub async fn ledger_changed(&self) {
+        self.ledger_changed.notified().await
     }
 
     /// This worker's budget and quota figures now, to publish.
@@ -227,17 +263,40 @@ impl Engine {
             .is_some_and(|b| self.canceled_batches.read().contains(b))
     }
 
+    /// Whether access control (keys, signed jobs, approvals) is configured.
+    pub fn access_enabled(&self) -> bool {
+        self.access.is_some()
+    }
+
+    /// Replaces the keys (when the keys file changed).
+    pub fn set_keys(&self, keys: Keyring) {
+        if let Some(a) = &self.access {
+            a.set_keys(keys);
+        }
+    }
+
+    /// The keys, with access control configured.
+    pub fn keys(&self) -> Option<Keyring> {
+        self.access.as_ref().map(|a| a.keys().clone())
+    }
+
     /// Processes one job to its outcome: admit, dispatch, settle.
     pub async fn process(&self, job: Job) -> Outcome {
+        self.process_with(job, &Envelope::default()).await
+    }
+
+    /// Processes one job read from a message: its signature and any release
+    /// decision it carries count in admission.
+    pub async fn process_with(&self, job: Job, env: &Envelope<'_>) -> Outcome {
         let started = Instant::now();
         loop {
-            match self.admit(&job) {
+            match self.admit(&job, env) {
                 Admit::Work(work) => {
                     let dispatched = self.dispatch(&job, &work).await;
                     return self.settle(job, work, dispatched, started);
                 }
                 Admit::Refused(refused) => return self.settle_refused(job, refused, started),
-                Admit::Held(reason) => return Outcome::Held { reason },
+                Admit::Held(held) => return self.held(job, held, started),
                 Admit::Wait {
                     until,
                     code,
@@ -256,21 +315,30 @@ impl Engine {
 
     /// Admission (see `switchyard_core::admission`), with the reservation it
     /// asks for applied under the same ledger lock.
-    fn admit(&self, job: &Job) -> Admit<'_> {
+    fn admit(&self, job: &Job, env: &Envelope<'_>) -> Admit<'_> {
         // Analysed first, so that even a refused job's result says what it was.
         let analysis = self.analyzer.analyze(job, false);
         let health = |d| self.dispatcher.health().snapshot(d);
+        let now = Utc::now();
+        let keys = self.access.as_ref().map(Access::keys);
         let admission = Admission {
             router: &self.router,
             org: &self.org,
             default_policy: &self.default_policy,
             health: &health,
-            now: Utc::now(),
+            now,
+            keys: keys.as_deref(),
         };
-        let canceled = self.is_canceled(job);
-        let now = admission.now;
+        let facts = JobFacts {
+            canceled: self.is_canceled(job),
+            signer: self
+                .access
+                .as_ref()
+                .map_or(Signer::Unsigned, |a| a.signer(env, job, now)),
+            released_by: self.access.as_ref().and_then(|a| a.release(env, now)),
+        };
         let mut ledger = self.ledger.lock();
-        match admission.admit(job, &analysis, canceled, &mut ledger) {
+        let admit = match admission.admit(job, &analysis, &facts, &mut ledger) {
             Verdict::Admitted(admitted) => {
                 let reservation = admitted
                     .reserve
@@ -279,17 +347,32 @@ impl Engine {
                 if let Some((nodes, tokens)) = &admitted.quota {
                     ledger.count(nodes, *tokens, now);
                 }
+                if reservation.is_some() || admitted.quota.is_some() {
+                    self.ledger_changed.notify_one();
+                }
                 Admit::Work(Work {
                     admitted,
                     reservation: Reserved {
                         ledger: &self.ledger,
+                        changed: &self.ledger_changed,
                         reservation,
                     },
                     prompt_tokens: analysis.prompt_tokens,
                 })
             }
             Verdict::Refused(refused) => Admit::Refused(refused),
-            Verdict::Held { reason } => Admit::Held(reason),
+            Verdict::Held {
+                reason,
+                kind,
+                approval_id,
+                worst_case_usd,
+            } => Admit::Held(Held {
+                reason,
+                kind,
+                approval_id,
+                worst_case_usd,
+                submitted_by: facts.signer.principal().map(str::to_owned),
+            }),
             Verdict::Wait {
                 until,
                 code,
@@ -299,7 +382,57 @@ impl Engine {
                 code,
                 reason,
             },
+        };
+        drop(ledger);
+        if let Some(a) = self.auditor.get() {
+            self.audit_admission(a, job, facts.signer.principal(), &admit);
         }
+        admit
+    }
+
+    /// Whether a job's node keeps prompts and outputs in the audit log.
+    fn audit_content(&self, job: &Job) -> bool {
+        self.org
+            .policy(&job.project, job.workload.as_deref())
+            .is_ok_and(|p| p.audit_content)
+    }
+
+    fn audit_admission(&self, a: &Auditor, job: &Job, principal: Option<&str>, admit: &Admit<'_>) {
+        let what = match admit {
+            Admit::Work(w) => audit::Admitted::Accepted {
+                model: w
+                    .admitted
+                    .decision
+                    .chain
+                    .first()
+                    .map_or("", |e| self.catalog.model(e.model).name.as_str()),
+                worst_case_usd: w.admitted.decision.worst_case_usd(),
+            },
+            Admit::Refused(r) => audit::Admitted::Refused {
+                status: r.status.as_str(),
+                code: r.code,
+                message: &r.message,
+            },
+            Admit::Held(h) => audit::Admitted::Held {
+                approval_id: &h.approval_id,
+                reason: &h.reason,
+                worst_case_usd: h.worst_case_usd,
+            },
+            Admit::Wait { code, .. } => audit::Admitted::Waiting { code },
+        };
+        a.admission(job, principal, what, self.audit_content(job));
+    }
+
+    /// Writes audit records with `log`; `all` records every admission
+    /// decision and final state (`[audit] enabled`), not only signature
+    /// refusals and holds. Set once, when the worker connects.
+    pub fn set_audit(&self, log: Arc<AuditLog>, all: bool) {
+        let _ = self.auditor.set(Auditor { log, all });
+    }
+
+    /// The audit log, when one is written.
+    pub fn audit_log(&self) -> Option<&Arc<AuditLog>> {
+        self.auditor.get().map(|a| &a.log)
     }
 
     /// Calls providers along the admitted chain.
@@ -357,6 +490,7 @@ impl Engine {
             None => Vec::new(),
         };
         let latency_ms = started.elapsed().as_millis() as u64;
+        let content = self.auditor.get().is_some() && self.audit_content(&job);
         let mut result = JobResult::finished(
             job,
             routing,
@@ -369,6 +503,9 @@ impl Engine {
         result.cap_echoes(self.max_echo);
         self.metrics
             .record(&result, self.baseline_cost(&result.usage));
+        if let Some(a) = self.auditor.get() {
+            a.finished(&result, content);
+        }
         Outcome::Finished {
             result: Box::new(result),
             usage: events,
@@ -392,6 +529,21 @@ impl Engine {
         code: &'static str,
         message: &str,
     ) -> Outcome {
+        Outcome::Finished {
+            result: Box::new(self.unrouted_result(job, status, code, message)),
+            usage: Vec::new(),
+        }
+    }
+
+    /// The result of a job that ends (or waits) before routing: its decision as
+    /// far as analysis and policy go, and why.
+    pub(crate) fn unrouted_result(
+        &self,
+        job: Job,
+        status: JobStatus,
+        code: &'static str,
+        message: &str,
+    ) -> JobResult {
         let analysis = self.analyzer.analyze(&job, false);
         let policy = self
             .org
@@ -414,11 +566,46 @@ impl Engine {
             message: message.to_owned(),
             routing,
         };
-        self.settle_refused(job, refused, Instant::now())
+        self.refused_result(job, refused, Instant::now())
+    }
+
+    /// A held job: its non-final result (nothing called, nothing billed) and
+    /// the request an approver decides on.
+    fn held(&self, job: Job, held: Held, started: Instant) -> Outcome {
+        let now = Utc::now();
+        let request = ApprovalRequest {
+            id: held.approval_id.clone(),
+            job_id: job.job_id.clone(),
+            node: job.project.clone(),
+            submitted_by: held.submitted_by,
+            kind: held.kind,
+            reason: held.reason.clone(),
+            worst_case_usd: held.worst_case_usd,
+            created_at: now,
+            expires_at: now + chrono::Duration::from_std(self.approval_ttl).unwrap_or_default(),
+            held: None,
+        };
+        let mut result =
+            self.unrouted_result(job, JobStatus::Held, "approval_required", &held.reason);
+        result.approval_id = Some(held.approval_id);
+        result.latency_ms = started.elapsed().as_millis() as u64;
+        Outcome::Held {
+            reason: held.reason,
+            result: Box::new(result),
+            request: Box::new(request),
+        }
     }
 
     /// The result of a job admission refused: nothing was called or billed.
     fn settle_refused(&self, job: Job, refused: Refused, started: Instant) -> Outcome {
+        Outcome::Finished {
+            result: Box::new(self.refused_result(job, refused, started)),
+            usage: Vec::new(),
+        }
+    }
+
+    /// A refused (or held) job's result, counted in the metrics.
+    fn refused_result(&self, job: Job, refused: Refused, started: Instant) -> JobResult {
         let error = ErrorInfo {
             code: refused.code.to_owned(),
             message: refused.message,
@@ -434,18 +621,24 @@ impl Engine {
         );
         result.cap_echoes(self.max_echo);
         self.metrics.record(&result, 0.0);
-        Outcome::Finished {
-            result: Box::new(result),
-            usage: Vec::new(),
-        }
+        result
     }
+}
+
+/// A job admission held for approval.
+struct Held {
+    reason: String,
+    kind: HoldKind,
+    approval_id: String,
+    worst_case_usd: f64,
+    submitted_by: Option<String>,
 }
 
 /// What admission left the engine to do.
 enum Admit<'a> {
     Work(Work<'a>),
     Refused(Refused),
-    Held(String),
+    Held(Held),
     Wait {
         until: DateTime<Utc>,
         code: &'static str,

@@ -20,8 +20,12 @@ use tracing::warn;
 
 use crate::Engine;
 
-/// How often a worker publishes its figures.
+/// How often a worker publishes its figures when nothing changes (so that a
+/// new worker, and `org show`, see it alive).
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// The least time between two publications: changes within it go out together.
+pub const COALESCE: Duration = Duration::from_millis(50);
 
 /// Starts reading every worker's snapshots, then following them. The receiver
 /// yields the number of snapshots read once the topic has been read to where it
@@ -43,8 +47,9 @@ pub fn follow(
     })
 }
 
-/// Publishes this worker's figures every second until `stop`, and once more
-/// when it stops (with nothing in flight by then).
+/// Publishes this worker's figures whenever they change (at most every
+/// [`COALESCE`]) and every second regardless, until `stop`, and once more when
+/// it stops (with nothing in flight by then).
 pub async fn publish(
     engine: Arc<Engine>,
     producer: FutureProducer,
@@ -57,10 +62,15 @@ pub async fn publish(
         let last = tokio::select! {
             _ = stop.cancelled() => true,
             _ = tick.tick() => false,
+            _ = engine.ledger_changed() => false,
         };
         send(&engine, &producer, &topic).await;
         if last {
             return;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(COALESCE) => {}
         }
     }
 }

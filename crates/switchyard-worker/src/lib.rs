@@ -3,6 +3,8 @@
 //! consumer group, bounded concurrency, at-least-once commits, dead letters and
 //! graceful drain.
 
+mod access;
+mod audit;
 mod cancellations;
 mod dispatch;
 mod engine;
@@ -11,6 +13,7 @@ mod ledger;
 pub mod metrics;
 mod runner;
 
+pub use access::Envelope;
 pub use engine::{Engine, EngineError, Outcome, now_ms};
 pub use health::HealthTable;
 pub use metrics::{Metrics, MetricsSnapshot};

@@ -131,6 +131,7 @@ impl Metrics {
             JobStatus::Failed => &self.failed,
             JobStatus::Rejected => &self.rejected,
             JobStatus::Canceled => &self.canceled,
+            JobStatus::Held => &self.held,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         self.attempts

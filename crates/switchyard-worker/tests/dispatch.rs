@@ -87,7 +87,7 @@ fn job(id: &str, deadline: Option<Duration>) -> Job {
 fn result(o: Outcome) -> JobResult {
     match o {
         Outcome::Finished { result, .. } => *result,
-        Outcome::Held { reason } => panic!("held: {reason}"),
+        Outcome::Held { reason, .. } => panic!("held: {reason}"),
     }
 }
 

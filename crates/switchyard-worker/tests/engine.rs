@@ -112,7 +112,7 @@ fn finished(
 ) {
     match o {
         Outcome::Finished { result, usage } => (*result, usage),
-        Outcome::Held { reason } => panic!("held: {reason}"),
+        Outcome::Held { reason, .. } => panic!("held: {reason}"),
     }
 }
 

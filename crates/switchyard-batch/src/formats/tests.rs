@@ -250,6 +250,7 @@ fn result(status: JobStatus) -> JobResult {
         }),
         metadata,
         completed_at: Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap(),
+        approval_id: None,
     }
 }
 

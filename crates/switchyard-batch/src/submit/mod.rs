@@ -14,6 +14,7 @@ mod produce;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use switchyard_core::access::PrivateKey;
 
 use chrono::Utc;
 use serde::Serialize;
@@ -55,6 +56,9 @@ pub struct SubmitOptions {
     /// claim before this one takes over ([`DEFAULT_LEASE`]; runs send a
     /// heartbeat every sixth of it).
     pub claim_lease: Duration,
+    /// Signs every job with this key (`SWITCHYARD_API_KEY`), for nodes that
+    /// require signed jobs.
+    pub signer: Option<PrivateKey>,
 }
 
 impl SubmitOptions {
@@ -67,6 +71,7 @@ impl SubmitOptions {
             skip_invalid: false,
             rejects_path: None,
             claim_lease: DEFAULT_LEASE,
+            signer: None,
         }
     }
 }
@@ -138,6 +143,7 @@ pub fn submit(
     // Connecting and the idempotent producer's handshake happen in librdkafka's
     // threads while the file is validated.
     let mut sender = Sender::new(kafka)?;
+    sender.sign_with(options.signer.clone());
     let (validation, reader) =
         validate_while_connecting(&sender, kafka, path, &settings, options, &rejects, progress)?;
     tracing::debug!(

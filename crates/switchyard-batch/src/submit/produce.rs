@@ -107,7 +107,7 @@ pub(super) fn produce(
         let payload = codec
             .encode(&job)
             .map_err(|e| Error::Encode(e.to_string()))?;
-        sender.send(&topic.name, job.job_id.as_bytes(), &payload)?;
+        sender.send_job(&topic.name, job.job_id.as_bytes(), &payload)?;
         produced += 1;
         if ordinal.is_multiple_of(1024) {
             progress.advance(ordinal);

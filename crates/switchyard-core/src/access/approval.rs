@@ -7,6 +7,8 @@
 //! principal), and, to release work held by a budget (an override of the cap),
 //! also `org-admin` or `bu-admin` over the node.
 
+use std::collections::{BTreeMap, HashMap};
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
@@ -15,11 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{Keyring, PrivateKey};
 use super::roles::{Action, Role};
+use super::sign::Signed;
 use crate::job::Job;
-
-/// Header carrying a held job's approval id (on the held topic), and on a
-/// released job the decision that released it (JSON).
-pub const APPROVAL_HEADER: &str = "switchyard.approval";
 
 /// Why work is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +61,71 @@ pub struct ApprovalRequest {
     pub created_at: DateTime<Utc>,
     /// When the request expires (the work then ends `rejected`, reason `expired`).
     pub expires_at: DateTime<Utc>,
+    /// The held message, to publish again once released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<HeldCopy>,
+}
+
+/// A held job's message as it was read: what a release publishes again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldCopy {
+    /// The message value, base64.
+    pub value: String,
+    /// The message key, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Its signature headers, when it was signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<Signed>,
+}
+
+impl HeldCopy {
+    /// A copy of a message.
+    pub fn of(value: &[u8], key: Option<&[u8]>, signed: Option<Signed>) -> Self {
+        Self {
+            value: B64.encode(value),
+            key: key.map(|k| B64.encode(k)),
+            signed,
+        }
+    }
+
+    /// The value's bytes (`None` when the copy is corrupt).
+    pub fn value(&self) -> Option<Vec<u8>> {
+        B64.decode(&self.value).ok()
+    }
+
+    /// The key's bytes.
+    pub fn key(&self) -> Option<Vec<u8>> {
+        self.key.as_ref().and_then(|k| B64.decode(k).ok())
+    }
+}
+
+/// How a held job's request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Settlement {
+    /// Published again to the jobs topic with the decision that released it.
+    Released,
+    /// Ended `rejected` by an approver.
+    Rejected,
+    /// Ended `rejected`: nobody decided within the approval TTL.
+    Expired,
+}
+
+/// The end of one held job's request: it replaces the request on the compacted
+/// topic (same key), so that the held message does not stay there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settled {
+    /// The approval id.
+    pub id: String,
+    /// The job.
+    pub job_id: String,
+    /// Its node.
+    pub node: String,
+    /// How it ended.
+    pub outcome: Settlement,
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 impl ApprovalRequest {
@@ -104,16 +168,40 @@ pub enum ApprovalRecord {
     Request(ApprovalRequest),
     /// A decision.
     Decision(Decision),
+    /// A held job's request ended.
+    Settled(Settled),
 }
 
 impl ApprovalRecord {
+    /// The approval id it is about: every record of one id goes to the same
+    /// partition (see [`partition_of`]), so that one releaser owns it.
+    pub fn approval_id(&self) -> &str {
+        match self {
+            ApprovalRecord::Request(r) => &r.id,
+            ApprovalRecord::Decision(d) => &d.id,
+            ApprovalRecord::Settled(s) => &s.id,
+        }
+    }
+
     /// Its key on the compacted approvals topic.
     pub fn key(&self) -> String {
         match self {
             ApprovalRecord::Request(r) => r.key(),
             ApprovalRecord::Decision(d) => format!("{}|decision", d.id),
+            ApprovalRecord::Settled(s) => format!("{}|{}", s.id, s.job_id),
         }
     }
+}
+
+/// The approvals-topic partition of an approval id among `partitions`: a
+/// stable hash (FNV-1a), the same in every process and version.
+pub fn partition_of(approval_id: &str, partitions: usize) -> i32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in approval_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % partitions.max(1) as u64) as i32
 }
 
 /// Why a decision does not count.
@@ -216,6 +304,107 @@ impl Decision {
             return Err(DecisionError::OwnWork(self.principal.clone()));
         }
         Ok(())
+    }
+}
+
+/// Held work as the approvals topic tells it: undecided requests and the
+/// latest decision per approval id.
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalBook {
+    pending: BTreeMap<(String, String), ApprovalRequest>,
+    decisions: HashMap<String, Decision>,
+}
+
+/// One approval id's undecided work, for `approvals list`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PendingApproval {
+    /// The approval id.
+    pub id: String,
+    /// The node.
+    pub node: String,
+    /// Who submitted the work (when signed).
+    pub submitted_by: Option<String>,
+    /// Why it is held (the first job's reason).
+    pub reason: String,
+    /// The worst case of all its jobs, USD.
+    pub worst_case_usd: f64,
+    /// How many jobs wait.
+    pub jobs: usize,
+    /// When the first of them expires.
+    pub expires_at: DateTime<Utc>,
+    /// Whether releasing it overrides a budget.
+    pub budget_override: bool,
+}
+
+impl ApprovalBook {
+    /// Takes in one record; returns the approval id it is about.
+    pub fn apply(&mut self, record: ApprovalRecord) -> String {
+        match record {
+            ApprovalRecord::Request(r) => {
+                let id = r.id.clone();
+                self.pending.insert((r.id.clone(), r.job_id.clone()), r);
+                id
+            }
+            ApprovalRecord::Decision(d) => {
+                let id = d.id.clone();
+                self.decisions.insert(d.id.clone(), d);
+                id
+            }
+            ApprovalRecord::Settled(s) => {
+                self.pending.remove(&(s.id.clone(), s.job_id));
+                s.id
+            }
+        }
+    }
+
+    /// Forgets one job's request (it was settled).
+    pub fn settle(&mut self, id: &str, job_id: &str) {
+        self.pending.remove(&(id.to_owned(), job_id.to_owned()));
+    }
+
+    /// The undecided requests of an approval id.
+    pub fn requests_of(&self, id: &str) -> Vec<&ApprovalRequest> {
+        self.pending
+            .range((id.to_owned(), String::new())..)
+            .take_while(|((i, _), _)| i == id)
+            .map(|(_, r)| r)
+            .collect()
+    }
+
+    /// The latest decision on an approval id.
+    pub fn decision(&self, id: &str) -> Option<&Decision> {
+        self.decisions.get(id)
+    }
+
+    /// Every undecided request.
+    pub fn pending(&self) -> impl Iterator<Item = &ApprovalRequest> {
+        self.pending.values()
+    }
+
+    /// Undecided work grouped by approval id.
+    pub fn summary(&self) -> Vec<PendingApproval> {
+        let mut out: Vec<PendingApproval> = Vec::new();
+        for r in self.pending.values() {
+            match out.last_mut().filter(|p| p.id == r.id) {
+                Some(p) => {
+                    p.jobs += 1;
+                    p.worst_case_usd += r.worst_case_usd;
+                    p.expires_at = p.expires_at.min(r.expires_at);
+                    p.budget_override |= r.kind == HoldKind::Budget;
+                }
+                None => out.push(PendingApproval {
+                    id: r.id.clone(),
+                    node: r.node.clone(),
+                    submitted_by: r.submitted_by.clone(),
+                    reason: r.reason.clone(),
+                    worst_case_usd: r.worst_case_usd,
+                    jobs: 1,
+                    expires_at: r.expires_at,
+                    budget_override: r.kind == HoldKind::Budget,
+                }),
+            }
+        }
+        out
     }
 }
 

@@ -12,4 +12,4 @@ mod roles;
 pub mod sign;
 
 pub use keys::{Grant, KeyRecord, Keyring, KeysError, PrivateKey, new_key};
-pub use roles::{Action, Denied, Role};
+pub use roles::{Action, Denied, Role, covers};

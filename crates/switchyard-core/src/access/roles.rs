@@ -143,7 +143,7 @@ pub struct Denied {
 }
 
 /// Whether a grant's scope covers `node`: the same node or one below it.
-pub(super) fn covers(scope: &str, node: &str) -> bool {
+pub fn covers(scope: &str, node: &str) -> bool {
     node == scope
         || node
             .strip_prefix(scope)

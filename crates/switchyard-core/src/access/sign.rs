@@ -26,7 +26,7 @@ pub const TS: &str = "switchyard.ts";
 pub const SIG: &str = "switchyard.sig";
 
 /// The three signature headers of a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Signed {
     /// [`KEY_ID`].
     pub key_id: String,

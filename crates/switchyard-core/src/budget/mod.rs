@@ -6,8 +6,9 @@
 //! touches the current one. Several workers share their figures through
 //! snapshots ([`BudgetSnapshot`], published to a compacted topic every second):
 //! each worker adds the others' settled spend and in-flight reservations to its
-//! own, so the overshoot across workers is bounded by what the others admit
-//! within the snapshot lag. Quotas (jobs and tokens per minute and day) are
+//! own, and keeps what the others cannot see yet of its own admissions within
+//! its share of what is left ([`share`]), so the overshoot across workers is at
+//! most one job per other worker. Quotas (jobs and tokens per minute and day) are
 //! counted the same way ([`quota`]).
 //!
 //! Each budgeted node's policy ([`BudgetAction`]) acts on a job when the node's
@@ -19,6 +20,7 @@
 //! hold wins over a downgrade, and the highest node speaks first.
 
 mod quota;
+mod share;
 mod snapshot;
 
 use std::collections::HashMap;
@@ -121,6 +123,12 @@ pub struct BudgetLedger {
     others: HashMap<(String, String), BudgetSnapshot>,
     /// This worker's quota counts per node.
     counts: HashMap<String, QuotaCounts>,
+    /// What this worker reserved and counted since it started, per node.
+    issued: HashMap<String, share::Issued>,
+    /// How much of that its own snapshots, read back, showed the others.
+    echoed: HashMap<String, share::Issued>,
+    /// When the latest of its own snapshots read back was taken.
+    echo_at: Option<DateTime<Utc>>,
 }
 
 /// A reservation to settle once the job is done.
@@ -145,6 +153,9 @@ impl BudgetLedger {
             reserved: HashMap::new(),
             others: HashMap::new(),
             counts: HashMap::new(),
+            issued: HashMap::new(),
+            echoed: HashMap::new(),
+            echo_at: None,
         }
     }
 
@@ -299,6 +310,7 @@ impl BudgetLedger {
         for n in &nodes {
             *self.reserved.entry(n.clone()).or_default() += amount_usd;
         }
+        self.issue_usd(&nodes, amount_usd);
         Reservation { nodes, amount_usd }
     }
 
@@ -362,10 +374,17 @@ impl BudgetLedger {
         })
     }
 
-    /// Takes another worker's snapshot (its own reservations and settled spend);
-    /// this worker's own snapshots (same `instance`) are ignored.
+    /// Takes another worker's snapshot (its own reservations and settled
+    /// spend); this worker's own snapshots (same `instance`) only say what the
+    /// others can see of it.
     pub fn observe(&mut self, instance: &str, snapshot: BudgetSnapshot) {
         if snapshot.instance == instance {
+            let issued = share::Issued {
+                usd: snapshot.issued_usd,
+                jobs: snapshot.issued_jobs,
+                tokens: snapshot.issued_tokens,
+            };
+            self.echo(&snapshot.node, issued, snapshot.at);
             return;
         }
         let key = (snapshot.instance.clone(), snapshot.node.clone());
@@ -406,6 +425,9 @@ impl BudgetLedger {
                     day: day.clone(),
                     jobs_day: counts.jobs_day,
                     tokens_day: counts.tokens_day,
+                    issued_usd: self.issued.get(node).map_or(0.0, |i| i.usd),
+                    issued_jobs: self.issued.get(node).map_or(0, |i| i.jobs),
+                    issued_tokens: self.issued.get(node).map_or(0, |i| i.tokens),
                     at: now,
                 }
             })

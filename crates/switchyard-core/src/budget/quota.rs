@@ -186,6 +186,7 @@ impl BudgetLedger {
             c.tokens_minute += tokens;
             c.tokens_day += tokens;
         }
+        self.issue_job(nodes, tokens);
     }
 }
 

@@ -40,6 +40,16 @@ pub struct BudgetSnapshot {
     /// Tokens admitted that day.
     #[serde(default)]
     pub tokens_day: u64,
+    /// Reserved by this instance since it started, USD (only grows): read back
+    /// by the instance itself, it says what the others have seen of it.
+    #[serde(default)]
+    pub issued_usd: f64,
+    /// Jobs counted on quotas by this instance since it started.
+    #[serde(default)]
+    pub issued_jobs: u64,
+    /// Tokens counted on quotas by this instance since it started.
+    #[serde(default)]
+    pub issued_tokens: u64,
     /// When it was taken.
     pub at: DateTime<Utc>,
 }

@@ -326,3 +326,77 @@ fn quotas_count_every_worker_and_roll_over_with_their_period() {
         Utc.with_ymd_and_hms(2026, 11, 26, 0, 0, 0).unwrap()
     );
 }
+
+#[test]
+fn a_worker_keeps_what_the_others_cannot_see_within_its_share_of_the_headroom() {
+    let org = org();
+    let nodes = nodes(&org);
+    let mut a = BudgetLedger::new(&org, now());
+    let mut b = BudgetLedger::new(&org, now());
+    // Both are live and have read their own first snapshot back.
+    for s in a.snapshots("a", now()) {
+        b.observe("b", s.clone());
+        a.observe("a", s);
+    }
+    for s in b.snapshots("b", now()) {
+        a.observe("a", s.clone());
+        b.observe("b", s);
+    }
+    // `acme/bu` has $10 and two workers: `a` may have $5 unseen at most. The
+    // first job always passes (nothing unseen yet), the next ones while their
+    // sum stays within $5.
+    assert_eq!(a.budget_share_exceeded(&nodes, 4.0, now()), None);
+    let _r1 = a.reserve(&nodes, 4.0);
+    assert_eq!(a.budget_share_exceeded(&nodes, 1.0, now()), None);
+    let _r2 = a.reserve(&nodes, 1.0);
+    let why = a.budget_share_exceeded(&nodes, 1.0, now()).unwrap();
+    assert!(why.contains("shared with 1 other worker"), "{why}");
+    // Once its figures are back from the topic (so `b` sees them too), the
+    // whole headroom counts again.
+    for s in a.snapshots("a", now()) {
+        b.observe("b", s.clone());
+        a.observe("a", s);
+    }
+    assert_eq!(a.budget_share_exceeded(&nodes, 1.0, now()), None);
+    assert_eq!(b.node_state("acme/bu", now()).unwrap().in_flight_usd, 5.0);
+    // Alone, a worker has the whole headroom; and when its own snapshots stop
+    // coming back (the topic is unreachable) the share is not enforced.
+    let mut alone = BudgetLedger::new(&org, now());
+    let _r = alone.reserve(&nodes, 8.0);
+    assert_eq!(alone.budget_share_exceeded(&nodes, 1.0, now()), None);
+    let later = now() + chrono::Duration::seconds(30);
+    assert_eq!(a.budget_share_exceeded(&nodes, 9.0, later), None);
+}
+
+#[test]
+fn quota_shares_hold_the_unseen_jobs_of_one_worker() {
+    let text = "[org]\nname = \"acme\"\n[[node]]\npath = \"acme/bu\"\njobs_per_minute = 10\n[[node]]\npath = \"acme/bu/t\"\n[[node]]\npath = \"acme/bu/t/p\"\n";
+    let org = OrgTree::parse(Path::new("org.toml"), text, &catalog(), Strategy::Auto, 0.5).unwrap();
+    let nodes: Vec<String> = vec!["acme/bu".into()];
+    let t0 = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 5).unwrap();
+    let mut a = BudgetLedger::new(&org, t0);
+    let mut b = BudgetLedger::new(&org, t0);
+    for s in b.snapshots("b", t0) {
+        a.observe("a", s);
+    }
+    for s in a.snapshots("a", t0) {
+        a.observe("a", s);
+    }
+    let mut admitted = 0;
+    while a.quota_verdict(&nodes, 10, t0).is_ok()
+        && a.quota_share_exceeded(&nodes, 10, t0).is_none()
+    {
+        a.count(&nodes, 10, t0);
+        admitted += 1;
+    }
+    assert_eq!(
+        admitted, 5,
+        "half of 10 jobs a minute while the other worker cannot see them"
+    );
+    for s in a.snapshots("a", t0) {
+        b.observe("b", s.clone());
+        a.observe("a", s);
+    }
+    assert!(a.quota_share_exceeded(&nodes, 10, t0).is_none());
+    assert_eq!(b.quota_use("acme/bu", t0).jobs_minute, 5);
+}

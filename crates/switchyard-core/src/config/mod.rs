@@ -7,7 +7,7 @@ pub mod source;
 pub use pipeline::{
     AccessConfig, AnalyticsConfig, AuditConfig, Compression, DeploymentConfig, Encoding,
     KafkaConfig, LoadedPipeline, PipelineConfig, RetryConfig, RoutingConfig, Timeouts, TopicConfig,
-    Topics, UnknownFields, WorkerConfig,
+    Topics, UnknownFields, WorkerConfig, read_keys,
 };
 pub use source::{ConfigError, ReadFile, env_overrides};
 

@@ -479,6 +479,30 @@ pub struct PipelineConfig {
     pub audit: AuditConfig,
 }
 
+/// The keys file's keyring; an absent file is an empty keyring (no key yet).
+pub fn read_keys(path: &Path, files: &dyn ReadFile) -> Result<crate::access::Keyring, ConfigError> {
+    let text = match files.read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(ConfigError {
+                origin: path.display().to_string(),
+                line: None,
+                key: "(file)".into(),
+                problem: format!("cannot read the keys file: {e}"),
+                fix: "check [access] keys_file in the pipeline config".into(),
+            });
+        }
+    };
+    crate::access::Keyring::parse(&text).map_err(|e| ConfigError {
+        origin: path.display().to_string(),
+        line: None,
+        key: "keys".into(),
+        problem: e.to_string(),
+        fix: "the keys file is written by `switchyard keys`; restore it from a copy".into(),
+    })
+}
+
 /// Access control.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -493,6 +517,17 @@ pub struct AccessConfig {
     /// `rejected`, reason `expired`).
     #[serde(default = "one_day", with = "humantime_serde")]
     pub approval_ttl: Duration,
+}
+
+impl PipelineConfig {
+    /// How long held work waits for a decision: `[access] approval_ttl`, or a
+    /// day without `[access]` (held work then expires, since nobody can sign
+    /// a decision).
+    pub fn approval_ttl(&self) -> Duration {
+        self.access
+            .as_ref()
+            .map_or_else(one_day, |a| a.approval_ttl)
+    }
 }
 
 fn five_minutes() -> Duration {
@@ -553,6 +588,9 @@ pub struct LoadedPipeline {
     pub catalog: Catalog,
     /// The org tree it points to.
     pub org: OrgTree,
+    /// The keys of `[access] keys_file` (empty when the file does not exist
+    /// yet); `None` without `[access]`.
+    pub keys: Option<crate::access::Keyring>,
     /// The config file's path.
     pub path: PathBuf,
 }
@@ -599,10 +637,27 @@ impl PipelineConfig {
             config.routing.default_quality_floor,
         )?;
         config.validate(&catalog).map_err(|e| source.locate(e))?;
+        if config.access.is_none()
+            && let Some(node) = org
+                .nodes()
+                .into_iter()
+                .find(|n| org.policy(&n.path, None).is_ok_and(|p| p.require_signed))
+        {
+            return Err(source.locate(Invalid::new(
+                KeyPath::root().key("access"),
+                format!("`{}` requires signed jobs, but there is no [access] section to check signatures with", node.path),
+                "add [access] with keys_file = \"keys.toml\" (and create keys with `switchyard keys create`)",
+            )));
+        }
+        let keys = match &config.access {
+            None => None,
+            Some(access) => Some(read_keys(&access.keys_file, files)?),
+        };
         Ok(LoadedPipeline {
             config,
             catalog,
             org,
+            keys,
             path: path.to_owned(),
         })
     }

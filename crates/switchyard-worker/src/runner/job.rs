@@ -17,7 +17,8 @@ use tracing::{debug, error, warn};
 use super::Incoming;
 use super::partitions::Partitions;
 use super::publish::Publisher;
-use crate::engine::{Engine, Outcome};
+use crate::access::Envelope;
+use crate::engine::Engine;
 use crate::metrics::Metrics;
 
 /// Counts a job in flight for as long as it lives (also when its task is aborted).
@@ -117,16 +118,18 @@ impl JobContext {
                 return true;
             }
         };
-        match AssertUnwindSafe(self.engine.process(job))
+        let envelope = Envelope {
+            value: &incoming.payload,
+            signed: incoming.signed.clone(),
+            released_by: incoming.released_by.clone(),
+            partition: incoming.ticket.partition,
+            offset: incoming.ticket.offset,
+        };
+        match AssertUnwindSafe(self.engine.process_with(job, &envelope))
             .catch_unwind()
             .await
         {
-            Ok(outcome) => {
-                if let Outcome::Held { .. } = &outcome {
-                    self.engine.metrics.job_held();
-                }
-                self.publisher.publish(&outcome, incoming).await
-            }
+            Ok(outcome) => self.publisher.publish(&outcome, incoming).await,
             Err(panic) => {
                 // The job still ends in one result: failed, saying why.
                 let why = panic_message(panic.as_ref());

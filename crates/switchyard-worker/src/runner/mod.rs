@@ -12,6 +12,7 @@
 mod job;
 mod partitions;
 mod publish;
+mod release;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
@@ -22,11 +23,15 @@ use futures::FutureExt;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::FutureProducer;
-use switchyard_codec::Codec;
+use switchyard_codec::{Codec, headers};
+use switchyard_core::access::approval::Decision;
+use switchyard_core::access::sign::{self, Signed};
+use switchyard_core::audit::AuditEntry;
 use switchyard_core::config::PipelineConfig;
 use switchyard_core::config::{Compression, KafkaConfig};
+use switchyard_kafka::audit::{AuditError, AuditLog};
 use switchyard_kafka::client::{consumer_config, producer_config_with};
 use switchyard_kafka::{Arrival, Ticket, TopicFollower};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -37,7 +42,7 @@ use tracing::{debug, error, info, warn};
 use crate::engine::Engine;
 use job::{JobContext, RunningIds};
 use partitions::{Partitions, WorkerContext};
-use publish::{Out, Publisher};
+use publish::{ApprovalsOut, Out, Publisher};
 
 /// Why the worker could not run.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +50,9 @@ pub enum WorkerError {
     /// Creating or subscribing the Kafka clients failed.
     #[error("Kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// The audit log cannot be written.
+    #[error("{0}")]
+    Audit(#[from] AuditError),
 }
 
 /// What a run did, for logs and the demo.
@@ -61,16 +69,45 @@ pub(crate) struct Incoming {
     payload: Vec<u8>,
     key: Option<Vec<u8>>,
     ticket: Ticket,
+    /// The signature headers, when all three are present.
+    signed: Option<Signed>,
+    /// The release decision, when the message carries one that parses.
+    released_by: Option<Decision>,
 }
 
 impl Incoming {
     fn of(message: &BorrowedMessage<'_>, ticket: Ticket) -> Self {
+        let (signed, released_by) = access_headers(message);
         Self {
             payload: message.payload().unwrap_or(&[]).to_vec(),
             key: message.key().map(<[u8]>::to_vec),
             ticket,
+            signed,
+            released_by,
         }
     }
+}
+
+/// The signature headers and release decision of a message. Headers that
+/// are not UTF-8 count as absent (an unsigned job; a job not released).
+fn access_headers(message: &BorrowedMessage<'_>) -> (Option<Signed>, Option<Decision>) {
+    let Some(headers) = message.headers() else {
+        return (None, None);
+    };
+    let text = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned)
+    };
+    let signed = match (text(sign::KEY_ID), text(sign::TS), text(sign::SIG)) {
+        (Some(key_id), Some(ts), Some(sig)) => Some(Signed { key_id, ts, sig }),
+        _ => None,
+    };
+    let released_by = text(headers::RELEASED_BY).and_then(|t| serde_json::from_str(&t).ok());
+    (signed, released_by)
 }
 
 /// The worker's name: `worker.worker_id`, else the host name, else "switchyard".
@@ -125,7 +162,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, WorkerError> {
     tokio::pin!(shutdown);
-    let kafka = connect(engine.clone(), config)?;
+    let (kafka, releaser) = connect(engine.clone(), config)?;
+    let audit = start_audit(&engine, config)?
+        .map(|log| tokio::spawn(log.keep_checkpointing(kafka.stop.child_token())));
     let Some(followers) = catch_up(&engine, config, &mut shutdown).await else {
         info!("Stopped before the budgets were read; no job was taken.");
         return Ok(RunReport::default());
@@ -136,11 +175,16 @@ pub async fn run(
         config.kafka.topics.budgets.clone(),
         kafka.stop.child_token(),
     ));
+    let releaser = tokio::spawn(releaser.run());
     info!(worker = %worker_id(config), topic = %kafka.partitions.topic(), group = %config.kafka.group_id, max_in_flight = config.worker.max_in_flight, "Worker started.");
     let (mut report, tasks) = consume(&kafka, config, shutdown.as_mut()).await;
     report.abandoned = drain(tasks, config.worker.drain_grace, &kafka.stop).await;
     kafka.stop.cancel();
     let _ = snapshots.await;
+    let _ = releaser.await;
+    if let Some(audit) = audit {
+        let _ = audit.await;
+    }
     for producer in &kafka.producers {
         if let Err(e) = producer_flush(producer) {
             warn!(error = %e, "Producer flush failed.");
@@ -159,7 +203,10 @@ pub async fn run(
 }
 
 /// Subscribes the consumer and builds the producer.
-fn connect(engine: Arc<Engine>, config: &PipelineConfig) -> Result<Kafka, WorkerError> {
+fn connect(
+    engine: Arc<Engine>,
+    config: &PipelineConfig,
+) -> Result<(Kafka, release::Releaser), WorkerError> {
     let topics = &config.kafka.topics;
     let worker = &config.worker;
     let partitions = Arc::new(Partitions::new(
@@ -203,6 +250,7 @@ fn connect(engine: Arc<Engine>, config: &PipelineConfig) -> Result<Kafka, Worker
         ),
         dlq: out(&topics.dlq, topics.jobs.compression)?,
         held: out(&topics.held, topics.jobs.compression)?,
+        approvals: ApprovalsOut::new(out(&topics.approvals, Compression::Lz4)?),
         source_topic: topics.jobs.name.clone(),
         stop: stop.clone(),
         max_record,
@@ -216,13 +264,79 @@ fn connect(engine: Arc<Engine>, config: &PipelineConfig) -> Result<Kafka, Worker
         running: Arc::new(RunningIds::default()),
     };
     let snapshot_producer = producers.for_codec(Compression::Lz4)?;
-    Ok(Kafka {
+    let releaser = releaser(
+        &jobs,
+        config,
+        out(&topics.jobs.name, topics.jobs.compression)?,
+    )?;
+    Ok((
+        Kafka {
+            consumer,
+            snapshot_producer,
+            producers: producers.all(),
+            partitions,
+            jobs,
+            stop,
+        },
+        releaser,
+    ))
+}
+
+/// The worker's audit chain, when access control or the audit log is
+/// configured; its first record is the configuration the worker starts with.
+fn start_audit(
+    engine: &Arc<Engine>,
+    config: &PipelineConfig,
+) -> Result<Option<Arc<AuditLog>>, AuditError> {
+    if config.access.is_none() && !config.audit.enabled {
+        return Ok(None);
+    }
+    let name = worker_id(config);
+    let log = AuditLog::new(
+        &config.kafka,
+        &config.kafka.topics,
+        &config.audit,
+        AuditLog::writer_name("worker", &name),
+    )?;
+    log.record(AuditEntry {
+        kind: "config".into(),
+        subject: name,
+        node: None,
+        principal: None,
+        outcome: "started".into(),
+        detail: serde_json::to_value(config).unwrap_or_default(),
+    });
+    engine.set_audit(log.clone(), config.audit.enabled);
+    Ok(Some(log))
+}
+
+/// The releaser of held work (see `release`), in a consumer group of its own
+/// on the approvals topic.
+fn releaser(
+    jobs: &JobContext,
+    config: &PipelineConfig,
+    jobs_out: Out,
+) -> Result<release::Releaser, KafkaError> {
+    let mut settings = consumer_config(
+        &config.kafka,
+        &format!("{}.approvals", config.kafka.group_id),
+        config.worker.commit_interval,
+    );
+    settings
+        .set("enable.auto.commit", "false")
+        .set("client.id", format!("{}-releaser", worker_id(config)));
+    let consumer: release::ReleaseConsumer =
+        settings.create_with_context(release::ReleaseContext::default())?;
+    consumer.subscribe(&[config.kafka.topics.approvals.as_str()])?;
+    Ok(release::Releaser {
+        engine: jobs.engine.clone(),
         consumer,
-        snapshot_producer,
-        producers: producers.all(),
-        partitions,
-        jobs,
-        stop,
+        jobs: jobs_out,
+        job_codec: jobs.codec.clone(),
+        results: jobs.publisher.results.clone(),
+        approvals: jobs.publisher.approvals.clone(),
+        ttl: config.approval_ttl(),
+        stop: jobs.publisher.stop.child_token(),
     })
 }
 

@@ -7,15 +7,21 @@
 //! retried (loudly) until it is fixed or the worker stops: the job's offset then
 //! stays uncommitted, never skipped.
 
+use std::sync::Arc;
+
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 use sha2::{Digest, Sha256};
 use switchyard_codec::{Codec, headers};
+use switchyard_core::access::approval::{ApprovalRecord, ApprovalRequest, HeldCopy, partition_of};
+use switchyard_core::access::sign;
+use switchyard_core::backoff::Backoff;
 use switchyard_core::result::{JobResult, cap_text};
 use switchyard_core::usage::UsageEvent;
-use switchyard_kafka::produce::{PublishError, publish};
+use switchyard_kafka::produce::{PublishError, partition_count, publish_at};
+use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
-use tracing::error;
+use tracing::{error, warn};
 
 use super::Incoming;
 use crate::engine::Outcome;
@@ -31,6 +37,82 @@ pub(super) struct Out {
     pub producer: FutureProducer,
 }
 
+/// The approvals topic: every record of one approval id goes to the partition
+/// [`partition_of`] gives, among the partitions the topic has (looked up once).
+#[derive(Clone)]
+pub(crate) struct ApprovalsOut {
+    pub out: Out,
+    pub partitions: Arc<OnceCell<usize>>,
+}
+
+impl ApprovalsOut {
+    pub fn new(out: Out) -> Self {
+        Self {
+            out,
+            partitions: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// The partition of `approval_id`, once the topic's size is known (retried,
+    /// loudly, while the topic cannot be seen; `None` when stopped meanwhile).
+    pub async fn partition(&self, approval_id: &str, stop: &CancellationToken) -> Option<i32> {
+        let count = self
+            .partitions
+            .get_or_try_init(|| async {
+                let mut backoff = Backoff::new(
+                    std::time::Duration::from_millis(200),
+                    std::time::Duration::from_secs(10),
+                );
+                loop {
+                    let producer = self.out.producer.clone();
+                    let topic = self.out.name.clone();
+                    let found =
+                        tokio::task::spawn_blocking(move || partition_count(&producer, &topic))
+                            .await;
+                    match found {
+                        Ok(Ok(n)) if n > 0 => return Ok(n),
+                        Ok(Ok(_)) => {
+                            warn!(topic = %self.out.name, "The approvals topic does not exist; held work waits until it is created.")
+                        }
+                        Ok(Err(e)) => {
+                            warn!(topic = %self.out.name, error = %e, "Cannot read the approvals topic's partitions; retrying.")
+                        }
+                        Err(e) => warn!(error = %e, "Partition lookup task failed; retrying."),
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return Err(()),
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+            })
+            .await
+            .ok()?;
+        Some(partition_of(approval_id, *count))
+    }
+
+    /// Publishes `record` until acknowledged, at its approval id's partition.
+    pub async fn send(
+        &self,
+        record: &ApprovalRecord,
+        stop: &CancellationToken,
+    ) -> Result<(), PublishError> {
+        let Some(partition) = self.partition(record.approval_id(), stop).await else {
+            return Err(PublishError::Stopped);
+        };
+        let bytes = serde_json::to_vec(record).unwrap_or_default();
+        publish_at(
+            &self.out.producer,
+            &self.out.name,
+            Some(partition),
+            Some(record.key().as_bytes()),
+            &bytes,
+            None,
+            stop,
+        )
+        .await
+    }
+}
+
 /// Produces results, usage events and dead letters, retrying until delivered.
 #[derive(Clone)]
 pub(super) struct Publisher {
@@ -38,6 +120,7 @@ pub(super) struct Publisher {
     pub usage: (Out, Codec),
     pub dlq: Out,
     pub held: Out,
+    pub approvals: ApprovalsOut,
     pub source_topic: String,
     pub stop: CancellationToken,
     /// Largest record value this producer may send.
@@ -64,9 +147,10 @@ impl Publisher {
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) -> Sent {
-        match publish(
+        match publish_at(
             &to.producer,
             &to.name,
+            None,
             key,
             payload,
             headers.as_ref(),
@@ -84,34 +168,76 @@ impl Publisher {
     pub async fn publish(&self, outcome: &Outcome, incoming: &Incoming) -> bool {
         match outcome {
             Outcome::Finished { result, usage } => self.finished(result, usage, incoming).await,
-            Outcome::Held { reason } => {
-                let mut reason = reason.clone();
-                cap_text(&mut reason, self.max_echo);
-                let held = OwnedHeaders::new().insert(Header {
-                    key: headers::HELD_REASON,
-                    value: Some(reason.as_bytes()),
-                });
-                match self
-                    .send(
-                        &self.held,
-                        incoming.key.as_deref(),
-                        &incoming.payload,
-                        Some(held),
-                    )
-                    .await
-                {
-                    Sent::Delivered => true,
-                    Sent::Stopped => false,
-                    Sent::Refused(why) => {
-                        let reason = format!(
-                            "the job was held ({reason}) but the held topic refused it: {why}"
-                        );
-                        self.dead_letter(incoming, "unpublishable_hold", &reason)
-                            .await
-                    }
-                }
+            Outcome::Held {
+                reason,
+                result,
+                request,
+            } => self.held(reason, result, request, incoming).await,
+        }
+    }
+
+    /// A held job: its approval request (carrying the message, so that a
+    /// release can publish it again), a copy on the held topic (the reason and
+    /// approval id in headers), and its `held` result, in that order: once the
+    /// request is out, the job can be released even if the rest is redone.
+    async fn held(
+        &self,
+        reason: &str,
+        result: &JobResult,
+        request: &ApprovalRequest,
+        incoming: &Incoming,
+    ) -> bool {
+        let mut request = request.clone();
+        request.held = Some(HeldCopy::of(
+            &incoming.payload,
+            incoming.key.as_deref(),
+            incoming.signed.clone(),
+        ));
+        match self
+            .approvals
+            .send(&ApprovalRecord::Request(request.clone()), &self.stop)
+            .await
+        {
+            Ok(()) => {}
+            Err(PublishError::Stopped) => return false,
+            Err(PublishError::Refused(e)) => {
+                let reason = format!(
+                    "the job was held ({reason}) but the approvals topic refused its request: {e}"
+                );
+                return self
+                    .dead_letter(incoming, "unpublishable_hold", &reason)
+                    .await;
             }
         }
+        let mut reason = reason.to_owned();
+        cap_text(&mut reason, self.max_echo);
+        let mut fields = vec![
+            (headers::HELD_REASON, reason.clone()),
+            (headers::HELD_APPROVAL_ID, request.id.clone()),
+        ];
+        if let Some(s) = &incoming.signed {
+            fields.push((sign::KEY_ID, s.key_id.clone()));
+            fields.push((sign::TS, s.ts.clone()));
+            fields.push((sign::SIG, s.sig.clone()));
+        }
+        let copy = match self
+            .send(
+                &self.held,
+                incoming.key.as_deref(),
+                &incoming.payload,
+                Some(owned_headers(&fields)),
+            )
+            .await
+        {
+            Sent::Delivered => true,
+            Sent::Stopped => return false,
+            Sent::Refused(why) => {
+                // The request carries the message: the copy is only a record.
+                error!(job_id = %request.job_id, error = %why, "The held topic refused a held job's copy; its approval request carries it.");
+                true
+            }
+        };
+        copy && self.result(result, incoming).await
     }
 
     /// A final result and its usage events. The billed attempts are published
@@ -236,15 +362,13 @@ impl Publisher {
         } else {
             &incoming.payload
         };
-        let mut h = OwnedHeaders::new();
-        for (key, value) in &fields {
-            h = h.insert(Header {
-                key,
-                value: Some(value.as_bytes()),
-            });
-        }
         match self
-            .send(&self.dlq, incoming.key.as_deref(), payload, Some(h))
+            .send(
+                &self.dlq,
+                incoming.key.as_deref(),
+                payload,
+                Some(owned_headers(&fields)),
+            )
             .await
         {
             Sent::Delivered => true,
@@ -262,20 +386,24 @@ impl Publisher {
                         hex(&Sha256::digest(&incoming.payload)),
                     ));
                 }
-                let mut h = OwnedHeaders::new();
-                for (key, value) in &fields {
-                    h = h.insert(Header {
-                        key,
-                        value: Some(value.as_bytes()),
-                    });
-                }
                 matches!(
-                    self.send(&self.dlq, None, &[], Some(h)).await,
+                    self.send(&self.dlq, None, &[], Some(owned_headers(&fields)))
+                        .await,
                     Sent::Delivered
                 )
             }
         }
     }
+}
+
+/// Headers from (name, value) pairs.
+pub(crate) fn owned_headers(fields: &[(&str, String)]) -> OwnedHeaders {
+    fields.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
+        h.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        })
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {

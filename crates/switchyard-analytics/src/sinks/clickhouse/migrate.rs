@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_rollups_per_insert.sql",
         sql: include_str!("../../../../../schemas/clickhouse/0003_rollups_per_insert.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_audit.sql",
+        sql: include_str!("../../../../../schemas/clickhouse/0004_audit.sql"),
+    },
 ];
 
 /// The table that records applied versions.

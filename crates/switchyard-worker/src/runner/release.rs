@@ -1,0 +1,427 @@
+//! The releaser: what becomes of held work once an approver decides, or
+//! nobody does. Every worker runs one, in a consumer group of its own on the
+//! compacted approvals topic; every record of an approval id is on one
+//! partition, so one releaser owns each id. It never commits: on assignment
+//! it reads its partitions from the beginning (compaction keeps them small:
+//! a settled request replaces its request), and it acts only once it has read
+//! them to the end they had, so that what was settled before is not redone.
+//!
+//! - An approval that counts (signed by an approver over the node who did not
+//!   submit the work; for a budget hold, an admin's explicit override)
+//!   publishes each held message again to the jobs topic, with its original
+//!   signature and the decision in a header: the worker checks the decision
+//!   again before the job passes its hold, and the job runs to its final result.
+//! - A rejection that counts ends each job `rejected` with the approver's reason.
+//! - A request left undecided past its `expires_at` ends `rejected`, `expired`.
+//! - A decision that does not count is logged; the work stays held.
+//!
+//! Each job's request is then replaced by a [`Settled`] record. A crash between
+//! the two publishes the job again on restart (at-least-once, like every
+//! other step of the pipeline).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset};
+use switchyard_codec::{Codec, headers};
+use switchyard_core::access::approval::{
+    ApprovalBook, ApprovalRecord, ApprovalRequest, Decision, Settled, Settlement,
+};
+use switchyard_core::access::sign;
+use switchyard_core::audit::AuditEntry;
+use switchyard_core::vocab::JobStatus;
+use switchyard_kafka::produce::PublishError;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::publish::{ApprovalsOut, Out, owned_headers};
+use crate::engine::Engine;
+
+/// How often undecided requests are checked for expiry.
+const EXPIRY_SCAN: Duration = Duration::from_secs(1);
+
+/// Rebalances seen by the releaser's consumer, handled by its loop.
+#[derive(Default)]
+pub(super) struct ReleaseContext {
+    events: Mutex<Vec<(bool, Vec<i32>)>>,
+}
+
+impl ClientContext for ReleaseContext {}
+
+impl ConsumerContext for ReleaseContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let ps = tpl.elements().iter().map(|e| e.partition()).collect();
+            self.events.lock().push((false, ps));
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let ps = tpl.elements().iter().map(|e| e.partition()).collect();
+            self.events.lock().push((true, ps));
+        }
+    }
+}
+
+pub(super) type ReleaseConsumer = StreamConsumer<ReleaseContext>;
+
+/// What one partition of the approvals topic holds, as read so far.
+#[derive(Default)]
+struct Book {
+    /// The partition's end when it was assigned; `None` until looked up.
+    end: Option<i64>,
+    caught_up: bool,
+    book: ApprovalBook,
+    /// Approval ids with news since they were last acted on.
+    touched: BTreeSet<String>,
+}
+
+impl Book {
+    fn apply(&mut self, record: ApprovalRecord) {
+        let settled = matches!(record, ApprovalRecord::Settled(_));
+        let id = self.book.apply(record);
+        if !settled {
+            self.touched.insert(id);
+        }
+    }
+}
+
+/// The releaser's outputs.
+pub(super) struct Releaser {
+    pub engine: Arc<Engine>,
+    pub consumer: ReleaseConsumer,
+    pub jobs: Out,
+    pub job_codec: Codec,
+    pub results: (Out, Codec),
+    pub approvals: ApprovalsOut,
+    /// How long a decision counts after it is made.
+    pub ttl: Duration,
+    pub stop: CancellationToken,
+}
+
+impl Releaser {
+    /// Runs until stopped.
+    pub async fn run(self) {
+        let mut books: HashMap<i32, Book> = HashMap::new();
+        let mut last_scan = tokio::time::Instant::now();
+        loop {
+            let message = tokio::select! {
+                _ = self.stop.cancelled() => break,
+                m = tokio::time::timeout(Duration::from_millis(200), self.consumer.recv()) => m,
+            };
+            self.rebalanced(&mut books);
+            match message {
+                Ok(Ok(m)) => {
+                    if let Some(book) = books.get_mut(&m.partition()) {
+                        match m.payload().map(serde_json::from_slice::<ApprovalRecord>) {
+                            Some(Ok(record)) => book.apply(record),
+                            Some(Err(e)) => {
+                                warn!(partition = m.partition(), offset = m.offset(), error = %e, "Skipping an approvals record that does not parse.")
+                            }
+                            None => {}
+                        }
+                    }
+                }
+                Ok(Err(e)) => warn!(error = %e, "Reading the approvals topic failed; retrying."),
+                Err(_) => {}
+            }
+            self.catch_up(&mut books);
+            let scan = last_scan.elapsed() >= EXPIRY_SCAN;
+            if scan {
+                last_scan = tokio::time::Instant::now();
+            }
+            for book in books.values_mut().filter(|b| b.caught_up) {
+                if !self.act(book, scan).await {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes in assignments (a book per partition, read from the beginning)
+    /// and revocations (their books dropped).
+    fn rebalanced(&self, books: &mut HashMap<i32, Book>) {
+        let events = std::mem::take(&mut *self.consumer.context().events.lock());
+        for (assigned, partitions) in events {
+            for p in partitions {
+                if assigned {
+                    books.insert(p, Book::default());
+                } else {
+                    books.remove(&p);
+                }
+            }
+        }
+    }
+
+    /// Marks the partitions read up to the end they had at assignment.
+    fn catch_up(&self, books: &mut HashMap<i32, Book>) {
+        let topic = self.approvals.out.name.as_str();
+        let position = self.consumer.position().ok();
+        for (p, book) in books.iter_mut().filter(|(_, b)| !b.caught_up) {
+            let end = match book.end {
+                Some(end) => end,
+                None => match self
+                    .consumer
+                    .fetch_watermarks(topic, *p, Duration::from_secs(5))
+                {
+                    Ok((_, high)) => *book.end.insert(high),
+                    Err(e) => {
+                        warn!(partition = *p, error = %e, "Cannot read the approvals topic's end; retrying.");
+                        continue;
+                    }
+                },
+            };
+            let at = position
+                .as_ref()
+                .and_then(|tpl| tpl.find_partition(topic, *p))
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            if at >= end {
+                book.caught_up = true;
+                info!(
+                    partition = *p,
+                    pending = book.book.pending().count(),
+                    "Approvals read; acting on decisions."
+                );
+            }
+        }
+    }
+
+    /// Acts on the decided ids of a book (and, on `scan`, on expired requests).
+    /// False when stopped mid-way.
+    async fn act(&self, book: &mut Book, scan: bool) -> bool {
+        let now = Utc::now();
+        let touched = std::mem::take(&mut book.touched);
+        for id in touched {
+            let Some(decision) = book.book.decision(&id).cloned() else {
+                continue;
+            };
+            let requests: Vec<ApprovalRequest> =
+                book.book.requests_of(&id).into_iter().cloned().collect();
+            for request in requests {
+                let Some(outcome) = self.decided(&request, &decision).await else {
+                    return false;
+                };
+                if let Some(settled) = outcome {
+                    book.book.settle(&request.id, &request.job_id);
+                    if !self.settle(&request, settled, now).await {
+                        return false;
+                    }
+                }
+            }
+        }
+        if scan {
+            let expired: Vec<ApprovalRequest> = book
+                .book
+                .pending()
+                .filter(|r| r.expires_at <= now)
+                .cloned()
+                .collect();
+            for request in expired {
+                let message = format!(
+                    "expired: nobody decided on approval `{}` before {}",
+                    request.id,
+                    request.expires_at.to_rfc3339()
+                );
+                if !self.reject(&request, "approval_expired", &message).await {
+                    return false;
+                }
+                self.audit(&request, "expired", None, &message);
+                book.book.settle(&request.id, &request.job_id);
+                if !self.settle(&request, Settlement::Expired, now).await {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// What a decision does to one held job: `Some(Some(_))` settled,
+    /// `Some(None)` the decision does not count (the job stays held), `None`
+    /// stopped.
+    async fn decided(
+        &self,
+        request: &ApprovalRequest,
+        decision: &Decision,
+    ) -> Option<Option<Settlement>> {
+        let Some(keys) = self.engine.keys() else {
+            warn!(approval_id = %request.id, "A decision arrived, but this worker has no [access] keys to check it against; the work stays held.");
+            return Some(None);
+        };
+        let age = (Utc::now() - decision.at).to_std().unwrap_or_default();
+        if age > self.ttl {
+            warn!(approval_id = %request.id, decided_at = %decision.at, "A decision older than the approval TTL does not release newly held work; decide again.");
+            return Some(None);
+        }
+        if decision.node != request.node {
+            warn!(approval_id = %request.id, decision_node = %decision.node, node = %request.node, "A decision names another node than the held work; it does not count.");
+            return Some(None);
+        }
+        if let Err(e) = decision.check(&keys, request.submitted_by.as_deref(), request.kind) {
+            warn!(approval_id = %request.id, job_id = %request.job_id, principal = %decision.principal, reason = %e, "A decision does not count; the work stays held.");
+            self.audit(request, "decision_refused", Some(decision), &e.to_string());
+            return Some(None);
+        }
+        let done = if decision.approve {
+            self.release(request, decision).await
+        } else {
+            let message = format!(
+                "rejected by `{}`: {}",
+                decision.principal,
+                if decision.reason.is_empty() {
+                    "no reason given"
+                } else {
+                    &decision.reason
+                }
+            );
+            self.reject(request, "approval_rejected", &message).await
+        };
+        if !done {
+            return None;
+        }
+        info!(approval_id = %request.id, job_id = %request.job_id, approved = decision.approve, principal = %decision.principal, override_budget = decision.override_budget, "Held work decided.");
+        let outcome = match (decision.approve, decision.override_budget) {
+            (true, true) => "released_budget_override",
+            (true, false) => "released",
+            (false, _) => "rejected",
+        };
+        self.audit(request, outcome, Some(decision), &decision.reason);
+        Some(Some(if decision.approve {
+            Settlement::Released
+        } else {
+            Settlement::Rejected
+        }))
+    }
+
+    /// Publishes the held message again, with its signature and the decision.
+    async fn release(&self, request: &ApprovalRequest, decision: &Decision) -> bool {
+        let Some((value, copy)) = request
+            .held
+            .as_ref()
+            .and_then(|h| h.value().map(|v| (v, h)))
+        else {
+            let message =
+                "the held message is missing from its approval request; submit the job again";
+            return self.reject(request, "approval_unreleasable", message).await;
+        };
+        let mut fields = vec![(
+            headers::RELEASED_BY,
+            serde_json::to_string(decision).unwrap_or_default(),
+        )];
+        if let Some(s) = &copy.signed {
+            fields.push((sign::KEY_ID, s.key_id.clone()));
+            fields.push((sign::TS, s.ts.clone()));
+            fields.push((sign::SIG, s.sig.clone()));
+        }
+        let key = copy.key();
+        let sent = switchyard_kafka::produce::publish(
+            &self.jobs.producer,
+            &self.jobs.name,
+            key.as_deref(),
+            &value,
+            Some(&owned_headers(&fields)),
+            &self.stop,
+        )
+        .await;
+        match sent {
+            Ok(()) => true,
+            Err(PublishError::Stopped) => false,
+            Err(PublishError::Refused(e)) => {
+                let message = format!("the jobs topic refused the released job: {e}");
+                self.reject(request, "approval_unreleasable", &message)
+                    .await
+            }
+        }
+    }
+
+    /// Ends a held job `rejected` (its last result), saying why.
+    async fn reject(&self, request: &ApprovalRequest, code: &'static str, message: &str) -> bool {
+        let job = request
+            .held
+            .as_ref()
+            .and_then(|h| h.value())
+            .and_then(|v| self.job_codec.decode_job(&v).ok());
+        let Some(job) = job else {
+            error!(approval_id = %request.id, job_id = %request.job_id, code, "A held job's message cannot be read back; it ends without a second result.");
+            return true;
+        };
+        let mut result = self
+            .engine
+            .unrouted_result(job, JobStatus::Rejected, code, message);
+        result.approval_id = Some(request.id.clone());
+        let bytes = match self.results.1.encode(&result) {
+            Ok(b) => b,
+            Err(e) => {
+                error!(job_id = %request.job_id, error = %e, "A rejected held job's result does not fit the results schema.");
+                return true;
+            }
+        };
+        !matches!(
+            switchyard_kafka::produce::publish(
+                &self.results.0.producer,
+                &self.results.0.name,
+                Some(request.job_id.as_bytes()),
+                &bytes,
+                None,
+                &self.stop,
+            )
+            .await,
+            Err(PublishError::Stopped)
+        )
+    }
+
+    /// Records what became of one held job's request.
+    fn audit(
+        &self,
+        request: &ApprovalRequest,
+        outcome: &str,
+        decision: Option<&Decision>,
+        reason: &str,
+    ) {
+        let Some(log) = self.engine.audit_log() else {
+            return;
+        };
+        log.record(AuditEntry {
+            kind: "approval".into(),
+            subject: request.id.clone(),
+            node: Some(request.node.clone()),
+            principal: decision.map(|d| d.principal.clone()),
+            outcome: outcome.to_owned(),
+            detail: serde_json::json!({
+                "job_id": request.job_id,
+                "hold": request.kind,
+                "submitted_by": request.submitted_by,
+                "worst_case_usd": request.worst_case_usd,
+                "key_id": decision.map(|d| d.key_id.clone()),
+                "override_budget": decision.is_some_and(|d| d.override_budget),
+                "reason": reason,
+            }),
+        });
+    }
+
+    /// Replaces a held job's request with how it ended.
+    async fn settle(
+        &self,
+        request: &ApprovalRequest,
+        outcome: Settlement,
+        at: DateTime<Utc>,
+    ) -> bool {
+        let record = ApprovalRecord::Settled(Settled {
+            id: request.id.clone(),
+            job_id: request.job_id.clone(),
+            node: request.node.clone(),
+            outcome,
+            at,
+        });
+        self.approvals.send(&record, &self.stop).await.is_ok()
+    }
+}
