@@ -4,7 +4,8 @@
 # Installs what the tests need when it is missing (the C toolchain, pkg-config
 # and OpenSSL headers the build links against, ClickHouse server and client from
 # the distribution, kcat, and the Python packages pyarrow, duckdb and chdb that
-# read the Parquet files and run the SQL on current ClickHouse), starts
+# read the Parquet files and run the SQL on current ClickHouse, and cryptography
+# that signs jobs as a producer outside Switchyard would), starts
 # ClickHouse when nothing answers on its HTTP port, runs the workspace tests, and
 # stops what it started. Safe to run again: each step checks before acting.
 #
@@ -14,7 +15,7 @@
 #
 # Environment:
 #   SWITCHYARD_TEST_CLICKHOUSE_URL   ClickHouse to test against (default http://127.0.0.1:8123)
-#   SWITCHYARD_TEST_PYTHON           Python with pyarrow, duckdb and chdb (found or made when unset)
+#   SWITCHYARD_TEST_PYTHON           Python with pyarrow, duckdb, chdb and cryptography (found or made when unset)
 #   CARGO_TEST_ARGS                  extra arguments for `cargo test` (e.g. a test name)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,8 +43,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # --- Python packages used by the Parquet and current-ClickHouse tests ------------
-PY_PACKAGES=(pyarrow duckdb chdb)
-has_packages() { "$1" -c 'import pyarrow, duckdb, chdb' >/dev/null 2>&1; }
+PY_PACKAGES=(pyarrow duckdb chdb cryptography)
+has_packages() { "$1" -c 'import pyarrow, duckdb, chdb, cryptography' >/dev/null 2>&1; }
 VENV="$PWD/target/test-python"
 if [ -z "${SWITCHYARD_TEST_PYTHON:-}" ]; then
   if has_packages python3; then

@@ -19,11 +19,46 @@ pub struct Args {
     overrides: Overrides,
 }
 
+/// With ClickHouse configured, mirrors the audit log into it (in the consumer
+/// group `<analytics group>.audit`) beside the usage sink, so `audit verify
+/// --from clickhouse` and SQL over `audit_log` see every record.
+fn start_audit_mirror(
+    config: &switchyard_core::config::PipelineConfig,
+) -> Option<(
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<Result<(), AnalyticsError>>,
+)> {
+    let ch = switchyard_analytics::ClickHouseConfig::from_analytics(&config.analytics)
+        .ok()
+        .flatten()?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let kafka = config.kafka.clone();
+    let group = format!("{}.audit", config.analytics.group_id);
+    let client = ch.client();
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        switchyard_analytics::audit::mirror(&kafka, &group, client, token).await
+    });
+    Some((stop, task))
+}
+
 /// Runs the sink until asked to stop.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_signal();
     let pipeline = load_pipeline(&args.config, &args.overrides)?;
-    let report = match run_sink(&pipeline.config, shutdown).await {
+    let audit = start_audit_mirror(&pipeline.config);
+    let result = run_sink(&pipeline.config, shutdown).await;
+    if let Some((stop, task)) = audit {
+        stop.cancel();
+        match task.await {
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "The audit mirror stopped with records not yet in ClickHouse; they are mirrored on the next start.")
+            }
+            Err(e) => tracing::warn!(error = %e, "The audit mirror task failed."),
+            Ok(Ok(())) => {}
+        }
+    }
+    let report = match result {
         Ok(r) => r,
         Err(e @ AnalyticsError::Invalid(_)) => {
             return Err(BadInput(format!("{}: {e}", args.config.display())).into());

@@ -362,6 +362,33 @@ mod tests {
     }
 
     #[test]
+    fn records_with_awkward_amounts_verify_after_a_trip_through_json() {
+        // Sums of prices are rarely short decimals; the record read back must
+        // hash to what was written (serde_json parses floats exactly only
+        // with its `float_roundtrip` feature, which the workspace enables).
+        let mut c = Chain::new("w1", KEY);
+        let at: DateTime<Utc> = "2026-12-06T12:00:00.123456789Z".parse().unwrap();
+        let amounts = [0.20015000000000002, 1.6012000000000002, 1e-9 / 3.0, 0.1 + 0.2];
+        let read: Vec<(AuditRecord, Position)> = amounts
+            .iter()
+            .enumerate()
+            .map(|(i, usd)| {
+                let mut e = entry(i as u64);
+                e.detail = serde_json::json!({"worst_case_usd": usd, "nested": {"x": [usd]}});
+                let bytes = serde_json::to_vec(&c.append(e, at)).unwrap();
+                let back: AuditRecord = serde_json::from_slice(&bytes).unwrap();
+                let position = Position {
+                    partition: 0,
+                    offset: i as i64,
+                };
+                (back, position)
+            })
+            .collect();
+        let checkpoint = c.checkpoint(at).unwrap();
+        assert!(verify(read, &[checkpoint], KEY).is_ok());
+    }
+
+    #[test]
     fn the_default_patterns_redact_emails_cards_and_phone_numbers() {
         let r = Redactor::new(&crate::config::AuditConfig::default().redact).unwrap();
         let text = "Mail jane.doe@example.com, card 4111 1111 1111 1111, call +44 20 7946 0958 about order 1234.";

@@ -27,7 +27,7 @@ use crate::produce::{acknowledged, enqueue};
 pub enum AuditError {
     /// No HMAC key.
     #[error(
-        "the audit log needs its HMAC key: set {0} (or {0}_FILE to a file holding it); every writer of one deployment uses the same key"
+        "the audit log needs its HMAC key: set {0} (or {0}_FILE to a file holding it, or [audit] key_file); every writer of one deployment uses the same key"
     )]
     NoKey(String),
     /// The key file cannot be read.
@@ -41,17 +41,24 @@ pub enum AuditError {
     Kafka(#[from] KafkaError),
 }
 
-/// The audit HMAC key, from `{key_env}` or the file `{key_env}_FILE` names.
+/// The audit HMAC key, from `{key_env}`, the file `{key_env}_FILE` names, or
+/// `[audit] key_file`, in that order.
 pub fn audit_key(config: &AuditConfig) -> Result<Vec<u8>, AuditError> {
-    key_from(&config.key_env, |v| std::env::var(v).ok())
+    let file = config.key_file.as_ref().map(|p| p.display().to_string());
+    key_from(&config.key_env, file, |v| std::env::var(v).ok())
 }
 
-fn key_from(var: &str, env: impl Fn(&str) -> Option<String>) -> Result<Vec<u8>, AuditError> {
+fn key_from(
+    var: &str,
+    config_file: Option<String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<u8>, AuditError> {
     if let Some(k) = env(var).filter(|k| !k.is_empty()) {
         return Ok(k.into_bytes());
     }
     let file_var = format!("{var}_FILE");
-    if let Some(path) = env(&file_var).filter(|p| !p.is_empty()) {
+    let file = env(&file_var).filter(|p| !p.is_empty()).or(config_file);
+    if let Some(path) = file {
         let text = std::fs::read_to_string(&path).map_err(|e| AuditError::KeyFile(path, e))?;
         let key = text.trim_end_matches(['\n', '\r']);
         if !key.is_empty() {
@@ -218,18 +225,18 @@ mod tests {
     #[test]
     fn the_key_comes_from_the_variable_or_its_file() {
         assert_eq!(
-            key_from("K", |v| (v == "K").then(|| "secret".to_owned())).unwrap(),
+            key_from("K", None, |v| (v == "K").then(|| "secret".to_owned())).unwrap(),
             b"secret"
         );
         let dir = std::env::temp_dir().join(format!("sy-audit-key-{}", std::process::id()));
         std::fs::write(&dir, "from-file\n").unwrap();
         let path = dir.display().to_string();
         assert_eq!(
-            key_from("K", |v| (v == "K_FILE").then(|| path.clone())).unwrap(),
+            key_from("K", None, |v| (v == "K_FILE").then(|| path.clone())).unwrap(),
             b"from-file"
         );
         std::fs::remove_file(&dir).unwrap();
-        let e = key_from("K", |_| None).unwrap_err().to_string();
+        let e = key_from("K", None, |_| None).unwrap_err().to_string();
         assert!(e.contains("set K (or K_FILE"), "{e}");
     }
 }

@@ -546,8 +546,12 @@ pub struct AuditConfig {
     /// keys and start-up configurations are always recorded when `[access]` is
     /// set).
     pub enabled: bool,
-    /// Environment variable holding the HMAC key of the chains.
+    /// Environment variable holding the HMAC key of the chains (or
+    /// `<key_env>_FILE`, naming a file that holds it).
     pub key_env: String,
+    /// A file holding the HMAC key (relative to this config), read when the
+    /// variables are unset: for a key mounted as a secret file.
+    pub key_file: Option<PathBuf>,
     /// Regular expressions whose matches are replaced by `[redacted]` in every
     /// text an audit record keeps (prompts and outputs only where a node's
     /// policy asks for them).
@@ -559,6 +563,7 @@ impl Default for AuditConfig {
         Self {
             enabled: false,
             key_env: "SWITCHYARD_AUDIT_KEY".into(),
+            key_file: None,
             redact: vec![
                 // E-mail addresses.
                 r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}".into(),
@@ -613,6 +618,9 @@ impl PipelineConfig {
         config.org = dir.join(&config.org);
         if let Some(access) = &mut config.access {
             access.keys_file = dir.join(&access.keys_file);
+        }
+        if let Some(key_file) = &mut config.audit.key_file {
+            *key_file = dir.join(&*key_file);
         }
         let catalog_text = files.read(&config.catalog).map_err(|e| ConfigError {
             origin: config.catalog.display().to_string(),
