@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/analytics.rs"]
+mod analytics;
 mod common;
 
 use std::collections::HashMap;
@@ -647,4 +649,130 @@ async fn sim_requests(stack: &Stack) -> u64 {
         .values()
         .map(|m| m["requests"].as_u64().unwrap())
         .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_mirrors_the_audit_log_and_a_row_altered_in_clickhouse_is_caught() {
+    let db = analytics::TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, keys) = setup(dir.path(), "10m");
+    let stack = Stack::start(&config, StackOptions::default())
+        .await
+        .unwrap();
+    let bootstrap = stack.broker.bootstrap().to_owned();
+    let topics = stack.pipeline.config.kafka.topics.clone();
+    let codec = Codec::for_topic(&topics.jobs);
+    let results = results_consumer(&bootstrap, &topics.results.name);
+    let rcodec = Codec::for_topic(&topics.results);
+    let ids: Vec<String> = (0..5).map(|i| format!("mirrored-{i}")).collect();
+    for id in &ids {
+        let v = codec
+            .encode(&job(id, "acme/bu/t/signed", None, 64))
+            .unwrap();
+        let s = sign::sign(&keys.alice_submit, &v, Utc::now());
+        send(&bootstrap, &topics.jobs.name, id, &v, Some(&s)).await;
+    }
+    let mut got = HashMap::new();
+    let want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    results_until(
+        &results,
+        &rcodec,
+        &mut got,
+        &want,
+        |_| true,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // The real sink process, with ClickHouse: it mirrors the audit topics.
+    let parquet = dir.path().join("usage");
+    let sink = switchyard()
+        .args([
+            "sink",
+            "--config",
+            config.to_str().unwrap(),
+            "--brokers",
+            &bootstrap,
+        ])
+        .args(["--clickhouse-url", &db.url])
+        .env("SWITCHYARD__ANALYTICS__CLICKHOUSE_DATABASE", &db.name)
+        .env(
+            "SWITCHYARD__ANALYTICS__PARQUET_DIR",
+            parquet.to_str().unwrap(),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sink = Proc(sink);
+    let mirrored = sql_until(
+        &db,
+        "SELECT count() FROM audit_log WHERE kind = 'admission'",
+        |n| n >= 5,
+    )
+    .await;
+    assert!(
+        mirrored,
+        "the sink did not mirror the audit log into ClickHouse"
+    );
+    let from_ch = |k: &PrivateKey| {
+        let mut cmd = switchyard();
+        cmd.args([
+            "audit",
+            "verify",
+            "--from",
+            "clickhouse",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .args(["--brokers", &bootstrap, "--clickhouse-url", &db.url])
+        .env("SWITCHYARD__ANALYTICS__CLICKHOUSE_DATABASE", &db.name)
+        .env(AUDIT_KEY_ENV, AUDIT_KEY)
+        .env("SWITCHYARD_API_KEY", k.expose());
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, text) = from_ch(&keys.auditor);
+    assert!(ok, "the mirrored log does not verify: {text}");
+    // Someone with database access rewrites an admission's outcome.
+    db.sql("ALTER TABLE audit_log UPDATE outcome = 'refused' WHERE kind = 'admission' AND subject = 'mirrored-2'")
+        .await;
+    let altered = sql_until(
+        &db,
+        "SELECT count() FROM audit_log WHERE outcome = 'refused'",
+        |n| n > 0,
+    )
+    .await;
+    assert!(altered, "the mutation did not apply");
+    let (ok, text) = from_ch(&keys.auditor);
+    assert!(!ok, "an altered row passed audit verify: {text}");
+    assert!(text.contains("altered"), "{text}");
+    signal(&sink, "-TERM");
+    drop(sink);
+    stack.stop().await.unwrap();
+    db.drop_database().await;
+}
+
+/// Polls a count until `done` holds (60 s at most).
+async fn sql_until(db: &analytics::TestDb, sql: &str, done: impl Fn(u64) -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        let n = analytics::try_sql_at(&db.url, &db.name, sql)
+            .await
+            .ok()
+            .and_then(|rows| rows.first().and_then(|r| r[0].parse::<u64>().ok()))
+            .unwrap_or(0);
+        if done(n) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
 }

@@ -169,7 +169,7 @@ pub async fn read(
         last = Some(row);
     }
     let checkpoints: Vec<CheckpointRow> = client
-        .query("SELECT writer, max(seq) AS seq, argMax(hash, seq) AS hash, argMax(at, seq) AS at FROM audit_checkpoints GROUP BY writer")
+        .query("SELECT writer, max(seq) AS last_seq, argMax(hash, seq) AS last_hash, argMax(at, seq) AS last_at FROM audit_checkpoints GROUP BY writer")
         .fetch_all()
         .await
         .map_err(|e| Error::Audit(format!("reading audit_checkpoints: {e}")))?;

@@ -368,7 +368,12 @@ mod tests {
         // with its `float_roundtrip` feature, which the workspace enables).
         let mut c = Chain::new("w1", KEY);
         let at: DateTime<Utc> = "2026-12-06T12:00:00.123456789Z".parse().unwrap();
-        let amounts = [0.20015000000000002, 1.6012000000000002, 1e-9 / 3.0, 0.1 + 0.2];
+        let amounts = [
+            0.20015000000000002,
+            1.6012000000000002,
+            1e-9 / 3.0,
+            0.1 + 0.2,
+        ];
         let read: Vec<(AuditRecord, Position)> = amounts
             .iter()
             .enumerate()
