@@ -20,7 +20,12 @@ fn bench_peer_switchyard_side_runs_at_a_tiny_size() {
     let logs = dir.path().join("logs");
     let run = Command::new("bash")
         .current_dir(common::root())
-        .args(["scripts/bench-peer.sh", "--switchyard-only", "--requests", "40"])
+        .args([
+            "scripts/bench-peer.sh",
+            "--switchyard-only",
+            "--requests",
+            "40",
+        ])
         .arg("--binary")
         .arg(env!("CARGO_BIN_EXE_switchyard"))
         .arg("--out")

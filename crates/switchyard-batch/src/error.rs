@@ -144,21 +144,27 @@ pub enum Error {
     },
     /// Waiting was interrupted (Ctrl-C or the caller's stop).
     #[error(
-        "stopped before the batch finished ({finished} of {jobs} results); run the command again to continue"
+        "stopped before the batch finished ({finished} of {jobs} results, {held} held for approval); run the command again to continue"
     )]
     Interrupted {
-        /// Distinct results seen.
+        /// Distinct final results seen.
         finished: u64,
         /// Jobs of the batch.
         jobs: u64,
+        /// Jobs held for approval (see `switchyard approvals list`).
+        held: u64,
     },
     /// Waiting took longer than allowed.
-    #[error("timed out with {finished} of {jobs} results; run the command again to keep waiting")]
+    #[error(
+        "timed out with {finished} of {jobs} results, {held} held for approval (see `switchyard approvals list`); run the command again to keep waiting"
+    )]
     TimedOut {
-        /// Distinct results seen.
+        /// Distinct final results seen.
         finished: u64,
         /// Jobs of the batch.
         jobs: u64,
+        /// Jobs held for approval.
+        held: u64,
     },
 }
 
