@@ -1,13 +1,14 @@
 //! `switchyard sink --config FILE`: the analytics sink, its own consumer group on
 //! the usage topic, writing Parquet and (when configured) ClickHouse until
-//! SIGINT/SIGTERM, then writing out what it holds and committing.
+//! SIGINT/SIGTERM, then writing out what it holds and committing; with
+//! `--metrics-addr`, a telemetry endpoint beside it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use switchyard_analytics::{Error as AnalyticsError, run_sink};
 
-use super::common::{BadInput, Overrides, load_pipeline, shutdown_signal};
+use super::common::{BadInput, MetricsArgs, Overrides, load_pipeline, shutdown_signal, telemetry};
 
 /// Arguments of `sink`.
 #[derive(clap::Args)]
@@ -17,6 +18,8 @@ pub struct Args {
     config: PathBuf,
     #[command(flatten)]
     overrides: Overrides,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 /// With ClickHouse configured, mirrors the audit log into it (in the consumer
@@ -46,6 +49,13 @@ fn start_audit_mirror(
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_signal();
     let pipeline = load_pipeline(&args.config, &args.overrides)?;
+    // The sink's own counters join this endpoint once the analytics crate
+    // exposes them; until then it serves the process basics, and /readyz is
+    // 200 while the process serves.
+    let endpoint = args
+        .metrics
+        .serve(&pipeline.config, telemetry("sink"))
+        .await?;
     let audit = start_audit_mirror(&pipeline.config);
     let result = run_sink(&pipeline.config, shutdown).await;
     if let Some((stop, task)) = audit {
@@ -74,5 +84,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         report.duplicates,
         report.undecodable
     );
+    if let Some(endpoint) = endpoint {
+        endpoint.stop().await;
+    }
     Ok(ExitCode::SUCCESS)
 }
