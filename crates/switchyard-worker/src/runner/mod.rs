@@ -10,7 +10,6 @@
 //! in-flight jobs finish within the grace period, commits and leaves the group.
 
 mod job;
-mod lag;
 mod partitions;
 mod publish;
 mod release;
@@ -34,6 +33,7 @@ use switchyard_core::config::PipelineConfig;
 use switchyard_core::config::{Compression, KafkaConfig};
 use switchyard_kafka::audit::{AuditError, AuditLog};
 use switchyard_kafka::client::{consumer_config, producer_config_with};
+use switchyard_kafka::stats::{STATS_INTERVAL, STATS_INTERVAL_KEY};
 use switchyard_kafka::{Arrival, Ticket, TopicFollower};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -227,10 +227,10 @@ fn connect(
         worker.commit_interval,
     );
     consumer_settings.set("client.id", worker_id(config));
-    if !config.kafka.client.contains_key("statistics.interval.ms") {
-        // Where the partitions end, for the consumer lag (see `lag`).
-        let every = lag::STATS_INTERVAL.as_millis().to_string();
-        consumer_settings.set("statistics.interval.ms", every);
+    if !config.kafka.client.contains_key(STATS_INTERVAL_KEY) {
+        // Where the partitions end, for the consumer lag.
+        let every = STATS_INTERVAL.as_millis().to_string();
+        consumer_settings.set(STATS_INTERVAL_KEY, every);
     }
     let consumer: JobConsumer = consumer_settings.create_with_context(context)?;
     consumer.subscribe(&[topics.jobs.name.as_str()])?;
@@ -567,7 +567,7 @@ impl Intake<'_> {
     fn measure_lag(&mut self) {
         if self
             .lag_measured
-            .is_some_and(|at| at.elapsed() < lag::STATS_INTERVAL)
+            .is_some_and(|at| at.elapsed() < STATS_INTERVAL)
         {
             return;
         }

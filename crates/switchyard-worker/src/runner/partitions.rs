@@ -27,11 +27,11 @@ use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use switchyard_kafka::stats::{PartitionOffsets, partition_offsets};
 use switchyard_kafka::{Arrival, OffsetTracker, Ticket};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::lag::{PartitionEnds, ends_from_stats};
 use crate::metrics::Metrics;
 
 /// State shared by the consume loop, the job tasks and the rebalance callbacks.
@@ -46,7 +46,7 @@ pub(super) struct Partitions {
     /// the rebalance, to commit once it completes.
     handover: Mutex<Option<TopicPartitionList>>,
     /// Where each partition ended when librdkafka last reported it.
-    ends: Mutex<HashMap<i32, PartitionEnds>>,
+    ends: Mutex<HashMap<i32, PartitionOffsets>>,
 }
 
 /// How long a worker waits, after a rebalance, before reading the committed
@@ -313,7 +313,7 @@ pub(super) struct WorkerContext {
 
 impl ClientContext for WorkerContext {
     fn stats_raw(&self, statistics: &[u8]) {
-        let ends = ends_from_stats(statistics, self.partitions.topic());
+        let ends = partition_offsets(statistics, self.partitions.topic());
         self.partitions.ends.lock().extend(ends);
     }
 }
