@@ -54,6 +54,15 @@ fn config_with_quotas(dir: &std::path::Path, sim_base: &str) -> std::path::PathB
     config
 }
 
+/// The value of one series of an exposition (its name and labels as written),
+/// or -1 when it is missing.
+fn value(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(-1.0)
+}
+
 /// The families of an exposition, from its `# TYPE` lines.
 fn families(exposition: &str) -> Vec<String> {
     exposition
@@ -192,6 +201,106 @@ async fn a_workers_metrics_have_the_documented_families_and_pass_promtool() {
     run_promtool(&promtool, &["check", "metrics"], Some(&text));
     signal(&worker, "-TERM");
     drop(worker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sinks_metrics_count_its_rows_and_lag_and_pass_promtool() {
+    let promtool = promtool();
+    let (_broker, bootstrap) = start_broker(2);
+    let catalog = switchyard_loader::load_catalog(&path("pipelines/models.toml")).unwrap();
+    let mut sim_config = SimConfig::from_catalog(&catalog);
+    sim_config.time_scale = 0.01;
+    let sim = switchyard_sim::start(sim_config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_process_config(dir.path(), &format!("http://{}", sim.addr()));
+    let usage = dir.path().join("usage");
+    let usage_dir = usage.to_str().unwrap();
+    let env = [("SWITCHYARD__ANALYTICS__PARQUET_DIR", usage_dir)];
+    let (sink, base) = start_with_metrics("sink", &config, &bootstrap, &env);
+    let worker = start_worker(&config, &bootstrap, &[]);
+
+    // Parquet only (the demo config names no ClickHouse): ready once its
+    // directory takes a file.
+    let mut last = None;
+    for _ in 0..300 {
+        last = get(&base, "/readyz").await;
+        if last.as_ref().is_some_and(|(s, _)| *s == 200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, Some((200, "ready\n".to_owned())));
+
+    let pipeline = switchyard_loader::load_pipeline(&config, &[]).unwrap();
+    let topics = &pipeline.config.kafka.topics;
+    let jobs = jobs("sink-metrics", 10);
+    produce_jobs(&bootstrap, &topics.jobs, &jobs).await;
+    let consumer = results_consumer(&bootstrap, &topics.results.name);
+    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
+    let codec = Codec::for_topic(&topics.results);
+    collect_results(&consumer, &codec, &ids, Duration::from_secs(120)).await;
+
+    // Every job bills at least one attempt: every usage event read is rolled
+    // into Parquet (every 2 s) and committed, so the lag (measured every 5 s)
+    // is 0.
+    let mut text = String::new();
+    for _ in 0..300 {
+        text = get(&base, "/metrics").await.unwrap().1;
+        let rows = value(&text, "switchyard_sink_rows_total{store=\"parquet\"}");
+        let events = value(&text, "switchyard_sink_events_total");
+        if rows >= 10.0 && rows == events && value(&text, "switchyard_sink_lag") == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = value(&text, "switchyard_sink_rows_total{store=\"parquet\"}");
+    assert!(rows >= 10.0, "{text}");
+    assert_eq!(rows, value(&text, "switchyard_sink_events_total"), "{text}");
+    for line in [
+        "switchyard_sink_rows_total{store=\"clickhouse\"} 0\n",
+        "switchyard_sink_skipped_total{reason=\"duplicate\"} 0\n",
+        "switchyard_sink_lag 0\n",
+        "switchyard_sink_store_writable{store=\"parquet\"} 1\n",
+        "component=\"sink\"} 1\n",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert!(
+        !text.contains("store_writable{store=\"clickhouse\"}"),
+        "{text}"
+    );
+
+    let documented = documented_families();
+    let present: BTreeSet<String> = families(&text).into_iter().collect();
+    for name in &documented["Sink (`switchyard sink`)"] {
+        assert!(
+            present.contains(name),
+            "`{name}` is documented but not exposed"
+        );
+    }
+    let all: BTreeSet<&String> = documented.values().flatten().collect();
+    for name in &present {
+        assert!(
+            all.contains(name),
+            "`{name}` is exposed but not in docs/metrics.md"
+        );
+    }
+    run_promtool(&promtool, &["check", "metrics"], Some(&text));
+
+    // A Parquet directory that takes no file makes the sink unready.
+    std::fs::remove_dir_all(&usage).unwrap();
+    std::fs::write(&usage, b"not a directory").unwrap();
+    let (status, body) = get(&base, "/readyz").await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("parquet: cannot write in the Parquet directory"),
+        "{body}"
+    );
+    signal(&worker, "-TERM");
+    drop(worker);
+    drop(sink);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use switchyard_analytics::{Error as AnalyticsError, run_sink};
+use switchyard_analytics::{Error as AnalyticsError, SinkMetrics, SinkOptions, run_sink_with};
 
 use super::common::{BadInput, MetricsArgs, Overrides, load_pipeline, shutdown_signal, telemetry};
 
@@ -49,15 +50,16 @@ fn start_audit_mirror(
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_signal();
     let pipeline = load_pipeline(&args.config, &args.overrides)?;
-    // The sink's own counters join this endpoint once the analytics crate
-    // exposes them; until then it serves the process basics, and /readyz is
-    // 200 while the process serves.
-    let endpoint = args
-        .metrics
-        .serve(&pipeline.config, telemetry("sink"))
-        .await?;
+    let metrics = Arc::new(SinkMetrics::for_analytics(&pipeline.config.analytics));
+    let mut t = telemetry("sink");
+    switchyard_analytics::metrics::register(&mut t, &metrics);
+    let endpoint = args.metrics.serve(&pipeline.config, t).await?;
+    let options = SinkOptions {
+        metrics,
+        ..SinkOptions::default()
+    };
     let audit = start_audit_mirror(&pipeline.config);
-    let result = run_sink(&pipeline.config, shutdown).await;
+    let result = run_sink_with(&pipeline.config, options, shutdown).await;
     if let Some((stop, task)) = audit {
         stop.cancel();
         match task.await {

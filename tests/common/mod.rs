@@ -451,9 +451,21 @@ pub fn start_worker_with_metrics(
     bootstrap: &str,
     env: &[(&str, &str)],
 ) -> (Proc, String) {
+    start_with_metrics("run", config, bootstrap, env)
+}
+
+/// Starts `switchyard COMMAND` (`run` or `sink`) with `--metrics-addr
+/// 127.0.0.1:0` on `config` and `bootstrap`, and returns it with the base URL
+/// of its telemetry endpoint, read from the `metrics: …` line it prints.
+pub fn start_with_metrics(
+    command: &str,
+    config: &Path,
+    bootstrap: &str,
+    env: &[(&str, &str)],
+) -> (Proc, String) {
     use std::io::{BufRead, BufReader};
     let mut child = switchyard()
-        .args(["run", "--metrics-addr", "127.0.0.1:0", "--config"])
+        .args([command, "--metrics-addr", "127.0.0.1:0", "--config"])
         .arg(config)
         .env("SWITCHYARD_BROKERS", bootstrap)
         .env("SWITCHYARD_SIM_KEY", "test-key")
@@ -466,7 +478,10 @@ pub fn start_worker_with_metrics(
     let proc = Proc(child);
     let mut lines = BufReader::new(stdout).lines();
     let url = loop {
-        let line = lines.next().expect("the worker exited").unwrap();
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("`switchyard {command}` exited"))
+            .unwrap();
         if let Some(u) = line.strip_prefix("metrics: ") {
             break u.to_owned();
         }
