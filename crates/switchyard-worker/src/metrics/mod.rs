@@ -81,13 +81,22 @@ pub struct ModelTally {
     pub cost_usd: f64,
 }
 
-/// Final statuses, in the order of the rows of the job counters.
+/// Final statuses, in the order of the first rows of the job counters.
 const STATUSES: [JobStatus; 4] = [
     JobStatus::Succeeded,
     JobStatus::Failed,
     JobStatus::Rejected,
     JobStatus::Canceled,
 ];
+
+/// The row of the job counters after the final statuses: jobs parked on the
+/// held topic (awaiting approval), labelled `status="held"`: their `held`
+/// result is counted here, their final one later in its own row.
+const HELD_ROW: usize = STATUSES.len();
+
+/// The `status` label of each row of the job counters.
+const STATUS_LABELS: [&str; STATUSES.len() + 1] =
+    ["succeeded", "failed", "rejected", "canceled", "held"];
 
 /// Columns of the job counters: every strategy, then results without a
 /// routing summary.
@@ -135,14 +144,14 @@ pub const JOB_SECONDS_BUCKETS: &[f64] = &[
 /// at once; a throttled deployment holds calls for up to a minute.
 pub const WAIT_SECONDS_BUCKETS: &[f64] = &[0.001, 0.01, 0.05, 0.25, 1.0, 5.0, 15.0, 60.0];
 
-/// The row of a final status (a held result, not final, has none).
-fn status_row(status: JobStatus) -> Option<usize> {
+/// The row of a result's status (`held`, not final, has the last row).
+fn status_row(status: JobStatus) -> usize {
     match status {
-        JobStatus::Succeeded => Some(0),
-        JobStatus::Failed => Some(1),
-        JobStatus::Rejected => Some(2),
-        JobStatus::Canceled => Some(3),
-        JobStatus::Held => None,
+        JobStatus::Succeeded => 0,
+        JobStatus::Failed => 1,
+        JobStatus::Rejected => 2,
+        JobStatus::Canceled => 3,
+        JobStatus::Held => HELD_ROW,
     }
 }
 
@@ -193,11 +202,11 @@ struct ConsumerLag {
 /// [`Metrics::render_prometheus`].
 #[derive(Debug)]
 pub struct Metrics {
-    /// Final results: a row per status ([`STATUSES`]), a column per strategy.
-    jobs: [[AtomicU64; STRATEGY_COLUMNS]; STATUSES.len()],
-    /// Result latency per status, for the exposition.
+    /// Jobs by status: a row per final status ([`STATUSES`]) and one for held
+    /// jobs ([`HELD_ROW`]), a column per strategy.
+    jobs: [[AtomicU64; STRATEGY_COLUMNS]; STATUS_LABELS.len()],
+    /// Result latency per final status, for the exposition.
     durations: [DurationHistogram; STATUSES.len()],
-    held: AtomicU64,
     failed_over: AtomicU64,
     attempts: AtomicU64,
     in_flight: AtomicU64,
@@ -273,7 +282,6 @@ impl Metrics {
         Self {
             jobs: Default::default(),
             durations: std::array::from_fn(|_| DurationHistogram::new(JOB_SECONDS_BUCKETS)),
-            held: AtomicU64::new(0),
             failed_over: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
@@ -293,14 +301,11 @@ impl Metrics {
     /// Counts a finished job and what its tokens would have cost on the baseline.
     pub fn record(&self, result: &JobResult, baseline_usd: f64) {
         let column = strategy_column(result.routing.as_ref().map(|r| r.strategy));
-        match status_row(result.status) {
-            Some(row) => {
-                self.jobs[row][column].fetch_add(1, Ordering::Relaxed);
-                self.durations[row].observe(Duration::from_millis(result.latency_ms));
-            }
-            None => {
-                self.held.fetch_add(1, Ordering::Relaxed);
-            }
+        let row = status_row(result.status);
+        self.jobs[row][column].fetch_add(1, Ordering::Relaxed);
+        if let Some(durations) = self.durations.get(row) {
+            // Final statuses only: a held job's time runs on after it is parked.
+            durations.observe(Duration::from_millis(result.latency_ms));
         }
         self.attempts
             .fetch_add(result.attempts.len() as u64, Ordering::Relaxed);
@@ -331,9 +336,11 @@ impl Metrics {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Counts a job parked for approval.
+    /// Counts a job parked on the held topic without a `held` result, as
+    /// `status="held"` without a strategy (a `held` result is counted by
+    /// [`Metrics::record`]; do not count it twice).
     pub fn job_held(&self) {
-        self.held.fetch_add(1, Ordering::Relaxed);
+        self.jobs[HELD_ROW][strategy_column(None)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a message sent to the dead-letter topic, of a kind not said
@@ -414,12 +421,10 @@ impl Metrics {
     }
 
     fn status_count(&self, status: JobStatus) -> u64 {
-        status_row(status).map_or(0, |row| {
-            self.jobs[row]
-                .iter()
-                .map(|c| c.load(Ordering::Relaxed))
-                .sum()
-        })
+        self.jobs[status_row(status)]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Jobs that reached a final result.
@@ -465,7 +470,7 @@ impl Metrics {
             failed: self.status_count(JobStatus::Failed),
             rejected: self.status_count(JobStatus::Rejected),
             canceled: self.status_count(JobStatus::Canceled),
-            held: load(&self.held),
+            held: self.jobs[HELD_ROW].iter().map(load).sum(),
             dead_lettered: self.dead_letters(),
             failed_over: load(&self.failed_over),
             attempts: load(&self.attempts),

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use switchyard_telemetry::Family;
 
-use super::{Metrics, NO_STRATEGY, OUTCOMES, STATUSES};
+use super::{Metrics, NO_STRATEGY, OUTCOMES, STATUS_LABELS, STATUSES};
 use switchyard_core::routing::Strategy;
 
 impl Metrics {
@@ -41,15 +41,12 @@ impl Metrics {
         let mut f = Family::counter(
             out,
             "switchyard_jobs_total",
-            "Jobs that reached a final result, by status and the strategy in force.",
+            "Jobs that reached a final result, or were parked on the held topic (status held), by status and the strategy in force.",
         );
-        for (row, status) in STATUSES.iter().enumerate() {
+        for (row, status) in STATUS_LABELS.iter().enumerate() {
             for (column, strategy) in strategies.clone().enumerate() {
                 let n = self.jobs[row][column].load(Ordering::Relaxed);
-                f.sample(
-                    &[("status", status.as_str()), ("strategy", strategy)],
-                    n as f64,
-                );
+                f.sample(&[("status", status), ("strategy", strategy)], n as f64);
             }
         }
         let mut f = Family::histogram(
@@ -60,12 +57,6 @@ impl Metrics {
         for (row, status) in STATUSES.iter().enumerate() {
             self.durations[row].render(&mut f, &[("status", status.as_str())]);
         }
-        Family::counter(
-            out,
-            "switchyard_jobs_held_total",
-            "Jobs parked on the held topic by a budget policy of hold.",
-        )
-        .sample(&[], self.held.load(Ordering::Relaxed) as f64);
         Family::counter(
             out,
             "switchyard_jobs_failed_over_total",
@@ -152,6 +143,8 @@ mod tests {
             "switchyard_jobs_total{status=\"canceled\",strategy=\"availability-first\"} 0\n"
         ));
         assert!(out.contains("switchyard_jobs_total{status=\"failed\",strategy=\"none\"} 0\n"));
+        assert!(out.contains("switchyard_jobs_total{status=\"held\",strategy=\"none\"} 0\n"));
+        assert!(!out.contains("switchyard_job_duration_seconds_count{status=\"held\"}"));
         assert!(out.contains(
             "switchyard_provider_calls_total{deployment=\"dep \\\"b\\\"\",outcome=\"skipped\"} 0\n"
         ));
@@ -174,6 +167,7 @@ mod tests {
         m.dead_lettered_as("a_new_kind");
         m.dead_lettered();
         m.job_started();
+        m.job_held();
         m.set_consumer_lag("switchyard.jobs", vec![(0, 12), (3, 0)]);
         let mut out = String::new();
         m.render_prometheus(&mut out);
@@ -186,6 +180,7 @@ mod tests {
             "switchyard_dead_letters_total{kind=\"a_new_kind\"} 1\n",
             "switchyard_dead_letters_total{kind=\"other\"} 1\n",
             "switchyard_jobs_in_flight 1\n",
+            "switchyard_jobs_total{status=\"held\",strategy=\"none\"} 1\n",
             "switchyard_consumer_lag{topic=\"switchyard.jobs\",partition=\"0\"} 12\n",
             "switchyard_consumer_lag{topic=\"switchyard.jobs\",partition=\"3\"} 0\n",
         ] {
