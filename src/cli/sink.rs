@@ -1,13 +1,15 @@
 //! `switchyard sink --config FILE`: the analytics sink, its own consumer group on
 //! the usage topic, writing Parquet and (when configured) ClickHouse until
-//! SIGINT/SIGTERM, then writing out what it holds and committing.
+//! SIGINT/SIGTERM, then writing out what it holds and committing; with
+//! `--metrics-addr`, a telemetry endpoint beside it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use switchyard_analytics::{Error as AnalyticsError, run_sink};
+use switchyard_analytics::{Error as AnalyticsError, SinkMetrics, SinkOptions, run_sink_with};
 
-use super::common::{BadInput, Overrides, load_pipeline, shutdown_signal};
+use super::common::{BadInput, MetricsArgs, Overrides, load_pipeline, shutdown_signal, telemetry};
 
 /// Arguments of `sink`.
 #[derive(clap::Args)]
@@ -17,6 +19,8 @@ pub struct Args {
     config: PathBuf,
     #[command(flatten)]
     overrides: Overrides,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 /// With ClickHouse configured, mirrors the audit log into it (in the consumer
@@ -46,8 +50,16 @@ fn start_audit_mirror(
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_signal();
     let pipeline = load_pipeline(&args.config, &args.overrides)?;
+    let metrics = Arc::new(SinkMetrics::for_analytics(&pipeline.config.analytics));
+    let mut t = telemetry("sink");
+    switchyard_analytics::metrics::register(&mut t, &metrics);
+    let endpoint = args.metrics.serve(&pipeline.config, t).await?;
+    let options = SinkOptions {
+        metrics,
+        ..SinkOptions::default()
+    };
     let audit = start_audit_mirror(&pipeline.config);
-    let result = run_sink(&pipeline.config, shutdown).await;
+    let result = run_sink_with(&pipeline.config, options, shutdown).await;
     if let Some((stop, task)) = audit {
         stop.cancel();
         match task.await {
@@ -74,5 +86,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         report.duplicates,
         report.undecodable
     );
+    if let Some(endpoint) = endpoint {
+        endpoint.stop().await;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -20,6 +20,8 @@
 //!   decoder and writer threads and the ClickHouse task.
 //! - [`report`] reads the stores back into cost reports, and sums job results
 //!   into the figures the demo shows.
+//! - [`metrics`] holds the sink's counters and store states, and registers
+//!   them (and the readiness checks) on a telemetry endpoint.
 //! - The bookkeeping that makes delivery exact ([`progress`], [`dedupe`]) is
 //!   pure and tested without I/O; retries use `switchyard_core::backoff`.
 
@@ -27,6 +29,7 @@ pub mod audit;
 pub mod decode;
 pub mod dedupe;
 mod error;
+pub mod metrics;
 pub mod progress;
 pub mod report;
 pub mod row;
@@ -35,6 +38,7 @@ pub mod sample;
 pub mod sinks;
 
 pub use error::{Error, Result};
+pub use metrics::SinkMetrics;
 pub use report::{Dimension, Format, Report, ReportQuery, ReportRow, Source};
 pub use row::{RowSink, UsageRow};
 pub use runner::{SinkOptions, SinkReport, run_sink, run_sink_with};

@@ -1,7 +1,8 @@
 //! Kafka I/O for Switchyard: client settings, offset tracking for concurrent
 //! at-least-once processing, publishing until acknowledged, following a topic
-//! on a thread, topic scanning helpers, and the embedded broker (librdkafka's
-//! mock cluster) used by `demo`, `dev` and the tests.
+//! on a thread, topic scanning helpers, partition offsets from librdkafka's
+//! statistics, and the embedded broker (librdkafka's mock cluster) used by
+//! `demo`, `dev` and the tests.
 
 pub mod audit;
 pub mod catch_up;
@@ -11,6 +12,7 @@ pub mod follow;
 pub mod offsets;
 pub mod produce;
 pub mod scan;
+pub mod stats;
 
 pub use catch_up::CatchUp;
 pub use embedded::EmbeddedBroker;

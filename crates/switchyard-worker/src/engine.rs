@@ -166,6 +166,9 @@ impl Engine {
             quality_slack: routing.quality_slack,
         };
         let health = HealthTable::new(deployments.len(), routing.health);
+        let metrics = Arc::new(Metrics::for_deployments(
+            deployments.iter().map(|d| d.name.clone()),
+        ));
         Ok(Self {
             analyzer: TaskAnalyzer::new(),
             router: Router::new(catalog.clone(), infos, settings),
@@ -176,7 +179,13 @@ impl Engine {
             ),
             ledger: Mutex::new(BudgetLedger::new(&pipeline.org, Utc::now())),
             ledger_changed: tokio::sync::Notify::new(),
-            dispatcher: Dispatcher::new(deployments, catalog.clone(), health, routing.retry.into()),
+            dispatcher: Dispatcher::new(
+                deployments,
+                catalog.clone(),
+                health,
+                routing.retry.into(),
+                metrics.clone(),
+            ),
             catalog,
             baseline,
             canceled_batches: RwLock::new(HashSet::new()),
@@ -189,13 +198,18 @@ impl Engine {
             approval_ttl: pipeline.config.approval_ttl(),
             auditor: OnceLock::new(),
             max_echo: pipeline.config.worker.max_echo_bytes,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
         })
     }
 
     /// The router (for `route --explain`).
     pub fn router(&self) -> &Router {
         &self.router
+    }
+
+    /// The org tree whose budgets and quotas the engine enforces.
+    pub fn org(&self) -> &OrgTree {
+        &self.org
     }
 
     /// Health of every deployment.

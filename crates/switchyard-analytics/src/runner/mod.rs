@@ -40,6 +40,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use switchyard_codec::Codec;
 use switchyard_core::config::PipelineConfig;
 use switchyard_kafka::client::consumer_config;
+use switchyard_kafka::stats::{STATS_INTERVAL, STATS_INTERVAL_KEY};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -88,7 +89,12 @@ pub async fn run_sink_with(
     let parquet = ParquetSink::open(parquet_config)?;
 
     let (control_tx, control_rx) = mpsc::channel::<Control>();
-    let context = SinkContext::new(topic.clone(), control_tx, options.revoke_grace);
+    let context = SinkContext::new(
+        topic.clone(),
+        control_tx,
+        options.revoke_grace,
+        options.metrics.clone(),
+    );
     let consumer = subscribe(config, &sink_id, context)?;
     let owned: Owned = Arc::new(tokio::sync::Mutex::new(HashMap::new()));
     let clickhouse = ClickHouseStage::start(clickhouse_config, &topic, &owned, &options);
@@ -167,7 +173,13 @@ fn subscribe(
     // Unlike a worker, the sink turns events into rows as fast as they come: a
     // deep prefetch keeps it fed (librdkafka's defaults held it to a third of
     // its speed). `kafka.client` may still set either.
-    for (key, value) in [(PREFETCH, "131072"), (PREFETCH_MESSAGES, "1000000")] {
+    // Statistics tell where the partitions end, for the sink's lag.
+    let stats_every = STATS_INTERVAL.as_millis().to_string();
+    for (key, value) in [
+        (PREFETCH, "131072"),
+        (PREFETCH_MESSAGES, "1000000"),
+        (STATS_INTERVAL_KEY, stats_every.as_str()),
+    ] {
         if !config.kafka.client.contains_key(key) {
             settings.set(key, value);
         }
@@ -216,6 +228,7 @@ impl ClickHouseStage {
                 owned: owned.clone(),
                 backoff,
                 stop: stop.clone(),
+                metrics: options.metrics.clone(),
             },
             rx,
             done_tx,

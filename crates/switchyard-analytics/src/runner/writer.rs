@@ -244,6 +244,7 @@ impl Writer {
                 Decoded::Invalid(reason) => {
                     if current {
                         self.report.undecodable += 1;
+                        self.s.options.metrics.undecodable();
                         warn!(partition = m.partition, offset = m.offset, reason = %reason, "Not a usage event; skipped.");
                     }
                 }
@@ -252,6 +253,7 @@ impl Writer {
                         (false, false)
                     } else if !self.ids.insert_key(*id, m.partition, m.offset) {
                         self.report.duplicates += 1;
+                        self.s.options.metrics.duplicate();
                         debug!(
                             partition = m.partition,
                             offset = m.offset,
@@ -285,6 +287,7 @@ impl Writer {
             self.pending.extend(rows);
         }
         self.report.consumed += consumed;
+        self.s.options.metrics.consumed(consumed);
         if let Some(c) = &self.s.options.consumed {
             c.fetch_add(consumed, Ordering::Relaxed);
         }
@@ -318,6 +321,7 @@ impl Writer {
         let rolled = self.s.parquet.roll(&cut)?;
         self.report.parquet_files += rolled.files;
         self.report.parquet_rows += rolled.rows;
+        self.s.options.metrics.parquet_rolled(rolled.rows);
         self.progress.parquet_reached(&cut);
         Ok(())
     }
@@ -359,6 +363,7 @@ impl Writer {
     fn done(&mut self, done: Done) {
         self.in_flight = self.in_flight.saturating_sub(done.rows);
         self.report.clickhouse_rows += done.inserted;
+        self.s.options.metrics.clickhouse_inserted(done.inserted);
         self.report.clickhouse_skipped += done.skipped;
         let cut: Cut = done
             .cut

@@ -6,8 +6,8 @@ pub mod source;
 
 pub use pipeline::{
     AccessConfig, AnalyticsConfig, AuditConfig, Compression, DeploymentConfig, Encoding,
-    KafkaConfig, LoadedPipeline, PipelineConfig, RetryConfig, RoutingConfig, Timeouts, TopicConfig,
-    Topics, UnknownFields, WorkerConfig, read_keys,
+    KafkaConfig, LoadedPipeline, ObservabilityConfig, PipelineConfig, RetryConfig, RoutingConfig,
+    Timeouts, TopicConfig, Topics, UnknownFields, WorkerConfig, read_keys,
 };
 pub use source::{ConfigError, ReadFile, env_overrides};
 

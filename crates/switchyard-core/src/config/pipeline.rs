@@ -445,6 +445,18 @@ impl Default for AnalyticsConfig {
     }
 }
 
+/// Telemetry of the processes that run the pipeline (`run`, `sink`, `dev`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObservabilityConfig {
+    /// Where the process serves Prometheus metrics (`GET /metrics`) and its
+    /// health and readiness probes (`GET /healthz`, `GET /readyz`), as
+    /// `IP:PORT`: `127.0.0.1:9464` for this machine only, `0.0.0.0:9464` on
+    /// every interface, port 0 for any free port (the process prints the one
+    /// it bound). Unset: no endpoint. `--metrics-addr` overrides it.
+    pub metrics_addr: Option<String>,
+}
+
 /// The whole pipeline config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -477,6 +489,9 @@ pub struct PipelineConfig {
     /// The audit log.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Metrics and probes.
+    #[serde(default)]
+    pub observability: ObservabilityConfig,
 }
 
 /// The keys file's keyring; an absent file is an empty keyring (no key yet).
@@ -674,6 +689,7 @@ impl PipelineConfig {
     pub fn validate(&self, catalog: &Catalog) -> Result<(), Invalid> {
         self.validate_kafka()?;
         self.validate_routing(catalog)?;
+        self.observability.validate()?;
         let root = KeyPath::root();
         let mut names = std::collections::HashSet::new();
         for (i, d) in self.deployments.iter().enumerate() {
@@ -827,6 +843,24 @@ impl PipelineConfig {
                     .key("attempts_per_deployment"),
                 "0 attempts would never call anything",
                 "use 1 or more",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ObservabilityConfig {
+    /// The metrics address, when set, is `IP:PORT`.
+    fn validate(&self) -> Result<(), Invalid> {
+        let Some(addr) = &self.metrics_addr else {
+            return Ok(());
+        };
+        // Parsing only (`core::net`): the domain crate opens no socket.
+        if addr.trim().parse::<core::net::SocketAddr>().is_err() {
+            return Err(Invalid::new(
+                KeyPath::root().key("observability").key("metrics_addr"),
+                format!("`{addr}` is not a socket address"),
+                "write IP:PORT, such as \"127.0.0.1:9464\" (\"0.0.0.0:9464\" listens on every interface; port 0 picks a free one)",
             ));
         }
         Ok(())

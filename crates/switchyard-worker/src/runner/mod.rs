@@ -33,6 +33,7 @@ use switchyard_core::config::PipelineConfig;
 use switchyard_core::config::{Compression, KafkaConfig};
 use switchyard_kafka::audit::{AuditError, AuditLog};
 use switchyard_kafka::client::{consumer_config, producer_config_with};
+use switchyard_kafka::stats::{STATS_INTERVAL, STATS_INTERVAL_KEY};
 use switchyard_kafka::{Arrival, Ticket, TopicFollower};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -169,6 +170,7 @@ pub async fn run(
         info!("Stopped before the budgets were read; no job was taken.");
         return Ok(RunReport::default());
     };
+    engine.metrics.set_budgets_caught_up();
     let snapshots = tokio::spawn(crate::ledger::publish(
         engine.clone(),
         kafka.snapshot_producer.clone(),
@@ -192,6 +194,7 @@ pub async fn run(
     }
     final_commit(&kafka);
     kafka.consumer.unsubscribe();
+    engine.metrics.set_group_joined(false);
     let _ = tokio::task::spawn_blocking(move || {
         for f in followers {
             f.stop();
@@ -216,6 +219,7 @@ fn connect(
     ));
     let context = WorkerContext {
         partitions: partitions.clone(),
+        metrics: engine.metrics.clone(),
     };
     let mut consumer_settings = consumer_config(
         &config.kafka,
@@ -223,6 +227,11 @@ fn connect(
         worker.commit_interval,
     );
     consumer_settings.set("client.id", worker_id(config));
+    if !config.kafka.client.contains_key(STATS_INTERVAL_KEY) {
+        // Where the partitions end, for the consumer lag.
+        let every = STATS_INTERVAL.as_millis().to_string();
+        consumer_settings.set(STATS_INTERVAL_KEY, every);
+    }
     let consumer: JobConsumer = consumer_settings.create_with_context(context)?;
     consumer.subscribe(&[topics.jobs.name.as_str()])?;
     let producers = Producers::new(&config.kafka);
@@ -255,6 +264,7 @@ fn connect(
         stop: stop.clone(),
         max_record,
         max_echo: worker.max_echo_bytes,
+        metrics: engine.metrics.clone(),
     };
     let jobs = JobContext {
         engine,
@@ -403,6 +413,8 @@ struct Intake<'a> {
     stash: VecDeque<Incoming>,
     pauses: Pauses,
     report: RunReport,
+    /// When the consumer lag was last measured.
+    lag_measured: Option<std::time::Instant>,
 }
 
 /// Takes jobs until `shutdown`, at most `max_in_flight` at a time, each on a
@@ -419,6 +431,7 @@ async fn consume(
         stash: VecDeque::new(),
         pauses: Pauses::default(),
         report: RunReport::default(),
+        lag_measured: None,
     };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -523,6 +536,7 @@ impl Intake<'_> {
     /// partitions whose window of pending offsets filled or emptied.
     fn housekeeping(&mut self) {
         store_offsets(&self.kafka.consumer, &self.kafka.partitions);
+        self.measure_lag();
         while let Some(joined) = self.tasks.try_join_next() {
             if let Err(e) = joined {
                 error!(error = %e, "A job task ended abnormally; its offset stays uncommitted.");
@@ -546,6 +560,24 @@ impl Intake<'_> {
                 self.apply(&resumed, false);
             }
         }
+    }
+
+    /// At most every few seconds, the consumer lag per held partition into
+    /// the metrics (from offsets the worker already has: no broker request).
+    fn measure_lag(&mut self) {
+        if self
+            .lag_measured
+            .is_some_and(|at| at.elapsed() < STATS_INTERVAL)
+        {
+            return;
+        }
+        self.lag_measured = Some(std::time::Instant::now());
+        let partitions = &self.kafka.partitions;
+        self.kafka
+            .jobs
+            .engine
+            .metrics
+            .set_consumer_lag(partitions.topic(), partitions.lag());
     }
 
     /// Pauses (or resumes) every assigned partition for busy slots, leaving

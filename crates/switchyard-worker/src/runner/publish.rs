@@ -25,6 +25,7 @@ use tracing::{error, warn};
 
 use super::Incoming;
 use crate::engine::Outcome;
+use crate::metrics::Metrics;
 
 /// Room left in a record for its key, headers and the protocol's overhead.
 const RECORD_SLACK: usize = 16 * 1024;
@@ -127,6 +128,8 @@ pub(super) struct Publisher {
     pub max_record: usize,
     /// Longest text copied from a job into what is published about it.
     pub max_echo: usize,
+    /// Counts the dead letters delivered, by kind.
+    pub metrics: Arc<Metrics>,
 }
 
 /// How a send ended.
@@ -371,7 +374,10 @@ impl Publisher {
             )
             .await
         {
-            Sent::Delivered => true,
+            Sent::Delivered => {
+                self.metrics.dead_lettered_as(kind);
+                true
+            }
             Sent::Stopped => false,
             Sent::Refused(why) => {
                 // The smallest dead letter: no original, only why.
@@ -386,11 +392,15 @@ impl Publisher {
                         hex(&Sha256::digest(&incoming.payload)),
                     ));
                 }
-                matches!(
+                let delivered = matches!(
                     self.send(&self.dlq, None, &[], Some(owned_headers(&fields)))
                         .await,
                     Sent::Delivered
-                )
+                );
+                if delivered {
+                    self.metrics.dead_lettered_as(kind);
+                }
+                delivered
             }
         }
     }
