@@ -58,6 +58,21 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         metrics,
         ..SinkOptions::default()
     };
+    // The sink is a writer of the audit log too: the configuration it runs.
+    let group = pipeline.config.analytics.group_id.clone();
+    let writer = super::access::audit_log_as(&pipeline, "sink", &group)?;
+    super::access::record(
+        writer.as_ref(),
+        switchyard_core::audit::AuditEntry {
+            kind: "config".into(),
+            subject: format!("sink:{group}"),
+            node: None,
+            principal: None,
+            outcome: "started".into(),
+            detail: serde_json::to_value(&pipeline.config).unwrap_or_default(),
+        },
+    )
+    .await;
     let audit = start_audit_mirror(&pipeline.config);
     let result = run_sink_with(&pipeline.config, options, shutdown).await;
     if let Some((stop, task)) = audit {

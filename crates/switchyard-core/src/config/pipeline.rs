@@ -580,6 +580,8 @@ impl Default for AuditConfig {
             key_env: "SWITCHYARD_AUDIT_KEY".into(),
             key_file: None,
             redact: vec![
+                // Credentials in URLs (`scheme://user:password@`).
+                r"[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]+@".into(),
                 // E-mail addresses.
                 r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}".into(),
                 // Card-like digit runs (13 to 19 digits, spaces or dashes between).
