@@ -10,6 +10,8 @@
 
 mod lexicon;
 
+pub use switchyard_need as need;
+
 use serde::Serialize;
 
 use crate::job::{Job, ResponseFormat, Role};

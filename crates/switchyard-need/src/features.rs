@@ -1,0 +1,780 @@
+//! The need model's features (`swneed-1`): the task segment of a prompt (few-shot
+//! examples stripped), its kind (open or multiple choice), hashed word and byte
+//! n-grams and thirty dense structural features. Everything works on the bytes
+//! of the UTF-8 text, exactly as `docs/need-model.md` specifies, so a port in any
+//! language gives the same indices and values.
+
+/// Hash buckets per kind.
+pub const BUCKETS: usize = 1 << 18;
+/// Kinds: 0 open-ended, 1 multiple choice.
+pub const KINDS: usize = 2;
+/// Dense features per kind, the last being the kind's intercept.
+pub const DENSE: usize = 31;
+/// Length of the weight vector: hashed weights of both kinds, then both dense blocks.
+pub const DIM: usize = KINDS * BUCKETS + KINDS * DENSE;
+/// n-grams are taken from the first this many bytes of the normalised task text.
+const MAX_NGRAM_BYTES: usize = 16_384;
+
+/// Names of the dense features, in weight order.
+pub const DENSE_NAMES: [&str; DENSE] = [
+    "len_bytes",
+    "len_words",
+    "lines",
+    "digit_ratio",
+    "upper_ratio",
+    "nonascii_ratio",
+    "symbol_ratio",
+    "fence",
+    "code_line_ratio",
+    "math_syms",
+    "latex",
+    "qmarks",
+    "list_lines",
+    "numbers",
+    "fewshot",
+    "words_per_sent",
+    "avg_word_len",
+    "max_line",
+    "constraints",
+    "url",
+    "braces",
+    "ends_q",
+    "pct_frac",
+    "max_para",
+    "n_options",
+    "opt_len",
+    "stem_len",
+    "neg_words",
+    "statements",
+    "quantities",
+    "bias",
+];
+
+const CONSTRAINT_PHRASES: &[&[u8]] = &[
+    b"must",
+    b"should",
+    b"exactly",
+    b"at least",
+    b"at most",
+    b"no more than",
+    b"without",
+    b"only",
+    b"ensure",
+    b"include",
+    b"each",
+    b"every",
+    b"don't",
+    b"do not",
+    b"never",
+    b"always",
+    b"require",
+    b"constraint",
+];
+const NEG_PHRASES: &[&[u8]] = &[b"not", b"except", b"least", b"false", b"incorrect"];
+const NUMBER_WORDS: &[&[u8]] = &[
+    b"one",
+    b"two",
+    b"three",
+    b"four",
+    b"five",
+    b"six",
+    b"seven",
+    b"eight",
+    b"nine",
+    b"ten",
+    b"eleven",
+    b"twelve",
+    b"twenty",
+    b"hundred",
+    b"thousand",
+    b"million",
+    b"twice",
+    b"half",
+    b"double",
+    b"triple",
+    b"third",
+    b"quarter",
+    b"dozen",
+    b"once",
+];
+const MATH_CHARS: &[char] = &[
+    '=', '+', '*', '/', '^', '<', '>', '√', '∑', '∫', 'π', '≤', '≥', '≠', '∞', '±', '×', '÷',
+];
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// FNV-1a 64 of `data`, continuing from `h`.
+pub const fn fnv1a_from(mut h: u64, data: &[u8]) -> u64 {
+    let mut i = 0;
+    while i < data.len() {
+        h ^= data[i] as u64;
+        h = h.wrapping_mul(FNV_PRIME);
+        i += 1;
+    }
+    h
+}
+
+/// FNV-1a 64 of `data` from the standard offset basis.
+pub const fn fnv1a(data: &[u8]) -> u64 {
+    fnv1a_from(FNV_OFFSET, data)
+}
+
+/// The three n-gram families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Word unigrams.
+    W1,
+    /// Word bigrams.
+    W2,
+    /// Byte 4-grams of the padded normalised text.
+    C4,
+}
+
+impl Family {
+    const ALL: [Family; 3] = [Family::W1, Family::W2, Family::C4];
+
+    fn seed(self) -> u64 {
+        match self {
+            Family::W1 => SEED_W1,
+            Family::W2 => SEED_W2,
+            Family::C4 => SEED_C4,
+        }
+    }
+
+    /// Short name used in explanations.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::W1 => "w1",
+            Family::W2 => "w2",
+            Family::C4 => "c4",
+        }
+    }
+}
+
+const SEED_W1: u64 = fnv1a(b"w1\0");
+const SEED_W2: u64 = fnv1a(b"w2\0");
+const SEED_C4: u64 = fnv1a(b"c4\0");
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+fn trim_ws(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| !is_ws(b)).unwrap_or(s.len());
+    let end = s.iter().rposition(|&b| !is_ws(b)).map_or(start, |e| e + 1);
+    &s[start..end]
+}
+
+fn trim_end_ws(s: &[u8]) -> &[u8] {
+    let end = s.iter().rposition(|&b| !is_ws(b)).map_or(0, |e| e + 1);
+    &s[..end]
+}
+
+fn trim_start_sp_tab(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(s.len());
+    &s[start..]
+}
+
+fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|&b| is_ws(b))
+}
+
+/// `answer: x` or `a: x` (ASCII case-insensitive), with 1..=40 bytes of answer.
+fn short_answer_line(line: &[u8]) -> bool {
+    let s = trim_ws(line);
+    for key in [&b"answer"[..], &b"a"[..]] {
+        if s.len() >= key.len() && s[..key.len()].eq_ignore_ascii_case(key) {
+            let rest = trim_start_sp_tab(&s[key.len()..]);
+            if let Some(after) = rest.strip_prefix(b":") {
+                let answer = trim_ws(after);
+                return (1..=40).contains(&answer.len());
+            }
+        }
+    }
+    false
+}
+
+/// The part of `text` a job is scored on, and the number of few-shot answers
+/// before it. The segment is a suffix of `text`, so no copy is made.
+pub fn task_segment(text: &str) -> (&str, u32) {
+    let raw = text.as_bytes();
+    // Byte offset where each line starts; the last non-blank line's index.
+    let mut last_nonblank = None;
+    let mut answers: Vec<(usize, usize)> = Vec::new(); // (line index, end offset incl. '\n')
+    let mut start = 0;
+    for (i, line) in raw.split(|&b| b == b'\n').enumerate() {
+        let end = start + line.len();
+        if !is_blank(line) {
+            last_nonblank = Some(i);
+        }
+        if short_answer_line(line) {
+            answers.push((i, end + 1));
+        }
+        start = end + 1;
+    }
+    let Some(last_nonblank) = last_nonblank else {
+        return (text, 0);
+    };
+    let mut cut = None;
+    let mut shots = 0u32;
+    for (n, &(i, after)) in answers.iter().enumerate() {
+        if i < last_nonblank {
+            cut = Some(after);
+            shots = u32::try_from(n + 1).unwrap_or(u32::MAX);
+        }
+    }
+    let Some(mut from) = cut else {
+        return (text, 0);
+    };
+    // Drop leading blank lines.
+    loop {
+        let rest = &raw[from..];
+        let line_end = rest.iter().position(|&b| b == b'\n');
+        match line_end {
+            Some(e) if is_blank(&rest[..e]) => from += e + 1,
+            _ => break,
+        }
+    }
+    // `from` is just after a '\n', so it is a char boundary.
+    (text.get(from..).unwrap_or(""), shots)
+}
+
+/// Multiple-choice options found in a task segment: per letter A..E, the
+/// length of its option (first occurrence), and where the first option line starts.
+#[derive(Debug, Default, Clone, Copy)]
+struct Options {
+    len: [Option<usize>; 5],
+    first: Option<usize>,
+}
+
+impl Options {
+    fn scan(t: &[u8]) -> Self {
+        let mut o = Options::default();
+        let mut pos = 0;
+        for line in t.split(|&b| b == b'\n') {
+            let s = trim_start_sp_tab(line);
+            let indent = line.len() - s.len();
+            let marker = if s.len() >= 3
+                && s[0] == b'('
+                && s[2] == b')'
+                && (matches!(s[1], b'A'..=b'E') || matches!(s[1], b'a'..=b'e'))
+            {
+                Some((s[1] & 0xDF, 3))
+            } else if s.len() >= 2
+                && matches!(s[0], b'A'..=b'E')
+                && matches!(s[1], b'.' | b')' | b':')
+            {
+                Some((s[0], 2))
+            } else if s.len() >= 2 && matches!(s[0], b'a'..=b'e') && s[1] == b')' {
+                Some((s[0] & 0xDF, 2))
+            } else {
+                None
+            };
+            if let Some((letter, mlen)) = marker {
+                let after = &s[mlen..];
+                let body = trim_start_sp_tab(after);
+                if after.len() > body.len() && body.first().is_some_and(|&b| !is_ws(b)) {
+                    let slot = &mut o.len[usize::from(letter - b'A')];
+                    if slot.is_none() {
+                        *slot = Some(s.len());
+                    }
+                    if o.first.is_none() {
+                        o.first = Some(pos + indent);
+                    }
+                }
+            }
+            pos += line.len() + 1;
+        }
+        // Inline "(A) " options.
+        for i in 0..t.len().saturating_sub(3) {
+            if t[i] == b'('
+                && t[i + 2] == b')'
+                && (matches!(t[i + 1], b'A'..=b'E') || matches!(t[i + 1], b'a'..=b'e'))
+                && matches!(t[i + 3], b' ' | b'\t')
+                && (i == 0 || matches!(t[i - 1], b' ' | b'\t' | b'\n'))
+            {
+                let slot = &mut o.len[usize::from((t[i + 1] & 0xDF) - b'A')];
+                if slot.is_none() {
+                    *slot = Some(20);
+                }
+            }
+        }
+        o
+    }
+
+    fn letters(&self) -> usize {
+        self.len.iter().filter(|l| l.is_some()).count()
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(hay, needle).is_some()
+}
+
+/// Whether a task segment is multiple choice (kind 1) or open (kind 0).
+fn kind_of(opts: &Options, low: &[u8]) -> usize {
+    let abcd = opts.len[..4].iter().filter(|l| l.is_some()).count();
+    usize::from(abcd >= 3 || (contains(low, b"option 1") && contains(low, b"option 2")))
+}
+
+/// Occurrences of the phrases in ASCII-lowered `low`, each neither preceded
+/// nor followed by a letter a..z.
+fn count_phrases(low: &[u8], phrases: &[&[u8]]) -> usize {
+    let mut n = 0;
+    for p in phrases {
+        for i in memchr::memmem::find_iter(low, p) {
+            let before = if i > 0 { low[i - 1] } else { b' ' };
+            let j = i + p.len();
+            let after = low.get(j).copied().unwrap_or(b' ');
+            if !before.is_ascii_lowercase() && !after.is_ascii_lowercase() {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Maximal matches of `[0-9]+([.,][0-9]+)*`.
+fn count_numbers(t: &[u8]) -> usize {
+    let (mut n, mut i) = (0, 0);
+    while i < t.len() {
+        if t[i].is_ascii_digit() {
+            while i < t.len() && t[i].is_ascii_digit() {
+                i += 1;
+            }
+            while i + 1 < t.len() && matches!(t[i], b'.' | b',') && t[i + 1].is_ascii_digit() {
+                i += 1;
+                while i < t.len() && t[i].is_ascii_digit() {
+                    i += 1;
+                }
+            }
+            n += 1;
+        } else {
+            i += 1;
+        }
+    }
+    n
+}
+
+fn log2p(x: f64) -> f64 {
+    (1.0 + x).log2()
+}
+
+/// Whether a line, after its leading spaces and tabs, opens a list item.
+fn list_line(line: &[u8]) -> bool {
+    let s = trim_start_sp_tab(line);
+    let m = if matches!(s.first(), Some(b'-' | b'*')) {
+        1
+    } else if s.starts_with("•".as_bytes()) {
+        3
+    } else {
+        let k = s.iter().take(4).take_while(|b| b.is_ascii_digit()).count();
+        if (1..=3).contains(&k) && matches!(s.get(k), Some(b'.' | b')')) {
+            k + 1
+        } else {
+            0
+        }
+    };
+    m > 0 && matches!(s.get(m), Some(b' ' | b'\t')) && !is_blank(&s[m..])
+}
+
+/// The 31 dense features of a task segment (SPEC §4).
+fn dense_features(text: &str, low: &[u8], shots: u32, kind: usize, opts: &Options) -> [f64; DENSE] {
+    let t = text.as_bytes();
+    let n = t.len();
+    let nz = n.max(1) as f64;
+    let (mut nonblank, mut codey, mut listl, mut max_line) = (0usize, 0usize, 0usize, 0usize);
+    let (mut max_para, mut para, mut para_lines) = (0usize, 0usize, 0usize);
+    for line in t.split(|&b| b == b'\n') {
+        listl += usize::from(list_line(line));
+        if is_blank(line) {
+            if para_lines > 0 {
+                max_para = max_para.max(para + para_lines - 1);
+            }
+            para = 0;
+            para_lines = 0;
+            continue;
+        }
+        nonblank += 1;
+        max_line = max_line.max(line.len());
+        para += line.len();
+        para_lines += 1;
+        let trimmed = trim_end_ws(line);
+        if matches!(trimmed.last(), Some(b';' | b'{' | b'}'))
+            || line.starts_with(b"    ")
+            || line.starts_with(b"\t")
+        {
+            codey += 1;
+        }
+    }
+    if para_lines > 0 {
+        max_para = max_para.max(para + para_lines - 1);
+    }
+    let (mut nw, mut word_bytes) = (0usize, 0usize);
+    for w in t.split(|&b| is_ws(b)).filter(|w| !w.is_empty()) {
+        nw += 1;
+        word_bytes += w.len();
+    }
+    let (mut digits, mut upper, mut nonascii, mut sym, mut qmarks, mut braces, mut pct) =
+        (0usize, 0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
+    let (mut latex, mut sents) = (0usize, 0usize);
+    for (i, &b) in t.iter().enumerate() {
+        match b {
+            b'0'..=b'9' => digits += 1,
+            b'A'..=b'Z' => upper += 1,
+            0x80..=0xff => nonascii += 1,
+            _ => {}
+        }
+        if matches!(
+            b,
+            b'{' | b'}'
+                | b'['
+                | b']'
+                | b'('
+                | b')'
+                | b';'
+                | b'='
+                | b'<'
+                | b'>'
+                | b'_'
+                | b'\\'
+                | b'|'
+                | b'`'
+                | b'#'
+                | b'@'
+                | b'$'
+                | b'%'
+                | b'^'
+                | b'&'
+                | b'*'
+                | b'~'
+        ) {
+            sym += 1;
+        }
+        match b {
+            b'?' => qmarks += 1,
+            b'{' => braces += 1,
+            b'%' => pct += 1,
+            _ => {}
+        }
+        if b == b'\\' && t.get(i + 1).is_some_and(u8::is_ascii_alphabetic) {
+            latex += 1;
+        }
+        if matches!(b, b'.' | b'?' | b'!') && t.get(i + 1).is_none_or(|&c| is_ws(c)) {
+            sents += 1;
+        }
+    }
+    let mut i = 0;
+    while i + 2 < n {
+        if t[i].is_ascii_digit() && t[i + 1] == b'/' && t[i + 2].is_ascii_digit() {
+            pct += 1;
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mathc = text.chars().filter(|c| MATH_CHARS.contains(c)).count();
+    let numbers = count_numbers(t);
+    let statements = (0..n.saturating_sub(10))
+        .filter(|&i| &low[i..i + 10] == b"statement " && low[i + 10].is_ascii_digit())
+        .count();
+    let mcq = kind == 1;
+    let letters = opts.letters();
+    let (n_options, opt_len, stem_len, neg_words) = if mcq {
+        let stem = &low[..opts.first.unwrap_or(n)];
+        let total: usize = opts.len.iter().flatten().sum();
+        (
+            letters as f64 / 4.0,
+            log2p(total as f64 / letters.max(1) as f64) / 6.0,
+            log2p(stem.len() as f64) / 8.0,
+            log2p(count_phrases(stem, NEG_PHRASES) as f64) / 2.0,
+        )
+    } else {
+        (0.0, 0.0, 0.0, 0.0)
+    };
+    let f = |x: usize| x as f64;
+    [
+        log2p(f(n)) / 8.0,
+        log2p(f(nw)) / 7.0,
+        log2p(f(nonblank)) / 5.0,
+        5.0 * f(digits) / nz,
+        5.0 * f(upper) / nz,
+        f(nonascii) / nz,
+        5.0 * f(sym) / nz,
+        if contains(t, b"```") { 1.0 } else { 0.0 },
+        f(codey) / f(nonblank.max(1)),
+        log2p(f(mathc)) / 4.0,
+        log2p(f(latex)) / 3.0,
+        log2p(f(qmarks)) / 3.0,
+        log2p(f(listl)) / 3.0,
+        log2p(f(numbers)) / 4.0,
+        log2p(f64::from(shots)) / 3.0,
+        (f(nw) / f(sents.max(1))).min(60.0) / 30.0,
+        (f(word_bytes) / f(nw.max(1))).min(12.0) / 6.0,
+        log2p(f(max_line)) / 10.0,
+        log2p(f(count_phrases(low, CONSTRAINT_PHRASES))) / 3.0,
+        if contains(low, b"http://") || contains(low, b"https://") {
+            1.0
+        } else {
+            0.0
+        },
+        log2p(f(braces)) / 3.0,
+        if trim_end_ws(t).last() == Some(&b'?') {
+            1.0
+        } else {
+            0.0
+        },
+        log2p(f(pct)) / 3.0,
+        log2p(f(max_para)) / 10.0,
+        n_options,
+        opt_len,
+        stem_len,
+        neg_words,
+        log2p(f(statements)) / 2.0,
+        log2p(f(numbers + count_phrases(low, NUMBER_WORDS))) / 4.0,
+        1.0,
+    ]
+}
+
+/// One hashed entry: its global weight index and value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hashed {
+    /// Index into the weight vector.
+    pub index: u32,
+    /// Feature value.
+    pub value: f64,
+    /// The gram that named it (family, and spans of the normalised text);
+    /// filled when explaining.
+    pub gram: Option<Gram>,
+}
+
+/// Where a gram sits in the normalised text, to name it in explanations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gram {
+    /// Its family.
+    pub family: Family,
+    /// First span (the word, the first word of a bigram, or the 4-byte window
+    /// of the padded text, offset by one).
+    pub a: (u32, u32),
+    /// Second word of a bigram.
+    pub b: Option<(u32, u32)>,
+}
+
+/// Reused buffers: featurising a prompt allocates nothing once they have grown.
+#[derive(Default)]
+pub struct Scratch {
+    /// Normalised task text.
+    pub norm: Vec<u8>,
+    lower: Vec<u8>,
+    words: Vec<(u32, u32)>,
+    ids: Vec<(u32, u32)>,
+    /// Hashed entries of the last featurisation (per family, in family order).
+    pub hashed: Vec<Hashed>,
+}
+
+/// Everything the model reads from one prompt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shape {
+    /// Bytes of the task segment.
+    pub task_bytes: usize,
+    /// Few-shot answers stripped.
+    pub shots: u32,
+    /// 0 open, 1 multiple choice.
+    pub kind: usize,
+    /// Dense features.
+    pub dense: [f64; DENSE],
+}
+
+/// Featurises `text`: the dense shape is returned, the hashed entries are left
+/// in `scratch.hashed` (grouped by family, sorted by index within a family).
+/// With `names`, each hashed entry records the gram that named it.
+pub fn featurize(text: &str, scratch: &mut Scratch, names: bool) -> Shape {
+    let (task, shots) = task_segment(text);
+    let t = task.as_bytes();
+    scratch.lower.clear();
+    scratch.lower.extend(t.iter().map(u8::to_ascii_lowercase));
+    let opts = Options::scan(t);
+    let kind = kind_of(&opts, &scratch.lower);
+    let dense = dense_features(task, &scratch.lower, shots, kind, &opts);
+    hashed_features(t, kind, scratch, names);
+    Shape {
+        task_bytes: t.len(),
+        shots,
+        kind,
+        dense,
+    }
+}
+
+/// §3.1: ASCII lowercase, digits to `0`, whitespace runs to one space, trimmed,
+/// then cut to the first 16 KiB.
+fn normalise(t: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut space = true;
+    for &x in t {
+        if is_ws(x) {
+            if !space {
+                out.push(b' ');
+            }
+            space = true;
+            continue;
+        }
+        space = false;
+        out.push(match x {
+            b'A'..=b'Z' => x + 32,
+            b'0'..=b'9' => b'0',
+            _ => x,
+        });
+    }
+    if out.last() == Some(&b' ') {
+        out.pop();
+    }
+    out.truncate(MAX_NGRAM_BYTES);
+}
+
+fn word_byte(b: u8) -> bool {
+    b.is_ascii_lowercase() || b == b'0' || b >= 0x80
+}
+
+fn hashed_features(t: &[u8], kind: usize, s: &mut Scratch, names: bool) {
+    normalise(t, &mut s.norm);
+    s.words.clear();
+    let mut start = None;
+    for (i, &b) in s.norm.iter().enumerate() {
+        match (word_byte(b), start) {
+            (true, None) => start = Some(i),
+            (false, Some(st)) => {
+                s.words.push((st as u32, i as u32));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(st) = start {
+        s.words.push((st as u32, s.norm.len() as u32));
+    }
+    s.hashed.clear();
+    let offset = (kind * BUCKETS) as u32;
+    let mask = (BUCKETS - 1) as u64;
+    for family in Family::ALL {
+        let seed = family.seed();
+        s.ids.clear();
+        let norm = &s.norm;
+        match family {
+            Family::W1 => {
+                for (k, &(a, b)) in s.words.iter().enumerate() {
+                    let h = fnv1a_from(seed, &norm[a as usize..b as usize]);
+                    s.ids.push(((h & mask) as u32, k as u32));
+                }
+            }
+            Family::W2 => {
+                for (k, pair) in s.words.windows(2).enumerate() {
+                    let (a, b) = (pair[0], pair[1]);
+                    let h = fnv1a_from(seed, &norm[a.0 as usize..a.1 as usize]);
+                    let h = fnv1a_from(h, b" ");
+                    let h = fnv1a_from(h, &norm[b.0 as usize..b.1 as usize]);
+                    s.ids.push(((h & mask) as u32, k as u32));
+                }
+            }
+            Family::C4 => {
+                // Windows of " " + norm + " ".
+                let len = norm.len() + 2;
+                let at = |i: usize| {
+                    if i == 0 || i == len - 1 {
+                        b' '
+                    } else {
+                        norm[i - 1]
+                    }
+                };
+                for i in 0..len.saturating_sub(3) {
+                    let mut h = seed;
+                    for j in i..i + 4 {
+                        h ^= u64::from(at(j));
+                        h = h.wrapping_mul(FNV_PRIME);
+                    }
+                    s.ids.push(((h & mask) as u32, i as u32));
+                }
+            }
+        }
+        if s.ids.is_empty() {
+            continue;
+        }
+        // Stable order within a bucket keeps the first gram as its name.
+        if names {
+            s.ids.sort();
+        } else {
+            s.ids.sort_unstable_by_key(|&(bucket, _)| bucket);
+        }
+        let first = s.hashed.len();
+        let mut sum_sq = 0.0;
+        let mut i = 0;
+        while i < s.ids.len() {
+            let (bucket, pos) = s.ids[i];
+            let mut j = i + 1;
+            while j < s.ids.len() && s.ids[j].0 == bucket {
+                j += 1;
+            }
+            let u = 1.0 + ((j - i) as f64).ln();
+            sum_sq += u * u;
+            let gram = names.then(|| gram_at(family, pos as usize, &s.words));
+            s.hashed.push(Hashed {
+                index: offset + bucket,
+                value: u,
+                gram,
+            });
+            i = j;
+        }
+        let norm = sum_sq.sqrt();
+        for h in &mut s.hashed[first..] {
+            h.value /= norm;
+        }
+    }
+}
+
+fn gram_at(family: Family, pos: usize, words: &[(u32, u32)]) -> Gram {
+    match family {
+        Family::W1 => Gram {
+            family,
+            a: words[pos],
+            b: None,
+        },
+        Family::W2 => Gram {
+            family,
+            a: words[pos],
+            b: Some(words[pos + 1]),
+        },
+        Family::C4 => Gram {
+            family,
+            a: (pos as u32, pos as u32 + 4),
+            b: None,
+        },
+    }
+}
+
+impl Gram {
+    /// The gram's text, as hashed (lowercase, digits as `0`).
+    pub fn text(&self, norm: &[u8]) -> String {
+        let span = |(a, b): (u32, u32)| norm.get(a as usize..b as usize).unwrap_or(&[]);
+        let bytes: Vec<u8> = match (self.family, self.b) {
+            (Family::C4, _) => {
+                // Padded text: position 0 and len+1 are spaces.
+                let (a, b) = self.a;
+                (a..b)
+                    .map(|i| {
+                        if i == 0 || i as usize == norm.len() + 1 {
+                            b' '
+                        } else {
+                            norm[i as usize - 1]
+                        }
+                    })
+                    .collect()
+            }
+            (_, Some(second)) => [span(self.a), b" ", span(second)].concat(),
+            (_, None) => span(self.a).to_vec(),
+        };
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
