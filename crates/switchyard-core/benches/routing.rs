@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
-use switchyard_core::analysis::TaskAnalyzer;
+use switchyard_core::analysis::need::NeedModel;
+use switchyard_core::analysis::{DEFAULT_QUALITY_TARGET, TaskAnalyzer};
 use switchyard_core::catalog::Catalog;
 use switchyard_core::health::HealthSnapshot;
 use switchyard_core::job::{ChatRequest, Job};
@@ -50,7 +51,11 @@ fn bench(c: &mut Criterion) {
         })
         .collect();
     let router = Router::new(catalog.clone(), deployments, RouterSettings::default());
-    let analyzer = TaskAnalyzer::new();
+    let analyzer = TaskAnalyzer::new(
+        &catalog,
+        NeedModel::builtin().unwrap(),
+        DEFAULT_QUALITY_TARGET,
+    );
     let typical = job(
         "Hi, I ordered the walnut desk (order 88213) two weeks ago and the tracking hasn't moved since Tuesday. \
          Can you tell me whether it's lost and if I can get a refund or a replacement shipped faster? Thanks, Dana",

@@ -175,3 +175,56 @@ pub fn auc(scores: &[f64], labels: &[bool]) -> Option<f64> {
         .sum();
     Some((sum - n1 * (n1 + 1.0) / 2.0) / (n1 * n0))
 }
+
+/// The rows a model's thresholds are calibrated on: those with measured
+/// judgments of both models (rows neither model answered included, as
+/// RouteLLM counts them), or, when a file has none, every labelled row with the
+/// judgments its label implies. Returns the set's description and the rows.
+pub fn calibration_rows<'a>(
+    rows: &[&'a crate::train::Row],
+) -> (String, Vec<&'a crate::train::Row>) {
+    let measured: Vec<&crate::train::Row> = rows
+        .iter()
+        .copied()
+        .filter(|r| r.weak_correct.is_some() && r.strong_correct.is_some())
+        .collect();
+    if !measured.is_empty() {
+        let mut sources: Vec<&str> = measured.iter().map(|r| r.source.as_str()).collect();
+        sources.sort_unstable();
+        sources.dedup();
+        return (
+            format!("{} (measured judgments)", sources.join(" + ")),
+            measured,
+        );
+    }
+    let labelled: Vec<&crate::train::Row> = rows
+        .iter()
+        .copied()
+        .filter(|r| r.required_tier.is_some())
+        .collect();
+    let mut sources: Vec<&str> = labelled.iter().map(|r| r.source.as_str()).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    (
+        format!("{} (judgments implied by the labels)", sources.join(" + ")),
+        labelled,
+    )
+}
+
+/// Calibrates `model`'s thresholds on `rows` (see [`calibration_rows`]) for
+/// the targets of [`target_grid`].
+pub fn calibrate(model: &crate::NeedModel, rows: &[&crate::train::Row], what: &str) -> Calibration {
+    let (set, chosen) = calibration_rows(rows);
+    let judged: Vec<Judged> = chosen
+        .iter()
+        .map(|r| {
+            let (weak, strong) = r.correctness();
+            Judged {
+                p: model.predict(&r.prompt).p,
+                weak: f64::from(u8::from(weak)),
+                strong: f64::from(u8::from(strong)),
+            }
+        })
+        .collect();
+    Calibration::compute(&format!("{what}{set}"), &judged, target_grid())
+}

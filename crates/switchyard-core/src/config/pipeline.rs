@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::source::{self, ConfigError, ConfigSource, Invalid, KeyPath};
+use crate::analysis::need::NeedModel;
 use crate::catalog::Catalog;
 use crate::config::source::ReadFile;
 use crate::health::HealthConfig;
@@ -282,6 +284,13 @@ pub struct RoutingConfig {
     pub default_strategy: Strategy,
     /// Quality floor when the org policy sets none.
     pub default_quality_floor: f64,
+    /// Share of the flagship's quality (0..1) that `auto` keeps when the org
+    /// policy sets no `quality_target`: it picks the threshold on the learned
+    /// need above which a job goes to a top-third model.
+    pub default_quality_target: f64,
+    /// A need model file trained by `switchyard train-router` (relative to this
+    /// file); without it, the model compiled into the binary.
+    pub need_model: Option<PathBuf>,
     /// Model whose prices define the "everything on the flagship" baseline.
     pub baseline_model: String,
     /// Longest routing chain.
@@ -299,6 +308,8 @@ impl Default for RoutingConfig {
         Self {
             default_strategy: Strategy::Auto,
             default_quality_floor: 0.5,
+            default_quality_target: crate::analysis::DEFAULT_QUALITY_TARGET,
+            need_model: None,
             baseline_model: "claude-opus-5-5".into(),
             max_chain: 4,
             quality_slack: 0.08,
@@ -553,6 +564,9 @@ pub struct LoadedPipeline {
     pub catalog: Catalog,
     /// The org tree it points to.
     pub org: OrgTree,
+    /// The need model `auto` routes with: the built-in one, or the file of
+    /// `routing.need_model` (which the loader reads).
+    pub need_model: Arc<NeedModel>,
     /// The config file's path.
     pub path: PathBuf,
 }
@@ -575,6 +589,9 @@ impl PipelineConfig {
         config.org = dir.join(&config.org);
         if let Some(access) = &mut config.access {
             access.keys_file = dir.join(&access.keys_file);
+        }
+        if let Some(model) = &mut config.routing.need_model {
+            *model = dir.join(&*model);
         }
         let catalog_text = files.read(&config.catalog).map_err(|e| ConfigError {
             origin: config.catalog.display().to_string(),
@@ -599,10 +616,18 @@ impl PipelineConfig {
             config.routing.default_quality_floor,
         )?;
         config.validate(&catalog).map_err(|e| source.locate(e))?;
+        let need_model = NeedModel::builtin().map_err(|e| ConfigError {
+            origin: "the built-in need model".into(),
+            line: None,
+            key: "routing.need_model".into(),
+            problem: e.to_string(),
+            fix: "rebuild Switchyard, or set routing.need_model to a model file".into(),
+        })?;
         Ok(LoadedPipeline {
             config,
             catalog,
             org,
+            need_model,
             path: path.to_owned(),
         })
     }
@@ -741,6 +766,16 @@ impl PipelineConfig {
                     self.routing.baseline_model
                 ),
                 format!("use one of: {}", catalog.names().join(", ")),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.routing.default_quality_target) {
+            return Err(Invalid::new(
+                root.key("routing").key("default_quality_target"),
+                format!(
+                    "quality target {} is outside 0..1",
+                    self.routing.default_quality_target
+                ),
+                "give the share of the flagship's quality to keep, such as 0.95",
             ));
         }
         if !(0.0..=1.0).contains(&self.routing.default_quality_floor) {

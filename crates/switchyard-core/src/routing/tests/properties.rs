@@ -238,7 +238,7 @@ proptest! {
             circuit: if open[d] { CircuitState::Open } else { CircuitState::Closed },
             ..HealthSnapshot::fresh()
         };
-        let analysis = TaskAnalyzer::new().analyze(&j, false);
+        let analysis = crate::analysis::tests::analyzer_for(r.catalog()).analyze(&j, false);
         let oracle = Oracle { job: &j, analysis: &analysis, policy: &policy, budget, now };
         let input = RouteInput { job: &j, analysis: &analysis, policy: &policy, budget, now };
         let feasible_exists = r
