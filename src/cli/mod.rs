@@ -8,6 +8,7 @@ mod broker;
 mod common;
 mod demo;
 mod dev;
+mod need;
 mod org;
 mod report;
 mod route;
@@ -81,6 +82,15 @@ enum Command {
     Cancel(batch::CancelArgs),
     /// Price a batch file under every strategy before anything runs.
     Estimate(batch::EstimateArgs),
+    /// Train the need model `auto` routes with on labelled prompts; writes the
+    /// model and its card.
+    TrainRouter(need::TrainArgs),
+    /// The cost/quality curve of routing by the need on labelled prompts, and
+    /// the threshold each quality target implies.
+    Calibrate(need::CalibrateArgs),
+    /// How `auto` routes labelled prompts: AUC, adequacy, under-routing,
+    /// over-spend, recovered quality gap and cost, per source and overall.
+    EvalRouter(need::EvalArgs),
 }
 
 /// Entry point: parse, log, run, exit code.
@@ -117,6 +127,9 @@ pub fn main() -> ExitCode {
             Command::Collect(a) => batch::collect(a).await,
             Command::Cancel(a) => batch::cancel(a).await,
             Command::Estimate(a) => batch::estimate(a).await,
+            Command::TrainRouter(a) => need::train(a),
+            Command::Calibrate(a) => need::calibrate(a),
+            Command::EvalRouter(a) => need::eval(a),
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));

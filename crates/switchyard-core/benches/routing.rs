@@ -1,6 +1,7 @@
-//! Routing decision cost: task analysis plus the full strategy (feasibility over
-//! every catalog model, ranking, chain) for typical prompts, with the shipped
-//! 34-model catalog. `cargo bench -p switchyard-core --bench routing`.
+//! Routing decision cost: the learned need estimate alone, task analysis (lexicon
+//! and need), and the full decision (analysis plus feasibility over every catalog
+//! model, ranking, chain) for typical prompts, with the shipped 34-model catalog
+//! and need model. `cargo bench -p switchyard-core --bench routing`.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -68,6 +69,11 @@ fn bench(c: &mut Criterion) {
         ("code_snippet", &code),
         ("long_document", &long),
     ] {
+        let text = switchyard_core::analysis::job_text(job).into_owned();
+        let model = NeedModel::builtin().unwrap();
+        c.bench_function(&format!("need/{name}"), |b| {
+            b.iter(|| model.predict(black_box(&text)))
+        });
         c.bench_function(&format!("analyze/{name}"), |b| {
             b.iter(|| analyzer.analyze(black_box(job), false))
         });

@@ -181,3 +181,31 @@ fn calibration_picks_the_highest_threshold_that_keeps_the_target() {
     );
     assert_eq!(auc(&[0.5, 0.5], &[true, false]), Some(0.5));
 }
+
+/// Training is deterministic: the same rows give the same model, byte for byte.
+#[test]
+fn training_twice_gives_the_same_bytes() {
+    let text = include_str!("../../../pipelines/routing-data/premium_written.jsonl");
+    let mut rows = train::Row::parse_jsonl("premium", text).unwrap();
+    let cheap = include_str!("../../../pipelines/routing-data/demo_labelled.jsonl");
+    rows.extend(train::Row::parse_jsonl("demo", cheap).unwrap());
+    let fit = || {
+        train::train(&rows, &[train::Split::Train], &|_| {})
+            .unwrap()
+            .model
+            .to_bytes()
+    };
+    let first = fit();
+    assert_eq!(first, fit());
+    let model = NeedModel::parse(&first).unwrap();
+    // It learned something: premium prompts score above cheap ones on average.
+    let mean = |tier: train::RequiredTier| {
+        let ps: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.required_tier == Some(tier))
+            .map(|r| model.predict(&r.prompt).p)
+            .collect();
+        ps.iter().sum::<f64>() / ps.len() as f64
+    };
+    assert!(mean(train::RequiredTier::Premium) > mean(train::RequiredTier::Cheap) + 0.2);
+}
