@@ -97,9 +97,10 @@ const NUMBER_WORDS: &[&[u8]] = &[
     b"dozen",
     b"once",
 ];
-const MATH_CHARS: &[char] = &[
-    '=', '+', '*', '/', '^', '<', '>', '√', '∑', '∫', 'π', '≤', '≥', '≠', '∞', '±', '×', '÷',
-];
+/// The non-ASCII math characters (the ASCII ones, `= + * / ^ < >`, are counted bytewise).
+const MATH_CHARS: &[char] = &['√', '∑', '∫', 'π', '≤', '≥', '≠', '∞', '±', '×', '÷'];
+
+use std::sync::LazyLock;
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -322,21 +323,46 @@ fn kind_of(opts: &Options, low: &[u8]) -> usize {
 }
 
 /// Occurrences of the phrases in ASCII-lowered `low`, each neither preceded
-/// nor followed by a letter a..z.
-fn count_phrases(low: &[u8], phrases: &[&[u8]]) -> usize {
+/// nor followed by a letter a..z. Every phrase starts with a letter, so only
+/// word starts can begin one: one pass over them, trying only the phrases that
+/// start with the word's letter.
+fn count_phrases(low: &[u8], phrases: &PhraseIndex) -> usize {
     let mut n = 0;
-    for p in phrases {
-        for i in memchr::memmem::find_iter(low, p) {
-            let before = if i > 0 { low[i - 1] } else { b' ' };
-            let j = i + p.len();
-            let after = low.get(j).copied().unwrap_or(b' ');
-            if !before.is_ascii_lowercase() && !after.is_ascii_lowercase() {
-                n += 1;
+    let mut prev_letter = false;
+    for (i, &b) in low.iter().enumerate() {
+        let letter = b.is_ascii_lowercase();
+        if letter && !prev_letter {
+            let rest = &low[i..];
+            for p in &phrases[usize::from(b - b'a')] {
+                if rest.starts_with(p) && !rest.get(p.len()).is_some_and(u8::is_ascii_lowercase) {
+                    n += 1;
+                }
             }
         }
+        prev_letter = letter;
     }
     n
 }
+
+/// Phrases by their first letter.
+type PhraseIndex = [Vec<&'static [u8]>; 26];
+
+fn index(phrases: &[&'static [u8]]) -> PhraseIndex {
+    let mut out: PhraseIndex = Default::default();
+    for p in phrases {
+        if let Some(slot) = p
+            .first()
+            .and_then(|b| out.get_mut(usize::from(b.wrapping_sub(b'a'))))
+        {
+            slot.push(p);
+        }
+    }
+    out
+}
+
+static CONSTRAINTS: LazyLock<PhraseIndex> = LazyLock::new(|| index(CONSTRAINT_PHRASES));
+static NEGATIONS: LazyLock<PhraseIndex> = LazyLock::new(|| index(NEG_PHRASES));
+static QUANTITIES: LazyLock<PhraseIndex> = LazyLock::new(|| index(NUMBER_WORDS));
 
 /// Maximal matches of `[0-9]+([.,][0-9]+)*`.
 fn count_numbers(t: &[u8]) -> usize {
@@ -359,6 +385,68 @@ fn count_numbers(t: &[u8]) -> usize {
     }
     n
 }
+
+const DIGIT: u8 = 1;
+const UPPER: u8 = 2;
+const NONASCII: u8 = 4;
+const SYMBOL: u8 = 8;
+const MATH: u8 = 16;
+/// `? { % \ . !`: bytes with a rule of their own.
+const OTHER: u8 = 32;
+
+/// What each byte counts for in the dense features' byte scan.
+static BYTE_CLASS: [u8; 256] = {
+    let mut c = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let x = b as u8;
+        let mut k = 0;
+        if x.is_ascii_digit() {
+            k |= DIGIT;
+        }
+        if x.is_ascii_uppercase() {
+            k |= UPPER;
+        }
+        if x >= 0x80 {
+            k |= NONASCII;
+        }
+        if matches!(
+            x,
+            b'{' | b'}'
+                | b'['
+                | b']'
+                | b'('
+                | b')'
+                | b';'
+                | b'='
+                | b'<'
+                | b'>'
+                | b'_'
+                | b'\\'
+                | b'|'
+                | b'`'
+                | b'#'
+                | b'@'
+                | b'$'
+                | b'%'
+                | b'^'
+                | b'&'
+                | b'*'
+                | b'~'
+        ) {
+            k |= SYMBOL;
+        }
+        if matches!(x, b'=' | b'+' | b'*' | b'/' | b'^' | b'<' | b'>') {
+            k |= MATH;
+        }
+        if matches!(x, b'?' | b'{' | b'%' | b'\\' | b'.' | b'!') {
+            k |= OTHER;
+        }
+        c[b] = k;
+        b += 1;
+    }
+    c
+};
 
 fn log2p(x: f64) -> f64 {
     (1.0 + x).log2()
@@ -421,51 +509,31 @@ fn dense_features(text: &str, low: &[u8], shots: u32, kind: usize, opts: &Option
     }
     let (mut digits, mut upper, mut nonascii, mut sym, mut qmarks, mut braces, mut pct) =
         (0usize, 0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
-    let (mut latex, mut sents) = (0usize, 0usize);
+    let (mut latex, mut sents, mut mathc) = (0usize, 0usize, 0usize);
     for (i, &b) in t.iter().enumerate() {
-        match b {
-            b'0'..=b'9' => digits += 1,
-            b'A'..=b'Z' => upper += 1,
-            0x80..=0xff => nonascii += 1,
-            _ => {}
+        let class = BYTE_CLASS[usize::from(b)];
+        if class == 0 {
+            // Lowercase letters, spaces and most punctuation count for nothing here.
+            continue;
         }
-        if matches!(
-            b,
-            b'{' | b'}'
-                | b'['
-                | b']'
-                | b'('
-                | b')'
-                | b';'
-                | b'='
-                | b'<'
-                | b'>'
-                | b'_'
-                | b'\\'
-                | b'|'
-                | b'`'
-                | b'#'
-                | b'@'
-                | b'$'
-                | b'%'
-                | b'^'
-                | b'&'
-                | b'*'
-                | b'~'
-        ) {
-            sym += 1;
-        }
-        match b {
-            b'?' => qmarks += 1,
-            b'{' => braces += 1,
-            b'%' => pct += 1,
-            _ => {}
-        }
-        if b == b'\\' && t.get(i + 1).is_some_and(u8::is_ascii_alphabetic) {
-            latex += 1;
-        }
-        if matches!(b, b'.' | b'?' | b'!') && t.get(i + 1).is_none_or(|&c| is_ws(c)) {
-            sents += 1;
+        digits += usize::from(class & DIGIT != 0);
+        upper += usize::from(class & UPPER != 0);
+        nonascii += usize::from(class & NONASCII != 0);
+        sym += usize::from(class & SYMBOL != 0);
+        mathc += usize::from(class & MATH != 0);
+        if class & OTHER != 0 {
+            match b {
+                b'?' => qmarks += 1,
+                b'{' => braces += 1,
+                b'%' => pct += 1,
+                _ => {}
+            }
+            if b == b'\\' && t.get(i + 1).is_some_and(u8::is_ascii_alphabetic) {
+                latex += 1;
+            }
+            if matches!(b, b'.' | b'?' | b'!') && t.get(i + 1).is_none_or(|&c| is_ws(c)) {
+                sents += 1;
+            }
         }
     }
     let mut i = 0;
@@ -477,10 +545,12 @@ fn dense_features(text: &str, low: &[u8], shots: u32, kind: usize, opts: &Option
             i += 1;
         }
     }
-    let mathc = text.chars().filter(|c| MATH_CHARS.contains(c)).count();
+    if nonascii > 0 {
+        mathc += text.chars().filter(|c| MATH_CHARS.contains(c)).count();
+    }
     let numbers = count_numbers(t);
-    let statements = (0..n.saturating_sub(10))
-        .filter(|&i| &low[i..i + 10] == b"statement " && low[i + 10].is_ascii_digit())
+    let statements = memchr::memmem::find_iter(low, b"statement ")
+        .filter(|&i| low.get(i + 10).is_some_and(u8::is_ascii_digit))
         .count();
     let mcq = kind == 1;
     let letters = opts.letters();
@@ -491,7 +561,7 @@ fn dense_features(text: &str, low: &[u8], shots: u32, kind: usize, opts: &Option
             letters as f64 / 4.0,
             log2p(total as f64 / letters.max(1) as f64) / 6.0,
             log2p(stem.len() as f64) / 8.0,
-            log2p(count_phrases(stem, NEG_PHRASES) as f64) / 2.0,
+            log2p(count_phrases(stem, &NEGATIONS) as f64) / 2.0,
         )
     } else {
         (0.0, 0.0, 0.0, 0.0)
@@ -516,7 +586,7 @@ fn dense_features(text: &str, low: &[u8], shots: u32, kind: usize, opts: &Option
         (f(nw) / f(sents.max(1))).min(60.0) / 30.0,
         (f(word_bytes) / f(nw.max(1))).min(12.0) / 6.0,
         log2p(f(max_line)) / 10.0,
-        log2p(f(count_phrases(low, CONSTRAINT_PHRASES))) / 3.0,
+        log2p(f(count_phrases(low, &CONSTRAINTS))) / 3.0,
         if contains(low, b"http://") || contains(low, b"https://") {
             1.0
         } else {
@@ -535,7 +605,7 @@ fn dense_features(text: &str, low: &[u8], shots: u32, kind: usize, opts: &Option
         stem_len,
         neg_words,
         log2p(f(statements)) / 2.0,
-        log2p(f(numbers + count_phrases(low, NUMBER_WORDS))) / 4.0,
+        log2p(f(numbers + count_phrases(low, &QUANTITIES))) / 4.0,
         1.0,
     ]
 }
@@ -570,8 +640,12 @@ pub struct Scratch {
     /// Normalised task text.
     pub norm: Vec<u8>,
     lower: Vec<u8>,
+    padded: Vec<u8>,
     words: Vec<(u32, u32)>,
-    ids: Vec<(u32, u32)>,
+    /// Grams per bucket of the family being counted (all zero between families).
+    counts: Vec<u16>,
+    /// Buckets the family hit, in first-hit order, with the position of the first gram.
+    touched: Vec<(u32, u32)>,
     /// Hashed entries of the last featurisation (per family, in family order).
     pub hashed: Vec<Hashed>,
 }
@@ -590,7 +664,8 @@ pub struct Shape {
 }
 
 /// Featurises `text`: the dense shape is returned, the hashed entries are left
-/// in `scratch.hashed` (grouped by family, sorted by index within a family).
+/// in `scratch.hashed`, grouped by family, each family's in first-hit order (so
+/// scoring with or without names sums in the same order).
 /// With `names`, each hashed entry records the gram that named it.
 pub fn featurize(text: &str, scratch: &mut Scratch, names: bool) -> Shape {
     let (task, shots) = task_segment(text);
@@ -657,67 +732,69 @@ fn hashed_features(t: &[u8], kind: usize, s: &mut Scratch, names: bool) {
         s.words.push((st as u32, s.norm.len() as u32));
     }
     s.hashed.clear();
+    if s.counts.len() != BUCKETS {
+        s.counts = vec![0; BUCKETS];
+    }
     let offset = (kind * BUCKETS) as u32;
     let mask = (BUCKETS - 1) as u64;
     for family in Family::ALL {
         let seed = family.seed();
-        s.ids.clear();
-        let norm = &s.norm;
+        s.touched.clear();
+        let Scratch {
+            norm,
+            padded,
+            words,
+            counts,
+            touched,
+            ..
+        } = &mut *s;
+        let mut add = |h: u64, pos: usize| {
+            let bucket = (h & mask) as usize;
+            let c = &mut counts[bucket];
+            if *c == 0 {
+                touched.push((bucket as u32, pos as u32));
+            }
+            *c = c.saturating_add(1);
+        };
         match family {
             Family::W1 => {
-                for (k, &(a, b)) in s.words.iter().enumerate() {
-                    let h = fnv1a_from(seed, &norm[a as usize..b as usize]);
-                    s.ids.push(((h & mask) as u32, k as u32));
+                for (k, &(a, b)) in words.iter().enumerate() {
+                    add(fnv1a_from(seed, &norm[a as usize..b as usize]), k);
                 }
             }
             Family::W2 => {
-                for (k, pair) in s.words.windows(2).enumerate() {
+                for (k, pair) in words.windows(2).enumerate() {
                     let (a, b) = (pair[0], pair[1]);
                     let h = fnv1a_from(seed, &norm[a.0 as usize..a.1 as usize]);
                     let h = fnv1a_from(h, b" ");
-                    let h = fnv1a_from(h, &norm[b.0 as usize..b.1 as usize]);
-                    s.ids.push(((h & mask) as u32, k as u32));
+                    add(fnv1a_from(h, &norm[b.0 as usize..b.1 as usize]), k);
                 }
             }
             Family::C4 => {
                 // Windows of " " + norm + " ".
-                let len = norm.len() + 2;
-                let at = |i: usize| {
-                    if i == 0 || i == len - 1 {
-                        b' '
-                    } else {
-                        norm[i - 1]
-                    }
-                };
-                for i in 0..len.saturating_sub(3) {
+                padded.clear();
+                padded.push(b' ');
+                padded.extend_from_slice(norm);
+                padded.push(b' ');
+                for (i, w) in padded.windows(4).enumerate() {
                     let mut h = seed;
-                    for j in i..i + 4 {
-                        h ^= u64::from(at(j));
+                    for &b in w {
+                        h ^= u64::from(b);
                         h = h.wrapping_mul(FNV_PRIME);
                     }
-                    s.ids.push(((h & mask) as u32, i as u32));
+                    add(h, i);
                 }
             }
         }
-        if s.ids.is_empty() {
+        if touched.is_empty() {
             continue;
-        }
-        // Stable order within a bucket keeps the first gram as its name.
-        if names {
-            s.ids.sort();
-        } else {
-            s.ids.sort_unstable_by_key(|&(bucket, _)| bucket);
         }
         let first = s.hashed.len();
         let mut sum_sq = 0.0;
-        let mut i = 0;
-        while i < s.ids.len() {
-            let (bucket, pos) = s.ids[i];
-            let mut j = i + 1;
-            while j < s.ids.len() && s.ids[j].0 == bucket {
-                j += 1;
-            }
-            let u = 1.0 + ((j - i) as f64).ln();
+        for &(bucket, pos) in &s.touched {
+            let c = std::mem::take(&mut s.counts[bucket as usize]);
+            // Most grams occur once: 1 + ln(1) = 1 without calling ln.
+            let u = if c == 1 { 1.0 } else { 1.0 + f64::from(c).ln() };
             sum_sq += u * u;
             let gram = names.then(|| gram_at(family, pos as usize, &s.words));
             s.hashed.push(Hashed {
@@ -725,7 +802,6 @@ fn hashed_features(t: &[u8], kind: usize, s: &mut Scratch, names: bool) {
                 value: u,
                 gram,
             });
-            i = j;
         }
         let norm = sum_sq.sqrt();
         for h in &mut s.hashed[first..] {
