@@ -475,131 +475,49 @@ fn dense_features(text: &str, low: &[u8], shots: u32, kind: usize, opts: &Option
     let t = text.as_bytes();
     let n = t.len();
     let nz = n.max(1) as f64;
-    let (mut nonblank, mut codey, mut listl, mut max_line) = (0usize, 0usize, 0usize, 0usize);
-    let (mut max_para, mut para, mut para_lines) = (0usize, 0usize, 0usize);
-    for line in t.split(|&b| b == b'\n') {
-        listl += usize::from(list_line(line));
-        if is_blank(line) {
-            if para_lines > 0 {
-                max_para = max_para.max(para + para_lines - 1);
-            }
-            para = 0;
-            para_lines = 0;
-            continue;
-        }
-        nonblank += 1;
-        max_line = max_line.max(line.len());
-        para += line.len();
-        para_lines += 1;
-        let trimmed = trim_end_ws(line);
-        if matches!(trimmed.last(), Some(b';' | b'{' | b'}'))
-            || line.starts_with(b"    ")
-            || line.starts_with(b"\t")
-        {
-            codey += 1;
-        }
-    }
-    if para_lines > 0 {
-        max_para = max_para.max(para + para_lines - 1);
-    }
+    let lines = LineCounts::scan(t);
+    let b = ByteCounts::scan(text);
     let (mut nw, mut word_bytes) = (0usize, 0usize);
     for w in t.split(|&b| is_ws(b)).filter(|w| !w.is_empty()) {
         nw += 1;
         word_bytes += w.len();
     }
-    let (mut digits, mut upper, mut nonascii, mut sym, mut qmarks, mut braces, mut pct) =
-        (0usize, 0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
-    let (mut latex, mut sents, mut mathc) = (0usize, 0usize, 0usize);
-    for (i, &b) in t.iter().enumerate() {
-        let class = BYTE_CLASS[usize::from(b)];
-        if class == 0 {
-            // Lowercase letters, spaces and most punctuation count for nothing here.
-            continue;
-        }
-        digits += usize::from(class & DIGIT != 0);
-        upper += usize::from(class & UPPER != 0);
-        nonascii += usize::from(class & NONASCII != 0);
-        sym += usize::from(class & SYMBOL != 0);
-        mathc += usize::from(class & MATH != 0);
-        if class & OTHER != 0 {
-            match b {
-                b'?' => qmarks += 1,
-                b'{' => braces += 1,
-                b'%' => pct += 1,
-                _ => {}
-            }
-            if b == b'\\' && t.get(i + 1).is_some_and(u8::is_ascii_alphabetic) {
-                latex += 1;
-            }
-            if matches!(b, b'.' | b'?' | b'!') && t.get(i + 1).is_none_or(|&c| is_ws(c)) {
-                sents += 1;
-            }
-        }
-    }
-    let mut i = 0;
-    while i + 2 < n {
-        if t[i].is_ascii_digit() && t[i + 1] == b'/' && t[i + 2].is_ascii_digit() {
-            pct += 1;
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    if nonascii > 0 {
-        mathc += text.chars().filter(|c| MATH_CHARS.contains(c)).count();
-    }
     let numbers = count_numbers(t);
     let statements = memchr::memmem::find_iter(low, b"statement ")
         .filter(|&i| low.get(i + 10).is_some_and(u8::is_ascii_digit))
         .count();
-    let mcq = kind == 1;
-    let letters = opts.letters();
-    let (n_options, opt_len, stem_len, neg_words) = if mcq {
-        let stem = &low[..opts.first.unwrap_or(n)];
-        let total: usize = opts.len.iter().flatten().sum();
-        (
-            letters as f64 / 4.0,
-            log2p(total as f64 / letters.max(1) as f64) / 6.0,
-            log2p(stem.len() as f64) / 8.0,
-            log2p(count_phrases(stem, &NEGATIONS) as f64) / 2.0,
-        )
+    let [n_options, opt_len, stem_len, neg_words] = if kind == 1 {
+        options_features(low, opts)
     } else {
-        (0.0, 0.0, 0.0, 0.0)
+        [0.0; 4]
     };
     let f = |x: usize| x as f64;
+    let flag = |x: bool| if x { 1.0 } else { 0.0 };
     [
         log2p(f(n)) / 8.0,
         log2p(f(nw)) / 7.0,
-        log2p(f(nonblank)) / 5.0,
-        5.0 * f(digits) / nz,
-        5.0 * f(upper) / nz,
-        f(nonascii) / nz,
-        5.0 * f(sym) / nz,
-        if contains(t, b"```") { 1.0 } else { 0.0 },
-        f(codey) / f(nonblank.max(1)),
-        log2p(f(mathc)) / 4.0,
-        log2p(f(latex)) / 3.0,
-        log2p(f(qmarks)) / 3.0,
-        log2p(f(listl)) / 3.0,
+        log2p(f(lines.nonblank)) / 5.0,
+        5.0 * f(b.digits) / nz,
+        5.0 * f(b.upper) / nz,
+        f(b.nonascii) / nz,
+        5.0 * f(b.symbols) / nz,
+        flag(contains(t, b"```")),
+        f(lines.code) / f(lines.nonblank.max(1)),
+        log2p(f(b.math)) / 4.0,
+        log2p(f(b.latex)) / 3.0,
+        log2p(f(b.qmarks)) / 3.0,
+        log2p(f(lines.list)) / 3.0,
         log2p(f(numbers)) / 4.0,
         log2p(f64::from(shots)) / 3.0,
-        (f(nw) / f(sents.max(1))).min(60.0) / 30.0,
+        (f(nw) / f(b.sentences.max(1))).min(60.0) / 30.0,
         (f(word_bytes) / f(nw.max(1))).min(12.0) / 6.0,
-        log2p(f(max_line)) / 10.0,
+        log2p(f(lines.max_line)) / 10.0,
         log2p(f(count_phrases(low, &CONSTRAINTS))) / 3.0,
-        if contains(low, b"http://") || contains(low, b"https://") {
-            1.0
-        } else {
-            0.0
-        },
-        log2p(f(braces)) / 3.0,
-        if trim_end_ws(t).last() == Some(&b'?') {
-            1.0
-        } else {
-            0.0
-        },
-        log2p(f(pct)) / 3.0,
-        log2p(f(max_para)) / 10.0,
+        flag(contains(low, b"http://") || contains(low, b"https://")),
+        log2p(f(b.braces)) / 3.0,
+        flag(trim_end_ws(t).last() == Some(&b'?')),
+        log2p(f(b.percents)) / 3.0,
+        log2p(f(lines.max_para)) / 10.0,
         n_options,
         opt_len,
         stem_len,
@@ -608,6 +526,125 @@ fn dense_features(text: &str, low: &[u8], shots: u32, kind: usize, opts: &Option
         log2p(f(numbers + count_phrases(low, &QUANTITIES))) / 4.0,
         1.0,
     ]
+}
+
+/// `n_options`, `opt_len`, `stem_len` and `neg_words` of a multiple-choice segment.
+fn options_features(low: &[u8], opts: &Options) -> [f64; 4] {
+    let letters = opts.letters();
+    let stem = &low[..opts.first.unwrap_or(low.len())];
+    let total: usize = opts.len.iter().flatten().sum();
+    [
+        letters as f64 / 4.0,
+        log2p(total as f64 / letters.max(1) as f64) / 6.0,
+        log2p(stem.len() as f64) / 8.0,
+        log2p(count_phrases(stem, &NEGATIONS) as f64) / 2.0,
+    ]
+}
+
+/// What the lines of a task segment hold.
+#[derive(Default)]
+struct LineCounts {
+    nonblank: usize,
+    /// Non-blank lines that end in `;` `{` `}` or start indented by 4 spaces or a tab.
+    code: usize,
+    list: usize,
+    max_line: usize,
+    /// Bytes of the longest run of non-blank lines (with their newlines).
+    max_para: usize,
+}
+
+impl LineCounts {
+    fn scan(t: &[u8]) -> Self {
+        let mut c = LineCounts::default();
+        let (mut para, mut para_lines) = (0usize, 0usize);
+        for line in t.split(|&b| b == b'\n') {
+            c.list += usize::from(list_line(line));
+            if is_blank(line) {
+                if para_lines > 0 {
+                    c.max_para = c.max_para.max(para + para_lines - 1);
+                }
+                para = 0;
+                para_lines = 0;
+                continue;
+            }
+            c.nonblank += 1;
+            c.max_line = c.max_line.max(line.len());
+            para += line.len();
+            para_lines += 1;
+            if matches!(trim_end_ws(line).last(), Some(b';' | b'{' | b'}'))
+                || line.starts_with(b"    ")
+                || line.starts_with(b"\t")
+            {
+                c.code += 1;
+            }
+        }
+        if para_lines > 0 {
+            c.max_para = c.max_para.max(para + para_lines - 1);
+        }
+        c
+    }
+}
+
+/// Byte-level counts of a task segment.
+#[derive(Default)]
+struct ByteCounts {
+    digits: usize,
+    upper: usize,
+    nonascii: usize,
+    symbols: usize,
+    math: usize,
+    qmarks: usize,
+    braces: usize,
+    /// `%` signs and digit-slash-digit fractions.
+    percents: usize,
+    latex: usize,
+    sentences: usize,
+}
+
+impl ByteCounts {
+    fn scan(text: &str) -> Self {
+        let t = text.as_bytes();
+        let mut c = ByteCounts::default();
+        for (i, &b) in t.iter().enumerate() {
+            let class = BYTE_CLASS[usize::from(b)];
+            if class == 0 {
+                // Lowercase letters, spaces and most punctuation count for nothing here.
+                continue;
+            }
+            c.digits += usize::from(class & DIGIT != 0);
+            c.upper += usize::from(class & UPPER != 0);
+            c.nonascii += usize::from(class & NONASCII != 0);
+            c.symbols += usize::from(class & SYMBOL != 0);
+            c.math += usize::from(class & MATH != 0);
+            if class & OTHER != 0 {
+                match b {
+                    b'?' => c.qmarks += 1,
+                    b'{' => c.braces += 1,
+                    b'%' => c.percents += 1,
+                    _ => {}
+                }
+                if b == b'\\' && t.get(i + 1).is_some_and(u8::is_ascii_alphabetic) {
+                    c.latex += 1;
+                }
+                if matches!(b, b'.' | b'?' | b'!') && t.get(i + 1).is_none_or(|&x| is_ws(x)) {
+                    c.sentences += 1;
+                }
+            }
+        }
+        let mut i = 0;
+        while i + 2 < t.len() {
+            if t[i].is_ascii_digit() && t[i + 1] == b'/' && t[i + 2].is_ascii_digit() {
+                c.percents += 1;
+                i += 3;
+            } else {
+                i += 1;
+            }
+        }
+        if c.nonascii > 0 {
+            c.math += text.chars().filter(|ch| MATH_CHARS.contains(ch)).count();
+        }
+        c
+    }
 }
 
 /// One hashed entry: its global weight index and value.

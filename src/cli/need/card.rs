@@ -113,7 +113,6 @@ pub(super) fn card(
     aucs: &[AucLine],
     provenance: &str,
 ) -> String {
-    let h = model.header();
     let mut s = String::new();
     let _ = writeln!(s, "# Need model `{VERSION}`\n");
     let _ = writeln!(
@@ -127,6 +126,15 @@ pub(super) fn card(
         DENSE_NAMES.len() - 1
     );
     let _ = writeln!(s, "{provenance}\n");
+    data_section(&mut s, model, files);
+    training_section(&mut s, model);
+    thresholds_section(&mut s, model);
+    metrics_section(&mut s, files, aucs);
+    s
+}
+
+fn data_section(s: &mut String, model: &NeedModel, files: &[PathBuf]) {
+    let h = model.header();
     let _ = writeln!(s, "## Data\n");
     let _ = writeln!(
         s,
@@ -166,6 +174,10 @@ pub(super) fn card(
             let _ = writeln!(s, "| {group} | {n} | {w} | {} |", licence(source));
         }
     }
+}
+
+fn training_section(s: &mut String, model: &NeedModel) {
+    let h = model.header();
     let _ = writeln!(s, "\n## Features and training\n");
     let _ = writeln!(
         s,
@@ -182,6 +194,9 @@ pub(super) fn card(
         model.platt()[0],
         model.platt()[1],
     );
+}
+
+fn thresholds_section(s: &mut String, model: &NeedModel) {
     let _ = writeln!(s, "## Thresholds\n");
     match model.calibration() {
         Some(c) => {
@@ -209,6 +224,9 @@ pub(super) fn card(
             let _ = writeln!(s, "Not calibrated.");
         }
     }
+}
+
+fn metrics_section(s: &mut String, files: &[PathBuf], aucs: &[AucLine]) {
     let _ = writeln!(s, "\n## Metrics (dev split, AUC premium vs cheap)\n");
     let _ = writeln!(
         s,
@@ -236,5 +254,4 @@ pub(super) fn card(
             .collect::<Vec<_>>()
             .join(" ")
     );
-    s
 }
