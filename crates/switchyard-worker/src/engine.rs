@@ -170,7 +170,7 @@ impl Engine {
             deployments.iter().map(|d| d.name.clone()),
         ));
         Ok(Self {
-            analyzer: TaskAnalyzer::new(),
+            analyzer: TaskAnalyzer::for_pipeline(pipeline),
             router: Router::new(catalog.clone(), infos, settings),
             org: pipeline.org.clone(),
             default_policy: EffectivePolicy::open(
@@ -327,11 +327,22 @@ impl Engine {
         }
     }
 
+    /// The quality target of the job's policy (`None`: the pipeline's default).
+    fn quality_target(&self, job: &Job) -> Option<f64> {
+        self.org
+            .policy(&job.project, job.workload.as_deref())
+            .ok()
+            .and_then(|p| p.quality_target)
+    }
+
     /// Admission (see `switchyard_core::admission`), with the reservation it
     /// asks for applied under the same ledger lock.
     fn admit(&self, job: &Job, env: &Envelope<'_>) -> Admit<'_> {
-        // Analysed first, so that even a refused job's result says what it was.
-        let analysis = self.analyzer.analyze(job, false);
+        // Analysed first, so that even a refused job's result says what it was,
+        // under its policy's quality target.
+        let analysis = self
+            .analyzer
+            .analyze_for(job, self.quality_target(job), false);
         let health = |d| self.dispatcher.health().snapshot(d);
         let now = Utc::now();
         let keys = self.access.as_ref().map(Access::keys);
@@ -558,11 +569,13 @@ impl Engine {
         code: &'static str,
         message: &str,
     ) -> JobResult {
-        let analysis = self.analyzer.analyze(&job, false);
         let policy = self
             .org
             .policy(&job.project, job.workload.as_deref())
             .unwrap_or(&self.default_policy);
+        let analysis = self
+            .analyzer
+            .analyze_for(&job, policy.quality_target, false);
         let input = switchyard_core::routing::RouteInput {
             job: &job,
             analysis: &analysis,

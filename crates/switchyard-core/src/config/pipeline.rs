@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::source::{self, ConfigError, ConfigSource, Invalid, KeyPath};
+use crate::analysis::need::NeedModel;
 use crate::catalog::Catalog;
 use crate::config::source::ReadFile;
 use crate::health::HealthConfig;
@@ -282,6 +284,13 @@ pub struct RoutingConfig {
     pub default_strategy: Strategy,
     /// Quality floor when the org policy sets none.
     pub default_quality_floor: f64,
+    /// Share of the flagship's quality (0..1) that `auto` keeps when the org
+    /// policy sets no `quality_target`: it picks the threshold on the learned
+    /// need above which a job goes to a top-third model.
+    pub default_quality_target: f64,
+    /// A need model file trained by `switchyard train-router` (relative to this
+    /// file); without it, the model compiled into the binary.
+    pub need_model: Option<PathBuf>,
     /// Model whose prices define the "everything on the flagship" baseline.
     pub baseline_model: String,
     /// Longest routing chain.
@@ -299,6 +308,8 @@ impl Default for RoutingConfig {
         Self {
             default_strategy: Strategy::Auto,
             default_quality_floor: 0.5,
+            default_quality_target: crate::analysis::DEFAULT_QUALITY_TARGET,
+            need_model: None,
             baseline_model: "claude-opus-5-5".into(),
             max_chain: 4,
             quality_slack: 0.08,
@@ -613,6 +624,9 @@ pub struct LoadedPipeline {
     /// The keys of `[access] keys_file` (empty when the file does not exist
     /// yet); `None` without `[access]`.
     pub keys: Option<crate::access::Keyring>,
+    /// The need model `auto` routes with: the built-in one, or the file of
+    /// `routing.need_model` (which the loader reads).
+    pub need_model: Arc<NeedModel>,
     /// The config file's path.
     pub path: PathBuf,
 }
@@ -638,6 +652,9 @@ impl PipelineConfig {
         }
         if let Some(key_file) = &mut config.audit.key_file {
             *key_file = dir.join(&*key_file);
+        }
+        if let Some(model) = &mut config.routing.need_model {
+            *model = dir.join(&*model);
         }
         let catalog_text = files.read(&config.catalog).map_err(|e| ConfigError {
             origin: config.catalog.display().to_string(),
@@ -678,11 +695,19 @@ impl PipelineConfig {
             None => None,
             Some(access) => Some(read_keys(&access.keys_file, files)?),
         };
+        let need_model = NeedModel::builtin().map_err(|e| ConfigError {
+            origin: "the built-in need model".into(),
+            line: None,
+            key: "routing.need_model".into(),
+            problem: e.to_string(),
+            fix: "rebuild Switchyard, or set routing.need_model to a model file".into(),
+        })?;
         Ok(LoadedPipeline {
             config,
             catalog,
             org,
             keys,
+            need_model,
             path: path.to_owned(),
         })
     }
@@ -822,6 +847,16 @@ impl PipelineConfig {
                     self.routing.baseline_model
                 ),
                 format!("use one of: {}", catalog.names().join(", ")),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.routing.default_quality_target) {
+            return Err(Invalid::new(
+                root.key("routing").key("default_quality_target"),
+                format!(
+                    "quality target {} is outside 0..1",
+                    self.routing.default_quality_target
+                ),
+                "give the share of the flagship's quality to keep, such as 0.95",
             ));
         }
         if !(0.0..=1.0).contains(&self.routing.default_quality_floor) {
