@@ -118,6 +118,11 @@ pub struct FiredFeature {
     pub complexity: f32,
 }
 
+/// How far below its anchor a job with no need at all sits: far less than the
+/// catalog's quality steps (0.001), so no model's eligibility changes, while
+/// jobs of one anchor are still ordered by their need, as a score should be.
+pub const NEED_TIE_BREAK: f64 = 1e-4;
+
 /// What the analysis concluded.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskAnalysis {
@@ -132,7 +137,8 @@ pub struct TaskAnalysis {
     pub complexity: f64,
     /// Quality the job needs for its category (and alternative): the catalog's
     /// bottom-third anchor when the need is below the threshold, its premium
-    /// anchor at or above it.
+    /// anchor at or above it, less [`NEED_TIE_BREAK`] × (1 − p), so that within
+    /// an anchor the job that more likely needs a strong model needs more.
     pub required_quality: f64,
     /// The learned need and the threshold that decided.
     pub need: NeedAssessment,
@@ -431,7 +437,7 @@ impl TaskAnalyzer {
                 anchors.premium
             } else {
                 anchors.cheap
-            },
+            } - NEED_TIE_BREAK * (1.0 - need.p.clamp(0.0, 1.0)),
             need,
             prompt_tokens,
             prompt_tokens_ceiling: ceiling_tokens(total_bytes, non_ascii_bytes),
