@@ -19,6 +19,9 @@ use crate::produce::{PublishError, publish};
 /// Room left in a record for its key, headers and the protocol's overhead.
 pub const RECORD_SLACK: usize = 16 * 1024;
 
+/// Longest original key a headers-only dead letter keeps.
+const MAX_KEPT_KEY: usize = 1024;
+
 /// librdkafka's default `message.max.bytes` for a producer.
 const DEFAULT_MAX_RECORD: usize = 1_000_000;
 
@@ -100,10 +103,13 @@ impl DeadLetterTopic {
                 if !fields.iter().any(|(k, _)| *k == headers::DLQ_ORIGINAL_SIZE) {
                     fields.extend(original_digest(letter.payload));
                 }
+                // The original key stays (it is what consumers look letters up
+                // by) unless it is itself too large to be sure of fitting.
+                let key = letter.key.filter(|k| k.len() <= MAX_KEPT_KEY);
                 publish(
                     &self.producer,
                     &self.name,
-                    None,
+                    key,
                     &[],
                     Some(&to_headers(&fields)),
                     stop,

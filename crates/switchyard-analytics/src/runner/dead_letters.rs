@@ -91,7 +91,19 @@ async fn run(
             Some(_) = sending.join_next(), if !sending.is_empty() => {}
         }
     }
-    while sending.join_next().await.is_some() {}
+    // The writer is done: let the letters on their way finish, unless stopped
+    // (a letter waiting on a missing topic would otherwise hold the sink's
+    // shutdown until librdkafka gives up on it).
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => {
+                sending.abort_all();
+                while sending.join_next().await.is_some() {}
+                break;
+            }
+            next = sending.join_next() => if next.is_none() { break },
+        }
+    }
 }
 
 /// One dead letter, until acknowledged or stopped.

@@ -377,6 +377,11 @@ impl Writer {
             || (self.s.parquet.open_rows() == 0 && cut != self.s.parquet.manifest().offsets)
         {
             self.roll()?;
+        } else if self.s.parquet.open_rows() == 0 {
+            // Nothing waits in an open file: Parquet holds everything consumed
+            // (a restart reading again what its files already hold, because a
+            // dead letter kept the commit behind, writes nothing new).
+            self.progress.parquet_reached(&cut);
         }
         self.since_flush = 0;
         self.handoff();
