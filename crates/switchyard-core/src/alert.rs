@@ -9,6 +9,7 @@
 //! Pure data. The record accepts fields it does not know (unlike jobs), so a
 //! newer worker may add one without an older sink refusing its alerts.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -168,6 +169,90 @@ impl Alert {
     }
 }
 
+/// Where a watched value stands against its threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Past the threshold: fires, unless already firing.
+    Over,
+    /// Back on the right side: resolves, if firing.
+    Under,
+    /// Between the threshold and where it clears (hysteresis, or a half-open
+    /// circuit): nothing changes.
+    Between,
+}
+
+impl Side {
+    /// `value` against a threshold it fires at (`value >= fire_at`) and clears
+    /// below (`value < clear_below`; equal to `fire_at` for no hysteresis).
+    pub fn of(value: f64, fire_at: f64, clear_below: f64) -> Self {
+        if value >= fire_at {
+            Side::Over
+        } else if value < clear_below {
+            Side::Under
+        } else {
+            Side::Between
+        }
+    }
+}
+
+/// One reading of a watched value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading<'a> {
+    /// What is watched.
+    pub kind: AlertKind,
+    /// Where (node path, deployment, topic).
+    pub node: &'a str,
+    /// The threshold, as the alert states it.
+    pub threshold: f64,
+    /// The value now.
+    pub value: f64,
+    /// Where the value stands.
+    pub side: Side,
+    /// The period it belongs to (`""` when the kind has none).
+    pub period: &'a str,
+}
+
+/// The crossings one process has seen: which alerts are firing. Each reading
+/// yields the transitions it causes: `firing` once when a value passes its
+/// threshold, `resolved` once when it comes back, and, when a firing alert's
+/// period ends (the month of a budget, the minute or day of a quota), the old
+/// period's alert resolves and the new period starts unfired. Pure.
+#[derive(Debug, Clone, Default)]
+pub struct AlertWatch {
+    firing: HashMap<(AlertKind, String, u64), Alert>,
+}
+
+impl AlertWatch {
+    /// Takes one reading at `at`; returns the transitions it causes, in order.
+    pub fn observe(&mut self, r: &Reading<'_>, at: DateTime<Utc>) -> Vec<Alert> {
+        let mut out = Vec::new();
+        let slot = (r.kind, r.node.to_owned(), r.threshold.to_bits());
+        if let Some(fired) = self.firing.get(&slot) {
+            if fired.period != r.period {
+                out.push(fired.resolved(r.value, at));
+                self.firing.remove(&slot);
+            } else if r.side == Side::Under {
+                out.push(fired.resolved(r.value, at));
+                self.firing.remove(&slot);
+                return out;
+            } else {
+                return out;
+            }
+        }
+        if r.side == Side::Over {
+            let alert = Alert::firing(r.kind, r.node, r.threshold, r.value, at, r.period);
+            out.push(alert.clone());
+            self.firing.insert(slot, alert);
+        }
+        out
+    }
+
+    /// The alerts firing now.
+    pub fn firing(&self) -> impl Iterator<Item = &Alert> {
+        self.firing.values()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -256,5 +341,84 @@ mod tests {
         assert_eq!(a.state, AlertState::Resolved);
         assert_eq!(a.period, "");
         assert_eq!(a.key(), "latency|anthropic-main|2500|");
+    }
+    fn reading(kind: AlertKind, value: f64, side: Side, period: &str) -> Reading<'_> {
+        Reading {
+            kind,
+            node: "acme/retail",
+            threshold: 0.8,
+            value,
+            side,
+            period,
+        }
+    }
+
+    #[test]
+    fn a_watch_fires_once_per_crossing_and_resolves_once() {
+        let mut w = AlertWatch::default();
+        let k = AlertKind::BudgetThreshold;
+        let mut sent = Vec::new();
+        for (i, (v, side)) in [
+            (0.1, Side::Under),
+            (0.81, Side::Over),
+            (0.9, Side::Over),
+            (0.85, Side::Between),
+            (0.95, Side::Over),
+            (0.2, Side::Under),
+            (0.1, Side::Under),
+            (0.9, Side::Over),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            sent.extend(w.observe(&reading(k, v, side, "2026-11"), at(i as i64)));
+        }
+        let states: Vec<(AlertState, f64)> = sent.iter().map(|a| (a.state, a.value)).collect();
+        assert_eq!(
+            states,
+            [
+                (AlertState::Firing, 0.81),
+                (AlertState::Resolved, 0.2),
+                (AlertState::Firing, 0.9)
+            ]
+        );
+        assert!(sent.iter().all(|a| a.key() == sent[0].key()));
+        assert_eq!(w.firing().count(), 1);
+    }
+
+    #[test]
+    fn a_new_period_resolves_the_old_ones_alert_and_may_fire_its_own() {
+        let mut w = AlertWatch::default();
+        let k = AlertKind::QuotaExhausted;
+        let fired = w.observe(&reading(k, 1.0, Side::Over, "minute 10:03"), at(0));
+        assert_eq!(fired.len(), 1);
+        let rolled = w.observe(&reading(k, 0.0, Side::Under, "minute 10:04"), at(60));
+        assert_eq!(rolled.len(), 1);
+        assert_eq!(rolled[0].state, AlertState::Resolved);
+        assert_eq!(rolled[0].key(), fired[0].key());
+        assert!(
+            w.observe(&reading(k, 0.0, Side::Under, "minute 10:04"), at(61))
+                .is_empty()
+        );
+        let both = w.observe(&reading(k, 1.0, Side::Over, "minute 10:05"), at(120));
+        assert_eq!(both.len(), 1, "nothing was firing");
+        let next = w.observe(&reading(k, 1.0, Side::Over, "minute 10:06"), at(180));
+        assert_eq!(
+            next.iter()
+                .map(|a| (a.state, a.period.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                (AlertState::Resolved, "minute 10:05"),
+                (AlertState::Firing, "minute 10:06")
+            ]
+        );
+    }
+
+    #[test]
+    fn hysteresis_keeps_a_value_near_its_threshold_from_flapping() {
+        assert_eq!(Side::of(0.5, 0.5, 0.4), Side::Over);
+        assert_eq!(Side::of(0.45, 0.5, 0.4), Side::Between);
+        assert_eq!(Side::of(0.39, 0.5, 0.4), Side::Under);
+        assert_eq!(Side::of(0.49, 0.5, 0.5), Side::Under);
     }
 }

@@ -1,5 +1,6 @@
-//! The `[alerts]` section: how the usage sink delivers the alerts workers
-//! publish (`kafka.topics.alerts`) to a webhook.
+//! The `[alerts]` section: the thresholds workers watch (each crossing is
+//! published to `kafka.topics.alerts`), and how the usage sink delivers those
+//! alerts to a webhook.
 
 use std::time::Duration;
 
@@ -28,6 +29,24 @@ pub struct AlertsConfig {
     /// Longest pause between two POSTs of one alert.
     #[serde(with = "humantime_serde")]
     pub webhook_max_backoff: Duration,
+    /// Fractions of a node's monthly budget whose crossing by its settled
+    /// spend raises `budget_threshold`.
+    pub budget_thresholds: Vec<f64>,
+    /// A deployment's error rate (0..1, over its health window) that raises
+    /// `error_rate`; it resolves below 80% of it.
+    pub error_rate: f64,
+    /// Calls a deployment must have had before its error rate is watched.
+    pub error_rate_min_calls: u64,
+    /// A deployment's smoothed latency that raises `latency`; it resolves
+    /// below 80% of it.
+    #[serde(with = "humantime_serde")]
+    pub latency: Duration,
+    /// Dead letters within a minute (per worker) that raise `dead_letters`;
+    /// it resolves after a minute with fewer.
+    pub dead_letters_per_minute: u64,
+    /// Messages of the jobs topic the workers' group has not committed that
+    /// raise `consumer_lag`; it resolves below 80% of it.
+    pub consumer_lag: u64,
 }
 
 impl Default for AlertsConfig {
@@ -38,6 +57,12 @@ impl Default for AlertsConfig {
             webhook_retries: 8,
             webhook_base_backoff: Duration::from_secs(1),
             webhook_max_backoff: Duration::from_secs(60),
+            budget_thresholds: vec![0.5, 0.8, 1.0],
+            error_rate: 0.5,
+            error_rate_min_calls: 20,
+            latency: Duration::from_secs(30),
+            dead_letters_per_minute: 1,
+            consumer_lag: 10_000,
         }
     }
 }
@@ -63,6 +88,38 @@ impl AlertsConfig {
                 }),
                 "a zero duration",
                 "use a positive duration, such as \"10s\"",
+            ));
+        }
+        if let Some(bad) = self
+            .budget_thresholds
+            .iter()
+            .find(|t| !(t.is_finite() && **t > 0.0 && **t <= 10.0))
+        {
+            return Err(Invalid::new(
+                at.key("budget_thresholds"),
+                format!("{bad} is not a fraction of the budget"),
+                "write fractions such as [0.5, 0.8, 1.0]",
+            ));
+        }
+        if !(self.error_rate > 0.0 && self.error_rate <= 1.0) {
+            return Err(Invalid::new(
+                at.key("error_rate"),
+                format!("{} is not a rate between 0 and 1", self.error_rate),
+                "write a fraction such as 0.5",
+            ));
+        }
+        let zero = [
+            ("latency", self.latency.is_zero()),
+            ("dead_letters_per_minute", self.dead_letters_per_minute == 0),
+            ("consumer_lag", self.consumer_lag == 0),
+        ]
+        .into_iter()
+        .find_map(|(key, zero)| zero.then_some(key));
+        if let Some(key) = zero {
+            return Err(Invalid::new(
+                at.key(key),
+                "a zero threshold would fire at once",
+                "use a positive value",
             ));
         }
         if self.webhook_max_backoff < self.webhook_base_backoff {
