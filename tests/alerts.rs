@@ -190,5 +190,24 @@ async fn workers_alerts_reach_the_webhook_once_per_crossing() {
     for w in workers {
         w.await.unwrap().unwrap();
     }
+
+    // A restarted worker sees the same budget and quota past their
+    // thresholds, and publishes nothing the topic already has.
+    let published = topic_size(&bootstrap, &topics.alerts);
+    let stop = CancellationToken::new();
+    let restarted = spawn_worker(
+        Arc::new(stack.new_engine().unwrap()),
+        &stack.pipeline.config,
+        stop.clone(),
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.cancel();
+    restarted.await.unwrap().unwrap();
+    assert_eq!(
+        topic_size(&bootstrap, &topics.alerts),
+        published,
+        "the restarted worker repeated an alert"
+    );
+    assert_eq!(delivered(&receiver), seen);
     stack.stop().await.unwrap();
 }

@@ -3,21 +3,28 @@
 //! deployment's circuit, error rate and latency, its own dead letters, the
 //! workers' group lag on the jobs topic), and
 //! publishes each crossing ([`AlertWatch`]) as JSON to the alerts topic, keyed
-//! by [`Alert::key`], and logs it. Several workers that see one crossing write
-//! one key; the usage sink delivers each key's transition once. Routing never
-//! waits for this task: a publication that fails is retried on the next tick.
+//! by [`Alert::key`], and logs it. Each worker follows the alerts topic and
+//! does not publish a transition the topic already has (another worker saw
+//! the crossing first, or this one did before a restart); two workers that see
+//! one crossing within the follow lag both write it, under one key, and the
+//! usage sink delivers each key's transition once. Routing never waits for
+//! this task: a publication that fails is retried on the next tick.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 use switchyard_core::alert::{Alert, AlertKind, AlertState, AlertWatch, Reading, Side};
-use switchyard_core::config::{AlertsConfig, KafkaConfig};
+use switchyard_core::config::{AlertsConfig, KafkaConfig, PipelineConfig};
 use switchyard_core::health::CircuitState;
 use switchyard_kafka::produce::{acknowledged, enqueue};
+use switchyard_kafka::{FollowSpec, ScanFrom, TopicFollower};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -27,6 +34,8 @@ use crate::Engine;
 pub const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// How often the workers' group lag is measured.
 pub const LAG_EVERY: Duration = Duration::from_secs(10);
+/// Longest wait for the alerts published so far before watching anyway.
+const CATCH_UP: Duration = Duration::from_secs(10);
 /// Alerts kept for another try while the topic refuses them.
 const MAX_UNSENT: usize = 1_000;
 /// A value firing at a threshold clears below this fraction of it.
@@ -292,12 +301,90 @@ pub async fn measure_lag(
     }
 }
 
+/// The newest state of each alert key on the alerts topic, as followed: a
+/// transition another worker (or this one before a restart) has published
+/// is not published again.
+pub type Published = Arc<Mutex<HashMap<String, AlertState>>>;
+
+/// A worker's alert tasks: the watcher, the lag measurer and the follower of
+/// the alerts topic.
+pub struct Alerts {
+    watching: JoinHandle<()>,
+    measuring: JoinHandle<()>,
+    follower: TopicFollower,
+}
+
+impl Alerts {
+    /// Starts watching `engine` with `config`'s thresholds, publishing with
+    /// `producer`, until `stop`.
+    pub fn start(
+        engine: Arc<Engine>,
+        config: &PipelineConfig,
+        producer: FutureProducer,
+        stop: CancellationToken,
+    ) -> Self {
+        let topics = &config.kafka.topics;
+        let topics_alerts = topics.alerts.clone();
+        let published = Published::default();
+        let seen = published.clone();
+        let (follower, caught_up) = TopicFollower::start(
+            &config.kafka,
+            FollowSpec {
+                name: "alerts",
+                topic: topics.alerts.clone(),
+                from: ScanFrom::Beginning,
+            },
+            move |m| {
+                m.payload()
+                    .and_then(|p| serde_json::from_slice::<Alert>(p).ok())
+                    .map(|a| seen.lock().insert(a.key(), a.state))
+                    .is_some()
+            },
+        );
+        let lag = Arc::new(AtomicI64::new(-1));
+        let measuring = tokio::spawn(measure_lag(
+            config.kafka.clone(),
+            topics.jobs.name.clone(),
+            lag.clone(),
+            stop.clone(),
+        ));
+        let watcher = Watcher::new(engine, config.alerts.clone(), topics.dlq.clone())
+            .with_lag(config.kafka.group_id.clone(), lag);
+        let watching = tokio::spawn(async move {
+            // What is already published is known before the first reading, so
+            // a restarted worker does not publish its crossings again (a topic
+            // that cannot be read holds alerts back a few seconds only).
+            let read = tokio::task::spawn_blocking(move || caught_up.recv_timeout(CATCH_UP));
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = read => {}
+            }
+            run(watcher, producer, topics_alerts, published, stop).await;
+        });
+        Self {
+            watching,
+            measuring,
+            follower,
+        }
+    }
+
+    /// Waits for the tasks (stopped by the token given to [`Alerts::start`])
+    /// and stops the follower.
+    pub async fn stop(self) {
+        let _ = self.watching.await;
+        let _ = self.measuring.await;
+        let follower = self.follower;
+        let _ = tokio::task::spawn_blocking(move || follower.stop()).await;
+    }
+}
+
 /// Watches every [`WATCH_EVERY`] and publishes each transition to `topic`
-/// until `stop`.
+/// (unless the topic already has it) until `stop`.
 pub async fn run(
     mut watcher: Watcher,
     producer: FutureProducer,
     topic: String,
+    published: Published,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(WATCH_EVERY);
@@ -309,6 +396,10 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         for alert in watcher.tick(Utc::now(), Instant::now()) {
+            if published.lock().get(&alert.key()) == Some(&alert.state) {
+                debug!(key = %alert.key(), state = %alert.state, "Alert already published (by another worker, or before a restart).");
+                continue;
+            }
             log(&alert);
             if unsent.len() == MAX_UNSENT {
                 unsent.pop_front();
@@ -319,6 +410,7 @@ pub async fn run(
             if !send(&producer, &topic, alert).await {
                 break;
             }
+            published.lock().insert(alert.key(), alert.state);
             unsent.pop_front();
         }
     }

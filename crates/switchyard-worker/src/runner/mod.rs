@@ -175,32 +175,19 @@ pub async fn run(
         config.kafka.topics.budgets.clone(),
         kafka.stop.child_token(),
     ));
-    let lag = Arc::new(std::sync::atomic::AtomicI64::new(-1));
-    let measuring = tokio::spawn(crate::alerts::measure_lag(
-        config.kafka.clone(),
-        config.kafka.topics.jobs.name.clone(),
-        lag.clone(),
-        kafka.stop.child_token(),
-    ));
-    let alerts = tokio::spawn(crate::alerts::run(
-        crate::alerts::Watcher::new(
-            engine.clone(),
-            config.alerts.clone(),
-            config.kafka.topics.dlq.clone(),
-        )
-        .with_lag(config.kafka.group_id.clone(), lag),
+    let alerts = crate::alerts::Alerts::start(
+        engine.clone(),
+        config,
         kafka.snapshot_producer.clone(),
-        config.kafka.topics.alerts.clone(),
         kafka.stop.child_token(),
-    ));
+    );
     let releaser = tokio::spawn(releaser.run());
     info!(worker = %worker_id(config), topic = %kafka.partitions.topic(), group = %config.kafka.group_id, max_in_flight = config.worker.max_in_flight, "Worker started.");
     let (mut report, tasks) = consume(&kafka, config, shutdown.as_mut()).await;
     report.abandoned = drain(tasks, config.worker.drain_grace, &kafka.stop).await;
     kafka.stop.cancel();
     let _ = snapshots.await;
-    let _ = alerts.await;
-    let _ = measuring.await;
+    alerts.stop().await;
     let _ = releaser.await;
     if let Some(audit) = audit {
         let _ = audit.await;
