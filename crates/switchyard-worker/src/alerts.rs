@@ -38,22 +38,34 @@ pub const LAG_EVERY: Duration = Duration::from_secs(10);
 const CATCH_UP: Duration = Duration::from_secs(10);
 /// Alerts kept for another try while the topic refuses them.
 const MAX_UNSENT: usize = 1_000;
+/// The span over which the jobs' error rate is taken.
+pub const JOBS_WINDOW: Duration = Duration::from_secs(300);
 /// A value firing at a threshold clears below this fraction of it.
 const HYSTERESIS: f64 = 0.8;
 
-/// The dead letters of the last minute, from the worker's running count.
-#[derive(Debug, Default)]
-pub struct DeadLetterWindow {
+/// How much a running count grew over the last `span` (a minute of dead
+/// letters, five minutes of jobs).
+#[derive(Debug)]
+pub struct CountWindow {
+    span: Duration,
     samples: VecDeque<(Instant, u64)>,
 }
 
-impl DeadLetterWindow {
-    /// Takes the running count at `now`; returns how many dead letters the
-    /// last minute had.
+impl CountWindow {
+    /// A window over the last `span`.
+    pub fn new(span: Duration) -> Self {
+        Self {
+            span,
+            samples: VecDeque::new(),
+        }
+    }
+
+    /// Takes the running count at `now`; returns how much it grew within the
+    /// window (what came before the first sample is not counted).
     pub fn observe(&mut self, now: Instant, total: u64) -> u64 {
         self.samples.push_back((now, total));
         while let Some(&(t, _)) = self.samples.front() {
-            if now.duration_since(t) > Duration::from_secs(60) && self.samples.len() > 1 {
+            if now.duration_since(t) > self.span && self.samples.len() > 1 {
                 self.samples.pop_front();
             } else {
                 break;
@@ -70,7 +82,9 @@ pub struct Watcher {
     config: AlertsConfig,
     dlq_topic: String,
     watch: AlertWatch,
-    dead_letters: DeadLetterWindow,
+    dead_letters: CountWindow,
+    /// Jobs that ended failed, and jobs that ended, over [`JOBS_WINDOW`].
+    jobs: (CountWindow, CountWindow),
     /// The workers' group and its last measured lag, when measured.
     lag: Option<(String, Arc<AtomicI64>)>,
 }
@@ -83,7 +97,8 @@ impl Watcher {
             config,
             dlq_topic,
             watch: AlertWatch::default(),
-            dead_letters: DeadLetterWindow::default(),
+            dead_letters: CountWindow::new(Duration::from_secs(60)),
+            jobs: (CountWindow::new(JOBS_WINDOW), CountWindow::new(JOBS_WINDOW)),
             lag: None,
         }
     }
@@ -105,6 +120,7 @@ impl Watcher {
         self.quotas(&engine, (&minute, &day), now, &mut out);
         self.deployments(&engine, now, &mut out);
         self.dead_letters(&engine, clock, now, &mut out);
+        self.error_rate(&engine, clock, now, &mut out);
         self.consumer_lag(now, &mut out);
         out
     }
@@ -175,7 +191,7 @@ impl Watcher {
         }
     }
 
-    /// Each deployment's circuit, error rate and latency, as this worker sees them.
+    /// Each deployment's circuit and latency, as this worker sees them.
     fn deployments(&mut self, engine: &Engine, now: DateTime<Utc>, out: &mut Vec<Alert>) {
         for (id, d) in engine.router().deployments().iter().enumerate() {
             let h = engine.health().snapshot(id);
@@ -197,17 +213,6 @@ impl Watcher {
                 side,
                 period: "",
             }];
-            if h.samples >= self.config.error_rate_min_calls {
-                let (rate, t) = (1.0 - h.success_rate, self.config.error_rate);
-                readings.push(Reading {
-                    kind: AlertKind::ErrorRate,
-                    node: &d.name,
-                    threshold: t,
-                    value: rate,
-                    side: Side::of(rate, t, t * HYSTERESIS),
-                    period: "",
-                });
-            }
             if let Some(ms) = h.ewma_latency_ms {
                 let t = self.config.latency.as_secs_f64() * 1000.0;
                 readings.push(Reading {
@@ -244,6 +249,37 @@ impl Watcher {
             threshold: t,
             value: letters,
             side: Side::of(letters, t, t),
+            period: "",
+        };
+        self.observe(&r, now, out);
+    }
+
+    /// The share of this worker's jobs that ended failed over the last five
+    /// minutes (once enough ended), as the Prometheus rule computes it over
+    /// every worker's.
+    fn error_rate(
+        &mut self,
+        engine: &Engine,
+        clock: Instant,
+        now: DateTime<Utc>,
+        out: &mut Vec<Alert>,
+    ) {
+        let failed = self.jobs.0.observe(clock, engine.metrics.failed());
+        let ended = self.jobs.1.observe(clock, engine.metrics.finished());
+        if ended < self.config.error_rate_min_jobs.max(1) {
+            return;
+        }
+        let (rate, t) = (failed as f64 / ended as f64, self.config.error_rate);
+        let group = self
+            .lag
+            .as_ref()
+            .map_or_else(|| "jobs".to_owned(), |(g, _)| g.clone());
+        let r = Reading {
+            kind: AlertKind::ErrorRate,
+            node: &group,
+            threshold: t,
+            value: rate,
+            side: Side::of(rate, t, t * HYSTERESIS),
             period: "",
         };
         self.observe(&r, now, out);
@@ -457,7 +493,7 @@ mod tests {
 
     #[test]
     fn the_window_counts_the_last_minutes_dead_letters() {
-        let mut w = DeadLetterWindow::default();
+        let mut w = CountWindow::new(Duration::from_secs(60));
         let t0 = Instant::now();
         assert_eq!(w.observe(t0, 5), 0, "letters before the watch started");
         assert_eq!(w.observe(t0 + Duration::from_secs(10), 7), 2);

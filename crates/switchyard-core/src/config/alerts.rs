@@ -32,11 +32,12 @@ pub struct AlertsConfig {
     /// Fractions of a node's monthly budget whose crossing by its settled
     /// spend raises `budget_threshold`.
     pub budget_thresholds: Vec<f64>,
-    /// A deployment's error rate (0..1, over its health window) that raises
-    /// `error_rate`; it resolves below 80% of it.
+    /// The share of jobs (0..1) that ended failed over five minutes that
+    /// raises `error_rate`; it resolves below 80% of it.
     pub error_rate: f64,
-    /// Calls a deployment must have had before its error rate is watched.
-    pub error_rate_min_calls: u64,
+    /// Jobs that must have ended within the five minutes before the error
+    /// rate is watched.
+    pub error_rate_min_jobs: u64,
     /// A deployment's smoothed latency that raises `latency`; it resolves
     /// below 80% of it.
     #[serde(with = "humantime_serde")]
@@ -58,8 +59,8 @@ impl Default for AlertsConfig {
             webhook_base_backoff: Duration::from_secs(1),
             webhook_max_backoff: Duration::from_secs(60),
             budget_thresholds: vec![0.5, 0.8, 1.0],
-            error_rate: 0.5,
-            error_rate_min_calls: 20,
+            error_rate: 0.05,
+            error_rate_min_jobs: 20,
             latency: Duration::from_secs(30),
             dead_letters_per_minute: 1,
             consumer_lag: 10_000,
