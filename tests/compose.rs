@@ -99,6 +99,7 @@ fn every_topic_the_pipeline_uses_is_created() {
     let c = compose();
     let init = command(service(&c, "kafka-init")).join("\n");
     let t = Topics::default();
+    let sink_dlq = switchyard_core::config::AnalyticsConfig::default().dlq_topic;
     for topic in [
         &t.jobs.name,
         &t.results.name,
@@ -107,6 +108,7 @@ fn every_topic_the_pipeline_uses_is_created() {
         &t.held,
         &t.batches,
         &t.budgets,
+        &sink_dlq,
         &t.alerts,
     ] {
         assert!(
@@ -129,6 +131,15 @@ fn every_topic_the_pipeline_uses_is_created() {
     assert!(
         budgets_line.contains("cleanup.policy=compact"),
         "the budget snapshots must be compacted"
+    );
+    let alerts_line = init
+        .lines()
+        .find(|l| l.contains(&format!("--topic {} ", t.alerts)))
+        .unwrap();
+    assert!(
+        alerts_line.contains("cleanup.policy=compact")
+            && alerts_line.contains("min.compaction.lag.ms="),
+        "the alerts topic is compacted, and keeps what the sink compares duplicates with"
     );
 }
 

@@ -93,13 +93,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     eprintln!(
-        "usage sink stopped: {} events read, {} rows to Parquet in {} files, {} rows to ClickHouse, {} duplicates dropped, {} undecodable",
+        "usage sink stopped: {} events read, {} rows to Parquet in {} files, {} rows to ClickHouse, {} duplicates dropped, {} undecodable ({} dead-lettered to {})",
         report.consumed,
         report.parquet_rows,
         report.parquet_files,
         report.clickhouse_rows,
         report.duplicates,
-        report.undecodable
+        report.undecodable,
+        report.dead_lettered,
+        pipeline.config.analytics.dlq_topic
     );
     if let Some(endpoint) = endpoint {
         endpoint.stop().await;

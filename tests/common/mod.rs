@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod webhook;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -241,9 +243,10 @@ pub async fn collect_into(
     }
 }
 
-/// A dead letter: original bytes and headers.
+/// A dead letter: original key and bytes, and headers.
 #[derive(Debug)]
 pub struct DeadLetter {
+    pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: HashMap<String, String>,
 }
@@ -277,6 +280,7 @@ pub fn read_dead_letters(bootstrap: &str, topic: &str) -> Vec<DeadLetter> {
             }
         }
         out.push(DeadLetter {
+            key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().unwrap_or_default().to_vec(),
             headers,
         });

@@ -1,5 +1,5 @@
 //! The sink's counters and state: rows each store took, events consumed and
-//! skipped, the lag of its partitions of the usage topic, and whether each
+//! skipped, dead letters, alert webhook deliveries, the lag of its partitions of the usage topic, and whether each
 //! store takes writes. The sink changes them through the methods named after
 //! what happened; `switchyard sink`'s telemetry endpoint reads them through
 //! [`register`], which writes the families `docs/metrics.md` documents and the
@@ -37,6 +37,14 @@ pub struct SinkMetrics {
     clickhouse_rows: AtomicU64,
     duplicates: AtomicU64,
     undecodable: AtomicU64,
+    /// Undecodable messages whose dead letter the broker acknowledged.
+    dead_lettered: AtomicU64,
+    /// Alerts the webhook accepted.
+    webhook_deliveries: AtomicU64,
+    /// Failed POSTs to the webhook (each retried or given up).
+    webhook_failures: AtomicU64,
+    /// Alerts given up after their last retry.
+    webhook_given_up: AtomicU64,
     /// Messages of the held partitions not yet committed; -1 until measured.
     lag: AtomicI64,
     clickhouse: Mutex<ClickHouseState>,
@@ -60,6 +68,10 @@ impl SinkMetrics {
             clickhouse_rows: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             undecodable: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            webhook_deliveries: AtomicU64::new(0),
+            webhook_failures: AtomicU64::new(0),
+            webhook_given_up: AtomicU64::new(0),
             lag: AtomicI64::new(-1),
             clickhouse: Mutex::new(state),
             parquet_dir: parquet_dir.into(),
@@ -89,6 +101,46 @@ impl SinkMetrics {
     /// Counts a message skipped as not a usage event.
     pub fn undecodable(&self) {
         self.undecodable.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a dead letter the broker acknowledged.
+    pub fn dead_lettered(&self) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an alert the webhook accepted.
+    pub fn alert_delivered(&self) {
+        self.webhook_deliveries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed POST of an alert.
+    pub fn alert_post_failed(&self) {
+        self.webhook_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an alert given up after its last retry.
+    pub fn alert_given_up(&self) {
+        self.webhook_given_up.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Dead letters acknowledged so far.
+    pub fn dead_letters(&self) -> u64 {
+        self.dead_lettered.load(Ordering::Relaxed)
+    }
+
+    /// Alerts the webhook accepted so far.
+    pub fn webhook_deliveries(&self) -> u64 {
+        self.webhook_deliveries.load(Ordering::Relaxed)
+    }
+
+    /// Failed POSTs so far.
+    pub fn webhook_failures(&self) -> u64 {
+        self.webhook_failures.load(Ordering::Relaxed)
+    }
+
+    /// Alerts given up so far.
+    pub fn webhook_given_up(&self) -> u64 {
+        self.webhook_given_up.load(Ordering::Relaxed)
     }
 
     /// Counts rows made visible in Parquet (a roll closed their files).
@@ -185,6 +237,28 @@ impl SinkMetrics {
             &[("reason", "undecodable")],
             self.undecodable.load(Ordering::Relaxed) as f64,
         );
+        Family::counter(
+            out,
+            "switchyard_sink_dead_letters_total",
+            "Messages of the usage topic that are not usage events, whose dead letter the broker acknowledged.",
+        )
+        .sample(&[], self.dead_letters() as f64);
+        let mut f = Family::counter(
+            out,
+            "switchyard_sink_webhook_posts_total",
+            "Alert POSTs to the webhook by outcome (delivered; failed, then retried or given up).",
+        );
+        f.sample(
+            &[("outcome", "delivered")],
+            self.webhook_deliveries() as f64,
+        );
+        f.sample(&[("outcome", "failed")], self.webhook_failures() as f64);
+        Family::counter(
+            out,
+            "switchyard_sink_webhook_given_up_total",
+            "Alerts given up after the webhook failed every retry.",
+        )
+        .sample(&[], self.webhook_given_up() as f64);
         Family::gauge(
             out,
             "switchyard_sink_lag",

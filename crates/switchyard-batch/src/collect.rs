@@ -24,6 +24,7 @@ use tempfile::NamedTempFile;
 use crate::follow::ResultFollower;
 use crate::formats::{self, Destination, META_CUSTOM_ID, ModelIds};
 use crate::progress::{Progress, Unit};
+use crate::side_files::check_apart;
 use crate::tally::{Counts, Kept, Tally};
 use crate::{Error, Result, registry};
 
@@ -168,6 +169,9 @@ pub fn collect(
     stop: &StopFlag,
     progress: &dyn Progress,
 ) -> Result<CollectReport> {
+    if let Some(errors) = &options.errors_output {
+        check_apart(errors, "--errors", &options.output, "output")?;
+    }
     let record = registry::get(kafka, batch_id)?;
     let format = options.format.unwrap_or(record.format);
     let dir = match options.output.parent() {

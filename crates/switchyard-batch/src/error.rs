@@ -142,6 +142,20 @@ pub enum Error {
         /// The file.
         path: PathBuf,
     },
+    /// A file the command would write is its input or output under another
+    /// name: writing it would destroy that file.
+    #[error(
+        "{flag} {} is the {role} file itself; writing it would overwrite the {role}: give {flag} another path",
+        .path.display()
+    )]
+    SameFile {
+        /// The side file as given.
+        path: PathBuf,
+        /// The flag that named it (`--rejects`, `--errors`).
+        flag: &'static str,
+        /// What it collides with (`input`, `output`).
+        role: &'static str,
+    },
     /// Waiting was interrupted (Ctrl-C or the caller's stop).
     #[error(
         "stopped before the batch finished ({finished} of {jobs} results, {held} held for approval); run the command again to continue"
@@ -228,6 +242,7 @@ impl Error {
                 | Error::Config(_)
                 | Error::UnknownBatch { .. }
                 | Error::Conflict(_)
+                | Error::SameFile { .. }
         )
     }
 

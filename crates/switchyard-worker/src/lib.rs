@@ -2,9 +2,11 @@
 //! (admit, dispatch, settle) without any Kafka; [`run`] is the Kafka side:
 //! consumer group, bounded concurrency, at-least-once commits, dead letters and
 //! graceful drain; [`telemetry::register`] exposes its counters, live state and
-//! readiness on a telemetry endpoint.
+//! readiness on a telemetry endpoint; [`alerts`] watches budgets, quotas,
+//! deployments and dead letters and publishes each crossing.
 
 mod access;
+pub mod alerts;
 mod audit;
 mod cancellations;
 mod dispatch;

@@ -253,7 +253,13 @@ impl Reader {
                         chunk_due = Instant::now() + CHUNK_WAIT;
                     }
                     let epoch = epochs.get(&m.partition()).copied().unwrap_or(0);
-                    chunk.push(m.partition(), m.offset(), epoch, m.payload().unwrap_or(&[]));
+                    chunk.push_keyed(
+                        m.partition(),
+                        m.offset(),
+                        epoch,
+                        m.key(),
+                        m.payload().unwrap_or(&[]),
+                    );
                 }
                 Some(Err(e)) if last_error_log.is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY) => {
                     warn!(error = %e, "Consumer error; retrying (logged at most every 10 s).");

@@ -1,9 +1,11 @@
 //! Configuration files: the pipeline config and the machinery that turns any TOML
 //! file into typed settings with errors that name the file, the line and the fix.
 
+mod alerts;
 mod pipeline;
 pub mod source;
 
+pub use alerts::AlertsConfig;
 pub use pipeline::{
     AccessConfig, AnalyticsConfig, AuditConfig, Compression, DeploymentConfig, Encoding,
     KafkaConfig, LoadedPipeline, ObservabilityConfig, PipelineConfig, RetryConfig, RoutingConfig,

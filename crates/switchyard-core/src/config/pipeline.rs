@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::alerts::AlertsConfig;
 use super::source::{self, ConfigError, ConfigSource, Invalid, KeyPath};
 use crate::analysis::need::NeedModel;
 use crate::catalog::Catalog;
@@ -433,6 +434,11 @@ pub struct AnalyticsConfig {
     /// Longest pause between retries while ClickHouse is failing (backoff doubles up to it).
     #[serde(with = "humantime_serde")]
     pub clickhouse_max_backoff: Duration,
+    /// The sink's own dead-letter topic: a message on the usage topic that is
+    /// not a usage event goes here (original key and bytes, the reason, kind,
+    /// source topic, partition and offset in headers) before its offset is
+    /// committed, so no spend is skipped without a trace.
+    pub dlq_topic: String,
 }
 
 impl Default for AnalyticsConfig {
@@ -452,6 +458,7 @@ impl Default for AnalyticsConfig {
             clickhouse_max_pending_events: 1_000_000,
             clickhouse_timeout: Duration::from_secs(30),
             clickhouse_max_backoff: Duration::from_secs(30),
+            dlq_topic: "switchyard.usage.dlq".into(),
         }
     }
 }
@@ -503,6 +510,9 @@ pub struct PipelineConfig {
     /// Metrics and probes.
     #[serde(default)]
     pub observability: ObservabilityConfig,
+    /// Alert delivery (by the usage sink).
+    #[serde(default)]
+    pub alerts: AlertsConfig,
 }
 
 /// The keys file's keyring; an absent file is an empty keyring (no key yet).
@@ -717,6 +727,7 @@ impl PipelineConfig {
         self.validate_kafka()?;
         self.validate_routing(catalog)?;
         self.observability.validate()?;
+        self.alerts.validate(&KeyPath::root().key("alerts"))?;
         let root = KeyPath::root();
         let mut names = std::collections::HashSet::new();
         for (i, d) in self.deployments.iter().enumerate() {

@@ -427,6 +427,11 @@ impl Metrics {
             .sum()
     }
 
+    /// Jobs that ended failed.
+    pub fn failed(&self) -> u64 {
+        self.status_count(JobStatus::Failed)
+    }
+
     /// Jobs that reached a final result.
     pub fn finished(&self) -> u64 {
         STATUSES.iter().map(|s| self.status_count(*s)).sum()

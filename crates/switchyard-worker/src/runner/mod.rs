@@ -33,6 +33,7 @@ use switchyard_core::config::PipelineConfig;
 use switchyard_core::config::{Compression, KafkaConfig};
 use switchyard_kafka::audit::{AuditError, AuditLog};
 use switchyard_kafka::client::{consumer_config, producer_config_with};
+use switchyard_kafka::dead_letter::{DeadLetterTopic, max_record};
 use switchyard_kafka::stats::{STATS_INTERVAL, STATS_INTERVAL_KEY};
 use switchyard_kafka::{Arrival, Ticket, TopicFollower};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -139,9 +140,6 @@ const TICK: Duration = Duration::from_millis(50);
 /// and keeps polling: well inside librdkafka's `max.poll.interval.ms`.
 const BUSY_BEFORE_PAUSE: Duration = Duration::from_secs(2);
 
-/// librdkafka's default `message.max.bytes` for a producer.
-const DEFAULT_MAX_RECORD: usize = 1_000_000;
-
 type JobConsumer = StreamConsumer<WorkerContext>;
 
 /// The worker's Kafka side.
@@ -177,12 +175,19 @@ pub async fn run(
         config.kafka.topics.budgets.clone(),
         kafka.stop.child_token(),
     ));
+    let alerts = crate::alerts::Alerts::start(
+        engine.clone(),
+        config,
+        kafka.snapshot_producer.clone(),
+        kafka.stop.child_token(),
+    );
     let releaser = tokio::spawn(releaser.run());
     info!(worker = %worker_id(config), topic = %kafka.partitions.topic(), group = %config.kafka.group_id, max_in_flight = config.worker.max_in_flight, "Worker started.");
     let (mut report, tasks) = consume(&kafka, config, shutdown.as_mut()).await;
     report.abandoned = drain(tasks, config.worker.drain_grace, &kafka.stop).await;
     kafka.stop.cancel();
     let _ = snapshots.await;
+    alerts.stop().await;
     let _ = releaser.await;
     if let Some(audit) = audit {
         let _ = audit.await;
@@ -242,12 +247,7 @@ fn connect(
         })
     };
     let stop = CancellationToken::new();
-    let max_record = config
-        .kafka
-        .client
-        .get("message.max.bytes")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_MAX_RECORD);
+    let max_record = max_record(&config.kafka);
     let publisher = Publisher {
         results: (
             out(&topics.results.name, topics.results.compression)?,
@@ -257,7 +257,11 @@ fn connect(
             out(&topics.usage.name, topics.usage.compression)?,
             Codec::for_topic(&topics.usage),
         ),
-        dlq: out(&topics.dlq, topics.jobs.compression)?,
+        dlq: DeadLetterTopic {
+            producer: producers.for_codec(topics.jobs.compression)?,
+            name: topics.dlq.clone(),
+            max_record,
+        },
         held: out(&topics.held, topics.jobs.compression)?,
         approvals: ApprovalsOut::new(out(&topics.approvals, Compression::Lz4)?),
         source_topic: topics.jobs.name.clone(),
