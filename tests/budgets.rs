@@ -124,7 +124,9 @@ async fn a_restarted_worker_remembers_what_was_spent_and_workers_share_budgets()
         let r = &later[id][0];
         assert!(
             r.status == JobStatus::Succeeded
-                || r.error.as_ref().is_some_and(|e| e.code == "budget_exhausted"),
+                || r.error
+                    .as_ref()
+                    .is_some_and(|e| e.code == "budget_exhausted"),
             "{id}: {:?}",
             r.error
         );
