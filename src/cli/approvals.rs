@@ -3,7 +3,6 @@
 //! checked here for a clear answer (exit 1 naming what is missing), and again
 //! by the workers, which act only on decisions that count.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -22,22 +21,7 @@ use switchyard_kafka::{ScanFrom, scan_to_end};
 use tokio_util::sync::CancellationToken;
 
 use super::access;
-use super::common::{BadInput, Overrides, load_pipeline};
-
-/// The pipeline config.
-#[derive(clap::Args)]
-pub struct ConfigArgs {
-    /// Pipeline config (Kafka, topics, org, `[access]`).
-    #[arg(
-        long,
-        short,
-        default_value = "pipelines/demo.toml",
-        env = "SWITCHYARD_CONFIG"
-    )]
-    config: PathBuf,
-    #[command(flatten)]
-    overrides: Overrides,
-}
+use super::common::{BadInput, PipelineArgs, load_pipeline};
 
 /// Arguments of `approvals`.
 #[derive(clap::Args)]
@@ -63,7 +47,7 @@ struct ListArgs {
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
     #[command(flatten)]
-    config: ConfigArgs,
+    config: PipelineArgs,
 }
 
 /// Arguments of `approve`.
@@ -75,7 +59,7 @@ pub struct ApproveArgs {
     #[arg(long, default_value = "")]
     reason: String,
     #[command(flatten)]
-    config: ConfigArgs,
+    config: PipelineArgs,
 }
 
 /// Arguments of `reject`.
@@ -87,7 +71,7 @@ pub struct RejectArgs {
     #[arg(long)]
     reason: String,
     #[command(flatten)]
-    config: ConfigArgs,
+    config: PipelineArgs,
 }
 
 /// Reads the approvals topic to its end.
@@ -184,7 +168,7 @@ pub async fn reject(args: RejectArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn decide(
-    config: &ConfigArgs,
+    config: &PipelineArgs,
     id: &str,
     approve: bool,
     reason: &str,

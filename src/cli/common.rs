@@ -2,7 +2,7 @@
 //! its deployments, waiting for Ctrl-C or SIGTERM, starting the telemetry
 //! endpoint, and the "bad input" error that maps to exit code 2.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use switchyard_core::config::{ConfigError, LoadedPipeline, PipelineConfig};
@@ -119,4 +119,26 @@ pub fn read_text(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path)
         .map_err(|e| BadInput(format!("cannot read {}: {e}", path.display())))
         .context("reading input")
+}
+
+/// The pipeline config and cluster flags most commands take.
+#[derive(clap::Args)]
+pub struct PipelineArgs {
+    /// Pipeline config (Kafka, topics, catalog, org, `[access]`, `[audit]`).
+    #[arg(
+        long,
+        short,
+        default_value = "pipelines/demo.toml",
+        env = "SWITCHYARD_CONFIG"
+    )]
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+impl PipelineArgs {
+    /// Loads the pipeline: file, then `SWITCHYARD__…` variables, then flags.
+    pub fn load(&self) -> anyhow::Result<LoadedPipeline> {
+        load_pipeline(&self.config, &self.overrides)
+    }
 }

@@ -17,7 +17,7 @@ use switchyard_core::audit::AuditEntry;
 use switchyard_core::config::LoadedPipeline;
 
 use super::access::{self, Caller};
-use super::common::{BadInput, Overrides, load_pipeline};
+use super::common::{BadInput, PipelineArgs, load_pipeline};
 
 /// Arguments of `keys`.
 #[derive(clap::Args)]
@@ -36,21 +36,6 @@ enum KeysCommand {
     Revoke(RevokeArgs),
 }
 
-/// The pipeline config whose `[access]` keys file is used.
-#[derive(clap::Args)]
-struct ConfigArgs {
-    /// Pipeline config.
-    #[arg(
-        long,
-        short,
-        default_value = "pipelines/demo.toml",
-        env = "SWITCHYARD_CONFIG"
-    )]
-    config: PathBuf,
-    #[command(flatten)]
-    overrides: Overrides,
-}
-
 #[derive(clap::Args)]
 struct CreateArgs {
     /// Who holds the key (a person or a service).
@@ -64,7 +49,7 @@ struct CreateArgs {
     #[arg(long)]
     scope: String,
     #[command(flatten)]
-    config: ConfigArgs,
+    config: PipelineArgs,
 }
 
 /// Output format on stdout.
@@ -79,7 +64,7 @@ struct ListArgs {
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
     #[command(flatten)]
-    config: ConfigArgs,
+    config: PipelineArgs,
 }
 
 #[derive(clap::Args)]
@@ -87,7 +72,7 @@ struct RevokeArgs {
     /// The key id (as `keys list` shows it).
     key_id: String,
     #[command(flatten)]
-    config: ConfigArgs,
+    config: PipelineArgs,
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -107,7 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// The pipeline, which must have `[access]`, and its keys file's path.
-fn load(config: &ConfigArgs) -> anyhow::Result<(LoadedPipeline, PathBuf)> {
+fn load(config: &PipelineArgs) -> anyhow::Result<(LoadedPipeline, PathBuf)> {
     let pipeline = load_pipeline(&config.config, &config.overrides)?;
     let Some(access) = &pipeline.config.access else {
         return Err(BadInput(format!(
