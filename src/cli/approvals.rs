@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::Utc;
-use clap::ValueEnum;
 use switchyard_core::access::approval::{
     ApprovalBook, ApprovalRecord, Decision, HoldKind, partition_of,
 };
@@ -21,7 +20,7 @@ use switchyard_kafka::{ScanFrom, scan_to_end};
 use tokio_util::sync::CancellationToken;
 
 use super::access;
-use super::common::{BadInput, PipelineArgs, load_pipeline};
+use super::common::{BadInput, PipelineArgs, TableOrJson, load_pipeline};
 
 /// Arguments of `approvals`.
 #[derive(clap::Args)]
@@ -36,16 +35,10 @@ enum Command {
     List(ListArgs),
 }
 
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Format {
-    Table,
-    Json,
-}
-
 #[derive(clap::Args)]
 struct ListArgs {
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
+    #[arg(long, value_enum, default_value_t = TableOrJson::Table)]
+    format: TableOrJson,
     #[command(flatten)]
     config: PipelineArgs,
 }
@@ -122,7 +115,7 @@ pub async fn list(args: Args) -> anyhow::Result<ExitCode> {
                 .is_none_or(|c| c.record.may(Action::ListApprovals, &p.node))
         })
         .collect();
-    if args.format == Format::Json {
+    if args.format == TableOrJson::Json {
         println!("{}", serde_json::to_string_pretty(&pending)?);
         return Ok(ExitCode::SUCCESS);
     }

@@ -142,3 +142,12 @@ impl PipelineArgs {
         load_pipeline(&self.config, &self.overrides)
     }
 }
+
+/// Output on stdout for people or for scripts.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TableOrJson {
+    /// Aligned text for people.
+    Table,
+    /// One JSON document.
+    Json,
+}

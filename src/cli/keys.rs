@@ -10,14 +10,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use chrono::Utc;
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use rand::RngCore;
 use switchyard_core::access::{Action, Grant, KeyRecord, Role, new_key};
 use switchyard_core::audit::AuditEntry;
 use switchyard_core::config::LoadedPipeline;
 
 use super::access::{self, Caller};
-use super::common::{BadInput, PipelineArgs, load_pipeline};
+use super::common::{BadInput, PipelineArgs, TableOrJson, load_pipeline};
 
 /// Arguments of `keys`.
 #[derive(clap::Args)]
@@ -52,17 +52,10 @@ struct CreateArgs {
     config: PipelineArgs,
 }
 
-/// Output format on stdout.
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Format {
-    Table,
-    Json,
-}
-
 #[derive(clap::Args)]
 struct ListArgs {
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
+    #[arg(long, value_enum, default_value_t = TableOrJson::Table)]
+    format: TableOrJson,
     #[command(flatten)]
     config: PipelineArgs,
 }
@@ -221,7 +214,7 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|k| caller.as_ref().is_none_or(|c| manages(c, k)))
         .collect();
-    if args.format == Format::Json {
+    if args.format == TableOrJson::Json {
         println!("{}", serde_json::to_string_pretty(&visible)?);
         return Ok(ExitCode::SUCCESS);
     }
