@@ -18,8 +18,9 @@
 //!    answer cap on the dearest model of its chain, times the attempts that can
 //!    bill) against what every budget has left; where a node downgrades, the job
 //!    is routed again to a chain whose worst case fits;
-//! 7. **approval**: a job whose worst case is above the node's
-//!    `approval_required_above_usd`, or routed to one of its
+//! 7. **approval**: a job whose worst case, or whose batch's worst case
+//!    ([`Job::batch_worst_case_usd`], stamped by `switchyard submit`), is above
+//!    the node's `approval_required_above_usd`, or routed to one of its
 //!    `approval_required_models`, or stopped by a `hold` budget, is held until
 //!    an approver's signed decision releases it ([`JobFacts::released_by`],
 //!    checked by [`Decision::check`]); released work passes, and a release of
@@ -118,6 +119,9 @@ pub enum Verdict {
         approval_id: String,
         /// The job's worst case, USD (0 when held before routing).
         worst_case_usd: f64,
+        /// The whole batch's worst case, USD, when the threshold holds the
+        /// job's batch (the figure its approval is about).
+        batch_worst_case_usd: Option<f64>,
     },
     /// A quota is used up and the node's policy is to wait, or this worker
     /// has admitted its share of what is left until the other workers see it:
@@ -247,9 +251,11 @@ impl Admission<'_> {
         self.approval(job, policy, facts, admitted)
     }
 
-    /// Step 7: work above the node's approval threshold or on one of its
-    /// approval-only models waits for an approver, unless it carries a decision
-    /// that releases it.
+    /// Step 7: work above the node's approval threshold (the job's own worst
+    /// case, or its batch's, so that a batch of jobs each under the threshold
+    /// is held as a whole when together they are above it) or on one of its
+    /// approval-only models waits for an approver, unless it carries a
+    /// decision that releases it.
     fn approval(
         &self,
         job: &Job,
@@ -263,22 +269,18 @@ impl Admission<'_> {
             .chain
             .first()
             .map(|e| self.catalog().model(e.model).name.as_str());
-        let (kind, reason) = if let Some(limit) = policy
+        let threshold = policy
             .approval_required_above_usd
-            .filter(|limit| worst > *limit)
-        {
-            (
-                HoldKind::Threshold,
-                format!(
-                    "the job's worst case ${worst:.4} is above the ${limit:.2} that needs an approver"
-                ),
-            )
+            .and_then(|limit| above_threshold(job, worst, limit));
+        let (kind, reason, batch_worst_case_usd) = if let Some((reason, batch)) = threshold {
+            (HoldKind::Threshold, reason, batch)
         } else if let Some(m) =
             model.filter(|m| policy.approval_required_models.iter().any(|a| a == m))
         {
             (
                 HoldKind::Model,
                 format!("jobs routed to `{m}` need an approver"),
+                None,
             )
         } else {
             return Verdict::Admitted(admitted);
@@ -291,6 +293,7 @@ impl Admission<'_> {
             kind,
             approval_id: approval_id(job),
             worst_case_usd: worst,
+            batch_worst_case_usd,
         }
     }
 
@@ -480,6 +483,7 @@ impl Admission<'_> {
                 kind: HoldKind::Budget,
                 approval_id: approval_id(job),
                 worst_case_usd,
+                batch_worst_case_usd: None,
             },
             BudgetStop::Reject { reason, .. } => {
                 self.refuse(JobStatus::Rejected, "budget_exhausted", reason, routing)
@@ -503,8 +507,248 @@ impl Admission<'_> {
     }
 }
 
+/// Why the approval threshold `limit` holds a job whose own worst case is
+/// `worst`, and its batch's worst case when that is what passes it; `None`
+/// when neither does. A batch stamp that cannot be read holds the job: a
+/// batch must not pass the threshold on a figure nobody can check.
+fn above_threshold(job: &Job, worst: f64, limit: f64) -> Option<(String, Option<f64>)> {
+    if worst > limit {
+        let reason = format!(
+            "the job's worst case ${worst:.4} is above the ${limit:.2} that needs an approver"
+        );
+        return Some((reason, None));
+    }
+    match job.batch_worst_case_usd()? {
+        Ok(batch) if batch > limit => Some((
+            format!(
+                "its batch's worst case ${batch:.4} (this job's: ${worst:.4}) is above the ${limit:.2} that needs an approver"
+            ),
+            Some(batch),
+        )),
+        Ok(_) => None,
+        Err(text) => Some((
+            format!(
+                "its batch's worst case `{text}` is not a number of USD, so the ${limit:.2} that needs an approver cannot be checked"
+            ),
+            None,
+        )),
+    }
+}
+
 /// Why a job is refused when its budget is near the limit and not even the
 /// cheapest model above the quality floor fits what is left.
 fn nothing_fits_near_limit(refusal: &Refusal) -> String {
     format!("budget near its limit and no model above the quality floor fits: {refusal}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::access::{Grant, Role, new_key};
+    use crate::catalog::tests::model;
+    use crate::job::{ChatRequest, META_BATCH_WORST_CASE_USD};
+    use crate::routing::{DeploymentInfo, RouterSettings, Strategy};
+
+    const GATED: &str = "acme/bu/t/gated";
+    const LIMIT: f64 = 0.01;
+
+    struct World {
+        router: Router,
+        org: OrgTree,
+        open: EffectivePolicy,
+        now: DateTime<Utc>,
+    }
+
+    /// One model at $1 / $5 per million tokens; `acme/bu/t/gated` holds work
+    /// whose worst case passes a cent.
+    fn world() -> World {
+        let catalog = Catalog::from_models(vec![model("m", "openai", (1.0, 5.0), 0.8)]).unwrap();
+        let org = format!(
+            "[org]\nname = \"acme\"\n[[node]]\npath = \"acme/bu\"\n[[node]]\npath = \"acme/bu/t\"\n[[node]]\npath = \"{GATED}\"\napproval_required_above_usd = {LIMIT}\n"
+        );
+        let org =
+            OrgTree::parse(Path::new("org.toml"), &org, &catalog, Strategy::Auto, 0.0).unwrap();
+        let deployment = DeploymentInfo {
+            name: "m-dep".into(),
+            model: 0,
+            provider: "openai".into(),
+        };
+        World {
+            router: Router::new(
+                Arc::new(catalog),
+                vec![deployment],
+                RouterSettings::default(),
+            ),
+            org,
+            open: EffectivePolicy::open(Strategy::Auto, 0.0),
+            now: Utc::now(),
+        }
+    }
+
+    /// Line `n` of batch `batch_1`, with an answer cap of 1,000 tokens (half a cent on `m`).
+    fn batch_job(n: usize) -> Job {
+        Job {
+            batch_id: Some("batch_1".into()),
+            ..Job::new(
+                format!("batch_1-{n}"),
+                GATED,
+                ChatRequest {
+                    max_tokens: Some(1_000),
+                    ..ChatRequest::from_user(format!("Summarise ticket {n} in one line."))
+                },
+            )
+        }
+    }
+
+    impl World {
+        fn admit(&self, job: &Job, facts: &JobFacts<'_>) -> Verdict {
+            let analysis =
+                crate::analysis::tests::analyzer_for(self.router.catalog()).analyze(job, false);
+            let admission = Admission {
+                router: &self.router,
+                org: &self.org,
+                default_policy: &self.open,
+                health: &|_| HealthSnapshot::fresh(),
+                now: self.now,
+                keys: None,
+            };
+            let mut ledger = BudgetLedger::new(&self.org, self.now);
+            admission.admit(job, &analysis, facts, &mut ledger)
+        }
+
+        /// The job's own worst case, as admission prices it.
+        fn worst(&self, job: &Job) -> f64 {
+            let analysis =
+                crate::analysis::tests::analyzer_for(self.router.catalog()).analyze(job, false);
+            crate::routing::worst_case_usd(
+                self.router.catalog().model(0),
+                job,
+                &analysis,
+                self.open.default_max_tokens,
+                RouterSettings::default().max_chain,
+            )
+        }
+    }
+
+    #[test]
+    fn a_batch_under_the_threshold_job_by_job_but_above_it_in_all_is_held_as_a_whole() {
+        let w = world();
+        let jobs: Vec<Job> = (0..4).map(batch_job).collect();
+        let each: Vec<f64> = jobs.iter().map(|j| w.worst(j)).collect();
+        let total: f64 = each.iter().sum();
+        assert!(each.iter().all(|&x| x < LIMIT) && total > LIMIT, "{each:?}");
+        // Without the batch's figure, each job passes on its own.
+        for j in &jobs {
+            assert!(matches!(
+                w.admit(j, &JobFacts::default()),
+                Verdict::Admitted(_)
+            ));
+        }
+        // Stamped with the batch's worst case, every job is held under the
+        // batch's one approval id, with both figures.
+        for (j, own) in jobs.iter().zip(&each) {
+            let mut j = j.clone();
+            j.stamp_batch_worst_case(total);
+            match w.admit(&j, &JobFacts::default()) {
+                Verdict::Held {
+                    kind,
+                    approval_id,
+                    worst_case_usd,
+                    batch_worst_case_usd,
+                    reason,
+                } => {
+                    assert_eq!(kind, HoldKind::Threshold);
+                    assert_eq!(approval_id, "appr-batch_1");
+                    assert!((worst_case_usd - own).abs() < 1e-12);
+                    assert_eq!(batch_worst_case_usd, Some(total));
+                    assert!(reason.contains("batch's worst case"), "{reason}");
+                }
+                other => panic!("{} not held: {other:?}", j.job_id),
+            }
+        }
+        // A batch whose total is not above the threshold passes.
+        let mut small = jobs[0].clone();
+        small.stamp_batch_worst_case(LIMIT);
+        assert!(matches!(
+            w.admit(&small, &JobFacts::default()),
+            Verdict::Admitted(_)
+        ));
+        // The figure counts only on a job of a batch.
+        let mut single = jobs[0].clone();
+        single.stamp_batch_worst_case(total);
+        single.batch_id = None;
+        assert!(matches!(
+            w.admit(&single, &JobFacts::default()),
+            Verdict::Admitted(_)
+        ));
+        // A figure that cannot be read holds the job rather than let it pass.
+        let mut garbled = jobs[0].clone();
+        garbled
+            .metadata
+            .insert(META_BATCH_WORST_CASE_USD.into(), "a little".into());
+        assert!(matches!(
+            w.admit(&garbled, &JobFacts::default()),
+            Verdict::Held {
+                kind: HoldKind::Threshold,
+                batch_worst_case_usd: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_approval_of_the_batch_releases_each_of_its_jobs() {
+        let w = world();
+        let (record, bob) = new_key(
+            [7; 32],
+            "bob",
+            vec![Grant {
+                role: Role::Approver,
+                scope: "acme".into(),
+            }],
+            w.now - chrono::Duration::hours(1),
+        );
+        let mut keys = Keyring::default();
+        keys.add(record);
+        let decision =
+            Decision::signed(&bob, "bob", "appr-batch_1", GATED, true, "ok", false, w.now);
+        let other = Decision::signed(&bob, "bob", "appr-batch_2", GATED, true, "ok", false, w.now);
+        let admission_with = |job: &Job, d: &Decision| {
+            let analysis =
+                crate::analysis::tests::analyzer_for(w.router.catalog()).analyze(job, false);
+            let admission = Admission {
+                router: &w.router,
+                org: &w.org,
+                default_policy: &w.open,
+                health: &|_| HealthSnapshot::fresh(),
+                now: w.now,
+                keys: Some(&keys),
+            };
+            let facts = JobFacts {
+                released_by: Some(d),
+                ..JobFacts::default()
+            };
+            admission.admit(
+                job,
+                &analysis,
+                &facts,
+                &mut BudgetLedger::new(&w.org, w.now),
+            )
+        };
+        for n in 0..4 {
+            let mut j = batch_job(n);
+            j.stamp_batch_worst_case(1.0);
+            assert!(
+                matches!(admission_with(&j, &decision), Verdict::Admitted(_)),
+                "job {n} of the approved batch"
+            );
+            assert!(
+                matches!(admission_with(&j, &other), Verdict::Held { .. }),
+                "released by another batch's approval"
+            );
+        }
+    }
 }

@@ -13,6 +13,11 @@ use crate::vocab::Strategy;
 /// columns; an unbounded id is a bug on the producer side.
 pub const MAX_JOB_ID_BYTES: usize = 256;
 
+/// The metadata key under which `switchyard submit` stamps, on every job of a
+/// batch, the worst case of the whole batch in USD (see
+/// [`Job::batch_worst_case_usd`]). In the message value, so a signature covers it.
+pub const META_BATCH_WORST_CASE_USD: &str = "batch_worst_case_usd";
+
 /// One unit of work: a chat request plus where it comes from and how to route it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -291,6 +296,28 @@ impl Job {
         ProjectPath::parse(&self.project)
     }
 
+    /// Stamps the worst case of the job's whole batch, USD, into its metadata:
+    /// written so that it reads back as the same number.
+    pub fn stamp_batch_worst_case(&mut self, usd: f64) {
+        self.metadata
+            .insert(META_BATCH_WORST_CASE_USD.to_owned(), usd.to_string());
+    }
+
+    /// The worst case of the job's whole batch, USD, as `switchyard submit`
+    /// stamped it: `None` for a job outside a batch or without the stamp;
+    /// `Err` with the text when the stamp is not a finite number of at least 0
+    /// (admission then holds the job rather than guess).
+    pub fn batch_worst_case_usd(&self) -> Option<Result<f64, &str>> {
+        self.batch_id.as_ref()?;
+        let text = self.metadata.get(META_BATCH_WORST_CASE_USD)?;
+        Some(
+            text.parse::<f64>()
+                .ok()
+                .filter(|usd| usd.is_finite() && *usd >= 0.0)
+                .ok_or(text.as_str()),
+        )
+    }
+
     /// The system prompt: the `system` field, else a leading system message.
     pub fn system_prompt(&self) -> Option<&str> {
         self.request.system.as_deref().or_else(|| {
@@ -361,6 +388,22 @@ mod tests {
         let text = r#"{"job_id":"x","project":"a/b/c/d","request":{"messages":[{"role":"user","content":"hi"}]},"colour":"red"}"#;
         let err = serde_json::from_str::<Job>(text).unwrap_err().to_string();
         assert!(err.contains("unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn a_batch_worst_case_reads_back_as_stamped_and_only_on_a_batch_job() {
+        let mut j = sample();
+        j.stamp_batch_worst_case(0.1 + 0.2);
+        assert_eq!(j.batch_worst_case_usd(), None, "not a batch job");
+        j.batch_id = Some("batch_1".into());
+        assert_eq!(j.batch_worst_case_usd(), Some(Ok(0.1 + 0.2)));
+        for bad in ["", "cheap", "-1", "NaN", "inf"] {
+            j.metadata
+                .insert(META_BATCH_WORST_CASE_USD.into(), bad.into());
+            assert_eq!(j.batch_worst_case_usd(), Some(Err(bad)));
+        }
+        j.metadata.clear();
+        assert_eq!(j.batch_worst_case_usd(), None);
     }
 
     #[test]

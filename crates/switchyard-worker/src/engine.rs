@@ -391,11 +391,13 @@ impl Engine {
                 kind,
                 approval_id,
                 worst_case_usd,
+                batch_worst_case_usd,
             } => Admit::Held(Held {
                 reason,
                 kind,
                 approval_id,
                 worst_case_usd,
+                batch_worst_case_usd,
                 submitted_by: facts.signer.principal().map(str::to_owned),
             }),
             Verdict::Wait {
@@ -608,6 +610,7 @@ impl Engine {
             kind: held.kind,
             reason: held.reason.clone(),
             worst_case_usd: held.worst_case_usd,
+            batch_worst_case_usd: held.batch_worst_case_usd,
             created_at: now,
             expires_at: now + chrono::Duration::from_std(self.approval_ttl).unwrap_or_default(),
             held: None,
@@ -658,6 +661,7 @@ struct Held {
     kind: HoldKind,
     approval_id: String,
     worst_case_usd: f64,
+    batch_worst_case_usd: Option<f64>,
     submitted_by: Option<String>,
 }
 

@@ -57,6 +57,10 @@ pub struct ApprovalRequest {
     pub reason: String,
     /// The job's worst case, USD.
     pub worst_case_usd: f64,
+    /// The whole batch's worst case, USD, when it is what passed the node's
+    /// threshold: the batch is held, and approved, as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_worst_case_usd: Option<f64>,
     /// When it was held.
     pub created_at: DateTime<Utc>,
     /// When the request expires (the work then ends `rejected`, reason `expired`).
@@ -326,7 +330,9 @@ pub struct PendingApproval {
     pub submitted_by: Option<String>,
     /// Why it is held (the first job's reason).
     pub reason: String,
-    /// The worst case of all its jobs, USD.
+    /// The worst case of all its jobs, USD: their sum, or the whole batch's
+    /// when that was priced and is larger (some of its jobs may not be held
+    /// yet, or not be held at all).
     pub worst_case_usd: f64,
     /// How many jobs wait.
     pub jobs: usize,
@@ -384,25 +390,37 @@ impl ApprovalBook {
     /// Undecided work grouped by approval id.
     pub fn summary(&self) -> Vec<PendingApproval> {
         let mut out: Vec<PendingApproval> = Vec::new();
+        // Per entry of `out`: the largest batch worst case its requests carry.
+        let mut batch: Vec<f64> = Vec::new();
         for r in self.pending.values() {
+            let batch_usd = r.batch_worst_case_usd.unwrap_or(0.0);
             match out.last_mut().filter(|p| p.id == r.id) {
                 Some(p) => {
                     p.jobs += 1;
                     p.worst_case_usd += r.worst_case_usd;
                     p.expires_at = p.expires_at.min(r.expires_at);
                     p.budget_override |= r.kind == HoldKind::Budget;
+                    if let Some(b) = batch.last_mut() {
+                        *b = b.max(batch_usd);
+                    }
                 }
-                None => out.push(PendingApproval {
-                    id: r.id.clone(),
-                    node: r.node.clone(),
-                    submitted_by: r.submitted_by.clone(),
-                    reason: r.reason.clone(),
-                    worst_case_usd: r.worst_case_usd,
-                    jobs: 1,
-                    expires_at: r.expires_at,
-                    budget_override: r.kind == HoldKind::Budget,
-                }),
+                None => {
+                    out.push(PendingApproval {
+                        id: r.id.clone(),
+                        node: r.node.clone(),
+                        submitted_by: r.submitted_by.clone(),
+                        reason: r.reason.clone(),
+                        worst_case_usd: r.worst_case_usd,
+                        jobs: 1,
+                        expires_at: r.expires_at,
+                        budget_override: r.kind == HoldKind::Budget,
+                    });
+                    batch.push(batch_usd);
+                }
             }
+        }
+        for (p, b) in out.iter_mut().zip(batch) {
+            p.worst_case_usd = p.worst_case_usd.max(b);
         }
         out
     }
@@ -435,6 +453,44 @@ mod tests {
             grants,
             now() - chrono::Duration::days(1),
         )
+    }
+
+    fn request(id: &str, job: &str, worst: f64, batch: Option<f64>) -> ApprovalRecord {
+        ApprovalRecord::Request(ApprovalRequest {
+            id: id.into(),
+            job_id: job.into(),
+            node: "acme/bu/t/gated".into(),
+            submitted_by: Some("erin".into()),
+            kind: HoldKind::Threshold,
+            reason: "held".into(),
+            worst_case_usd: worst,
+            batch_worst_case_usd: batch,
+            created_at: now(),
+            expires_at: now() + chrono::Duration::hours(1),
+            held: None,
+        })
+    }
+
+    #[test]
+    fn the_list_shows_a_held_batch_at_its_whole_worst_case_with_its_jobs() {
+        let mut book = ApprovalBook::default();
+        for n in 0..3 {
+            book.apply(request("appr-b1", &format!("b1-{n}"), 0.004, Some(0.016)));
+        }
+        book.apply(request("appr-j9", "j9", 0.02, None));
+        let list = book.summary();
+        assert_eq!(list.len(), 2);
+        // Three of the batch's four jobs are held so far: the batch's figure.
+        assert_eq!((list[0].id.as_str(), list[0].jobs), ("appr-b1", 3));
+        assert_eq!(list[0].worst_case_usd, 0.016);
+        assert_eq!((list[1].id.as_str(), list[1].jobs), ("appr-j9", 1));
+        assert_eq!(list[1].worst_case_usd, 0.02);
+        // A request written before batches were priced reads, without one.
+        let old = r#"{"type":"request","id":"appr-x","job_id":"x","node":"a/b/c/d","submitted_by":null,"kind":"threshold","reason":"r","worst_case_usd":0.5,"created_at":"2026-12-06T12:00:00Z","expires_at":"2026-12-06T13:00:00Z"}"#;
+        let ApprovalRecord::Request(r) = serde_json::from_str(old).unwrap() else {
+            panic!("not a request");
+        };
+        assert_eq!(r.batch_worst_case_usd, None);
     }
 
     #[test]

@@ -365,6 +365,46 @@ impl Router {
         })
     }
 
+    /// The most a job may cost on any model it could be routed to, whatever
+    /// the live state: the largest [`worst_case_usd`] over the models its
+    /// request and policy allow (pin and allow-lists, deny lists, output limit,
+    /// context window, price cap, a deployment), with every circuit closed, no
+    /// budget headroom and no deadline counted. A chain holds only such
+    /// models, so admission's per-job worst case ([`RoutingDecision::worst_case_usd`])
+    /// never exceeds it, now or later. `None` when routing refuses the job
+    /// whatever the state (nothing it may use, a passed deadline, an unknown
+    /// model): it will cost nothing. `switchyard submit` prices a batch with it.
+    pub fn worst_case_bound(&self, input: &RouteInput<'_>) -> Option<f64> {
+        if self.check_request(input).is_some() {
+            return None;
+        }
+        // A later moment may find more of the deadline left, or faster
+        // deployments: deadlines drop nothing here.
+        let undated;
+        let job = match input.job.deadline {
+            Some(_) => {
+                undated = Job {
+                    deadline: None,
+                    ..input.job.clone()
+                };
+                &undated
+            }
+            None => input.job,
+        };
+        let input = RouteInput {
+            job,
+            budget: BudgetState::UNCONSTRAINED,
+            ..*input
+        };
+        let assessed = feasibility::assess(self, &input, &|_| HealthSnapshot::fresh());
+        assessed
+            .models
+            .iter()
+            .filter(|a| a.drop.is_none())
+            .map(|a| a.worst_case_usd)
+            .reduce(f64::max)
+    }
+
     /// Refusals that do not depend on the candidates: a passed deadline, unknown
     /// model names in the job.
     fn check_request(&self, input: &RouteInput<'_>) -> Option<RouteError> {

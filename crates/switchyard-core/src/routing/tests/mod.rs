@@ -432,3 +432,47 @@ fn the_worst_case_is_the_answer_cap_on_the_model_times_the_attempts_that_can_bil
         * 4.0;
     assert!((w - by_hand_json).abs() < 1e-12);
 }
+
+/// The bound a batch is priced with is the dearest model the job may use,
+/// whatever the strategy, health, budget or deadline: what its policy denies,
+/// or its answer cap does not fit, does not count.
+#[test]
+fn the_worst_case_bound_is_the_dearest_model_the_job_may_use() {
+    let r = router();
+    let analyzer = crate::analysis::tests::analyzer_for(r.catalog());
+    let mut j = job("Classify this review as positive or negative: great product.");
+    j.request.max_tokens = Some(1_000);
+    let a = analyzer.analyze(&j, false);
+    let policy = EffectivePolicy::open(Strategy::CostFirst, 0.5);
+    let on = |name: &str| {
+        let m = r.catalog().get(name).unwrap();
+        crate::routing::worst_case_usd(m, &j, &a, policy.default_max_tokens, 4)
+    };
+    let bound = |job: &Job, policy: &EffectivePolicy| {
+        r.worst_case_bound(&RouteInput {
+            job,
+            analysis: &a,
+            policy,
+            budget: BudgetState::NearLimit { headroom_usd: 1e-9 },
+            now: Utc::now(),
+        })
+    };
+    // Cost-first routes to a cheap model; the bound is still top-d's.
+    let d = route(&r, &j, Strategy::CostFirst);
+    assert!(d.worst_case_usd() < on("top-d"));
+    assert_eq!(bound(&j, &policy), Some(on("top-d")));
+    // A deadline too close for top-d drops nothing from the bound.
+    let mut rushed = j.clone();
+    rushed.deadline = Some(Utc::now() + chrono::Duration::milliseconds(50));
+    assert_eq!(bound(&rushed, &policy), Some(on("top-d")));
+    // Denied by policy: the next dearest counts.
+    let mut denying = policy.clone();
+    denying.denied_models = vec!["top-d".into()];
+    assert_eq!(bound(&j, &denying), Some(on("mid-b")));
+    // An answer cap above cheap-a's output limit, with only cheap-a allowed: nothing.
+    let mut only_a = policy.clone();
+    only_a.allowed_models = Some(vec!["cheap-a".into()]);
+    let mut long = j.clone();
+    long.request.max_tokens = Some(6_000);
+    assert_eq!(bound(&long, &only_a), None);
+}

@@ -2,7 +2,8 @@
 //! windows, tokenizers), policies (floors, provider and model lists, price caps),
 //! jobs (allow-lists, output caps, deadlines, prompts that split between two
 //! categories) and budget states: a chain never holds a model that fails a hard
-//! filter, and is never empty when some model passes them all.
+//! filter, is never empty when some model passes them all, and never costs
+//! more than the bound a batch is priced with.
 
 use chrono::{DateTime, Duration};
 use proptest::prelude::{Just, ProptestConfig, prop_assert, prop_oneof, proptest};
@@ -259,6 +260,13 @@ proptest! {
                     prop_assert!(oracle.passes(m), "{} fails a hard filter: {}", m.name, d.reason);
                 }
                 prop_assert!(feasible_exists);
+                // What a batch is priced with covers the chain, whatever the
+                // health, budget and deadline.
+                let bound = r.worst_case_bound(&input);
+                prop_assert!(
+                    bound.is_some_and(|b| d.worst_case_usd() <= b),
+                    "bound {bound:?} below the chain's {}", d.worst_case_usd()
+                );
             }
             Err(e) => {
                 prop_assert!(!feasible_exists, "a feasible model existed but routing refused: {e}");
