@@ -477,6 +477,7 @@ async fn a_cancel_that_races_the_end_of_a_submit_stands() {
             canceled_at: (state == BatchState::Canceled).then(chrono::Utc::now),
             refused: 0,
             submitter: None,
+            worst_case_usd: None,
         };
         let reader = RegistryReader::new(&kafka).unwrap();
         let mut sender = Sender::new(&kafka).unwrap();

@@ -227,6 +227,11 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             report.jobs,
             report.state.as_str()
         );
+        if let Some(usd) = report.worst_case_usd {
+            eprintln!(
+                "worst case ${usd:.4} for the whole batch (above the project's approval threshold, all its jobs wait for one approval)"
+            );
+        }
         if let Some(r) = &report.rejects_file {
             eprintln!(
                 "{} invalid lines skipped, each written with its line number and reason to {}",

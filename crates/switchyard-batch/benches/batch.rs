@@ -127,6 +127,7 @@ fn seed_results(pipeline: &LoadedPipeline, n: u64, tag: &str) -> String {
             canceled_at: None,
             refused: 0,
             submitter: None,
+            worst_case_usd: None,
         },
     )
     .unwrap();

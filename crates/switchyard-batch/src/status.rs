@@ -105,6 +105,12 @@ impl BatchStatus {
         }
         let _ = writeln!(t, "state      {state}");
         let _ = writeln!(t, "jobs       {}", r.jobs);
+        if let Some(usd) = r.worst_case_usd {
+            let _ = writeln!(
+                t,
+                "worst case ${usd:.4} for the whole batch (weighed against the project's approval threshold)"
+            );
+        }
         if self.refused > 0 {
             let _ = writeln!(
                 t,
@@ -205,6 +211,7 @@ mod tests {
             canceled_at: None,
             refused,
             submitter: None,
+            worst_case_usd: None,
         }
     }
 
@@ -241,7 +248,11 @@ mod tests {
             };
             tally.record(i, &finished_at(i as i64 / 2, status));
         }
-        let s = BatchStatus::from_tally(record(100, 3), &tally);
+        let priced = BatchRecord {
+            worst_case_usd: Some(0.25),
+            ..record(100, 3)
+        };
+        let s = BatchStatus::from_tally(priced, &tally);
         assert_eq!(s.counts.queued, 59);
         assert_eq!(s.results_per_second, Some(2.0));
         assert_eq!(s.eta, Some(Duration::from_millis(29_500)));
@@ -249,6 +260,7 @@ mod tests {
         let table = s.table();
         for want in [
             "jobs       100\n",
+            "worst case $0.2500 for the whole batch",
             "refused    3 lines at submit",
             "queued     59\n",
             "succeeded  40\n",
@@ -274,6 +286,10 @@ mod tests {
                 .contains("eta        unknown (too few results yet)\n")
         );
         assert!(!s.table().contains("refused"));
+        assert!(
+            !s.table().contains("worst case"),
+            "a batch priced at nothing"
+        );
         tally.record(0, &finished_at(0, JobStatus::Succeeded));
         assert_eq!(BatchStatus::from_tally(record(2, 0), &tally).eta, None);
         tally.record(1, &finished_at(4, JobStatus::Succeeded));

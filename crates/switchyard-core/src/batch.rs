@@ -92,6 +92,13 @@ pub struct BatchRecord {
     /// other states and on a released claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submitter: Option<Submitter>,
+    /// The most the whole batch may cost, USD: the sum over its jobs of the
+    /// most each may cost on any model it could be routed to. Priced at submit
+    /// when the project's policy holds work above `approval_required_above_usd`
+    /// (absent otherwise, and on records written before batches were priced);
+    /// every job carries the same figure, which is what workers weigh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_case_usd: Option<f64>,
 }
 
 /// One submit run's claim on a batch: written when it starts producing the

@@ -75,6 +75,7 @@ mod tests {
             canceled_at: (state == BatchState::Canceled).then(Utc::now),
             refused: 0,
             submitter: None,
+            worst_case_usd: None,
         }
     }
 

@@ -154,6 +154,7 @@ mod tests {
             canceled_at: None,
             refused: 0,
             submitter,
+            worst_case_usd: None,
         }
     }
 

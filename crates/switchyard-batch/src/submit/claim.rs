@@ -54,6 +54,7 @@ pub(crate) fn acquire(
     check: impl Fn(&BatchRecord) -> Result<()>,
 ) -> Result<Option<Claim>> {
     let batch_id = fresh.batch_id.clone();
+    let priced = fresh.worst_case_usd;
     let now = Utc::now();
     let (base, after, resumed) = match reader.view(&batch_id)? {
         None => (fresh, None, false),
@@ -91,6 +92,12 @@ pub(crate) fn acquire(
         state: BatchState::Submitting,
         submitter: Some(me.clone()),
         canceled_at: None,
+        // A run taking a batch over stamps the jobs it produces with what it
+        // priced, or what the first run did if that is more.
+        worst_case_usd: match (base.worst_case_usd, priced) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        },
         ..base
     };
     let offset = registry::publish_with(sender, kafka, &record)?;

@@ -8,9 +8,15 @@
 //! jobs are already on the jobs topic and produces only the others. Two runs
 //! never produce the same batch at once: each claims it in the registry first
 //! ([`claim`]), and only one claim counts.
+//!
+//! A batch for a project whose policy holds work above an approval threshold
+//! is priced in the first pass ([`worst_case`]): the registry record and every
+//! job carry its worst case, so that workers hold the batch as a whole when
+//! that passes the threshold, even if no job does alone.
 
 mod claim;
 mod produce;
+mod worst_case;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,6 +30,7 @@ use switchyard_core::routing::Strategy;
 
 use self::claim::Claim;
 pub use self::claim::DEFAULT_LEASE;
+use self::worst_case::BatchWorstCase;
 use crate::bits::BitSet;
 use crate::error::SkipInvalid;
 use crate::formats::{LineSettings, ModelPins};
@@ -99,6 +106,10 @@ pub struct SubmitReport {
     pub rejects_file: Option<PathBuf>,
     /// The batch's state now.
     pub state: BatchState,
+    /// The most the whole batch may cost, USD, when its project holds work
+    /// above an approval threshold (see [`BatchRecord::worst_case_usd`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worst_case_usd: Option<f64>,
 }
 
 /// The default rejects file of `input`.
@@ -146,8 +157,9 @@ pub fn submit(
     // threads while the file is validated.
     let mut sender = Sender::new(kafka)?;
     sender.sign_with(options.signer.clone());
-    let (validation, reader) =
-        validate_while_connecting(&sender, kafka, path, &settings, options, &rejects, progress)?;
+    let (validation, reader, worst_case_usd) = validate_while_connecting(
+        &sender, pipeline, path, &settings, options, &rejects, progress,
+    )?;
     tracing::debug!(
         lines = validation.lines,
         invalid = validation.invalid,
@@ -179,9 +191,10 @@ pub fn submit(
         resumed: false,
         rejects_file: validation.rejects_file.clone(),
         state: BatchState::Submitting,
+        worst_case_usd,
     };
     let lease = options.claim_lease;
-    let fresh = new_record(&batch_id, path, options, &validation);
+    let fresh = new_record(&batch_id, path, options, &validation, worst_case_usd);
     let claim = match claim::acquire(&reader, &mut sender, kafka, fresh, lease, |r| {
         check_same(r, &validation, options)
     })? {
@@ -195,6 +208,7 @@ pub fn submit(
     };
     tracing::debug!(batch_id = %batch_id, elapsed_ms = started.elapsed().as_millis() as u64, "Batch claimed.");
     report.resumed = claim.resumed;
+    report.worst_case_usd = claim.record.worst_case_usd;
     if claim.resumed {
         tracing::info!(batch_id = %batch_id, "Finishing an interrupted submission.");
     }
@@ -213,17 +227,21 @@ pub fn submit(
     Ok(report)
 }
 
-/// The first pass over the file, while another thread warms the producer up
-/// and opens the registry.
+/// The first pass over the file, pricing the batch's worst case when its
+/// project needs it ([`BatchWorstCase`]), while another thread warms the
+/// producer up and opens the registry.
 fn validate_while_connecting(
     sender: &Sender,
-    kafka: &KafkaConfig,
+    pipeline: &LoadedPipeline,
     path: &Path,
     settings: &LineSettings,
     options: &SubmitOptions,
     rejects: &Path,
     progress: &dyn Progress,
-) -> Result<(Validation, registry::RegistryReader)> {
+) -> Result<(Validation, registry::RegistryReader, Option<f64>)> {
+    let kafka = &pipeline.config.kafka;
+    let mut priced =
+        BatchWorstCase::for_project(pipeline, &options.project, options.workload.as_deref());
     let (validation, reader) = std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
             sender.warm_up(&[&kafka.topics.jobs.name, &kafka.topics.batches]);
@@ -236,14 +254,18 @@ fn validate_while_connecting(
             options.skip_invalid.then_some(rejects),
             progress,
             "validating",
-            &mut |_| {},
+            &mut |parsed| {
+                if let Some(p) = priced.as_mut() {
+                    p.add(&parsed.job);
+                }
+            },
         );
         let reader = reader
             .join()
             .unwrap_or_else(|_| registry::RegistryReader::new(kafka));
         (validation, reader)
     });
-    Ok((validation?, reader?))
+    Ok((validation?, reader?, priced.map(|p| p.total_usd())))
 }
 
 /// The registry record of a batch submitted for the first time.
@@ -252,6 +274,7 @@ fn new_record(
     path: &Path,
     options: &SubmitOptions,
     validation: &Validation,
+    worst_case_usd: Option<f64>,
 ) -> BatchRecord {
     BatchRecord {
         batch_id: batch_id.to_owned(),
@@ -270,6 +293,7 @@ fn new_record(
         canceled_at: None,
         refused: validation.invalid,
         submitter: None,
+        worst_case_usd,
     }
 }
 
@@ -301,7 +325,7 @@ impl Claimed<'_> {
                 self.path,
                 self.settings,
                 self.validation,
-                &claim.record.batch_id,
+                &claim.record,
                 &already,
                 progress,
                 lease,

@@ -59,7 +59,8 @@ pub(super) fn jobs_on_topic(
     Ok(seen)
 }
 
-/// The second pass: produce every accepted line not yet on the topic.
+/// The second pass: produce every accepted line not yet on the topic, each
+/// stamped with the batch's worst case when the record carries one.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn produce(
     sender: &mut Sender,
@@ -67,7 +68,7 @@ pub(super) fn produce(
     path: &Path,
     settings: &LineSettings,
     validation: &Validation,
-    batch_id: &str,
+    record: &BatchRecord,
     already: &BitSet,
     progress: &dyn Progress,
     lease: &Lease,
@@ -76,6 +77,7 @@ pub(super) fn produce(
         path: path.to_owned(),
         source,
     };
+    let batch_id = &record.batch_id;
     let file = File::open(path).map_err(read_err)?;
     let topic = &kafka.topics.jobs;
     let codec = Codec::for_topic(topic);
@@ -104,6 +106,9 @@ pub(super) fn produce(
         job.batch_id = Some(batch_id.to_owned());
         job.metadata
             .insert(META_LINE.to_owned(), number.to_string());
+        if let Some(usd) = record.worst_case_usd {
+            job.stamp_batch_worst_case(usd);
+        }
         let payload = codec
             .encode(&job)
             .map_err(|e| Error::Encode(e.to_string()))?;
