@@ -1,6 +1,7 @@
 //! Access control end to end: signed jobs (and the ways a signature is
 //! refused), held work that runs only once an approver who did not submit it
-//! releases it, rejection and expiry, roles on the CLI, a tampered audit log
+//! releases it (a batch as a whole when together its jobs pass the
+//! threshold), rejection and expiry, roles on the CLI, a tampered audit log
 //! caught by `audit verify`, and no private key anywhere in what a run writes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -50,7 +51,9 @@ struct Keys {
 }
 
 /// `acme/bu/t/signed` requires signatures; `acme/bu/t/gated` holds any job whose
-/// worst case passes a tenth of a cent.
+/// worst case passes a tenth of a cent; `acme/bu/t/batches` requires
+/// signatures and holds work (a job, or a whole batch) whose worst case passes
+/// a cent.
 fn setup(dir: &Path, ttl: &str) -> (PathBuf, Keys) {
     let org = r#"
 [org]
@@ -65,6 +68,10 @@ require_signed = true
 [[node]]
 path = "acme/bu/t/gated"
 approval_required_above_usd = 0.001
+[[node]]
+path = "acme/bu/t/batches"
+require_signed = true
+approval_required_above_usd = 0.01
 [[node]]
 path = "acme/other"
 [[node]]
@@ -676,6 +683,149 @@ async fn held_work_nobody_decides_on_expires_rejected() {
             .all(|r| r.status != JobStatus::Succeeded),
         "expired work ran after a late approval"
     );
+    stack.stop().await.unwrap();
+}
+
+/// A batch whose jobs are each under the node's approval threshold but whose
+/// whole worst case is above it: `submit` prices it and stamps the figure on
+/// every (signed) job, the workers hold all of it under the batch's one
+/// approval id, `approvals list` shows the batch's worst case and its job
+/// count, and one approval runs every job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_above_the_threshold_in_all_is_held_and_released_as_a_whole() {
+    const PROJECT: &str = "acme/bu/t/batches";
+    const LIMIT: f64 = 0.01;
+    const JOBS: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, keys) = setup(dir.path(), "10m");
+    let stack = Stack::start(&config, StackOptions::default())
+        .await
+        .unwrap();
+    let bootstrap = stack.broker.bootstrap().to_owned();
+    let topics = stack.pipeline.config.kafka.topics.clone();
+    let results = results_consumer(&bootstrap, &topics.results.name);
+    let rcodec = Codec::for_topic(&topics.results);
+    let calls_before = sim_requests(&stack).await;
+
+    // Short answers: even on the dearest model each job stays under a cent
+    // (50 tokens at $50 per million), while five of them pass it.
+    let file = dir.path().join("requests.jsonl");
+    let lines: Vec<String> = (0..JOBS)
+        .map(|i| {
+            serde_json::json!({
+                "custom_id": format!("req-{i}"),
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {
+                    "model": "gpt-4o-mini-2024-07-18",
+                    "messages": [{"role": "user", "content": format!("Summarise the harbour report {i} in one line.")}],
+                    "max_tokens": 50
+                }
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let (ok, out, err) = cli(
+        &config,
+        &bootstrap,
+        Some(&keys.alice_submit),
+        &[
+            "submit",
+            file.to_str().unwrap(),
+            "--project",
+            PROJECT,
+            "--format",
+            "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let batch_id = report["batch_id"].as_str().unwrap().to_owned();
+    let batch_worst = report["worst_case_usd"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("the batch was not priced: {report}"));
+    assert!(
+        batch_worst > LIMIT && batch_worst / (JOBS as f64) < LIMIT,
+        "{batch_worst}"
+    );
+
+    // Every job is held, under the batch's one approval id, and none is called.
+    let ids: Vec<String> = (0..JOBS).map(|i| format!("{batch_id}-{i}")).collect();
+    let want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut got = HashMap::new();
+    results_until(
+        &results,
+        &rcodec,
+        &mut got,
+        &want,
+        |_| true,
+        Duration::from_secs(60),
+    )
+    .await;
+    let approval_id = format!("appr-{batch_id}");
+    for id in &want {
+        let r = &got[*id][0];
+        assert_eq!(r.status, JobStatus::Held, "{id}: {:?}", r.error);
+        assert_eq!(r.approval_id.as_deref(), Some(approval_id.as_str()), "{id}");
+        // Held for the batch's worst case, not for its own.
+        let why = &r.error.as_ref().unwrap().message;
+        assert!(why.contains("its batch's worst case"), "{id}: {why}");
+    }
+
+    // The approver sees one request: the batch's worst case and its jobs.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let pending = loop {
+        let (ok, out, err) = cli(
+            &config,
+            &bootstrap,
+            Some(&keys.bob_approve),
+            &["approvals", "list", "--format", "json"],
+        );
+        assert!(ok, "{err}");
+        let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        let ours: Vec<_> = list.into_iter().filter(|p| p["node"] == PROJECT).collect();
+        if ours.first().is_some_and(|p| p["jobs"] == JOBS) {
+            assert_eq!(ours.len(), 1, "{ours:?}");
+            break ours[0].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the batch's {JOBS} jobs never waited under one approval: {ours:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(pending["id"], approval_id.as_str());
+    assert_eq!(pending["submitted_by"], "alice");
+    assert_eq!(pending["worst_case_usd"].as_f64(), Some(batch_worst));
+    assert_eq!(
+        sim_requests(&stack).await,
+        calls_before,
+        "held work reached a provider"
+    );
+
+    // One approval runs the whole batch.
+    let (ok, _, err) = cli(
+        &config,
+        &bootstrap,
+        Some(&keys.bob_approve),
+        &["approve", &approval_id, "--reason", "month-end run"],
+    );
+    assert!(ok, "{err}");
+    results_until(
+        &results,
+        &rcodec,
+        &mut got,
+        &want,
+        is_final,
+        Duration::from_secs(90),
+    )
+    .await;
+    for id in &want {
+        let last = got[*id].last().unwrap();
+        assert_eq!(last.status, JobStatus::Succeeded, "{id}: {:?}", last.error);
+    }
+    assert!(sim_requests(&stack).await >= calls_before + JOBS as u64);
     stack.stop().await.unwrap();
 }
 
