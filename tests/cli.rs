@@ -364,6 +364,7 @@ fn usage_tree(dir: &std::path::Path) {
                 input_tokens: 1000,
                 output_tokens: 500,
                 cached_input_tokens: 0,
+                cache_write_input_tokens: 0,
             },
             cost_usd: 0.25,
             baseline_cost_usd: 2.5,

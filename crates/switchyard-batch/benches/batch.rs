@@ -156,6 +156,7 @@ fn seed_results(pipeline: &LoadedPipeline, n: u64, tag: &str) -> String {
                 input_tokens: 120,
                 output_tokens: 60,
                 cached_input_tokens: 0,
+                cache_write_input_tokens: 0,
             },
             cost_usd: 0.000_054,
             latency_ms: 800,

@@ -24,12 +24,20 @@
 //!    an approver's signed decision releases it ([`JobFacts::released_by`],
 //!    checked by [`Decision::check`]); released work passes, and a release of
 //!    budget-held work overrides the cap;
-//! 8. **reserve**: the amount to reserve on the budgeted nodes and the job to
+//! 8. **live or deferred** ([`Admission::live_or_deferred`]): a job that may
+//!    wait (its `mode`, else its policy's `default_mode`: `deferred` or `auto`)
+//!    is routed again among the models with a batch API and price, and goes
+//!    deferred when its deadline (or `deferred_max_delay`) leaves room for the
+//!    gathering, the provider's completion window and the margin, and, in
+//!    `auto`, when the batch price is lower than live; a batch route that
+//!    would need an approval the live one did not stays live; the decision's
+//!    reason says which and why;
+//! 9. **reserve**: the amount to reserve on the budgeted nodes and the job to
 //!    count on the rationed ones, which the caller applies under the same ledger
 //!    lock, so that jobs deciding at once cannot all pass on the same headroom.
 //!
-//! The live-or-deferred choice joins between approval and reserve. The worker's `Engine` calls [`Admission::admit`]
-//! and then dispatches or settles what it returns.
+//! The worker's `Engine` calls [`Admission::admit`] and then dispatches, hands
+//! off (deferred) or settles what it returns.
 
 use chrono::{DateTime, Utc};
 
@@ -39,12 +47,13 @@ use crate::access::sign::AuthError;
 use crate::analysis::TaskAnalysis;
 use crate::budget::{BudgetLedger, BudgetStop};
 use crate::catalog::Catalog;
+use crate::config::DeferredConfig;
 use crate::health::HealthSnapshot;
 use crate::job::Job;
 use crate::org::{EffectivePolicy, OrgTree, QuotaAction};
 use crate::result::RoutingSummary;
 use crate::routing::{BudgetState, Refusal, RouteError, RouteInput, Router, RoutingDecision};
-use crate::vocab::{DeploymentId, JobStatus};
+use crate::vocab::{DeploymentId, JobMode, JobStatus, RunMode};
 
 /// How long a job waits, at a time, for this worker's admissions to reach the
 /// others when it has admitted its share of what is left (about a follow lag).
@@ -66,6 +75,8 @@ pub struct Admission<'a> {
     /// The keys, when access control is configured (approval decisions are
     /// checked against them).
     pub keys: Option<&'a Keyring>,
+    /// The `[deferred]` settings: how long a deferred job must be able to wait.
+    pub deferred: &'a DeferredConfig,
 }
 
 /// Who signed a job.
@@ -145,6 +156,12 @@ pub struct Admitted {
     pub default_max_tokens: u32,
     /// Rationed nodes on which the job counts, and its tokens there.
     pub quota: Option<(Vec<String>, u64)>,
+    /// How the job runs: live now, or deferred to a provider's batch API
+    /// (the decision's chain then holds only models with one).
+    pub mode: RunMode,
+    /// When a deferred job's answer is due: its deadline, or now plus its
+    /// policy's `deferred_max_delay`.
+    pub due: Option<DateTime<Utc>>,
 }
 
 /// An amount to reserve on budgeted nodes (see [`BudgetLedger::reserve`]).
@@ -237,6 +254,8 @@ impl Admission<'_> {
                 reserve: None,
                 default_max_tokens: policy.default_max_tokens,
                 quota,
+                mode: RunMode::Live,
+                due: None,
             }
         } else {
             match self.fit_and_reserve(job, analysis, policy, budget, decision, facts, ledger) {
@@ -244,7 +263,55 @@ impl Admission<'_> {
                 other => return other,
             }
         };
-        self.approval(job, policy, facts, admitted)
+        let admitted = match self.approval(job, policy, facts, admitted) {
+            Verdict::Admitted(a) => a,
+            other => return other,
+        };
+        let stage = Stage {
+            job,
+            analysis,
+            policy,
+            budget,
+            facts,
+        };
+        Verdict::Admitted(self.live_or_deferred(&stage, admitted, ledger))
+    }
+
+    /// Why `admitted` needs an approver under `policy`, if it does: its worst
+    /// case above the node's threshold, or its first model one that needs one.
+    fn hold_reason(
+        &self,
+        policy: &EffectivePolicy,
+        admitted: &Admitted,
+    ) -> Option<(HoldKind, String)> {
+        let worst = admitted
+            .decision
+            .worst_case_in(self.catalog(), admitted.mode);
+        let model = admitted
+            .decision
+            .chain
+            .first()
+            .map(|e| self.catalog().model(e.model).name.as_str());
+        if let Some(limit) = policy
+            .approval_required_above_usd
+            .filter(|limit| worst > *limit)
+        {
+            Some((
+                HoldKind::Threshold,
+                format!(
+                    "the job's worst case ${worst:.4} is above the ${limit:.2} that needs an approver"
+                ),
+            ))
+        } else {
+            model
+                .filter(|m| policy.approval_required_models.iter().any(|a| a == m))
+                .map(|m| {
+                    (
+                        HoldKind::Model,
+                        format!("jobs routed to `{m}` need an approver"),
+                    )
+                })
+        }
     }
 
     /// Step 7: work above the node's approval threshold or on one of its
@@ -257,30 +324,7 @@ impl Admission<'_> {
         facts: &JobFacts<'_>,
         admitted: Admitted,
     ) -> Verdict {
-        let worst = admitted.decision.worst_case_usd();
-        let model = admitted
-            .decision
-            .chain
-            .first()
-            .map(|e| self.catalog().model(e.model).name.as_str());
-        let (kind, reason) = if let Some(limit) = policy
-            .approval_required_above_usd
-            .filter(|limit| worst > *limit)
-        {
-            (
-                HoldKind::Threshold,
-                format!(
-                    "the job's worst case ${worst:.4} is above the ${limit:.2} that needs an approver"
-                ),
-            )
-        } else if let Some(m) =
-            model.filter(|m| policy.approval_required_models.iter().any(|a| a == m))
-        {
-            (
-                HoldKind::Model,
-                format!("jobs routed to `{m}` need an approver"),
-            )
-        } else {
+        let Some((kind, reason)) = self.hold_reason(policy, &admitted) else {
             return Verdict::Admitted(admitted);
         };
         if self.released(job, facts, kind) {
@@ -290,8 +334,137 @@ impl Admission<'_> {
             reason: format!("{reason}; held for approval"),
             kind,
             approval_id: approval_id(job),
-            worst_case_usd: worst,
+            worst_case_usd: admitted.decision.worst_case_usd(),
         }
+    }
+
+    /// Step 8: live, or deferred to a provider's batch API. The job's mode
+    /// (else its policy's) says whether it may wait; `deferred` waits whenever
+    /// it can, `auto` only for a lower price. It can when its deadline (or
+    /// `deferred_max_delay`) leaves room for `[deferred]` gathering, window
+    /// and margin, and when routing among the models with a batch API and
+    /// price finds one; a deferred route whose worst case exceeds the fitted
+    /// reservation must fit the budgets too, and one that would need an
+    /// approval the job does not carry stays live. The reason says what was
+    /// chosen and why.
+    pub fn live_or_deferred(
+        &self,
+        stage: &Stage<'_>,
+        admitted: Admitted,
+        ledger: &mut BudgetLedger,
+    ) -> Admitted {
+        let asked = stage.job.mode.unwrap_or(stage.policy.default_mode);
+        if asked == JobMode::Live {
+            return admitted;
+        }
+        let live = |mut admitted: Admitted, why: String| {
+            admitted.decision.reason =
+                format!("{}; live ({asked}): {why}", admitted.decision.reason);
+            admitted
+        };
+        let due = stage.job.deadline.unwrap_or_else(|| {
+            self.now
+                + chrono::Duration::from_std(stage.policy.deferred_max_delay)
+                    .unwrap_or(chrono::Duration::MAX)
+        });
+        let needed = self.deferred.needed_delay();
+        let room = (due - self.now).to_std().unwrap_or_default();
+        if room < needed {
+            return live(
+                admitted,
+                format!(
+                    "its answer is due in {} and a provider batch needs {} (gathering, window, margin)",
+                    whole_seconds(room),
+                    whole_seconds(needed)
+                ),
+            );
+        }
+        let Some(batch) = self.batch_route(stage) else {
+            return live(
+                admitted,
+                "no model it may use has a batch API with a batch price".into(),
+            );
+        };
+        let catalog = self.catalog();
+        let (Some(first), Some(batch_first)) =
+            (admitted.decision.chain.first(), batch.chain.first())
+        else {
+            return admitted;
+        };
+        let (live_model, live_usd) = (&catalog.model(first.model).name, first.estimated_cost_usd);
+        let analysis = stage.analysis;
+        let spec = catalog.model(batch_first.model);
+        let batch_usd = spec.estimate_in(
+            RunMode::Deferred,
+            analysis.prompt_tokens,
+            analysis.expected_output_tokens,
+        );
+        if asked == JobMode::Auto && batch_usd >= live_usd {
+            let why = format!(
+                "the batch price on {} (${batch_usd:.6}) is no lower than live on {live_model} (${live_usd:.6})",
+                spec.name
+            );
+            return live(admitted, why);
+        }
+        let worst = batch.worst_case_in(catalog, RunMode::Deferred);
+        if let Some(plan) = &admitted.reserve
+            && worst > plan.amount_usd
+            && ledger.fits(&plan.nodes, worst, self.now).is_err()
+        {
+            return live(
+                admitted,
+                format!("its batch route's worst case ${worst:.6} does not fit its budgets"),
+            );
+        }
+        let mut decision = batch;
+        decision.reason = format!(
+            "{}; deferred ({asked}): due in {}, room for {} of gathering, window and margin; batch ${batch_usd:.6} on {} vs live ${live_usd:.6} on {live_model}",
+            decision.reason,
+            whole_seconds(room),
+            whole_seconds(needed),
+            spec.name,
+        );
+        let deferred = Admitted {
+            decision,
+            mode: RunMode::Deferred,
+            due: Some(due),
+            reserve: admitted.reserve.clone().map(|p| ReservationPlan {
+                amount_usd: worst,
+                ..p
+            }),
+            ..admitted.clone()
+        };
+        if let Some((kind, why)) = self.hold_reason(stage.policy, &deferred)
+            && !self.released(stage.job, stage.facts, kind)
+        {
+            return live(
+                admitted,
+                format!("its batch route would need an approver ({why})"),
+            );
+        }
+        deferred
+    }
+
+    /// The route among the models deferred routing can use (a batch API and
+    /// price), within the job's own pin and allow-list and its policy.
+    fn batch_route(&self, stage: &Stage<'_>) -> Option<RoutingDecision> {
+        let deferrable: Vec<String> = self
+            .catalog()
+            .models()
+            .iter()
+            .filter(|m| m.deferrable())
+            .filter(|m| {
+                stage.job.allowed_models.is_empty() || stage.job.allowed_models.contains(&m.name)
+            })
+            .map(|m| m.name.clone())
+            .collect();
+        if deferrable.is_empty() {
+            return None;
+        }
+        let mut job = stage.job.clone();
+        job.allowed_models = deferrable;
+        self.route(&job, stage.analysis, stage.policy, stage.budget)
+            .ok()
     }
 
     /// Whether the job carries a decision that releases it from a `kind` hold.
@@ -412,6 +585,8 @@ impl Admission<'_> {
             }),
             default_max_tokens: policy.default_max_tokens,
             quota: None,
+            mode: RunMode::Live,
+            due: None,
         })
     }
 
@@ -501,6 +676,25 @@ impl Admission<'_> {
             routing,
         })
     }
+}
+
+/// A job at a stage of admission, with what earlier stages found.
+pub struct Stage<'a> {
+    /// The job.
+    pub job: &'a Job,
+    /// Its analysis.
+    pub analysis: &'a TaskAnalysis,
+    /// Its policy.
+    pub policy: &'a EffectivePolicy,
+    /// Its budget situation.
+    pub budget: BudgetState,
+    /// What the worker knows about it (an approval it carries).
+    pub facts: &'a JobFacts<'a>,
+}
+
+/// A duration as whole seconds, for reasons people read (`25h 10m`).
+fn whole_seconds(d: std::time::Duration) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()
 }
 
 /// Why a job is refused when its budget is near the limit and not even the

@@ -17,10 +17,11 @@ use switchyard_core::admission::{Admission, Admitted, JobFacts, Refused, Signer,
 use switchyard_core::analysis::TaskAnalyzer;
 use switchyard_core::budget::{BudgetLedger, BudgetSnapshot, NodeBudget, QuotaUse, Reservation};
 use switchyard_core::catalog::{Catalog, ModelId};
-use switchyard_core::config::LoadedPipeline;
+use switchyard_core::config::{DeferredConfig, LoadedPipeline};
+use switchyard_core::deferred::DeferredJob;
 use switchyard_core::job::Job;
 use switchyard_core::org::{EffectivePolicy, OrgTree};
-use switchyard_core::result::{ErrorInfo, JobResult, JobStatus, TokenUsage};
+use switchyard_core::result::{ErrorInfo, JobResult, JobStatus, RunMode, TokenUsage};
 use switchyard_core::routing::{DeploymentInfo, Router, RouterSettings};
 use switchyard_core::usage::UsageEvent;
 use switchyard_kafka::audit::AuditLog;
@@ -53,6 +54,9 @@ pub enum Outcome {
         /// The request an approver decides on.
         request: Box<ApprovalRequest>,
     },
+    /// Handed off to deferred routing: the record to publish on the deferred
+    /// topic, after which the job's offset counts as done.
+    Deferred(Box<DeferredJob>),
 }
 
 /// Everything needed to process jobs.
@@ -84,6 +88,8 @@ pub struct Engine {
     auditor: OnceLock<Auditor>,
     /// Longest text copied from a job into its result and usage events.
     max_echo: usize,
+    /// What a deferred job must be able to wait (`[deferred]`).
+    deferred: DeferredConfig,
     /// Counters.
     pub metrics: Arc<Metrics>,
 }
@@ -189,6 +195,7 @@ impl Engine {
             approval_ttl: pipeline.config.approval_ttl(),
             auditor: OnceLock::new(),
             max_echo: pipeline.config.worker.max_echo_bytes,
+            deferred: pipeline.config.deferred,
             metrics: Arc::new(Metrics::default()),
         })
     }
@@ -257,6 +264,45 @@ impl Engine {
         self.catalog.model(self.baseline).cost_usd(usage)
     }
 
+    /// Whether a batch was canceled (its deferred jobs end canceled too).
+    pub fn is_batch_canceled(&self, batch_id: &str) -> bool {
+        self.canceled_batches.read().contains(batch_id)
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Longest text copied from a job into its result and usage events.
+    pub fn max_echo(&self) -> usize {
+        self.max_echo
+    }
+
+    /// The deployments, with their clients and batch APIs.
+    pub fn deployments(&self) -> &[Deployment] {
+        self.dispatcher.deployments()
+    }
+
+    /// Holds `amount_usd` on the budgets of a waiting deferred job's path
+    /// (none when its path has no budget or its project is unknown), so that
+    /// jobs admitted meanwhile count it; settle it with what the job cost.
+    pub fn hold_budget(&self, job: &Job, amount_usd: f64) -> Option<Reservation> {
+        let policy = self
+            .org
+            .policy(&job.project, job.workload.as_deref())
+            .ok()?;
+        if policy.budget_nodes.is_empty() {
+            return None;
+        }
+        Some(self.ledger.lock().reserve(&policy.budget_nodes, amount_usd))
+    }
+
+    /// Replaces a hold by what the job cost (0 when it ended unbilled).
+    pub fn settle_budget(&self, hold: Reservation, cost_usd: f64) {
+        self.ledger.lock().settle(hold, cost_usd, Utc::now());
+    }
+
     fn is_canceled(&self, job: &Job) -> bool {
         job.batch_id
             .as_ref()
@@ -291,6 +337,9 @@ impl Engine {
         let started = Instant::now();
         loop {
             match self.admit(&job, env) {
+                Admit::Work(work) if work.admitted.mode == RunMode::Deferred => {
+                    return self.defer(job, work);
+                }
                 Admit::Work(work) => {
                     let dispatched = self.dispatch(&job, &work).await;
                     return self.settle(job, work, dispatched, started);
@@ -328,6 +377,7 @@ impl Engine {
             health: &health,
             now,
             keys: keys.as_deref(),
+            deferred: &self.deferred,
         };
         let facts = JobFacts {
             canceled: self.is_canceled(job),
@@ -433,6 +483,31 @@ impl Engine {
     /// The audit log, when one is written.
     pub fn audit_log(&self) -> Option<&Arc<AuditLog>> {
         self.auditor.get().map(|a| &a.log)
+    }
+
+    /// Hands a deferred job off as the record the runner publishes on the
+    /// deferred topic. Its reservation ends here (dropped with `work`); the
+    /// worker that gathers the job reserves it again for as long as it waits.
+    fn defer(&self, job: Job, work: Work<'_>) -> Outcome {
+        let decision = &work.admitted.decision;
+        let deployments = decision
+            .chain
+            .iter()
+            .filter_map(|e| self.router.deployments().get(e.deployment))
+            .map(|d| d.name.clone())
+            .collect();
+        let now = now_ms();
+        self.metrics.job_deferred();
+        let record = DeferredJob::new(
+            job,
+            decision.summary(&self.catalog),
+            deployments,
+            decision.worst_case_in(&self.catalog, RunMode::Deferred),
+            now,
+            work.admitted.due.unwrap_or(now),
+            work.admitted.default_max_tokens,
+        );
+        Outcome::Deferred(Box::new(record))
     }
 
     /// Calls providers along the admitted chain.

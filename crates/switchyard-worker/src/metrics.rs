@@ -81,6 +81,7 @@ pub struct Metrics {
     rejected: AtomicU64,
     canceled: AtomicU64,
     held: AtomicU64,
+    deferred: AtomicU64,
     dead_lettered: AtomicU64,
     failed_over: AtomicU64,
     attempts: AtomicU64,
@@ -107,6 +108,8 @@ pub struct MetricsSnapshot {
     pub canceled: u64,
     /// Jobs parked for approval.
     pub held: u64,
+    /// Jobs handed to deferred routing (a provider's batch API).
+    pub deferred: u64,
     /// Messages sent to the dead-letter topic.
     pub dead_lettered: u64,
     /// Jobs that needed more than one deployment.
@@ -169,6 +172,16 @@ impl Metrics {
         self.held.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a job handed to deferred routing.
+    pub fn job_deferred(&self) {
+        self.deferred.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Jobs handed to deferred routing so far.
+    pub fn deferred(&self) -> u64 {
+        self.deferred.load(Ordering::Relaxed)
+    }
+
     /// Counts a message sent to the dead-letter topic.
     pub fn dead_lettered(&self) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
@@ -221,6 +234,7 @@ impl Metrics {
             rejected: load(&self.rejected),
             canceled: load(&self.canceled),
             held: load(&self.held),
+            deferred: load(&self.deferred),
             dead_lettered: load(&self.dead_lettered),
             failed_over: load(&self.failed_over),
             attempts: load(&self.attempts),

@@ -54,6 +54,7 @@ fn engine(
                 provider: spec.provider.clone(),
                 api_model: spec.api_model.clone(),
                 client,
+                batch: None,
                 limiter,
             }
         })

@@ -87,6 +87,7 @@ fn engine(dir: &Path, provider: Arc<dyn Provider>) -> Engine {
             provider: m.provider.clone(),
             api_model: m.api_model.clone(),
             client: provider.clone(),
+            batch: None,
             limiter: DeploymentLimiter::unlimited(),
         })
         .collect();
@@ -199,6 +200,7 @@ impl Provider for ProseFirst {
                         input_tokens: 40,
                         output_tokens: 9,
                         cached_input_tokens: 0,
+                        cache_write_input_tokens: 0,
                     },
                     status: 200,
                     rate_limit: RateLimitInfo::default(),

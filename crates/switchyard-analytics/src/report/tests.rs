@@ -127,7 +127,7 @@ fn renders_table_csv_and_json_with_the_same_numbers() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "org,strategy,jobs,attempts,input_tokens,output_tokens,cached_input_tokens,cost_usd,avg_cost_per_job_usd,failed_cost_usd,baseline_cost_usd,savings_usd,savings_pct"
+        "org,strategy,jobs,attempts,input_tokens,output_tokens,cached_input_tokens,cost_usd,avg_cost_per_job_usd,failed_cost_usd,baseline_cost_usd,savings_usd,savings_pct,routing_savings_usd,deferral_savings_usd,cache_write_input_tokens"
     );
     assert_eq!(
         lines.next().unwrap(),

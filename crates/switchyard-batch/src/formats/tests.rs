@@ -206,11 +206,13 @@ fn result(status: JobStatus) -> JobResult {
         input_tokens: 10,
         output_tokens: 2,
         cached_input_tokens: 4,
+        cache_write_input_tokens: 0,
     };
     let wasted = TokenUsage {
         input_tokens: 7,
         output_tokens: 30,
         cached_input_tokens: 0,
+        cache_write_input_tokens: 0,
     };
     let attempts = if status == JobStatus::Succeeded {
         vec![

@@ -5,9 +5,9 @@ mod pipeline;
 pub mod source;
 
 pub use pipeline::{
-    AccessConfig, AnalyticsConfig, AuditConfig, Compression, DeploymentConfig, Encoding,
-    KafkaConfig, LoadedPipeline, PipelineConfig, RetryConfig, RoutingConfig, Timeouts, TopicConfig,
-    Topics, UnknownFields, WorkerConfig, read_keys,
+    AccessConfig, AnalyticsConfig, AuditConfig, Compression, DeferredConfig, DeploymentConfig,
+    Encoding, KafkaConfig, LoadedPipeline, PipelineConfig, RetryConfig, RoutingConfig, Timeouts,
+    TopicConfig, Topics, UnknownFields, WorkerConfig, read_keys,
 };
 pub use source::{ConfigError, ReadFile, env_overrides};
 

@@ -432,6 +432,20 @@ impl RoutingDecision {
             .fold(0.0, f64::max)
     }
 
+    /// The most the job may cost along its chain when served in `mode`: each
+    /// entry's worst case scaled by its model's batch factor when deferred.
+    pub fn worst_case_in(&self, catalog: &Catalog, mode: crate::vocab::RunMode) -> f64 {
+        self.chain
+            .iter()
+            .map(|e| match mode {
+                crate::vocab::RunMode::Live => e.worst_case_usd,
+                crate::vocab::RunMode::Deferred => {
+                    e.worst_case_usd * catalog.model(e.model).batch_factor()
+                }
+            })
+            .fold(0.0, f64::max)
+    }
+
     /// The summary carried in results and usage events; `chosen_model` is empty
     /// when the job was not routed.
     pub fn summary(&self, catalog: &Catalog) -> RoutingSummary {

@@ -251,6 +251,7 @@ fn connect(
         dlq: out(&topics.dlq, topics.jobs.compression)?,
         held: out(&topics.held, topics.jobs.compression)?,
         approvals: ApprovalsOut::new(out(&topics.approvals, Compression::Lz4)?),
+        deferred: out(&topics.deferred, Compression::Lz4)?,
         source_topic: topics.jobs.name.clone(),
         stop: stop.clone(),
         max_record,
