@@ -368,6 +368,8 @@ fn usage_tree(dir: &std::path::Path) {
             },
             cost_usd: 0.25,
             baseline_cost_usd: 2.5,
+            live_cost_usd: None,
+            mode: switchyard_core::result::RunMode::Live,
             latency_ms: 100,
         };
         sink.push(UsageRow::from_event(

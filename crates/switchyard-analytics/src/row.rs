@@ -376,8 +376,8 @@ pub(crate) mod tests {
             cost_usd: cost,
             baseline_cost_usd: cost * 10.0,
             latency_ms: 12,
-                mode: switchyard_core::result::RunMode::Live,
-                live_cost_usd: None,
+            mode: switchyard_core::result::RunMode::Live,
+            live_cost_usd: None,
         }
     }
 

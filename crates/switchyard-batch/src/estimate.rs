@@ -207,6 +207,7 @@ pub fn estimate(
             .unwrap_or_else(|| ANY_PROJECT.into()),
         strategy: None,
         workload: options.workload.clone(),
+        mode: None,
         pins: ModelPins::from_catalog(&catalog),
     };
     let mut pricer = Pricer {

@@ -185,6 +185,7 @@ mod tests {
 
     fn record(jobs: u64, refused: u64) -> BatchRecord {
         BatchRecord {
+            mode: None,
             batch_id: "batch_0123456789abcdef01234567".into(),
             project: "acme/retail/support/ticket-triage".into(),
             format: BatchFormat::Openai,
@@ -203,6 +204,7 @@ mod tests {
 
     fn finished_at(secs: i64, status: JobStatus) -> JobResult {
         JobResult {
+            mode: switchyard_core::result::RunMode::Live,
             job_id: "j".into(),
             batch_id: None,
             project: "acme/retail/support/ticket-triage".into(),

@@ -9,8 +9,8 @@ use switchyard_core::result::{
     TokenUsage,
 };
 use switchyard_core::routing::Strategy;
-use switchyard_core::vocab::JobMode;
 use switchyard_core::usage::UsageEvent;
+use switchyard_core::vocab::JobMode;
 
 use super::*;
 
@@ -381,7 +381,10 @@ fn json_results_use_the_documented_field_names() {
     assert!(v["usage"].get("cache_write_input_tokens").is_none(), "{v}");
     let e: serde_json::Value =
         serde_json::from_slice(&Codec::json().encode(&event().deferred(0.5)).unwrap()).unwrap();
-    assert_eq!((e["mode"].as_str(), e["live_cost_usd"].as_f64()), (Some("deferred"), Some(0.5)));
+    assert_eq!(
+        (e["mode"].as_str(), e["live_cost_usd"].as_f64()),
+        (Some("deferred"), Some(0.5))
+    );
 }
 
 #[test]
@@ -389,7 +392,11 @@ fn avro_schemas_default_the_new_fields_for_older_writers() {
     // Schema evolution: every field added with deferred routing and the
     // cache-write price has a default, so records of the older schemas resolve.
     for (name, text, fields) in [
-        ("job", include_str!("../../../schemas/avro/job.avsc"), &["mode"][..]),
+        (
+            "job",
+            include_str!("../../../schemas/avro/job.avsc"),
+            &["mode"][..],
+        ),
         (
             "result",
             include_str!("../../../schemas/avro/result.avsc"),
@@ -402,9 +409,14 @@ fn avro_schemas_default_the_new_fields_for_older_writers() {
         ),
     ] {
         for field in fields {
-            let at = text.find(&format!("\"name\": \"{field}\"")).unwrap_or_else(|| panic!("{name}: {field}"));
+            let at = text
+                .find(&format!("\"name\": \"{field}\""))
+                .unwrap_or_else(|| panic!("{name}: {field}"));
             let line = &text[at..text[at..].find('\n').map_or(text.len(), |n| at + n)];
-            assert!(line.contains("\"default\""), "{name}.{field} has no default: {line}");
+            assert!(
+                line.contains("\"default\""),
+                "{name}.{field} has no default: {line}"
+            );
         }
     }
 }

@@ -75,8 +75,10 @@ pub struct Admission<'a> {
     /// The keys, when access control is configured (approval decisions are
     /// checked against them).
     pub keys: Option<&'a Keyring>,
-    /// The `[deferred]` settings: how long a deferred job must be able to wait.
-    pub deferred: &'a DeferredConfig,
+    /// The `[deferred]` settings (how long a deferred job must be able to
+    /// wait), when the worker runs deferred routing; `None`: every job runs
+    /// live, and a job that asked to wait says why not.
+    pub deferred: Option<&'a DeferredConfig>,
 }
 
 /// Who signed a job.
@@ -367,7 +369,14 @@ impl Admission<'_> {
                 + chrono::Duration::from_std(stage.policy.deferred_max_delay)
                     .unwrap_or(chrono::Duration::MAX)
         });
-        let needed = self.deferred.needed_delay();
+        let Some(deferred) = self.deferred else {
+            return live(
+                admitted,
+                "this worker does not run deferred routing (no consumer of the deferred topic)"
+                    .into(),
+            );
+        };
+        let needed = deferred.needed_delay();
         let room = (due - self.now).to_std().unwrap_or_default();
         if room < needed {
             return live(

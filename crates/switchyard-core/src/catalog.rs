@@ -265,7 +265,10 @@ impl ModelSpec {
     /// kind (1 without a batch price): what scales a live worst case to the
     /// batch one.
     pub fn batch_factor(&self) -> f64 {
-        match (self.batch_input_usd_per_mtok, self.batch_output_usd_per_mtok) {
+        match (
+            self.batch_input_usd_per_mtok,
+            self.batch_output_usd_per_mtok,
+        ) {
             (Some(bi), Some(bo)) => ratio(bi, self.input_usd_per_mtok)
                 .max(ratio(bo, self.output_usd_per_mtok))
                 .min(1.0),
@@ -296,7 +299,10 @@ impl ModelSpec {
                 * input_factor,
         };
         if mode == RunMode::Deferred
-            && let (Some(bi), Some(bo)) = (self.batch_input_usd_per_mtok, self.batch_output_usd_per_mtok)
+            && let (Some(bi), Some(bo)) = (
+                self.batch_input_usd_per_mtok,
+                self.batch_output_usd_per_mtok,
+            )
         {
             let (fi, fo) = (
                 ratio(bi, self.input_usd_per_mtok),
@@ -355,7 +361,10 @@ fn check_extra_prices(m: &ModelSpec, at: &dyn Fn(&str) -> KeyPath) -> Result<(),
         )
     };
     for (key, price) in [
-        ("cache_write_input_usd_per_mtok", m.cache_write_input_usd_per_mtok),
+        (
+            "cache_write_input_usd_per_mtok",
+            m.cache_write_input_usd_per_mtok,
+        ),
         ("batch_input_usd_per_mtok", m.batch_input_usd_per_mtok),
         ("batch_output_usd_per_mtok", m.batch_output_usd_per_mtok),
     ] {
@@ -400,8 +409,16 @@ fn check_extra_prices(m: &ModelSpec, at: &dyn Fn(&str) -> KeyPath) -> Result<(),
             ));
         }
         for (key, price, standard) in [
-            ("input_usd_per_mtok", l.input_usd_per_mtok, m.input_usd_per_mtok),
-            ("output_usd_per_mtok", l.output_usd_per_mtok, m.output_usd_per_mtok),
+            (
+                "input_usd_per_mtok",
+                l.input_usd_per_mtok,
+                m.input_usd_per_mtok,
+            ),
+            (
+                "output_usd_per_mtok",
+                l.output_usd_per_mtok,
+                m.output_usd_per_mtok,
+            ),
         ] {
             if !price.is_finite() || price < standard {
                 return Err(Invalid::new(
@@ -807,7 +824,11 @@ creative = 0.5
             if matches!(m.api, Api::Openai | Api::Anthropic) {
                 assert!(m.deferrable(), "{}", m.name);
                 let half = m.input_usd_per_mtok / 2.0;
-                assert!((m.batch_input_usd_per_mtok.unwrap() - half).abs() < 1e-9, "{}", m.name);
+                assert!(
+                    (m.batch_input_usd_per_mtok.unwrap() - half).abs() < 1e-9,
+                    "{}",
+                    m.name
+                );
             }
         }
         assert!(!catalog.get("deepseek-flash").unwrap().deferrable());

@@ -30,7 +30,8 @@ use std::net::SocketAddr;
 use switchyard_core::config::ConfigError;
 
 pub use config::{
-    BatchBehaviour, ModelBehaviour, Outage, OutputTokens, RATE_WINDOW, RateLimitHint, Setting, SimConfig,
+    BatchBehaviour, ModelBehaviour, Outage, OutputTokens, RATE_WINDOW, RateLimitHint, Setting,
+    SimConfig,
 };
 pub use in_process::InProcessProvider;
 pub use server::{SimHandle, serve_until, start};

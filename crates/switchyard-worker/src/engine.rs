@@ -90,6 +90,10 @@ pub struct Engine {
     max_echo: usize,
     /// What a deferred job must be able to wait (`[deferred]`).
     deferred: DeferredConfig,
+    /// Whether admitted jobs may be deferred: set once something gathers the
+    /// deferred topic into provider batches ([`Engine::enable_deferral`]).
+    /// Until then every job runs live, and one that asked to wait says why.
+    deferral: std::sync::atomic::AtomicBool,
     /// Counters.
     pub metrics: Arc<Metrics>,
 }
@@ -196,6 +200,7 @@ impl Engine {
             auditor: OnceLock::new(),
             max_echo: pipeline.config.worker.max_echo_bytes,
             deferred: pipeline.config.deferred,
+            deferral: std::sync::atomic::AtomicBool::new(false),
             metrics: Arc::new(Metrics::default()),
         })
     }
@@ -377,7 +382,10 @@ impl Engine {
             health: &health,
             now,
             keys: keys.as_deref(),
-            deferred: &self.deferred,
+            deferred: self
+                .deferral
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .then_some(&self.deferred),
         };
         let facts = JobFacts {
             canceled: self.is_canceled(job),
@@ -471,6 +479,14 @@ impl Engine {
             Admit::Wait { code, .. } => audit::Admitted::Waiting { code },
         };
         a.admission(job, principal, what, self.audit_content(job));
+    }
+
+    /// Lets admission defer jobs that may wait (their records go to the
+    /// deferred topic). Only for a worker whose deferred topic is gathered
+    /// into provider batches: a deferred job nobody gathers never ends.
+    pub fn enable_deferral(&self) {
+        self.deferral
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Writes audit records with `log`; `all` records every admission

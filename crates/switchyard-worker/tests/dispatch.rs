@@ -89,6 +89,7 @@ fn result(o: Outcome) -> JobResult {
     match o {
         Outcome::Finished { result, .. } => *result,
         Outcome::Held { reason, .. } => panic!("held: {reason}"),
+        Outcome::Deferred(d) => panic!("deferred: {}", d.job.job_id),
     }
 }
 

@@ -131,7 +131,7 @@ fn renders_table_csv_and_json_with_the_same_numbers() {
     );
     assert_eq!(
         lines.next().unwrap(),
-        "acme,cost-first,3,4,400,80,20,3.750000,1.250000,0.250000,37.500000,33.750000,90.00"
+        "acme,cost-first,3,4,400,80,20,3.750000,1.250000,0.250000,37.500000,33.750000,90.00,33.750000,0.000000,0"
     );
     let json: serde_json::Value = serde_json::from_str(&r.render(Format::Json)).unwrap();
     assert_eq!(json["rows"][1]["org"], "globex");

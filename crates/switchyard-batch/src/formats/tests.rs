@@ -19,6 +19,7 @@ fn settings() -> LineSettings {
         project: "acme/retail/support/ticket-triage".into(),
         strategy: None,
         workload: None,
+        mode: None,
         pins: ModelPins { names },
     }
 }
@@ -231,6 +232,7 @@ fn result(status: JobStatus) -> JobResult {
         usage.add(&a.usage);
     }
     JobResult {
+        mode: switchyard_core::result::RunMode::Live,
         job_id: "batch_x-0".into(),
         batch_id: Some("batch_x".into()),
         project: "a/b/c/d".into(),

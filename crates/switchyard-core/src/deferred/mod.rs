@@ -88,9 +88,8 @@ impl DeferredJob {
         due: DateTime<Utc>,
         default_max_tokens: u32,
     ) -> Self {
-        let request_bytes = serde_json::to_vec(&job.request)
-            .map_or(0, |b| b.len() as u64)
-            + REQUEST_OVERHEAD_BYTES;
+        let request_bytes =
+            serde_json::to_vec(&job.request).map_or(0, |b| b.len() as u64) + REQUEST_OVERHEAD_BYTES;
         Self {
             job,
             routing,

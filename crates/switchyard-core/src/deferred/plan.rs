@@ -157,7 +157,10 @@ fn bytes(jobs: &[&BookJob]) -> u64 {
 }
 
 fn max_request(jobs: &[&BookJob]) -> u64 {
-    jobs.iter().map(|j| j.record.request_bytes).max().unwrap_or(0)
+    jobs.iter()
+        .map(|j| j.record.request_bytes)
+        .max()
+        .unwrap_or(0)
 }
 
 fn chrono_span(d: Duration) -> chrono::Duration {

@@ -120,7 +120,10 @@ fn the_book_follows_jobs_into_batches_and_out_when_collected() {
     assert_eq!(again.next_deployment(&|_| true), Some("dep-b"));
     book.apply("j2", Some(DeferredRecord::Job(again)), 3);
     assert_eq!(book.jobs_of("k1").len(), 1);
-    let waiting: Vec<&str> = book.waiting().map(|j| j.record.job.job_id.as_str()).collect();
+    let waiting: Vec<&str> = book
+        .waiting()
+        .map(|j| j.record.job.job_id.as_str())
+        .collect();
     assert_eq!(waiting, ["j2"]);
 
     // Collected: j1 is done, j2 (handed on, so released) is not.

@@ -16,8 +16,7 @@ use switchyard_core::job::ChatRequest;
 
 use super::http::{BatchHttp, Patience};
 use super::{
-    BatchApi, BatchError, BatchPage, LineOutcome, LineResult, NewBatch, RemoteBatch,
-    RemoteStatus,
+    BatchApi, BatchError, BatchPage, LineOutcome, LineResult, NewBatch, RemoteBatch, RemoteStatus,
 };
 use crate::{BoxFuture, Completion, HttpProvider};
 
@@ -215,7 +214,10 @@ impl BatchApi for AnthropicBatches {
                 .get_raw(&format!("/messages/batches/{}/results", batch.id))
                 .await?;
             let mut out = Vec::new();
-            for raw in bytes.split(|b| *b == b'\n').filter(|l| !l.trim_ascii().is_empty()) {
+            for raw in bytes
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.trim_ascii().is_empty())
+            {
                 let line: Line = self.http.decode(raw)?;
                 out.push(LineResult {
                     outcome: self.outcome(line.result),

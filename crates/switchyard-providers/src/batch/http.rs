@@ -58,7 +58,9 @@ impl BatchHttp {
 
     /// GET `path`, the answer as `T`.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, BatchError> {
-        let bytes = self.send(self.client.get(self.url(path)), Patience::Small).await?;
+        let bytes = self
+            .send(self.client.get(self.url(path)), Patience::Small)
+            .await?;
         self.decode(&bytes)
     }
 
@@ -110,11 +112,13 @@ impl BatchHttp {
         );
         body.extend_from_slice(&content);
         body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        let content_type = HeaderValue::from_str(&format!("multipart/form-data; boundary={boundary}"))
-            .map_err(|e| BatchError::Decode {
-                api: self.api,
-                message: e.to_string(),
-            })?;
+        let content_type = HeaderValue::from_str(&format!(
+            "multipart/form-data; boundary={boundary}"
+        ))
+        .map_err(|e| BatchError::Decode {
+            api: self.api,
+            message: e.to_string(),
+        })?;
         let mut headers = self.provider.headers().clone();
         headers.insert(CONTENT_TYPE, content_type);
         let request = self.client.post(self.url(path)).headers(headers).body(body);
@@ -146,7 +150,10 @@ impl BatchHttp {
             Patience::Large => (None, MAX_RESULTS_BODY),
         };
         let call = async {
-            let response = request.send().await.map_err(|e| self.unreachable(&describe(&e)))?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| self.unreachable(&describe(&e)))?;
             let status = response.status().as_u16();
             if response.status().is_redirection() {
                 return Err(BatchError::Status {

@@ -200,10 +200,7 @@ pub trait BatchApi: Send + Sync {
     fn retrieve<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<RemoteBatch, BatchError>>;
 
     /// A page of the provider's batches, newest first, after `cursor`.
-    fn list<'a>(
-        &'a self,
-        cursor: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<BatchPage, BatchError>>;
+    fn list<'a>(&'a self, cursor: Option<&'a str>) -> BoxFuture<'a, Result<BatchPage, BatchError>>;
 
     /// The outcome of every line of an ended batch. Answers are read as the
     /// API wrote them; [`BatchApi::finish`] applies what a live call applies.
@@ -234,7 +231,7 @@ pub fn for_api(api: Api, client: Arc<HttpProvider>) -> Option<Arc<dyn BatchApi>>
 /// A completion window as the OpenAI API writes it (`24h`).
 fn window_text(window: Duration) -> String {
     let secs = window.as_secs().max(1);
-    if secs % 3600 == 0 {
+    if secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
     } else {
         format!("{secs}s")

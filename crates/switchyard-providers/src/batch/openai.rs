@@ -15,8 +15,8 @@ use switchyard_core::job::ChatRequest;
 
 use super::http::{BatchHttp, Patience};
 use super::{
-    BatchApi, BatchError, BatchPage, KEY_METADATA, LineOutcome, LineResult, NewBatch,
-    RemoteBatch, RemoteStatus, epoch, window_text,
+    BatchApi, BatchError, BatchPage, KEY_METADATA, LineOutcome, LineResult, NewBatch, RemoteBatch,
+    RemoteStatus, epoch, window_text,
 };
 use crate::{BoxFuture, Completion, HttpProvider};
 
@@ -138,7 +138,10 @@ impl OpenAiBatches {
             .http
             .get_raw(&format!("/files/{file_id}/content"))
             .await?;
-        for raw in bytes.split(|b| *b == b'\n').filter(|l| !l.trim_ascii().is_empty()) {
+        for raw in bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.trim_ascii().is_empty())
+        {
             let line: Line = self.http.decode(raw)?;
             out.push(LineResult {
                 outcome: self.outcome(line.response, line.error),
@@ -251,7 +254,10 @@ impl BatchApi for OpenAiBatches {
     ) -> BoxFuture<'a, Result<Vec<LineResult>, BatchError>> {
         Box::pin(async move {
             let mut out = Vec::new();
-            for file in [&batch.output_file_id, &batch.error_file_id].into_iter().flatten() {
+            for file in [&batch.output_file_id, &batch.error_file_id]
+                .into_iter()
+                .flatten()
+            {
                 self.lines(file, &mut out).await?;
             }
             Ok(out)
@@ -266,7 +272,11 @@ impl BatchApi for OpenAiBatches {
         Box::pin(async move {
             let b: Batch = self
                 .http
-                .post(&format!("/batches/{id}/cancel"), &json!({}), Patience::Small)
+                .post(
+                    &format!("/batches/{id}/cancel"),
+                    &json!({}),
+                    Patience::Small,
+                )
                 .await?;
             Ok(remote(b))
         })

@@ -43,9 +43,14 @@ fn only_openai_and_anthropic_deployments_get_a_batch_api() {
             .unwrap(),
         )
     };
-    assert_eq!(for_api(Api::Openai, provider(Api::Openai)).unwrap().kind(), "openai");
     assert_eq!(
-        for_api(Api::Anthropic, provider(Api::Anthropic)).unwrap().kind(),
+        for_api(Api::Openai, provider(Api::Openai)).unwrap().kind(),
+        "openai"
+    );
+    assert_eq!(
+        for_api(Api::Anthropic, provider(Api::Anthropic))
+            .unwrap()
+            .kind(),
         "anthropic"
     );
     assert!(for_api(Api::Gemini, provider(Api::Gemini)).is_none());

@@ -15,7 +15,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{BatchSim, LineEnd, Phase, SimBatch, Store, authorize, not_found, now_secs, problem_response};
+use super::{
+    BatchSim, LineEnd, Phase, SimBatch, Store, authorize, not_found, now_secs, problem_response,
+};
 use crate::wire::{Format, Problem};
 
 const FORMAT: Format = Format::Anthropic;
@@ -74,7 +76,9 @@ fn requests(body: &[u8]) -> Result<Vec<(String, Vec<u8>)>, Problem> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !valid {
             return Err(Problem::bad_field(
-                format!("requests.{i}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'"),
+                format!(
+                    "requests.{i}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'"
+                ),
                 format!("requests.{i}.custom_id"),
             ));
         }
@@ -83,7 +87,8 @@ fn requests(body: &[u8]) -> Result<Vec<(String, Vec<u8>)>, Problem> {
                 "requests.{i}.custom_id: duplicate custom_id {custom_id}"
             )));
         }
-        let params = serde_json::to_vec(&item["params"]).map_err(|e| Problem::bad(e.to_string()))?;
+        let params =
+            serde_json::to_vec(&item["params"]).map_err(|e| Problem::bad(e.to_string()))?;
         lines.push((custom_id.to_owned(), params));
     }
     Ok(lines)
@@ -124,10 +129,18 @@ pub(super) async fn list(
         .clamp(1, 1000);
     let all = sim.list(FORMAT, object);
     let start = match query.get("after_id") {
-        Some(after) => all.iter().position(|(id, _)| id == after).map_or(all.len(), |i| i + 1),
+        Some(after) => all
+            .iter()
+            .position(|(id, _)| id == after)
+            .map_or(all.len(), |i| i + 1),
         None => 0,
     };
-    let page: Vec<Value> = all.iter().skip(start).take(limit).map(|(_, v)| v.clone()).collect();
+    let page: Vec<Value> = all
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|(_, v)| v.clone())
+        .collect();
     axum::Json(json!({
         "data": page,
         "has_more": start + page.len() < all.len(),
@@ -146,7 +159,9 @@ pub(super) async fn results(
     if let Err(refused) = authorize(FORMAT, &headers) {
         return refused;
     }
-    let Some(lines) = sim.with_batch(FORMAT, &id, |b, _| (b.phase == Phase::Ended).then(|| result_lines(b))) else {
+    let Some(lines) = sim.with_batch(FORMAT, &id, |b, _| {
+        (b.phase == Phase::Ended).then(|| result_lines(b))
+    }) else {
         return not_found(FORMAT, "message batch", &id);
     };
     match lines {
@@ -158,7 +173,9 @@ pub(super) async fn results(
             .into_response(),
         None => problem_response(
             FORMAT,
-            &Problem::bad(format!("Message Batch {id} has not yet ended; results are not available.")),
+            &Problem::bad(format!(
+                "Message Batch {id} has not yet ended; results are not available."
+            )),
         ),
     }
 }
@@ -189,8 +206,9 @@ pub(super) async fn cancel(
 }
 
 fn rfc3339(secs: i64) -> Value {
-    DateTime::<Utc>::from_timestamp(secs, 0)
-        .map_or(Value::Null, |t| json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+    DateTime::<Utc>::from_timestamp(secs, 0).map_or(Value::Null, |t| {
+        json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    })
 }
 
 /// The message batch object.
@@ -231,7 +249,9 @@ fn result_lines(b: &SimBatch) -> Vec<u8> {
             LineEnd::Expired => json!({"type": "expired"}),
             LineEnd::Canceled => json!({"type": "canceled"}),
         };
-        if serde_json::to_writer(&mut out, &json!({"custom_id": custom_id, "result": result})).is_ok() {
+        if serde_json::to_writer(&mut out, &json!({"custom_id": custom_id, "result": result}))
+            .is_ok()
+        {
             out.push(b'\n');
         }
     }

@@ -176,7 +176,12 @@ impl BatchSim {
     }
 
     /// Runs `f` on batch `id` of `format`, brought up to date first.
-    fn with_batch<T>(&self, format: Format, id: &str, f: impl FnOnce(&SimBatch, &Store) -> T) -> Option<T> {
+    fn with_batch<T>(
+        &self,
+        format: Format,
+        id: &str,
+        f: impl FnOnce(&SimBatch, &Store) -> T,
+    ) -> Option<T> {
         let mut store = self.store.lock();
         let i = store
             .batches
@@ -289,7 +294,9 @@ impl BatchSim {
         if unit(splitmix64(roll ^ ERROR_ROLL)) < b.line_error_rate {
             return failed(format, &parsed.model, request_id, &Problem::Internal);
         }
-        if let Some(problem) = parsed.refused(&self.config.behaviour(&parsed.model).unsupported_params) {
+        if let Some(problem) =
+            parsed.refused(&self.config.behaviour(&parsed.model).unsupported_params)
+        {
             return failed(format, &parsed.model, request_id, &problem);
         }
         let fill = self.config.behaviour(&parsed.model).output_tokens == OutputTokens::Max;
@@ -303,7 +310,13 @@ impl BatchSim {
         } else {
             ReplyStyle::Text
         };
-        let reply = reply_of_length(parsed.system.as_deref(), &messages, parsed.max_tokens, style, fill);
+        let reply = reply_of_length(
+            parsed.system.as_deref(),
+            &messages,
+            parsed.max_tokens,
+            style,
+            fill,
+        );
         let ctx = Context {
             model: &parsed.model,
             request_id,
@@ -338,6 +351,7 @@ fn now_secs() -> i64 {
 }
 
 /// Refuses a request without the API's credentials, as the live endpoints do.
+#[allow(clippy::result_large_err)] // an axum response, returned as is
 fn authorize(format: Format, headers: &HeaderMap) -> Result<(), Response> {
     format
         .authorize(headers, None)
@@ -378,7 +392,10 @@ pub(crate) fn router(sim: Arc<BatchSim>) -> Router {
             "/anthropic/v1/messages/batches",
             post(anthropic::create).get(anthropic::list),
         )
-        .route("/anthropic/v1/messages/batches/{id}", get(anthropic::retrieve))
+        .route(
+            "/anthropic/v1/messages/batches/{id}",
+            get(anthropic::retrieve),
+        )
         .route(
             "/anthropic/v1/messages/batches/{id}/results",
             get(anthropic::results),

@@ -49,7 +49,10 @@ pub(super) async fn upload(
     if purpose.as_deref() != Some("batch") {
         return problem_response(
             FORMAT,
-            &Problem::bad_field("'purpose' must be 'batch' for batch input files.", "purpose"),
+            &Problem::bad_field(
+                "'purpose' must be 'batch' for batch input files.",
+                "purpose",
+            ),
         );
     }
     let Some(file) = parts.into_iter().find(|p| p.name == "file") else {
@@ -95,13 +98,19 @@ pub(super) async fn create(
         return refused;
     }
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return problem_response(FORMAT, &Problem::bad("We could not parse the JSON body of your request."));
+        return problem_response(
+            FORMAT,
+            &Problem::bad("We could not parse the JSON body of your request."),
+        );
     };
     let file_id = req["input_file_id"].as_str().unwrap_or_default().to_owned();
     if req["endpoint"] != "/v1/chat/completions" {
         return problem_response(
             FORMAT,
-            &Problem::bad_field("The simulator serves batches of /v1/chat/completions.", "endpoint"),
+            &Problem::bad_field(
+                "The simulator serves batches of /v1/chat/completions.",
+                "endpoint",
+            ),
         );
     }
     let Some(content) = sim.store.lock().files.get(&file_id).cloned() else {
@@ -109,7 +118,12 @@ pub(super) async fn create(
     };
     let (lines, errors) = match input_lines(&content) {
         Ok(lines) => (lines, None),
-        Err(message) => (Vec::new(), Some(json!({"object": "list", "data": [{"code": "invalid_request", "message": message}]}))),
+        Err(message) => (
+            Vec::new(),
+            Some(
+                json!({"object": "list", "data": [{"code": "invalid_request", "message": message}]}),
+            ),
+        ),
     };
     let id = sim.id("batch_");
     let batch = SimBatch {
@@ -119,9 +133,16 @@ pub(super) async fn create(
         created_at: now_secs(),
         metadata: req.get("metadata").cloned().unwrap_or(Value::Null),
         input_file_id: file_id,
-        completion_window: req["completion_window"].as_str().unwrap_or("24h").to_owned(),
+        completion_window: req["completion_window"]
+            .as_str()
+            .unwrap_or("24h")
+            .to_owned(),
         lines,
-        phase: if errors.is_some() { Phase::Failed } else { Phase::InProgress },
+        phase: if errors.is_some() {
+            Phase::Failed
+        } else {
+            Phase::InProgress
+        },
         cancel_requested_at: None,
         ended_at: None,
         ends: Vec::new(),
@@ -169,10 +190,18 @@ pub(super) async fn list(
         .clamp(1, 100);
     let all = sim.list(FORMAT, object);
     let start = match query.get("after") {
-        Some(after) => all.iter().position(|(id, _)| id == after).map_or(all.len(), |i| i + 1),
+        Some(after) => all
+            .iter()
+            .position(|(id, _)| id == after)
+            .map_or(all.len(), |i| i + 1),
         None => 0,
     };
-    let page: Vec<Value> = all.iter().skip(start).take(limit).map(|(_, v)| v.clone()).collect();
+    let page: Vec<Value> = all
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|(_, v)| v.clone())
+        .collect();
     let has_more = start + page.len() < all.len();
     axum::Json(json!({
         "object": "list",
@@ -224,7 +253,10 @@ fn input_lines(content: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
             .as_str()
             .ok_or_else(|| format!("line {}: missing custom_id", n + 1))?;
         if line["method"] != "POST" || line["url"] != "/v1/chat/completions" {
-            return Err(format!("line {}: method must be POST and url /v1/chat/completions", n + 1));
+            return Err(format!(
+                "line {}: method must be POST and url /v1/chat/completions",
+                n + 1
+            ));
         }
         if !seen.insert(custom_id.to_owned()) {
             return Err(format!("line {}: duplicate custom_id {custom_id}", n + 1));
@@ -241,7 +273,11 @@ fn input_lines(content: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
 /// The batch object, as `GET /batches/{id}` answers it.
 fn object(b: &SimBatch, _store: &Store) -> Value {
     let total = b.lines.len() as u64;
-    let completed = b.ends.iter().filter(|e| matches!(e, LineEnd::Answered(_))).count() as u64;
+    let completed = b
+        .ends
+        .iter()
+        .filter(|e| matches!(e, LineEnd::Answered(_)))
+        .count() as u64;
     let failed = b.ends.len() as u64 - completed;
     let expired = b.ends.iter().any(|e| matches!(e, LineEnd::Expired));
     let status = match b.phase {
@@ -275,10 +311,22 @@ pub(super) fn write_files(b: &SimBatch, ends: &[LineEnd]) -> (Option<Vec<u8>>, O
     for (i, ((custom_id, _), end)) in b.lines.iter().zip(ends).enumerate() {
         let id = format!("batch_req_{}_{i}", b.id);
         let (line, ok) = match end {
-            LineEnd::Answered(body) => (json!({"id": id, "custom_id": custom_id, "response": {"status_code": 200, "request_id": id, "body": body}, "error": null}), true),
-            LineEnd::Errored(status, body) => (json!({"id": id, "custom_id": custom_id, "response": {"status_code": status, "request_id": id, "body": body}, "error": null}), false),
-            LineEnd::Expired => (json!({"id": id, "custom_id": custom_id, "response": null, "error": {"code": "batch_expired", "message": "This request could not be executed before the completion window expired."}}), false),
-            LineEnd::Canceled => (json!({"id": id, "custom_id": custom_id, "response": null, "error": {"code": "batch_cancelled", "message": "This request was cancelled before it could be executed."}}), false),
+            LineEnd::Answered(body) => (
+                json!({"id": id, "custom_id": custom_id, "response": {"status_code": 200, "request_id": id, "body": body}, "error": null}),
+                true,
+            ),
+            LineEnd::Errored(status, body) => (
+                json!({"id": id, "custom_id": custom_id, "response": {"status_code": status, "request_id": id, "body": body}, "error": null}),
+                false,
+            ),
+            LineEnd::Expired => (
+                json!({"id": id, "custom_id": custom_id, "response": null, "error": {"code": "batch_expired", "message": "This request could not be executed before the completion window expired."}}),
+                false,
+            ),
+            LineEnd::Canceled => (
+                json!({"id": id, "custom_id": custom_id, "response": null, "error": {"code": "batch_cancelled", "message": "This request was cancelled before it could be executed."}}),
+                false,
+            ),
         };
         let out = if ok { &mut output } else { &mut errors };
         if serde_json::to_writer(&mut *out, &line).is_ok() {
@@ -356,7 +404,10 @@ mod tests {
         let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"k.jsonl\"\r\nContent-Type: application/jsonl\r\n\r\n{\"a\":1}\n{\"b\":2}\n\r\n--XyZ--\r\n";
         let parts = multipart("multipart/form-data; boundary=XyZ", body).unwrap();
         assert_eq!(parts.len(), 2);
-        assert_eq!((parts[0].name.as_str(), parts[0].content.as_slice()), ("purpose", &b"batch"[..]));
+        assert_eq!(
+            (parts[0].name.as_str(), parts[0].content.as_slice()),
+            ("purpose", &b"batch"[..])
+        );
         assert_eq!(parts[1].name, "file");
         assert_eq!(parts[1].file_name, "k.jsonl");
         assert_eq!(parts[1].content, b"{\"a\":1}\n{\"b\":2}\n");
