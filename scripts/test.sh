@@ -3,9 +3,11 @@
 #
 # Installs what the tests need when it is missing (the C toolchain, pkg-config
 # and OpenSSL headers the build links against, ClickHouse server and client from
-# the distribution, kcat, and the Python packages pyarrow, duckdb and chdb that
-# read the Parquet files and run the SQL on current ClickHouse, and cryptography
-# that signs jobs as a producer outside Switchyard would), starts
+# the distribution, kcat, promtool from Debian's prometheus package (it checks
+# the metrics exposition and the alert rules), and the Python packages pyarrow,
+# duckdb and chdb that read the Parquet files and run the SQL on current
+# ClickHouse, and cryptography that signs jobs as a producer outside Switchyard
+# would), starts
 # ClickHouse when nothing answers on its HTTP port, runs the workspace tests, and
 # stops what it started. Safe to run again: each step checks before acting.
 #
@@ -40,6 +42,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
   log "Installing ${missing[*]}"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# promtool comes with the Prometheus server package: installed without its
+# recommends (node exporters), and its service, which Debian starts on systemd
+# hosts, stopped and disabled again, since only the tool is wanted.
+if ! command -v promtool >/dev/null 2>&1; then
+  log "Installing prometheus (for promtool)"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+    $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 # --- Python packages used by the Parquet and current-ClickHouse tests ------------

@@ -130,8 +130,23 @@ fn headers(s: &Signed) -> OwnedHeaders {
 
 /// Produces `value` keyed by job id, with signature headers when given.
 async fn send(bootstrap: &str, topic: &str, id: &str, value: &[u8], signed: Option<&Signed>) {
+    send_to(bootstrap, topic, None, id, value, signed).await;
+}
+
+/// As [`send`], to a given partition.
+async fn send_to(
+    bootstrap: &str,
+    topic: &str,
+    partition: Option<i32>,
+    id: &str,
+    value: &[u8],
+    signed: Option<&Signed>,
+) {
     let producer = producer(bootstrap);
     let mut record = FutureRecord::to(topic).key(id).payload(value);
+    if let Some(p) = partition {
+        record = record.partition(p);
+    }
     if let Some(s) = signed {
         record = record.headers(headers(s));
     }
@@ -194,11 +209,25 @@ fn cli(
         cmd.env("SWITCHYARD_API_KEY", k.expose());
     }
     let out = cmd.output().unwrap();
-    (
-        out.status.success(),
+    let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    );
+    // Whatever the command printed, it never repeats a secret it was given.
+    let mut secrets = vec![AUDIT_KEY.to_owned()];
+    if let Some(k) = key {
+        let exposed = k.expose();
+        secrets.push(exposed.rsplit('.').next().unwrap().to_owned());
+        secrets.push(exposed);
+    }
+    for s in &secrets {
+        assert!(
+            !stdout.contains(s.as_str()) && !stderr.contains(s.as_str()),
+            "`switchyard {}` printed a secret",
+            args.join(" ")
+        );
+    }
+    (out.status.success(), stdout, stderr)
 }
 
 /// Signs like a producer written in Python with the `cryptography` package.
@@ -319,14 +348,25 @@ async fn signatures_are_checked_and_held_work_runs_only_after_an_approver_releas
     )
     .await;
     // The same message again, at another offset, once the original is done
-    // (a job id running on a worker is not started twice): a replay.
-    send(&bootstrap, &jobs_topic, "signed-ok", &ok, Some(&good)).await;
+    // (a job id running on a worker is not started twice): a replay, on its
+    // own partition and on every other one (this worker owns them all).
+    for partition in 0..4 {
+        send_to(
+            &bootstrap,
+            &jobs_topic,
+            Some(partition),
+            "signed-ok",
+            &ok,
+            Some(&good),
+        )
+        .await;
+    }
     results_until(
         &results,
         &rcodec,
         &mut got,
         &["signed-ok"],
-        |rs| rs.len() >= 2,
+        |rs| rs.len() >= 5,
         Duration::from_secs(30),
     )
     .await;
@@ -343,9 +383,10 @@ async fn signatures_are_checked_and_held_work_runs_only_after_an_approver_releas
         "{:?}",
         first("signed-python").error
     );
-    let replay = &got["signed-ok"][1];
-    assert_eq!(replay.status, JobStatus::Rejected);
-    assert_eq!(code(replay), "auth_replayed");
+    for replay in &got["signed-ok"][1..] {
+        assert_eq!(replay.status, JobStatus::Rejected);
+        assert_eq!(code(replay), "auth_replayed");
+    }
     for (id, want) in [
         ("signed-old", "auth_expired"),
         ("signed-forged", "auth_forged"),

@@ -480,6 +480,111 @@ fn report_mistakes_are_bad_input() {
 }
 
 #[test]
+fn a_clickhouse_password_in_the_url_is_used_but_never_printed_or_logged() {
+    // The ClickHouse of the tests (scripts/test.sh starts one): its `default`
+    // user has no password, so a wrong one written in the URL is refused by
+    // the server, which shows that the credentials were sent.
+    let base = std::env::var("SWITCHYARD_TEST_CLICKHOUSE_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:8123".into());
+    let with_secret = base.replacen("://", "://default:s3cret-pw@", 1);
+    let out = common::switchyard()
+        .env("RUST_LOG", "debug")
+        .args([
+            "report",
+            "--clickhouse-url",
+            &with_secret,
+            "--clickhouse-database",
+            "switchyard_no_such_database",
+            "--by",
+            "org",
+        ])
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    assert!(!said.contains("s3cret-pw"), "the password leaked: {said}");
+    assert!(
+        said.contains("Wrong password"),
+        "the server should have refused the URL's password: {said}"
+    );
+}
+
+#[test]
+fn a_side_file_that_is_the_input_or_the_output_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("requests.jsonl");
+    let good = serde_json::json!({
+        "custom_id": "req-1",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Classify: billing or technical? 'I was charged twice.'"}], "max_tokens": 8}
+    });
+    let text = format!("{good}\nnot json\n");
+    std::fs::write(&file, &text).unwrap();
+    let hard = dir.path().join("hard-link.jsonl");
+    std::fs::hard_link(&file, &hard).unwrap();
+    let same_names = [
+        file.clone(),
+        dir.path().join(".").join("requests.jsonl"),
+        hard.clone(),
+    ];
+    for rejects in &same_names {
+        let out = switchyard(
+            &[
+                "submit",
+                file.to_str().unwrap(),
+                "--project",
+                "acme/retail/support/ticket-triage",
+                "--skip-invalid",
+                "--rejects",
+                rejects.to_str().unwrap(),
+                "--brokers",
+                "127.0.0.1:1",
+            ],
+            None,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{rejects:?}: {err}");
+        assert!(
+            err.contains("--rejects") && err.contains("is the input file itself"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            text,
+            "the input is untouched"
+        );
+    }
+    let output = dir.path().join("results.jsonl");
+    let out = switchyard(
+        &[
+            "collect",
+            "batch_0123456789abcdef01234567",
+            "-o",
+            output.to_str().unwrap(),
+            "--errors",
+            dir.path().join("./results.jsonl").to_str().unwrap(),
+            "--brokers",
+            "127.0.0.1:1",
+            "--timeout",
+            "1s",
+        ],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--errors") && err.contains("is the output file itself"),
+        "{err}"
+    );
+    assert!(!output.exists());
+}
+
+#[test]
 fn estimate_prices_a_file_under_every_strategy_against_the_flagship() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("requests.jsonl");

@@ -272,3 +272,52 @@ async fn a_job_whose_result_cannot_be_encoded_is_dead_lettered_with_its_cost_kep
     assert_eq!(committed, ends, "the partition keeps moving");
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_keeps_the_original_key_and_a_null_key_stays_null() {
+    let options = StackOptions {
+        partitions: 1,
+        time_scale: 0.01,
+        ..StackOptions::default()
+    };
+    let stack = Stack::start(&demo_config(), options).await.unwrap();
+    let bootstrap = stack.broker.bootstrap().to_owned();
+    let topics = stack.pipeline.config.kafka.topics.clone();
+    let consumer = results_consumer(&bootstrap, &topics.results.name);
+    produce_raw(&bootstrap, &topics.jobs.name, None, b"{\"job_id\": ").await;
+    produce_raw(&bootstrap, &topics.jobs.name, Some(b""), b"[1, 2]").await;
+    produce_raw(
+        &bootstrap,
+        &topics.jobs.name,
+        Some(b"job-keyed"),
+        b"not json",
+    )
+    .await;
+    let good = jobs("after-keys", 1);
+    produce_jobs(&bootstrap, &topics.jobs, &good).await;
+    collect_results(
+        &consumer,
+        &Codec::for_topic(&topics.results),
+        &[good[0].job_id.clone()],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || read_dead_letters(
+            &bootstrap,
+            &topics.dlq
+        )
+        .len()
+            >= 3)
+        .await
+    );
+    let mut letters = read_dead_letters(&bootstrap, &topics.dlq);
+    letters.sort_by_key(|l| l.headers["switchyard.dlq.offset"].parse::<i64>().unwrap());
+    let keys: Vec<Option<Vec<u8>>> = letters.into_iter().map(|l| l.key).collect();
+    assert_eq!(
+        keys,
+        [None, Some(Vec::new()), Some(b"job-keyed".to_vec())],
+        "a null key stays null, an empty one empty, a key the same"
+    );
+    stack.stop().await.unwrap();
+}

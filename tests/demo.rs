@@ -42,11 +42,14 @@ fn the_demo_completes_every_job_through_an_outage_for_a_fraction_of_the_flagship
         "the outage moved no traffic: {s}"
     );
 
-    // Routed by task, the workload costs a fraction of the flagship baseline,
-    // with auto at most a fifth of it.
+    // Routed by task, the workload costs a fraction of the flagship baseline
+    // (about a third with each workload's strategy), with auto at about half of
+    // it at the default quality target: 46% without the outage, keeping 0.96 of
+    // the flagship's quality (`demo::tests`), 50% with it, since the outage moves
+    // traffic to dearer fallbacks.
     let cost = s["cost_usd"].as_f64().unwrap();
     let baseline = s["baseline_cost_usd"].as_f64().unwrap();
-    assert!(cost > 0.0 && cost < 0.2 * baseline, "{cost} vs {baseline}");
+    assert!(cost > 0.0 && cost < 0.4 * baseline, "{cost} vs {baseline}");
     let auto = s["by_strategy"]
         .as_array()
         .unwrap()
@@ -54,7 +57,7 @@ fn the_demo_completes_every_job_through_an_outage_for_a_fraction_of_the_flagship
         .find(|c| c["strategy"] == "auto")
         .unwrap();
     assert!(
-        auto["cost_usd"].as_f64().unwrap() <= 0.2 * auto["baseline_cost_usd"].as_f64().unwrap(),
+        auto["cost_usd"].as_f64().unwrap() <= 0.55 * auto["baseline_cost_usd"].as_f64().unwrap(),
         "{auto}"
     );
     // Quality against the corpus labels holds up while a whole provider is down

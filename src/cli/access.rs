@@ -88,17 +88,27 @@ pub fn org_root(pipeline: &LoadedPipeline) -> String {
 
 /// The CLI's audit chain for one command, when `[access]` is set.
 pub fn audit_log(pipeline: &LoadedPipeline) -> anyhow::Result<Option<Arc<AuditLog>>> {
-    if pipeline.config.access.is_none() {
-        return Ok(None);
-    }
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "cli".into());
+    audit_log_as(pipeline, "cli", &host)
+}
+
+/// The audit writer of a process of `kind` (`cli`, `sink`) named `name`, with
+/// `[access]` or `[audit] enabled`.
+pub fn audit_log_as(
+    pipeline: &LoadedPipeline,
+    kind: &str,
+    name: &str,
+) -> anyhow::Result<Option<Arc<AuditLog>>> {
+    if pipeline.config.access.is_none() && !pipeline.config.audit.enabled {
+        return Ok(None);
+    }
     Ok(Some(AuditLog::new(
         &pipeline.config.kafka,
         &pipeline.config.kafka.topics,
         &pipeline.config.audit,
-        AuditLog::writer_name("cli", &host),
+        AuditLog::writer_name(kind, name),
     )?))
 }
 

@@ -3,13 +3,11 @@
 //! checked here for a clear answer (exit 1 naming what is missing), and again
 //! by the workers, which act only on decisions that count.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::Utc;
-use clap::ValueEnum;
 use switchyard_core::access::approval::{
     ApprovalBook, ApprovalRecord, Decision, HoldKind, partition_of,
 };
@@ -22,22 +20,7 @@ use switchyard_kafka::{ScanFrom, scan_to_end};
 use tokio_util::sync::CancellationToken;
 
 use super::access;
-use super::common::{BadInput, Overrides, load_pipeline};
-
-/// The pipeline config.
-#[derive(clap::Args)]
-pub struct ConfigArgs {
-    /// Pipeline config (Kafka, topics, org, `[access]`).
-    #[arg(
-        long,
-        short,
-        default_value = "pipelines/demo.toml",
-        env = "SWITCHYARD_CONFIG"
-    )]
-    config: PathBuf,
-    #[command(flatten)]
-    overrides: Overrides,
-}
+use super::common::{BadInput, PipelineArgs, TableOrJson, load_pipeline};
 
 /// Arguments of `approvals`.
 #[derive(clap::Args)]
@@ -52,18 +35,12 @@ enum Command {
     List(ListArgs),
 }
 
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Format {
-    Table,
-    Json,
-}
-
 #[derive(clap::Args)]
 struct ListArgs {
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
+    #[arg(long, value_enum, default_value_t = TableOrJson::Table)]
+    format: TableOrJson,
     #[command(flatten)]
-    config: ConfigArgs,
+    config: PipelineArgs,
 }
 
 /// Arguments of `approve`.
@@ -75,7 +52,7 @@ pub struct ApproveArgs {
     #[arg(long, default_value = "")]
     reason: String,
     #[command(flatten)]
-    config: ConfigArgs,
+    config: PipelineArgs,
 }
 
 /// Arguments of `reject`.
@@ -87,7 +64,7 @@ pub struct RejectArgs {
     #[arg(long)]
     reason: String,
     #[command(flatten)]
-    config: ConfigArgs,
+    config: PipelineArgs,
 }
 
 /// Reads the approvals topic to its end.
@@ -138,7 +115,7 @@ pub async fn list(args: Args) -> anyhow::Result<ExitCode> {
                 .is_none_or(|c| c.record.may(Action::ListApprovals, &p.node))
         })
         .collect();
-    if args.format == Format::Json {
+    if args.format == TableOrJson::Json {
         println!("{}", serde_json::to_string_pretty(&pending)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -184,7 +161,7 @@ pub async fn reject(args: RejectArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn decide(
-    config: &ConfigArgs,
+    config: &PipelineArgs,
     id: &str,
     approve: bool,
     reason: &str,

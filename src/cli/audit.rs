@@ -21,7 +21,7 @@ use switchyard_kafka::audit::audit_key;
 use switchyard_kafka::{ScanFrom, scan_to_end};
 
 use super::access;
-use super::common::{BadInput, Overrides, load_pipeline};
+use super::common::{BadInput, PipelineArgs, load_pipeline};
 
 /// Arguments of `audit`.
 #[derive(clap::Args)]
@@ -47,27 +47,12 @@ enum From {
     Clickhouse,
 }
 
-/// The pipeline config.
-#[derive(clap::Args)]
-struct ConfigArgs {
-    /// Pipeline config (Kafka, topics, analytics, `[audit]`).
-    #[arg(
-        long,
-        short,
-        default_value = "pipelines/demo.toml",
-        env = "SWITCHYARD_CONFIG"
-    )]
-    config: PathBuf,
-    #[command(flatten)]
-    overrides: Overrides,
-}
-
 #[derive(clap::Args)]
 struct VerifyArgs {
     #[arg(long, value_enum, default_value_t = From::Topic)]
     from: From,
     #[command(flatten)]
-    config: ConfigArgs,
+    config: PipelineArgs,
 }
 
 #[derive(clap::Args)]
@@ -82,7 +67,7 @@ struct ExportArgs {
     #[arg(long, short)]
     output: Option<PathBuf>,
     #[command(flatten)]
-    config: ConfigArgs,
+    config: PipelineArgs,
 }
 
 /// Runs `audit`.
@@ -93,7 +78,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn load(config: &ConfigArgs) -> anyhow::Result<LoadedPipeline> {
+fn load(config: &PipelineArgs) -> anyhow::Result<LoadedPipeline> {
     let pipeline = load_pipeline(&config.config, &config.overrides)?;
     access::authorize(&pipeline, Action::Audit, &access::org_root(&pipeline))?;
     Ok(pipeline)

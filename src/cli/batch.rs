@@ -16,32 +16,10 @@ use switchyard_batch::formats::ModelIds;
 use switchyard_batch::{
     BatchFormat, CollectOptions, ConsoleProgress, EstimateOptions, StopFlag, SubmitOptions,
 };
-use switchyard_core::config::LoadedPipeline;
 use switchyard_core::routing::Strategy;
 use switchyard_core::vocab::JobMode;
 
-use super::common::{BadInput, Overrides, load_pipeline, shutdown_signal};
-
-/// Config and cluster flags every batch command takes.
-#[derive(clap::Args)]
-pub struct PipelineArgs {
-    /// Pipeline config (Kafka, topics, catalog, org).
-    #[arg(
-        long,
-        short,
-        default_value = "pipelines/demo.toml",
-        env = "SWITCHYARD_CONFIG"
-    )]
-    config: PathBuf,
-    #[command(flatten)]
-    overrides: Overrides,
-}
-
-impl PipelineArgs {
-    fn load(&self) -> anyhow::Result<LoadedPipeline> {
-        load_pipeline(&self.config, &self.overrides)
-    }
-}
+use super::common::{BadInput, PipelineArgs, shutdown_signal};
 
 /// How results are printed on stdout.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -86,7 +86,12 @@ async fn bench_config(
             .query("DROP DATABASE IF EXISTS switchyard_bench")
             .execute()
             .await
-            .map_err(|e| anyhow::anyhow!("ClickHouse at {url}: {e}"))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "ClickHouse at {}: {e}",
+                    switchyard_analytics::redact_url(url)
+                )
+            })?;
     }
     Ok(config)
 }

@@ -1,12 +1,13 @@
 //! What the commands share: loading a pipeline config with overrides, building
-//! its deployments, waiting for Ctrl-C or SIGTERM, and the "bad input" error that
-//! maps to exit code 2.
+//! its deployments, waiting for Ctrl-C or SIGTERM, starting the telemetry
+//! endpoint, and the "bad input" error that maps to exit code 2.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use switchyard_core::config::{ConfigError, LoadedPipeline};
+use switchyard_core::config::{ConfigError, LoadedPipeline, PipelineConfig};
 use switchyard_loader::env_overrides;
+use switchyard_telemetry::{MetricsServer, Telemetry};
 
 /// An error caused by the user's input (usage, config, file), exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,44 @@ pub struct Overrides {
     /// ClickHouse HTTP URL; overrides analytics.clickhouse_url.
     #[arg(long, env = "SWITCHYARD_CLICKHOUSE_URL")]
     pub clickhouse_url: Option<String>,
+}
+
+/// `--metrics-addr`, for the commands that run part of the pipeline.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics (GET /metrics), /healthz and /readyz on
+    /// IP:PORT (port 0 picks a free one; the URL is printed); overrides
+    /// observability.metrics_addr.
+    #[arg(long, value_name = "ADDR", env = "SWITCHYARD_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+}
+
+impl MetricsArgs {
+    /// Starts the telemetry endpoint when an address is given (the flag, else
+    /// `observability.metrics_addr`) and prints `metrics: http://HOST:PORT/metrics`.
+    pub async fn serve(
+        &self,
+        config: &PipelineConfig,
+        telemetry: Telemetry,
+    ) -> anyhow::Result<Option<MetricsServer>> {
+        let Some(addr) = self
+            .metrics_addr
+            .as_deref()
+            .or(config.observability.metrics_addr.as_deref())
+        else {
+            return Ok(None);
+        };
+        let addr = switchyard_telemetry::parse_addr(addr)
+            .map_err(|e| BadInput(format!("--metrics-addr: {e}")))?;
+        let server = MetricsServer::start(telemetry, addr).await?;
+        println!("metrics: {}", server.metrics_url());
+        Ok(Some(server))
+    }
+}
+
+/// Telemetry for a command: the process basics, as `component` of this build.
+pub fn telemetry(component: &str) -> Telemetry {
+    Telemetry::for_process(env!("CARGO_PKG_VERSION"), component)
 }
 
 /// Loads a pipeline config: file, then `SWITCHYARD__…` variables, then flags.
@@ -80,4 +119,35 @@ pub fn read_text(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path)
         .map_err(|e| BadInput(format!("cannot read {}: {e}", path.display())))
         .context("reading input")
+}
+
+/// The pipeline config and cluster flags most commands take.
+#[derive(clap::Args)]
+pub struct PipelineArgs {
+    /// Pipeline config (Kafka, topics, catalog, org, `[access]`, `[audit]`).
+    #[arg(
+        long,
+        short,
+        default_value = "pipelines/demo.toml",
+        env = "SWITCHYARD_CONFIG"
+    )]
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+impl PipelineArgs {
+    /// Loads the pipeline: file, then `SWITCHYARD__…` variables, then flags.
+    pub fn load(&self) -> anyhow::Result<LoadedPipeline> {
+        load_pipeline(&self.config, &self.overrides)
+    }
+}
+
+/// Output on stdout for people or for scripts.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TableOrJson {
+    /// Aligned text for people.
+    Table,
+    /// One JSON document.
+    Json,
 }

@@ -1,9 +1,10 @@
-//! `switchyard dev`: the embedded stack left running for any Kafka client.
+//! `switchyard dev`: the embedded stack left running for any Kafka client, with
+//! the worker's telemetry endpoint when `--metrics-addr` is given.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::common::shutdown_signal;
+use super::common::{MetricsArgs, shutdown_signal, telemetry};
 use switchyard_embedded::{Stack, StackOptions};
 
 /// Arguments of `dev`.
@@ -18,6 +19,8 @@ pub struct Args {
     /// Simulated provider time runs at this fraction of real time.
     #[arg(long, default_value_t = 1.0)]
     time_scale: f64,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 /// Prints the bootstrap address and topics, runs until Ctrl-C, drains.
@@ -34,8 +37,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
     )
     .await?;
-    let t = &stack.pipeline.config.kafka.topics;
+    let config = &stack.pipeline.config;
+    let mut telemetry = telemetry("dev");
+    switchyard_worker::telemetry::register(&mut telemetry, &stack.engine, &config.kafka.group_id);
+    let t = &config.kafka.topics;
     println!("bootstrap: {}", stack.broker.bootstrap());
+    let endpoint = args.metrics.serve(config, telemetry).await?;
     println!("topic jobs: {}", t.jobs.name);
     println!("topic results: {}", t.results.name);
     println!("topic usage: {}", t.usage.name);
@@ -50,6 +57,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("projects: {}", stack.pipeline.org.projects().join(", "));
     println!("ready (Ctrl-C drains and exits)");
     shutdown.await;
+    if let Some(endpoint) = endpoint {
+        endpoint.stop().await;
+    }
     let report = stack.stop().await?;
     eprintln!("Stopped after {} jobs.", report.received);
     Ok(ExitCode::SUCCESS)

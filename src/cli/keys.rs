@@ -10,14 +10,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use chrono::Utc;
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use rand::RngCore;
 use switchyard_core::access::{Action, Grant, KeyRecord, Role, new_key};
 use switchyard_core::audit::AuditEntry;
 use switchyard_core::config::LoadedPipeline;
 
 use super::access::{self, Caller};
-use super::common::{BadInput, Overrides, load_pipeline};
+use super::common::{BadInput, PipelineArgs, TableOrJson, load_pipeline};
 
 /// Arguments of `keys`.
 #[derive(clap::Args)]
@@ -36,21 +36,6 @@ enum KeysCommand {
     Revoke(RevokeArgs),
 }
 
-/// The pipeline config whose `[access]` keys file is used.
-#[derive(clap::Args)]
-struct ConfigArgs {
-    /// Pipeline config.
-    #[arg(
-        long,
-        short,
-        default_value = "pipelines/demo.toml",
-        env = "SWITCHYARD_CONFIG"
-    )]
-    config: PathBuf,
-    #[command(flatten)]
-    overrides: Overrides,
-}
-
 #[derive(clap::Args)]
 struct CreateArgs {
     /// Who holds the key (a person or a service).
@@ -64,22 +49,15 @@ struct CreateArgs {
     #[arg(long)]
     scope: String,
     #[command(flatten)]
-    config: ConfigArgs,
-}
-
-/// Output format on stdout.
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Format {
-    Table,
-    Json,
+    config: PipelineArgs,
 }
 
 #[derive(clap::Args)]
 struct ListArgs {
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
+    #[arg(long, value_enum, default_value_t = TableOrJson::Table)]
+    format: TableOrJson,
     #[command(flatten)]
-    config: ConfigArgs,
+    config: PipelineArgs,
 }
 
 #[derive(clap::Args)]
@@ -87,7 +65,7 @@ struct RevokeArgs {
     /// The key id (as `keys list` shows it).
     key_id: String,
     #[command(flatten)]
-    config: ConfigArgs,
+    config: PipelineArgs,
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -107,7 +85,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// The pipeline, which must have `[access]`, and its keys file's path.
-fn load(config: &ConfigArgs) -> anyhow::Result<(LoadedPipeline, PathBuf)> {
+fn load(config: &PipelineArgs) -> anyhow::Result<(LoadedPipeline, PathBuf)> {
     let pipeline = load_pipeline(&config.config, &config.overrides)?;
     let Some(access) = &pipeline.config.access else {
         return Err(BadInput(format!(
@@ -236,7 +214,7 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|k| caller.as_ref().is_none_or(|c| manages(c, k)))
         .collect();
-    if args.format == Format::Json {
+    if args.format == TableOrJson::Json {
         println!("{}", serde_json::to_string_pretty(&visible)?);
         return Ok(ExitCode::SUCCESS);
     }

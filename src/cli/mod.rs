@@ -12,6 +12,7 @@ mod common;
 mod demo;
 mod dev;
 mod keys;
+mod need;
 mod org;
 mod report;
 mod route;
@@ -95,6 +96,15 @@ enum Command {
     Reject(approvals::RejectArgs),
     /// Verify or export the audit log.
     Audit(audit::Args),
+    /// Train the need model `auto` routes with on labelled prompts; writes the
+    /// model and its card.
+    TrainRouter(need::TrainArgs),
+    /// The cost/quality curve of routing by the need on labelled prompts, and
+    /// the threshold each quality target implies.
+    Calibrate(need::CalibrateArgs),
+    /// How `auto` routes labelled prompts: AUC, adequacy, under-routing,
+    /// over-spend, recovered quality gap and cost, per source and overall.
+    EvalRouter(need::EvalArgs),
 }
 
 /// Entry point: parse, log, run, exit code.
@@ -136,6 +146,9 @@ pub fn main() -> ExitCode {
             Command::Approve(a) => approvals::approve(a).await,
             Command::Reject(a) => approvals::reject(a).await,
             Command::Audit(a) => audit::run(a).await,
+            Command::TrainRouter(a) => need::train(a),
+            Command::Calibrate(a) => need::calibrate(a),
+            Command::EvalRouter(a) => need::eval(a),
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));

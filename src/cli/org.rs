@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::Utc;
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 use serde::Serialize;
 use switchyard_core::access::Action;
 use switchyard_core::budget::{BudgetLedger, BudgetSnapshot, NodeBudget, QuotaUse};
@@ -18,7 +18,7 @@ use switchyard_core::config::LoadedPipeline;
 use switchyard_core::org::{Budget, EffectivePolicy, Quota};
 use switchyard_kafka::{ScanFrom, scan_to_end};
 
-use super::common::{Overrides, load_pipeline};
+use super::common::{Overrides, TableOrJson, load_pipeline};
 
 /// Arguments of `org`.
 #[derive(clap::Args)]
@@ -33,15 +33,6 @@ enum OrgCommand {
     Show(ShowArgs),
 }
 
-/// Output format on stdout.
-#[derive(Clone, Copy, ValueEnum)]
-enum OutputFormat {
-    /// An indented tree.
-    Table,
-    /// One JSON document.
-    Json,
-}
-
 /// Arguments of `org show`.
 #[derive(clap::Args)]
 pub struct ShowArgs {
@@ -54,8 +45,8 @@ pub struct ShowArgs {
     )]
     config: PathBuf,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-    format: OutputFormat,
+    #[arg(long, value_enum, default_value_t = TableOrJson::Table)]
+    format: TableOrJson,
     #[command(flatten)]
     overrides: Overrides,
 }
@@ -126,7 +117,7 @@ async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     match args.format {
-        OutputFormat::Json => {
+        TableOrJson::Json => {
             let doc = serde_json::json!({
                 "org": pipeline.org.name(),
                 "time_zone": pipeline.org.time_zone().name(),
@@ -135,7 +126,7 @@ async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
             });
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
-        OutputFormat::Table => print_tree(&nodes),
+        TableOrJson::Table => print_tree(&nodes),
     }
     Ok(ExitCode::SUCCESS)
 }

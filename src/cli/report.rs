@@ -121,9 +121,15 @@ fn source(args: &Args) -> anyhow::Result<Source> {
         return Ok(Source::Parquet(dir.clone()));
     }
     if let Some(url) = args.clickhouse_url.as_deref().filter(|u| !u.is_empty()) {
+        // A user and password in the URL count unless the flag and the
+        // variable say otherwise.
         let mut config = ClickHouseConfig::new(url, &args.clickhouse_database);
-        config.user = args.clickhouse_user.clone();
-        config.password = std::env::var("SWITCHYARD_CLICKHOUSE_PASSWORD").ok();
+        if let Some(user) = &args.clickhouse_user {
+            config.user = Some(user.clone());
+        }
+        if let Ok(password) = std::env::var("SWITCHYARD_CLICKHOUSE_PASSWORD") {
+            config.password = Some(password);
+        }
         config.validate().map_err(|e| BadInput(e.to_string()))?;
         return Ok(Source::ClickHouse(config));
     }

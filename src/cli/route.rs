@@ -1,5 +1,6 @@
 //! `switchyard route [--explain] [--json]`: how one job would be routed and why:
-//! the analysis (category, complexity, features that fired), every candidate with
+//! the analysis (category, complexity, the learned need with the features that
+//! moved it and the threshold that decided, lexicon features that fired), every candidate with
 //! its score and why it was kept or dropped, and the chain chosen. When nothing
 //! can serve the job, the candidates still show why each one was dropped.
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde_json::json;
 use switchyard_codec::Codec;
+use switchyard_core::analysis::need::PromptKind;
 use switchyard_core::analysis::{TaskAnalysis, TaskAnalyzer};
 use switchyard_core::health::HealthSnapshot;
 use switchyard_core::job::Job;
@@ -69,7 +71,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .org
         .policy(&job.project, job.workload.as_deref())
         .map_err(|e| BadInput(e.to_string()))?;
-    let analysis = TaskAnalyzer::new().analyze(&job, true);
+    let analysis =
+        TaskAnalyzer::for_pipeline(&pipeline).analyze_for(&job, policy.quality_target, true);
     let input = RouteInput {
         job: &job,
         analysis: &analysis,
@@ -171,6 +174,26 @@ impl Routed<'_> {
                 .unwrap_or_default()
         );
         println!("  complexity        {:.2}", analysis.complexity);
+        let need = &analysis.need;
+        println!(
+            "  need              {:.3} (probability that a cheap model falls short; {} prompt, logit {:+.3})",
+            need.p,
+            match need.kind {
+                PromptKind::Open => "open-ended",
+                PromptKind::MultipleChoice => "multiple-choice",
+            },
+            need.logit
+        );
+        println!(
+            "  threshold         {:.3} for quality target {:.2}: {}",
+            need.threshold,
+            need.quality_target,
+            if need.premium {
+                "at or above it, only a top-third model qualifies"
+            } else {
+                "below it, the best bottom-third quality is enough"
+            }
+        );
         println!("  required quality  {:.2}", analysis.required_quality);
         println!(
             "  prompt tokens     {} ({})",
@@ -185,7 +208,14 @@ impl Routed<'_> {
             "  expected output   {} tokens",
             analysis.expected_output_tokens
         );
-        println!("  features fired:");
+        println!("  need moved most by:");
+        for c in &need.top_features {
+            println!(
+                "    {:<28} value {:>6.3}  weight {:+.3}  logit {:+.3}",
+                c.feature, c.value, c.weight, c.contribution
+            );
+        }
+        println!("  lexicon features fired:");
         for f in &analysis.features {
             let cat = f
                 .category

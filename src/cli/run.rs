@@ -1,4 +1,5 @@
-//! `switchyard run --config FILE`: the routing worker.
+//! `switchyard run --config FILE [--metrics-addr ADDR]`: the routing worker,
+//! with its telemetry endpoint when an address is given.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use switchyard_providers::build_deployments;
 use switchyard_worker::Engine;
 use tracing::{info, warn};
 
-use super::common::{Overrides, load_pipeline, shutdown_signal};
+use super::common::{MetricsArgs, Overrides, load_pipeline, shutdown_signal, telemetry};
 
 /// Arguments of `run`.
 #[derive(clap::Args)]
@@ -19,6 +20,8 @@ pub struct Args {
     config: PathBuf,
     #[command(flatten)]
     overrides: Overrides,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 /// Runs the worker until SIGINT/SIGTERM, then drains and exits 0.
@@ -27,6 +30,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let pipeline = load_pipeline(&args.config, &args.overrides)?;
     let deployments = build_deployments(&pipeline.config, &pipeline.catalog)?;
     let engine = Arc::new(Engine::new(&pipeline, deployments)?);
+    let mut t = telemetry("worker");
+    switchyard_worker::telemetry::register(&mut t, &engine, &pipeline.config.kafka.group_id);
+    let endpoint = args.metrics.serve(&pipeline.config, t).await?;
     let watcher = match &pipeline.config.access {
         Some(access) => Some(tokio::spawn(watch_keys(
             engine.clone(),
@@ -42,6 +48,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     switchyard_worker::run(engine, &pipeline.config, shutdown).await?;
     if let Some(w) = watcher {
         w.abort();
+    }
+    if let Some(endpoint) = endpoint {
+        endpoint.stop().await;
     }
     Ok(ExitCode::SUCCESS)
 }

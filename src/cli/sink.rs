@@ -1,13 +1,15 @@
 //! `switchyard sink --config FILE`: the analytics sink, its own consumer group on
 //! the usage topic, writing Parquet and (when configured) ClickHouse until
-//! SIGINT/SIGTERM, then writing out what it holds and committing.
+//! SIGINT/SIGTERM, then writing out what it holds and committing; with
+//! `--metrics-addr`, a telemetry endpoint beside it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use switchyard_analytics::{Error as AnalyticsError, run_sink};
+use switchyard_analytics::{Error as AnalyticsError, SinkMetrics, SinkOptions, run_sink_with};
 
-use super::common::{BadInput, Overrides, load_pipeline, shutdown_signal};
+use super::common::{BadInput, MetricsArgs, Overrides, load_pipeline, shutdown_signal, telemetry};
 
 /// Arguments of `sink`.
 #[derive(clap::Args)]
@@ -17,6 +19,8 @@ pub struct Args {
     config: PathBuf,
     #[command(flatten)]
     overrides: Overrides,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 /// With ClickHouse configured, mirrors the audit log into it (in the consumer
@@ -46,8 +50,31 @@ fn start_audit_mirror(
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_signal();
     let pipeline = load_pipeline(&args.config, &args.overrides)?;
+    let metrics = Arc::new(SinkMetrics::for_analytics(&pipeline.config.analytics));
+    let mut t = telemetry("sink");
+    switchyard_analytics::metrics::register(&mut t, &metrics);
+    let endpoint = args.metrics.serve(&pipeline.config, t).await?;
+    let options = SinkOptions {
+        metrics,
+        ..SinkOptions::default()
+    };
+    // The sink is a writer of the audit log too: the configuration it runs.
+    let group = pipeline.config.analytics.group_id.clone();
+    let writer = super::access::audit_log_as(&pipeline, "sink", &group)?;
+    super::access::record(
+        writer.as_ref(),
+        switchyard_core::audit::AuditEntry {
+            kind: "config".into(),
+            subject: format!("sink:{group}"),
+            node: None,
+            principal: None,
+            outcome: "started".into(),
+            detail: serde_json::to_value(&pipeline.config).unwrap_or_default(),
+        },
+    )
+    .await;
     let audit = start_audit_mirror(&pipeline.config);
-    let result = run_sink(&pipeline.config, shutdown).await;
+    let result = run_sink_with(&pipeline.config, options, shutdown).await;
     if let Some((stop, task)) = audit {
         stop.cancel();
         match task.await {
@@ -66,13 +93,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     eprintln!(
-        "usage sink stopped: {} events read, {} rows to Parquet in {} files, {} rows to ClickHouse, {} duplicates dropped, {} undecodable",
+        "usage sink stopped: {} events read, {} rows to Parquet in {} files, {} rows to ClickHouse, {} duplicates dropped, {} undecodable ({} dead-lettered to {})",
         report.consumed,
         report.parquet_rows,
         report.parquet_files,
         report.clickhouse_rows,
         report.duplicates,
-        report.undecodable
+        report.undecodable,
+        report.dead_lettered,
+        pipeline.config.analytics.dlq_topic
     );
+    if let Some(endpoint) = endpoint {
+        endpoint.stop().await;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod webhook;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -241,9 +243,10 @@ pub async fn collect_into(
     }
 }
 
-/// A dead letter: original bytes and headers.
+/// A dead letter: original key and bytes, and headers.
 #[derive(Debug)]
 pub struct DeadLetter {
+    pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: HashMap<String, String>,
 }
@@ -277,6 +280,7 @@ pub fn read_dead_letters(bootstrap: &str, topic: &str) -> Vec<DeadLetter> {
             }
         }
         out.push(DeadLetter {
+            key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().unwrap_or_default().to_vec(),
             headers,
         });
@@ -441,4 +445,123 @@ pub fn write_process_config(dir: &Path, sim_base: &str) -> PathBuf {
     let p = dir.join("pipeline.toml");
     std::fs::write(&p, text).unwrap();
     p
+}
+
+/// Starts a worker process as [`start_worker`] does, with `--metrics-addr
+/// 127.0.0.1:0`, and returns it with the base URL of its telemetry endpoint
+/// (`http://127.0.0.1:PORT`), read from the `metrics: …` line it prints.
+pub fn start_worker_with_metrics(
+    config: &Path,
+    bootstrap: &str,
+    env: &[(&str, &str)],
+) -> (Proc, String) {
+    start_with_metrics("run", config, bootstrap, env)
+}
+
+/// Starts `switchyard COMMAND` (`run` or `sink`) with `--metrics-addr
+/// 127.0.0.1:0` on `config` and `bootstrap`, and returns it with the base URL
+/// of its telemetry endpoint, read from the `metrics: …` line it prints.
+pub fn start_with_metrics(
+    command: &str,
+    config: &Path,
+    bootstrap: &str,
+    env: &[(&str, &str)],
+) -> (Proc, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = switchyard()
+        .args([command, "--metrics-addr", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .env("SWITCHYARD_BROKERS", bootstrap)
+        .env("SWITCHYARD_SIM_KEY", "test-key")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let proc = Proc(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("`switchyard {command}` exited"))
+            .unwrap();
+        if let Some(u) = line.strip_prefix("metrics: ") {
+            break u.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let base = url
+        .strip_suffix("/metrics")
+        .unwrap_or_else(|| panic!("`{url}` does not end in /metrics"))
+        .to_owned();
+    (proc, base)
+}
+
+/// `promtool` on PATH (Debian's `prometheus` package; scripts/test.sh installs
+/// it). Missing, the test fails and says how to install it.
+pub fn promtool() -> PathBuf {
+    let found = std::process::Command::new("promtool")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "promtool is not on PATH: install Debian's `prometheus` package \
+         (`apt-get install -y --no-install-recommends prometheus`; scripts/test.sh does it)"
+    );
+    PathBuf::from("promtool")
+}
+
+/// Runs `promtool` with `args`, `stdin` piped in; panics with its output when it fails.
+pub fn run_promtool(promtool: &Path, args: &[&str], stdin: Option<&str>) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(promtool)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The metric families `docs/metrics.md` documents under each `## ` section:
+/// the first column of its tables, as section title → names.
+pub fn documented_families() -> BTreeMap<String, Vec<String>> {
+    let text = std::fs::read_to_string(path("docs/metrics.md")).unwrap();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut section = String::new();
+    for line in text.lines() {
+        if let Some(title) = line.strip_prefix("## ") {
+            section = title.to_owned();
+            continue;
+        }
+        let Some(cell) = line.strip_prefix("| `") else {
+            continue;
+        };
+        let Some(name) = cell.split('`').next() else {
+            continue;
+        };
+        if name.starts_with("switchyard_") || name.starts_with("process_") {
+            out.entry(section.clone())
+                .or_default()
+                .push(name.to_owned());
+        }
+    }
+    out
 }

@@ -27,10 +27,13 @@ use switchyard_core::usage::UsageEvent;
 use crate::dedupe::key;
 use crate::row::{RowRef, RowSink, UNIX_EPOCH_DAYS_FROM_CE};
 
-/// Messages as read from Kafka, their payloads end to end in one buffer.
+/// Messages as read from Kafka, their payloads end to end in one buffer (and
+/// their keys in another: a message that is not a usage event is
+/// dead-lettered under its own key).
 #[derive(Debug, Default)]
 pub struct RawChunk {
     payloads: Vec<u8>,
+    keys: Vec<u8>,
     messages: Vec<RawMessage>,
 }
 
@@ -44,6 +47,8 @@ pub struct RawMessage {
     /// The partition's assignment epoch when the message was read.
     pub epoch: u64,
     end: usize,
+    /// End of its key in `keys`; `None` when the message had no key.
+    key_end: Option<usize>,
 }
 
 impl RawChunk {
@@ -51,18 +56,36 @@ impl RawChunk {
     pub fn with_capacity(messages: usize) -> Self {
         Self {
             payloads: Vec::with_capacity(messages * 1024),
+            keys: Vec::with_capacity(messages * 48),
             messages: Vec::with_capacity(messages),
         }
     }
 
-    /// Copies a message in.
+    /// Copies a message without a key in.
     pub fn push(&mut self, partition: i32, offset: i64, epoch: u64, payload: &[u8]) {
+        self.push_keyed(partition, offset, epoch, None, payload);
+    }
+
+    /// Copies a message and its key in.
+    pub fn push_keyed(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        epoch: u64,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) {
         self.payloads.extend_from_slice(payload);
+        let key_end = key.map(|k| {
+            self.keys.extend_from_slice(k);
+            self.keys.len()
+        });
         self.messages.push(RawMessage {
             partition,
             offset,
             epoch,
             end: self.payloads.len(),
+            key_end,
         });
     }
 
@@ -76,12 +99,18 @@ impl RawChunk {
         self.messages.is_empty()
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&RawMessage, &[u8])> {
-        let mut start = 0;
+    /// Each message with its key and payload.
+    fn iter(&self) -> impl Iterator<Item = (&RawMessage, Option<&[u8]>, &[u8])> {
+        let (mut start, mut key_start) = (0, 0);
         self.messages.iter().map(move |m| {
             let p = &self.payloads[start..m.end];
             start = m.end;
-            (m, p)
+            let key = m.key_end.map(|end| {
+                let k = &self.keys[key_start..end];
+                key_start = end;
+                k
+            });
+            (m, key, p)
         })
     }
 }
@@ -95,8 +124,21 @@ pub enum Decoded {
         /// The event id as a 128-bit key.
         id: u128,
     },
-    /// Not a usage event, and why.
-    Invalid(String),
+    /// Not a usage event: why, and the message as read (for its dead letter).
+    Invalid(Box<Undecodable>),
+}
+
+/// A message that is not a usage event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undecodable {
+    /// Why, as the codec says it.
+    pub reason: String,
+    /// The codec's kind of fault (`invalid_json`, `too_large`, …).
+    pub kind: &'static str,
+    /// The message's key, `None` when it had none.
+    pub key: Option<Vec<u8>>,
+    /// The message's value.
+    pub payload: Vec<u8>,
 }
 
 /// A decoded message with its position.
@@ -121,7 +163,7 @@ pub fn decode_chunk(
     rows: &mut impl RowSink,
 ) -> Vec<DecodedMessage> {
     let mut messages = Vec::with_capacity(chunk.len());
-    for (m, payload) in chunk.iter() {
+    for (m, message_key, payload) in chunk.iter() {
         let decoded = match fast_json(codec, payload) {
             Some(fast) => {
                 rows.append(&fast.row(topic, m.partition, m.offset), m.epoch);
@@ -134,7 +176,12 @@ pub fn decode_chunk(
                         id: key(&e.event_id),
                     }
                 }
-                Err(e) => Decoded::Invalid(e.to_string()),
+                Err(e) => Decoded::Invalid(Box::new(Undecodable {
+                    reason: e.to_string(),
+                    kind: e.kind(),
+                    key: message_key.map(<[u8]>::to_vec),
+                    payload: payload.to_vec(),
+                })),
             },
         };
         messages.push(DecodedMessage {
@@ -413,7 +460,10 @@ mod tests {
                     &ClickHouseRows::from_rows(&[row])
                 );
             }
-            (Err(reason), Decoded::Invalid(got)) => assert_eq!(&reason, got),
+            (Err(reason), Decoded::Invalid(got)) => {
+                assert_eq!(reason, got.reason);
+                assert_eq!(got.payload, payload);
+            }
             (r, g) => panic!("reference {r:?}, decoded {g:?}"),
         }
     }
@@ -495,6 +545,56 @@ mod tests {
             ..TopicConfig::json("switchyard.usage")
         });
         check_same(&small, &good);
+    }
+
+    #[test]
+    fn what_is_not_a_usage_event_keeps_its_key_bytes_and_kind() {
+        let codec = Codec::json();
+        let good = codec.encode(&sample::event(1)).unwrap();
+        let mut chunk = RawChunk::with_capacity(4);
+        chunk.push_keyed(0, 1, 1, Some(b"job-1"), &good);
+        chunk.push_keyed(0, 2, 1, None, b"{");
+        chunk.push_keyed(0, 3, 1, Some(b""), b"");
+        chunk.push_keyed(0, 4, 1, Some(b"job-4"), &[0xff]);
+        let got = decode_for_stores(&codec, "u", &chunk, false);
+        assert!(matches!(got.messages[0].decoded, Decoded::Row { .. }));
+        let invalid: Vec<(i64, &Undecodable)> = got
+            .messages
+            .iter()
+            .filter_map(|m| match &m.decoded {
+                Decoded::Invalid(u) => Some((m.offset, u.as_ref())),
+                Decoded::Row { .. } => None,
+            })
+            .collect();
+        let expected = [
+            (2, "invalid_json", None, b"{".to_vec()),
+            (3, "empty", Some(Vec::new()), Vec::new()),
+            (4, "invalid_utf8", Some(b"job-4".to_vec()), vec![0xff]),
+        ];
+        assert_eq!(invalid.len(), expected.len());
+        for ((offset, u), (want_offset, kind, key, payload)) in invalid.iter().zip(expected) {
+            assert_eq!(*offset, want_offset);
+            assert_eq!((u.kind, &u.key, &u.payload), (kind, &key, &payload));
+        }
+    }
+
+    #[test]
+    fn a_newer_writers_usage_event_is_a_row_when_unknown_fields_are_ignored() {
+        let codec = Codec::json().ignoring_unknown_fields();
+        let e = sample::event(3);
+        let mut v = serde_json::to_value(&e).unwrap();
+        v["region"] = "eu-west-1".into();
+        v["usage"]["reasoning_tokens"] = 5.into();
+        let payload = v.to_string();
+        let got = decode_one(&codec, payload.as_bytes());
+        assert_eq!(
+            got.messages[0].decoded,
+            Decoded::Row {
+                id: key(&e.event_id)
+            }
+        );
+        check_same(&codec, payload.as_bytes());
+        check_same(&codec, &codec.encode(&e).unwrap());
     }
 
     #[test]

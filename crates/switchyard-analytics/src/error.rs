@@ -15,7 +15,7 @@ pub enum Error {
     /// A ClickHouse request failed.
     #[error("ClickHouse at {url}: {during} failed: {source} (is the server up and the URL right?)")]
     ClickHouse {
-        /// Server URL (no credentials).
+        /// Server URL, as [`ClickHouseConfig::display_url`](crate::ClickHouseConfig::display_url) shows it.
         url: String,
         /// What the sink or report was doing.
         during: String,
@@ -28,7 +28,7 @@ pub enum Error {
         "ClickHouse at {url}: {during} timed out (raise analytics.clickhouse_timeout if the server is just slow)"
     )]
     ClickHouseTimeout {
-        /// Server URL.
+        /// Server URL, as [`ClickHouseConfig::display_url`](crate::ClickHouseConfig::display_url) shows it.
         url: String,
         /// What the sink or report was doing.
         during: String,
@@ -72,6 +72,19 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// Another sink with the same `sink_id` has the Parquet directory open.
+    #[error(
+        "the Parquet directory {} is in use by another sink with sink_id `{sink_id}` ({holder}); two sinks with one id would overwrite each other's files: stop that sink first, or give this one its own analytics.sink_id (or parquet_dir)",
+        .dir.display()
+    )]
+    Locked {
+        /// The Parquet directory.
+        dir: PathBuf,
+        /// The sink id both sinks have.
+        sink_id: String,
+        /// Who holds it, as its lock file says (pid, host, since when).
+        holder: String,
+    },
     /// A setting or argument is invalid (nothing was started).
     #[error("{0}")]
     Invalid(String),
@@ -95,6 +108,7 @@ impl Error {
             Error::Migration { .. }
             | Error::Parquet { .. }
             | Error::Manifest { .. }
+            | Error::Locked { .. }
             | Error::Invalid(_)
             | Error::Audit(_) => false,
         }

@@ -17,16 +17,23 @@
 //!   `RowBinary`), the settings, the writer, and what reads it back. One
 //!   conformance suite runs against both shapes.
 //! - [`runner`] is the Kafka pipeline that feeds them ([`run_sink`]): reader,
-//!   decoder and writer threads and the ClickHouse task.
+//!   decoder and writer threads, the ClickHouse task and the dead-letter task.
+//! - [`alerts`] delivers the alerts topic to a webhook, once per transition,
+//!   on its own consumer and task; [`metrics`] holds the sink's Prometheus
+//!   counters.
 //! - [`report`] reads the stores back into cost reports, and sums job results
 //!   into the figures the demo shows.
+//! - [`metrics`] holds the sink's counters and store states, and registers
+//!   them (and the readiness checks) on a telemetry endpoint.
 //! - The bookkeeping that makes delivery exact ([`progress`], [`dedupe`]) is
 //!   pure and tested without I/O; retries use `switchyard_core::backoff`.
 
+pub mod alerts;
 pub mod audit;
 pub mod decode;
 pub mod dedupe;
 mod error;
+pub mod metrics;
 pub mod progress;
 pub mod report;
 pub mod row;
@@ -35,8 +42,9 @@ pub mod sample;
 pub mod sinks;
 
 pub use error::{Error, Result};
+pub use metrics::SinkMetrics;
 pub use report::{Dimension, Format, Report, ReportQuery, ReportRow, Source};
 pub use row::{RowSink, UsageRow};
 pub use runner::{SinkOptions, SinkReport, run_sink, run_sink_with};
-pub use sinks::clickhouse::{ClickHouseConfig, ClickHouseSink};
+pub use sinks::clickhouse::{ClickHouseConfig, ClickHouseSink, redact_url};
 pub use sinks::parquet::{ParquetConfig, ParquetSink};

@@ -1,9 +1,11 @@
 //! Where the sink stands per partition: what it consumed, what each store holds
-//! for good, and what may be committed to Kafka, which is the lower of the two
-//! stores (an offset is committed only once Parquet *and* ClickHouse have it).
+//! for good, which dead letters await the broker's acknowledgement, and what
+//! may be committed to Kafka: the lower of the two stores (an offset is
+//! committed only once Parquet *and* ClickHouse have it), and never past a
+//! message whose dead letter is not yet acknowledged.
 //! Every position is a "next offset": everything below it is done.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Next offset per partition.
 pub type Cut = BTreeMap<i32, i64>;
@@ -15,6 +17,8 @@ pub struct Progress {
     parquet: Cut,
     clickhouse: Option<Cut>,
     committed: Cut,
+    /// Offsets per partition whose dead letter is sent but not acknowledged.
+    letters: BTreeMap<i32, BTreeSet<i64>>,
 }
 
 impl Progress {
@@ -49,13 +53,42 @@ impl Progress {
         }
     }
 
-    /// The commit point of a partition: the lower of the two stores.
+    /// The message at `offset` is not a usage event and its dead letter is on
+    /// its way: no commit passes it until it is acknowledged.
+    pub fn dead_letter_sent(&mut self, partition: i32, offset: i64) {
+        self.letters.entry(partition).or_default().insert(offset);
+    }
+
+    /// The broker holds the dead letter of the message at `offset`.
+    pub fn dead_letter_acknowledged(&mut self, partition: i32, offset: i64) {
+        if let Some(pending) = self.letters.get_mut(&partition) {
+            pending.remove(&offset);
+            if pending.is_empty() {
+                self.letters.remove(&partition);
+            }
+        }
+    }
+
+    /// Dead letters sent and not yet acknowledged, on every partition.
+    pub fn dead_letters_pending(&self) -> usize {
+        self.letters.values().map(BTreeSet::len).sum()
+    }
+
+    /// Whether any of `partitions` has a dead letter not yet acknowledged.
+    pub fn dead_letters_pending_on(&self, partitions: &[i32]) -> bool {
+        partitions.iter().any(|p| self.letters.contains_key(p))
+    }
+
+    /// The commit point of a partition: the lower of the two stores, and at
+    /// most the first message whose dead letter is not yet acknowledged.
     pub fn commit_point(&self, partition: i32) -> Option<i64> {
         let pq = self.parquet.get(&partition).copied()?;
-        match &self.clickhouse {
-            None => Some(pq),
-            Some(ch) => ch.get(&partition).map(|c| pq.min(*c)),
-        }
+        let stores = match &self.clickhouse {
+            None => pq,
+            Some(ch) => pq.min(*ch.get(&partition)?),
+        };
+        let first_letter = self.letters.get(&partition).and_then(|l| l.first());
+        Some(first_letter.map_or(stores, |o| stores.min(*o)))
     }
 
     /// Commit points that moved since the last call.
@@ -87,6 +120,7 @@ impl Progress {
         self.consumed.remove(&partition);
         self.parquet.remove(&partition);
         self.committed.remove(&partition);
+        self.letters.remove(&partition);
         if let Some(ch) = &mut self.clickhouse {
             ch.remove(&partition);
         }
@@ -137,7 +171,78 @@ mod tests {
         assert!(p.commit_points().is_empty());
     }
 
+    #[test]
+    fn commits_wait_for_dead_letters_to_be_acknowledged() {
+        let mut p = Progress::new(false);
+        for o in 0..10 {
+            p.consumed(0, o);
+        }
+        p.dead_letter_sent(0, 3);
+        p.dead_letter_sent(0, 6);
+        assert_eq!(p.dead_letters_pending(), 2);
+        assert!(p.dead_letters_pending_on(&[1, 0]));
+        p.parquet_reached(&p.cut());
+        assert_eq!(
+            p.take_commits(),
+            vec![(0, 3)],
+            "the letter at 3 is not acknowledged"
+        );
+        p.dead_letter_acknowledged(0, 6);
+        assert!(p.take_commits().is_empty(), "3 still waits");
+        p.dead_letter_acknowledged(0, 3);
+        assert_eq!(p.take_commits(), vec![(0, 10)]);
+        assert_eq!(p.dead_letters_pending(), 0);
+        assert!(!p.dead_letters_pending_on(&[0]));
+        p.dead_letter_sent(0, 10);
+        p.forget(0);
+        assert_eq!(
+            p.dead_letters_pending(),
+            0,
+            "a revoked partition's letters are its next owner's"
+        );
+    }
+
     proptest! {
+        /// Whatever the order of cuts and acknowledgements, a commit point never
+        /// passes a message whose dead letter is not acknowledged.
+        #[test]
+        fn commits_never_pass_an_unacknowledged_dead_letter(steps in proptest::collection::vec((0u8..4, 0i32..2, any::<prop::sample::Index>()), 1..200)) {
+            let mut p = Progress::new(false);
+            let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut pending: BTreeMap<i32, BTreeSet<i64>> = BTreeMap::new();
+            for (action, part, pick) in steps {
+                match action {
+                    0 => {
+                        let o = next.entry(part).or_insert(0);
+                        p.consumed(part, *o);
+                        *o += 1;
+                    }
+                    1 => {
+                        let o = next.entry(part).or_insert(0);
+                        p.consumed(part, *o);
+                        p.dead_letter_sent(part, *o);
+                        pending.entry(part).or_default().insert(*o);
+                        *o += 1;
+                    }
+                    2 => {
+                        let set = pending.entry(part).or_default();
+                        if !set.is_empty() {
+                            let o = *set.iter().nth(pick.index(set.len())).unwrap();
+                            set.remove(&o);
+                            p.dead_letter_acknowledged(part, o);
+                        }
+                    }
+                    _ => { let c = p.cut(); p.parquet_reached(&c); }
+                }
+                for (part, point) in p.take_commits() {
+                    if let Some(first) = pending.get(&part).and_then(|s| s.first()) {
+                        prop_assert!(point <= *first, "commit {point} passes the letter at {first}");
+                    }
+                }
+                prop_assert_eq!(p.dead_letters_pending(), pending.values().map(BTreeSet::len).sum::<usize>());
+            }
+        }
+
         /// Whatever the order of cuts, a commit point never passes what either
         /// store holds and never moves backwards.
         #[test]

@@ -24,6 +24,7 @@ use tempfile::NamedTempFile;
 use crate::follow::ResultFollower;
 use crate::formats::{self, Destination, META_CUSTOM_ID, ModelIds};
 use crate::progress::{Progress, Unit};
+use crate::side_files::check_apart;
 use crate::tally::{Counts, Kept, Tally};
 use crate::{Error, Result, registry};
 
@@ -168,6 +169,9 @@ pub fn collect(
     stop: &StopFlag,
     progress: &dyn Progress,
 ) -> Result<CollectReport> {
+    if let Some(errors) = &options.errors_output {
+        check_apart(errors, "--errors", &options.output, "output")?;
+    }
     let record = registry::get(kafka, batch_id)?;
     let format = options.format.unwrap_or(record.format);
     let dir = match options.output.parent() {
@@ -245,6 +249,7 @@ impl Gathered {
     ) -> Result<()> {
         let mut follower = ResultFollower::new(kafka, record);
         let deadline = options.timeout.map(|t| Instant::now() + t);
+        let mut last_held = 0;
         let mut line = Vec::with_capacity(4096);
         let mut io_error: Option<std::io::Error> = None;
         progress.start("collecting", Unit::Items, Some(record.jobs));
@@ -265,6 +270,15 @@ impl Gathered {
             }
             let finished = self.tally.counts().finished();
             progress.advance(finished);
+            let held = self.tally.counts().held;
+            if held != last_held {
+                if held > 0 {
+                    eprintln!(
+                        "{held} job(s) held for approval; waiting for their decisions (`switchyard approvals list`)"
+                    );
+                }
+                last_held = held;
+            }
             if self.tally.complete() {
                 break;
             }
@@ -273,6 +287,7 @@ impl Gathered {
                 return Err(Error::Interrupted {
                     finished,
                     jobs: record.jobs,
+                    held: self.tally.counts().held,
                 });
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -280,6 +295,7 @@ impl Gathered {
                 return Err(Error::TimedOut {
                     finished,
                     jobs: record.jobs,
+                    held: self.tally.counts().held,
                 });
             }
             sleep_unless_stopped(options.poll_interval, stop);
@@ -299,7 +315,7 @@ impl Gathered {
         line: &mut Vec<u8>,
     ) -> std::io::Result<()> {
         match self.tally.record(ordinal, r) {
-            Kept::Duplicate => Ok(()),
+            Kept::Duplicate | Kept::Held => Ok(()),
             Kept::First | Kept::Replaces => {
                 let custom_id = r
                     .metadata

@@ -142,23 +142,43 @@ pub enum Error {
         /// The file.
         path: PathBuf,
     },
+    /// A file the command would write is its input or output under another
+    /// name: writing it would destroy that file.
+    #[error(
+        "{flag} {} is the {role} file itself; writing it would overwrite the {role}: give {flag} another path",
+        .path.display()
+    )]
+    SameFile {
+        /// The side file as given.
+        path: PathBuf,
+        /// The flag that named it (`--rejects`, `--errors`).
+        flag: &'static str,
+        /// What it collides with (`input`, `output`).
+        role: &'static str,
+    },
     /// Waiting was interrupted (Ctrl-C or the caller's stop).
     #[error(
-        "stopped before the batch finished ({finished} of {jobs} results); run the command again to continue"
+        "stopped before the batch finished ({finished} of {jobs} results, {held} held for approval); run the command again to continue"
     )]
     Interrupted {
-        /// Distinct results seen.
+        /// Distinct final results seen.
         finished: u64,
         /// Jobs of the batch.
         jobs: u64,
+        /// Jobs held for approval (see `switchyard approvals list`).
+        held: u64,
     },
     /// Waiting took longer than allowed.
-    #[error("timed out with {finished} of {jobs} results; run the command again to keep waiting")]
+    #[error(
+        "timed out with {finished} of {jobs} results, {held} held for approval (see `switchyard approvals list`); run the command again to keep waiting"
+    )]
     TimedOut {
-        /// Distinct results seen.
+        /// Distinct final results seen.
         finished: u64,
         /// Jobs of the batch.
         jobs: u64,
+        /// Jobs held for approval.
+        held: u64,
     },
 }
 
@@ -222,6 +242,7 @@ impl Error {
                 | Error::Config(_)
                 | Error::UnknownBatch { .. }
                 | Error::Conflict(_)
+                | Error::SameFile { .. }
         )
     }
 

@@ -215,7 +215,7 @@ pub fn estimate(
         catalog,
         baseline,
         policy,
-        analyzer: TaskAnalyzer::new(),
+        analyzer: TaskAnalyzer::for_pipeline(pipeline),
         now: Utc::now(),
         per: Strategy::ALL
             .iter()
@@ -277,7 +277,9 @@ struct Pricer<'a> {
 impl Pricer<'_> {
     fn price(&mut self, parsed: ParsedLine) {
         let mut job = parsed.job;
-        let analysis = self.analyzer.analyze(&job, false);
+        let analysis = self
+            .analyzer
+            .analyze_for(&job, self.policy.quality_target, false);
         let expected = analysis.expected_output_tokens;
         self.output_tokens += u64::from(expected);
         let mut counts = TokenCounts {

@@ -24,6 +24,7 @@ pub mod lines;
 pub mod progress;
 pub mod registry;
 pub mod sender;
+pub mod side_files;
 pub mod status;
 pub mod submit;
 pub mod tally;

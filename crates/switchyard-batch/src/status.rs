@@ -113,6 +113,13 @@ impl BatchStatus {
             );
         }
         let _ = writeln!(t, "queued     {}", c.queued);
+        if c.held > 0 {
+            let _ = writeln!(
+                t,
+                "held       {} (waiting for approval: `switchyard approvals list`)",
+                c.held
+            );
+        }
         let _ = writeln!(t, "succeeded  {}", c.succeeded);
         let _ = writeln!(t, "failed     {}", c.failed);
         let _ = writeln!(t, "rejected   {}", c.rejected);

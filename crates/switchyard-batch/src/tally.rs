@@ -16,13 +16,17 @@ pub enum Kept {
     Replaces,
     /// A copy no better than the one kept; dropped.
     Duplicate,
+    /// A `held` result: the job waits for approval; nothing to write yet.
+    Held,
 }
 
 /// Counts of a batch's jobs by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Counts {
-    /// No final result yet (waiting in Kafka, in flight, or held for approval).
+    /// No result yet (waiting in Kafka or in flight).
     pub queued: u64,
+    /// Held for approval: a `held` result, not final.
+    pub held: u64,
     /// Answered.
     pub succeeded: u64,
     /// Every attempt failed.
@@ -61,9 +65,12 @@ fn code(s: JobStatus) -> u8 {
         JobStatus::Failed => 2,
         JobStatus::Rejected => 3,
         JobStatus::Canceled => 4,
-        JobStatus::Held => 5,
+        JobStatus::Held => HELD,
     }
 }
+
+/// A held job's status byte.
+const HELD: u8 = 5;
 
 impl Tally {
     /// Nothing seen yet.
@@ -93,7 +100,7 @@ impl Tally {
 
     /// Whether every job has a final result.
     pub fn complete(&self) -> bool {
-        self.counts.queued == 0
+        self.counts.queued == 0 && self.counts.held == 0
     }
 
     /// Bytes held per job.
@@ -114,9 +121,24 @@ impl Tally {
             return Kept::Duplicate;
         };
         let new = code(r.status);
+        if new == HELD {
+            // Not final: counted apart, never written out.
+            if old != 0 {
+                self.duplicates += 1;
+                return Kept::Duplicate;
+            }
+            self.counts.queued -= 1;
+            self.counts.held += 1;
+            self.status[ordinal as usize] = HELD;
+            return Kept::Held;
+        }
         let kept = match old {
             0 => {
                 self.counts.queued -= 1;
+                Kept::First
+            }
+            HELD => {
+                self.counts.held -= 1;
                 Kept::First
             }
             1 => {
@@ -178,6 +200,22 @@ mod tests {
             completed_at: Utc::now(),
             approval_id: None,
         }
+    }
+
+    #[test]
+    fn held_is_not_final_and_the_decision_replaces_it() {
+        let mut t = Tally::new(2);
+        assert_eq!(t.record(0, &result(JobStatus::Held)), Kept::Held);
+        assert_eq!(t.record(1, &result(JobStatus::Succeeded)), Kept::First);
+        let c = t.counts();
+        assert_eq!((c.queued, c.held, c.finished()), (0, 1, 1));
+        assert!(!t.complete(), "a held job is not done");
+        assert_eq!(t.record(0, &result(JobStatus::Held)), Kept::Duplicate);
+        assert_eq!(t.record(0, &result(JobStatus::Rejected)), Kept::First);
+        let c = t.counts();
+        assert_eq!((c.held, c.rejected, c.finished()), (0, 1, 2));
+        assert!(t.complete());
+        assert_eq!(t.record(0, &result(JobStatus::Held)), Kept::Duplicate);
     }
 
     #[test]

@@ -112,6 +112,17 @@ impl Codec {
         }
     }
 
+    /// The same codec, dropping unknown JSON fields whatever the topic's
+    /// policy: for records only Switchyard writes, where a newer writer adding
+    /// a field must not make an older reader discard the record (the usage
+    /// sink reads usage events this way).
+    pub fn ignoring_unknown_fields(self) -> Self {
+        Self {
+            unknown_fields: UnknownFields::Ignore,
+            ..self
+        }
+    }
+
     /// The encoding.
     pub fn encoding(&self) -> Encoding {
         self.encoding

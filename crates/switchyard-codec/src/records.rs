@@ -477,4 +477,40 @@ impl AvroRecord for UsageEvent {
             },
         })
     }
+
+    fn strip_unknown(value: &mut serde_json::Value) {
+        const EVENT_KEYS: &[&str] = &[
+            "event_id",
+            "job_id",
+            "batch_id",
+            "attempt",
+            "ts",
+            "org",
+            "business_unit",
+            "team",
+            "project",
+            "workload",
+            "strategy",
+            "category",
+            "complexity",
+            "chosen_model",
+            "routing_reason",
+            "provider",
+            "model",
+            "deployment",
+            "outcome",
+            "usage",
+            "cost_usd",
+            "baseline_cost_usd",
+            "latency_ms",
+        ];
+        const USAGE_KEYS: &[&str] = &["input_tokens", "output_tokens", "cached_input_tokens"];
+        let Some(obj) = value.as_object_mut() else {
+            return;
+        };
+        obj.retain(|k, _| EVENT_KEYS.contains(&k.as_str()));
+        if let Some(usage) = obj.get_mut("usage").and_then(|u| u.as_object_mut()) {
+            usage.retain(|k, _| USAGE_KEYS.contains(&k.as_str()));
+        }
+    }
 }

@@ -319,6 +319,30 @@ fn unknown_fields_follow_the_topic_policy() {
 }
 
 #[test]
+fn usage_events_from_a_newer_writer_decode_when_unknown_fields_are_ignored() {
+    let mut e = event();
+    e.batch_id = Some("batch_0123".into());
+    let mut v = serde_json::to_value(&e).unwrap();
+    v["region"] = "eu-west-1".into();
+    v["usage"]["reasoning_tokens"] = 12.into();
+    let text = serde_json::to_vec(&v).unwrap();
+    let strict = Codec::json();
+    let refused = strict.decode::<UsageEvent>(&text).unwrap_err();
+    assert!(refused.to_string().contains("unknown field"), "{refused}");
+    let lenient = strict.clone().ignoring_unknown_fields();
+    assert_eq!(lenient.decode::<UsageEvent>(&text).unwrap(), e);
+    // Through the topic's policy as well, and every known key survives stripping.
+    let by_policy = Codec::for_topic(&TopicConfig {
+        unknown_fields: UnknownFields::Ignore,
+        ..TopicConfig::json("switchyard.usage")
+    });
+    assert_eq!(by_policy.decode::<UsageEvent>(&text).unwrap(), e);
+    let mut known = serde_json::to_value(&e).unwrap();
+    UsageEvent::strip_unknown(&mut known);
+    assert_eq!(known, serde_json::to_value(&e).unwrap());
+}
+
+#[test]
 fn undecodable_avro_is_refused_with_a_reason() {
     let c = codec(Encoding::AvroConfluent);
     let good = c.encode(&full_job()).unwrap();

@@ -1,6 +1,7 @@
-//! Routing decision cost: task analysis plus the full strategy (feasibility over
-//! every catalog model, ranking, chain) for typical prompts, with the shipped
-//! 34-model catalog. `cargo bench -p switchyard-core --bench routing`.
+//! Routing decision cost: the learned need estimate alone, task analysis (lexicon
+//! and need), and the full decision (analysis plus feasibility over every catalog
+//! model, ranking, chain) for typical prompts, with the shipped 34-model catalog
+//! and need model. `cargo bench -p switchyard-core --bench routing`.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +11,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
-use switchyard_core::analysis::TaskAnalyzer;
+use switchyard_core::analysis::need::NeedModel;
+use switchyard_core::analysis::{DEFAULT_QUALITY_TARGET, TaskAnalyzer};
 use switchyard_core::catalog::Catalog;
 use switchyard_core::health::HealthSnapshot;
 use switchyard_core::job::{ChatRequest, Job};
@@ -50,7 +52,11 @@ fn bench(c: &mut Criterion) {
         })
         .collect();
     let router = Router::new(catalog.clone(), deployments, RouterSettings::default());
-    let analyzer = TaskAnalyzer::new();
+    let analyzer = TaskAnalyzer::new(
+        &catalog,
+        NeedModel::builtin().unwrap(),
+        DEFAULT_QUALITY_TARGET,
+    );
     let typical = job(
         "Hi, I ordered the walnut desk (order 88213) two weeks ago and the tracking hasn't moved since Tuesday. \
          Can you tell me whether it's lost and if I can get a refund or a replacement shipped faster? Thanks, Dana",
@@ -63,6 +69,11 @@ fn bench(c: &mut Criterion) {
         ("code_snippet", &code),
         ("long_document", &long),
     ] {
+        let text = switchyard_core::analysis::job_text(job).into_owned();
+        let model = NeedModel::builtin().unwrap();
+        c.bench_function(&format!("need/{name}"), |b| {
+            b.iter(|| model.predict(black_box(&text)))
+        });
         c.bench_function(&format!("analyze/{name}"), |b| {
             b.iter(|| analyzer.analyze(black_box(job), false))
         });

@@ -402,6 +402,11 @@ mod tests {
         assert!(!out.contains("4111"), "{out}");
         assert!(!out.contains("7946"), "{out}");
         assert!(out.contains("order 1234"), "{out}");
+        let url = r.redact("clickhouse_url = http://ops:hunter2@ch.internal:8123");
+        assert!(
+            !url.contains("hunter2") && url.contains("ch.internal:8123"),
+            "{url}"
+        );
         assert!(Redactor::new(&["(".into()]).is_err());
     }
 

@@ -598,6 +598,53 @@ impl Catalog {
     pub fn names(&self) -> Vec<&str> {
         self.models.iter().map(|m| m.name.as_str()).collect()
     }
+
+    /// Each model's third of the catalog sorted by output price (then input
+    /// price, then name), in catalog order: the tiers in which routing
+    /// quality is measured (a "premium" job needs the top third).
+    pub fn price_bands(&self) -> Vec<PriceBand> {
+        let mut order: Vec<ModelId> = (0..self.models.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (ma, mb) = (&self.models[a], &self.models[b]);
+            ma.output_usd_per_mtok
+                .total_cmp(&mb.output_usd_per_mtok)
+                .then(ma.input_usd_per_mtok.total_cmp(&mb.input_usd_per_mtok))
+                .then(ma.name.cmp(&mb.name))
+        });
+        let n = order.len();
+        let mut bands = vec![PriceBand::Bottom; n];
+        for (rank, id) in order.into_iter().enumerate() {
+            bands[id] = match 3 * rank / n {
+                0 => PriceBand::Bottom,
+                1 => PriceBand::Middle,
+                _ => PriceBand::Top,
+            };
+        }
+        bands
+    }
+}
+
+/// A third of the catalog by output price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PriceBand {
+    /// The cheapest third.
+    Bottom,
+    /// The middle third.
+    Middle,
+    /// The dearest third.
+    Top,
+}
+
+impl PriceBand {
+    /// `bottom`, `middle` or `top`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PriceBand::Bottom => "bottom",
+            PriceBand::Middle => "middle",
+            PriceBand::Top => "top",
+        }
+    }
 }
 
 #[cfg(test)]

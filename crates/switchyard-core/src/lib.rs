@@ -1,11 +1,13 @@
 //! Switchyard's domain, free of I/O: the job, result and usage-event records; the
 //! model catalog and the org tree with its policies; task analysis; the five routing
 //! strategies with feasibility filters; live deployment health (EWMA latency, error
-//! rate, circuit breaker); and the budget ledger. Everything here is data and pure
+//! rate, circuit breaker); the budget ledger; and the alert record workers
+//! publish and the sink delivers. Everything here is data and pure
 //! functions, tested without a runtime; Kafka, HTTP and storage live in other crates.
 
 pub mod access;
 pub mod admission;
+pub mod alert;
 pub mod analysis;
 pub mod audit;
 pub mod backoff;

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use serde::Deserialize;
-use switchyard_core::analysis::{TaskAnalyzer, TaskCategory};
+use switchyard_core::analysis::need::NeedModel;
+use switchyard_core::analysis::{DEFAULT_QUALITY_TARGET, TaskAnalyzer, TaskCategory};
 use switchyard_core::catalog::Catalog;
 use switchyard_core::health::HealthSnapshot;
 use switchyard_core::job::{ChatMessage, ChatRequest, Job, ResponseFormat, Role};
@@ -93,11 +94,15 @@ struct Report {
 
 fn evaluate(path: &Path) -> Report {
     let items = load(path);
-    let analyzer = TaskAnalyzer::new();
     let catalog = Arc::new({
         let path = root().join("pipelines/models.toml");
         Catalog::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap()
     });
+    let analyzer = TaskAnalyzer::new(
+        &catalog,
+        NeedModel::builtin().unwrap(),
+        DEFAULT_QUALITY_TARGET,
+    );
     let deployments = catalog
         .models()
         .iter()

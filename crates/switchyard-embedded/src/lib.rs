@@ -18,7 +18,7 @@ use switchyard_worker::{Engine, RunReport};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use switchyard_core::config::{PipelineConfig, Topics};
+use switchyard_core::config::{AnalyticsConfig, PipelineConfig, Topics};
 
 /// The simulator address the shipped demo config points at; rewritten to the port bound.
 pub const CONFIG_SIM_BASE: &str = "http://127.0.0.1:9100";
@@ -38,6 +38,7 @@ pub fn default_topics(partitions: i32) -> Vec<(String, i32)> {
         (t.approvals, 2),
         (t.audit, 2),
         (t.audit_checkpoints, 1),
+        (AnalyticsConfig::default().dlq_topic, 1),
     ]
 }
 
@@ -218,6 +219,16 @@ fn prepare_parquet_dir(dir: &Path) -> anyhow::Result<()> {
         );
     }
     if marked {
+        // Clearing it under a running sink would pull its files (and its lock)
+        // away: another demo or dev on the same directory is refused instead.
+        let holders = switchyard_analytics::sinks::parquet::DirLock::holders(dir)?;
+        if !holders.is_empty() {
+            anyhow::bail!(
+                "{} is in use by {}: another embedded run (demo or dev) is writing it; stop it first, or give analytics.parquet_dir another directory",
+                dir.display(),
+                holders.join(", ")
+            );
+        }
         std::fs::remove_dir_all(dir)
             .with_context(|| format!("clearing the previous embedded run's {}", dir.display()))?;
     }

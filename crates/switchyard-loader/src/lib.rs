@@ -10,8 +10,10 @@
 //! disk at that path always wins.
 
 use std::path::{Component, Path};
+use std::sync::Arc;
 
 use switchyard_core::access::Keyring;
+use switchyard_core::analysis::need::NeedModel;
 use switchyard_core::catalog::Catalog;
 use switchyard_core::config::{ConfigError, LoadedPipeline, PipelineConfig};
 use switchyard_core::org::OrgTree;
@@ -91,7 +93,45 @@ pub fn load_pipeline(path: &Path, env: &[(String, String)]) -> Result<LoadedPipe
         problem: format!("cannot read the pipeline config: {e}"),
         fix: "pass an existing file, for example pipelines/production.toml".into(),
     })?;
-    PipelineConfig::parse(path, &text, env, &read_disk)
+    let mut loaded = PipelineConfig::parse(path, &text, env, &read_disk)?;
+    if let Some(model) = &loaded.config.routing.need_model {
+        loaded.need_model = Arc::new(load_need_model(model)?);
+    }
+    Ok(loaded)
+}
+
+/// Reads a need model file (`routing.need_model`), checking that it is one this
+/// build can score with and that it carries its threshold calibration.
+pub fn load_need_model(path: &Path) -> Result<NeedModel, ConfigError> {
+    let error = |problem: String, fix: &str| ConfigError {
+        origin: path.display().to_string(),
+        line: None,
+        key: "routing.need_model".into(),
+        problem,
+        fix: fix.into(),
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        error(
+            format!("cannot read the need model: {e}"),
+            "check the `routing.need_model` path (relative paths are resolved from the config file's directory), or remove it to use the built-in model",
+        )
+    })?;
+    let model = NeedModel::parse(&bytes).map_err(|e| {
+        error(
+            format!("not a usable need model: {e}"),
+            "point routing.need_model at a file written by `switchyard train-router`, or remove it to use the built-in model",
+        )
+    })?;
+    if model.calibration().is_none() {
+        return Err(error(
+            "the need model carries no threshold calibration, so quality targets cannot be turned into thresholds".into(),
+            &format!(
+                "calibrate it on labelled data: switchyard calibrate DATA.jsonl --model {0} --write {0}",
+                path.display()
+            ),
+        ));
+    }
+    Ok(model)
 }
 
 /// Reads the keys file (`[access] keys_file`); absent is empty.
@@ -150,6 +190,41 @@ mod tests {
         assert!(builtin(Path::new("pipelines/production.toml")).is_none());
         assert!(builtin(Path::new("/etc/pipelines/demo.toml")).is_none());
         assert!(builtin(Path::new("../pipelines/demo.toml")).is_none());
+    }
+
+    /// `routing.need_model` replaces the built-in model; a file that is not a
+    /// calibrated model is refused with its path and the fix.
+    #[test]
+    fn a_need_model_file_overrides_the_built_in_one_or_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines");
+        for f in ["models.toml", "org.toml"] {
+            std::fs::copy(root.join(f), dir.path().join(f)).unwrap();
+        }
+        let demo = std::fs::read_to_string(root.join("demo.toml")).unwrap();
+        let config = dir.path().join("demo.toml");
+        let with_model = |name: &str| {
+            let text = demo.replacen(
+                "[routing]\n",
+                &format!("[routing]\nneed_model = \"{name}\"\n"),
+                1,
+            );
+            std::fs::write(&config, text).unwrap();
+            load_pipeline(&config, &[])
+        };
+        let builtin = NeedModel::builtin().unwrap();
+        std::fs::write(dir.path().join("mine.bin"), builtin.to_bytes()).unwrap();
+        let loaded = with_model("mine.bin").unwrap();
+        assert_eq!(*loaded.need_model, *builtin);
+
+        std::fs::write(dir.path().join("junk.bin"), b"not a model").unwrap();
+        let e = with_model("junk.bin").unwrap_err();
+        assert!(e.origin.ends_with("junk.bin"), "{e}");
+        assert!(e.problem.contains("SWNEED01"), "{e}");
+        assert!(e.fix.contains("train-router"), "{e}");
+
+        let e = with_model("missing.bin").unwrap_err();
+        assert!(e.problem.contains("cannot read"), "{e}");
     }
 
     #[test]

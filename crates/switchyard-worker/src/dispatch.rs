@@ -13,7 +13,7 @@ use switchyard_core::catalog::{Catalog, ModelSpec};
 use switchyard_core::health::{CallOutcome, CircuitState};
 use switchyard_core::job::{Job, ResponseFormat};
 use switchyard_core::result::{Attempt, AttemptOutcome, AttemptTarget, ErrorInfo, Output};
-use switchyard_core::routing::{ChainEntry, RoutingDecision};
+use switchyard_core::routing::{ChainEntry, DeploymentId, RoutingDecision};
 use switchyard_providers::{
     CallRequest, Completion, Deployment, ProviderError, Reservation, RetryPolicy, TimeoutPhase,
 };
@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::health::{CallSlot, HealthTable};
+use crate::metrics::Metrics;
 
 /// What the chain walk produced.
 pub(crate) struct Dispatched {
@@ -37,6 +38,8 @@ pub(crate) struct Dispatcher {
     catalog: Arc<Catalog>,
     health: HealthTable,
     retry: RetryPolicy,
+    /// Counts every attempt and rate-limit wait.
+    metrics: Arc<Metrics>,
 }
 
 /// One job's walk along its chain: what it has tried so far.
@@ -76,13 +79,21 @@ impl Dispatcher {
         catalog: Arc<Catalog>,
         health: HealthTable,
         retry: RetryPolicy,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             deployments,
             catalog,
             health,
             retry,
+            metrics,
         }
+    }
+
+    /// Records an attempt on the walk and counts it for its deployment.
+    fn push(&self, walk: &mut Walk<'_>, deployment: DeploymentId, attempt: Attempt) {
+        self.metrics.provider_call(deployment, attempt.outcome);
+        walk.attempts.push(attempt);
     }
 
     /// Live health of every deployment.
@@ -147,19 +158,23 @@ impl Dispatcher {
                 return Next::Done;
             }
             let Some(slot) = self.health.call_slot(entry.deployment) else {
-                walk.attempts
-                    .push(Attempt::skipped(to, "circuit open".into()));
+                let skipped = Attempt::skipped(to, "circuit open".into());
+                self.push(walk, entry.deployment, skipped);
                 return Next::FailOver;
             };
-            let reservation = match dep.limiter.acquire(reserve_tokens, walk.deadline).await {
+            let asked = Instant::now();
+            let acquired = dep.limiter.acquire(reserve_tokens, walk.deadline).await;
+            self.metrics
+                .rate_limit_waited(entry.deployment, asked.elapsed());
+            let reservation = match acquired {
                 Ok(r) => r,
                 Err(refused) => {
                     // Past the deadline, paused for longer than a job waits, or
                     // larger than the deployment's token limit: the next
                     // deployment in the chain may take it.
                     slot.record(CallOutcome::Neutral);
-                    walk.attempts
-                        .push(Attempt::skipped(to, refused.to_string()));
+                    let skipped = Attempt::skipped(to, refused.to_string());
+                    self.push(walk, entry.deployment, skipped);
                     return Next::FailOver;
                 }
             };
@@ -204,14 +219,15 @@ impl Dispatcher {
         let cost = spec.cost_usd(&c.usage);
         let latency_ms = latency.as_millis() as u64;
         let problem = check_output(walk.job, &c);
-        walk.attempts.push(Attempt::answered(
+        let attempt = Attempt::answered(
             target(dep),
             c.status,
             latency_ms,
             c.usage,
             cost,
             problem.clone(),
-        ));
+        );
+        self.push(walk, entry.deployment, attempt);
         if let Some(problem) = problem {
             debug!(job_id = %walk.job.job_id, deployment = %dep.name, "Answer failed the job's checks; failing over.");
             walk.last_error = Some(ErrorInfo {
@@ -265,7 +281,7 @@ impl Dispatcher {
         if e.billing_known() {
             dep.limiter.correct(reservation, billed.total());
         }
-        walk.attempts.push(Attempt::failed(
+        let attempt = Attempt::failed(
             target(dep),
             e.outcome(),
             e.status(),
@@ -273,7 +289,8 @@ impl Dispatcher {
             billed,
             spec.cost_usd(&billed),
             e.to_string(),
-        ));
+        );
+        self.push(walk, entry.deployment, attempt);
         walk.last_error = Some(ErrorInfo {
             code: e.code().into(),
             message: e.to_string(),

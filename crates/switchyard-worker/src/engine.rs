@@ -176,8 +176,11 @@ impl Engine {
             quality_slack: routing.quality_slack,
         };
         let health = HealthTable::new(deployments.len(), routing.health);
+        let metrics = Arc::new(Metrics::for_deployments(
+            deployments.iter().map(|d| d.name.clone()),
+        ));
         Ok(Self {
-            analyzer: TaskAnalyzer::new(),
+            analyzer: TaskAnalyzer::for_pipeline(pipeline),
             router: Router::new(catalog.clone(), infos, settings),
             org: pipeline.org.clone(),
             default_policy: EffectivePolicy::open(
@@ -186,7 +189,13 @@ impl Engine {
             ),
             ledger: Mutex::new(BudgetLedger::new(&pipeline.org, Utc::now())),
             ledger_changed: tokio::sync::Notify::new(),
-            dispatcher: Dispatcher::new(deployments, catalog.clone(), health, routing.retry.into()),
+            dispatcher: Dispatcher::new(
+                deployments,
+                catalog.clone(),
+                health,
+                routing.retry.into(),
+                metrics.clone(),
+            ),
             catalog,
             baseline,
             canceled_batches: RwLock::new(HashSet::new()),
@@ -201,13 +210,18 @@ impl Engine {
             max_echo: pipeline.config.worker.max_echo_bytes,
             deferred: pipeline.config.deferred,
             deferral: std::sync::atomic::AtomicBool::new(false),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
         })
     }
 
     /// The router (for `route --explain`).
     pub fn router(&self) -> &Router {
         &self.router
+    }
+
+    /// The org tree whose budgets and quotas the engine enforces.
+    pub fn org(&self) -> &OrgTree {
+        &self.org
     }
 
     /// Health of every deployment.
@@ -367,11 +381,22 @@ impl Engine {
         }
     }
 
+    /// The quality target of the job's policy (`None`: the pipeline's default).
+    fn quality_target(&self, job: &Job) -> Option<f64> {
+        self.org
+            .policy(&job.project, job.workload.as_deref())
+            .ok()
+            .and_then(|p| p.quality_target)
+    }
+
     /// Admission (see `switchyard_core::admission`), with the reservation it
     /// asks for applied under the same ledger lock.
     fn admit(&self, job: &Job, env: &Envelope<'_>) -> Admit<'_> {
-        // Analysed first, so that even a refused job's result says what it was.
-        let analysis = self.analyzer.analyze(job, false);
+        // Analysed first, so that even a refused job's result says what it was,
+        // under its policy's quality target.
+        let analysis = self
+            .analyzer
+            .analyze_for(job, self.quality_target(job), false);
         let health = |d| self.dispatcher.health().snapshot(d);
         let now = Utc::now();
         let keys = self.access.as_ref().map(Access::keys);
@@ -635,11 +660,13 @@ impl Engine {
         code: &'static str,
         message: &str,
     ) -> JobResult {
-        let analysis = self.analyzer.analyze(&job, false);
         let policy = self
             .org
             .policy(&job.project, job.workload.as_deref())
             .unwrap_or(&self.default_policy);
+        let analysis = self
+            .analyzer
+            .analyze_for(&job, policy.quality_target, false);
         let input = switchyard_core::routing::RouteInput {
             job: &job,
             analysis: &analysis,

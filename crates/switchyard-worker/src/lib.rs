@@ -1,9 +1,12 @@
 //! The routing worker. [`Engine`] turns one job into its outcome in three steps
 //! (admit, dispatch, settle) without any Kafka; [`run`] is the Kafka side:
 //! consumer group, bounded concurrency, at-least-once commits, dead letters and
-//! graceful drain.
+//! graceful drain; [`telemetry::register`] exposes its counters, live state and
+//! readiness on a telemetry endpoint; [`alerts`] watches budgets, quotas,
+//! deployments and dead letters and publishes each crossing.
 
 mod access;
+pub mod alerts;
 mod audit;
 mod cancellations;
 mod dispatch;
@@ -12,6 +15,7 @@ mod health;
 mod ledger;
 pub mod metrics;
 mod runner;
+pub mod telemetry;
 
 pub use access::Envelope;
 pub use engine::{Engine, EngineError, Outcome, now_ms};

@@ -99,7 +99,8 @@ impl FromStr for Dimension {
 pub enum Format {
     /// Aligned columns for people.
     Table,
-    /// RFC 4180 CSV with a header row.
+    /// RFC 4180 CSV with a header row; cells that a spreadsheet would take
+    /// for a formula get a leading `'` (numbers stay numbers).
     Csv,
     /// One JSON document.
     Json,
@@ -270,7 +271,9 @@ impl Source {
     pub fn describe(&self) -> String {
         match self {
             Source::Parquet(dir) => format!("Parquet files under {}", dir.display()),
-            Source::ClickHouse(c) => format!("ClickHouse {} (database {})", c.url, c.database),
+            Source::ClickHouse(c) => {
+                format!("ClickHouse {} (database {})", c.display_url(), c.database)
+            }
         }
     }
 }
@@ -486,10 +489,38 @@ pub fn digits(v: u64) -> String {
     out
 }
 
+/// One CSV cell: neutralised against formula injection, then quoted as RFC
+/// 4180 says when it holds a separator, a quote or a line break.
 fn csv_cell(s: &str) -> String {
+    let s = neutralise(s);
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_owned()
+        s.into_owned()
     }
+}
+
+/// OWASP's rule against CSV injection: a cell starting with `=`, `+`, `-`,
+/// `@`, a tab or a carriage return is read as a formula by spreadsheets, so it
+/// gets a leading `'`. Org, team, project and model names come from whoever
+/// writes jobs and the org file. A plain decimal number (an optional minus,
+/// digits, an optional fraction) stays as it is: a negative saving is a
+/// number, and no formula is only digits.
+fn neutralise(s: &str) -> std::borrow::Cow<'_, str> {
+    let risky = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if risky && !is_plain_number(s) {
+        std::borrow::Cow::Owned(format!("'{s}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+/// `-?digits(.digits)?`.
+fn is_plain_number(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "0"));
+    !whole.is_empty()
+        && !fraction.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit())
 }

@@ -143,6 +143,70 @@ fn renders_table_csv_and_json_with_the_same_numbers() {
 }
 
 #[test]
+fn csv_cells_that_a_spreadsheet_would_run_are_neutralised_and_numbers_stay_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = [
+        "=HYPERLINK(\"http://evil.example\",\"x\")",
+        "+1+1",
+        "-2+3",
+        "@SUM(A1)",
+        "\tcmd",
+        "\rcmd",
+    ];
+    let mut events: Vec<_> = hostile
+        .iter()
+        .enumerate()
+        .map(|(i, org)| event(&format!("h{i}"), org, "t", DAY1 + i as i64, 1.0))
+        .collect();
+    events.push(event("n", "-5", "t", DAY1 + 7, 1.0));
+    // Routed dearer than the baseline: a negative saving.
+    let mut dear = event("d", "dear", "t", DAY1 + 8, 2.0);
+    dear.baseline_cost_usd = 0.5;
+    events.push(dear);
+    write(dir.path(), "s", 0, events);
+    let r = parquet::report(dir.path(), &query(vec![Dimension::Org])).unwrap();
+    let csv = r.render(Format::Csv);
+    let lines: Vec<&str> = csv
+        .split("\r\n")
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), hostile.len() + 2, "{csv:?}");
+    for org in hostile {
+        let cell = csv_cell(org);
+        assert!(
+            cell.starts_with('\'') || cell.starts_with("\"'"),
+            "{cell:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with(&format!("{cell},"))),
+            "{org:?} as {cell:?} in {csv:?}"
+        );
+    }
+    assert_eq!(
+        csv_cell("=HYPERLINK(\"http://evil.example\",\"x\")"),
+        "\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"x\"\")\""
+    );
+    // No line starts with anything a spreadsheet runs.
+    for line in &lines {
+        assert!(!line.starts_with(['=', '+', '@', '\t', '\r']), "{line:?}");
+    }
+    // Numbers stay numbers, negative ones included.
+    assert!(lines.iter().any(|l| l.starts_with("-5,")), "{csv:?}");
+    let dear = lines.iter().find(|l| l.starts_with("dear,")).unwrap();
+    assert!(
+        dear.ends_with(",-1.500000,-300.00"),
+        "a negative saving is a number: {dear}"
+    );
+    for number in ["-5", "-1.500000", "0.25", "12", "-300.00"] {
+        assert_eq!(neutralise(number), number, "{number}");
+    }
+    for text in ["-", "-.5", "-5.", "-1e5", "--5", "-5-", "+5"] {
+        assert_eq!(neutralise(text), format!("'{text}"), "{text}");
+    }
+}
+
+#[test]
 fn queries_are_checked() {
     assert!(query(vec![]).validate().is_err());
     assert!(
@@ -231,4 +295,29 @@ fn a_sink_whose_manifest_is_gone_refuses_instead_of_deleting_its_files() {
         5
     );
     assert!(ParquetSink::open(config(dir.path(), "t")).is_ok());
+}
+
+#[test]
+fn a_clickhouse_source_is_named_without_its_credentials_on_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s", 0, sample());
+    let q = |by| parquet::report(dir.path(), &query(by)).unwrap();
+    let pages = html::Pages {
+        daily_by_bu: q(vec![Dimension::Day, Dimension::Bu]),
+        by_model: q(vec![Dimension::Model]),
+        by_strategy: q(vec![Dimension::Strategy]),
+        by_bu: q(vec![Dimension::Bu]),
+    };
+    let source = Source::ClickHouse(crate::ClickHouseConfig::new(
+        "http://analyst:s3cret@ch.internal:8123/?password=s3cret",
+        "switchyard",
+    ));
+    let named = source.describe();
+    assert_eq!(
+        named,
+        "ClickHouse http://ch.internal:8123/?password=*** (database switchyard)"
+    );
+    let page = html::render(&pages, &named);
+    assert!(!page.contains("s3cret"));
+    assert!(!page.contains("analyst"));
 }

@@ -11,6 +11,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use crate::metrics::SinkMetrics;
 use crate::progress::Cut;
 use crate::sinks::clickhouse::{ClickHouseConfig, ClickHouseRows, ClickHouseSink};
 use switchyard_core::backoff::Backoff;
@@ -47,6 +48,8 @@ pub(super) struct Task {
     pub(super) owned: Owned,
     pub(super) backoff: Backoff,
     pub(super) stop: CancellationToken,
+    /// Says whether ClickHouse takes rows, for `/readyz`.
+    pub(super) metrics: Arc<SinkMetrics>,
 }
 
 /// Runs until the writer drops its sender (after writing out what it got) or
@@ -61,6 +64,8 @@ pub(super) async fn run(
             Ok(s) => break s.with_ownership(task.owned.clone()),
             Err(e) => {
                 let delay = task.backoff.next_delay();
+                task.metrics
+                    .clickhouse_failing(format!("cannot connect: {e}"));
                 warn!(error = %e, retry_in = ?delay, "ClickHouse is not ready; Parquet goes on and rows wait.");
                 tokio::select! {
                     _ = task.stop.cancelled() => return,
@@ -70,6 +75,7 @@ pub(super) async fn run(
         }
     };
     task.backoff.reset();
+    task.metrics.clickhouse_writable();
     while let Some(mut batch) = batches.recv().await {
         while batch.rows.len() < MERGE_ROWS {
             match batches.try_recv() {
@@ -89,6 +95,7 @@ pub(super) async fn run(
             match sink.write(&batch.rows).await {
                 Ok(outcome) => {
                     task.backoff.reset();
+                    task.metrics.clickhouse_writable();
                     let _ = done.send(Done {
                         cut: std::mem::take(&mut batch.cut),
                         epochs: std::mem::take(&mut batch.epochs),
@@ -100,6 +107,8 @@ pub(super) async fn run(
                 }
                 Err(e) => {
                     let delay = task.backoff.next_delay();
+                    task.metrics
+                        .clickhouse_failing(format!("an insert failed: {e}"));
                     warn!(rows = batch.rows.len(), error = %e, retry_in = ?delay, "ClickHouse insert failed; holding the rows and retrying.");
                     tokio::select! {
                         _ = task.stop.cancelled() => return,

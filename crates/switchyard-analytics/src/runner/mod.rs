@@ -14,6 +14,10 @@
 //!   stores hold.
 //! - [`clickhouse`] inserts batches, retrying with backoff while the server is
 //!   down.
+//! - [`dead_letters`] publishes what is not a usage event to the sink's
+//!   dead-letter topic; an offset counts as done only once its letter is
+//!   acknowledged. Usage events are decoded ignoring fields this sink does not
+//!   know, so a newer worker's events are never taken for bad data.
 //!
 //! Each partition's assignment has an epoch. A revoked partition's epoch ends
 //! once the writer has rolled its Parquet files, ClickHouse has its rows (or the
@@ -25,6 +29,7 @@
 //! before it learns what is there.
 
 mod clickhouse;
+mod dead_letters;
 mod decoder;
 mod options;
 mod reader;
@@ -37,13 +42,17 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureProducer;
 use switchyard_codec::Codec;
 use switchyard_core::config::PipelineConfig;
-use switchyard_kafka::client::consumer_config;
+use switchyard_kafka::client::{consumer_config, producer_config_with};
+use switchyard_kafka::dead_letter::{DeadLetterTopic, max_record};
+use switchyard_kafka::stats::{STATS_INTERVAL, STATS_INTERVAL_KEY};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::alerts::AlertTask;
 use crate::error::{Error, Result};
 use crate::sinks::clickhouse::ClickHouseConfig;
 use crate::sinks::parquet::{ParquetConfig, ParquetSink};
@@ -54,6 +63,7 @@ pub use options::SinkOptions;
 pub use writer::SinkReport;
 
 use clickhouse::{Batch, Done, Owned};
+use dead_letters::DeadLetterStage;
 use decoder::DecodeJob;
 use reader::{CHUNKS_IN_FLIGHT, Control, Reader, SinkContext};
 use writer::Writer;
@@ -88,11 +98,18 @@ pub async fn run_sink_with(
     let parquet = ParquetSink::open(parquet_config)?;
 
     let (control_tx, control_rx) = mpsc::channel::<Control>();
-    let context = SinkContext::new(topic.clone(), control_tx, options.revoke_grace);
+    let context = SinkContext::new(
+        topic.clone(),
+        control_tx,
+        options.revoke_grace,
+        options.metrics.clone(),
+    );
     let consumer = subscribe(config, &sink_id, context)?;
     let owned: Owned = Arc::new(tokio::sync::Mutex::new(HashMap::new()));
     let clickhouse = ClickHouseStage::start(clickhouse_config, &topic, &owned, &options);
     let with_clickhouse = clickhouse.batches.is_some();
+    let dead_letters = DeadLetterStage::start(dead_letter_topic(config)?, topic.clone());
+    let alerts = AlertTask::start(config, Some(options.metrics.clone()))?;
     let (work, decoders) = start_decoders(config, options.decoders, with_clickhouse)?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -117,6 +134,8 @@ pub async fn run_sink_with(
         // The task ends once the writer drops this, the only sender.
         clickhouse: clickhouse.batches,
         done: clickhouse.done,
+        dead_letters: dead_letters.letters,
+        acknowledged: dead_letters.acknowledged,
         owned,
         stop_clickhouse: clickhouse.stop.clone(),
         stop: stop.clone(),
@@ -126,7 +145,7 @@ pub async fn run_sink_with(
     let writer = spawn_thread("sink-writer", move || {
         let _ = finished_tx.send(writer.run(ordered_rx, control_rx));
     })?;
-    info!(topic = %topic, group = %analytics.group_id, sink_id = %sink_id, clickhouse = with_clickhouse, decoders = decoders.len(), "Usage sink started.");
+    info!(topic = %topic, group = %analytics.group_id, sink_id = %sink_id, clickhouse = with_clickhouse, dlq = %analytics.dlq_topic, decoders = decoders.len(), "Usage sink started.");
 
     let result = until_stopped(shutdown, finished, &stop).await;
     join(reader).await;
@@ -138,6 +157,11 @@ pub async fn run_sink_with(
     if let Some(task) = clickhouse.task {
         let _ = task.await;
     }
+    dead_letters.stop.cancel();
+    let _ = dead_letters.task.await;
+    if let Some(alerts) = alerts {
+        alerts.stop().await;
+    }
     consumer.unsubscribe();
     let report =
         result.map_err(|_| Error::Invalid("the sink's writer thread panicked".into()))??;
@@ -146,6 +170,7 @@ pub async fn run_sink_with(
         parquet_rows = report.parquet_rows,
         clickhouse_rows = report.clickhouse_rows,
         duplicates = report.duplicates,
+        dead_lettered = report.dead_lettered,
         "Usage sink stopped."
     );
     Ok(report)
@@ -167,7 +192,13 @@ fn subscribe(
     // Unlike a worker, the sink turns events into rows as fast as they come: a
     // deep prefetch keeps it fed (librdkafka's defaults held it to a third of
     // its speed). `kafka.client` may still set either.
-    for (key, value) in [(PREFETCH, "131072"), (PREFETCH_MESSAGES, "1000000")] {
+    // Statistics tell where the partitions end, for the sink's lag.
+    let stats_every = STATS_INTERVAL.as_millis().to_string();
+    for (key, value) in [
+        (PREFETCH, "131072"),
+        (PREFETCH_MESSAGES, "1000000"),
+        (STATS_INTERVAL_KEY, stats_every.as_str()),
+    ] {
         if !config.kafka.client.contains_key(key) {
             settings.set(key, value);
         }
@@ -175,6 +206,17 @@ fn subscribe(
     let consumer: Arc<BaseConsumer<SinkContext>> = Arc::new(settings.create_with_context(context)?);
     consumer.subscribe(&[config.kafka.topics.usage.name.as_str()])?;
     Ok(consumer)
+}
+
+/// The sink's dead-letter topic, written with the usage topic's compression.
+fn dead_letter_topic(config: &PipelineConfig) -> Result<DeadLetterTopic> {
+    let producer: FutureProducer =
+        producer_config_with(&config.kafka, config.kafka.topics.usage.compression).create()?;
+    Ok(DeadLetterTopic {
+        producer,
+        name: config.analytics.dlq_topic.clone(),
+        max_record: max_record(&config.kafka),
+    })
 }
 
 /// The ClickHouse side of the sink: a task on the runtime, fed by the writer
@@ -216,6 +258,7 @@ impl ClickHouseStage {
                 owned: owned.clone(),
                 backoff,
                 stop: stop.clone(),
+                metrics: options.metrics.clone(),
             },
             rx,
             done_tx,
@@ -237,7 +280,10 @@ fn start_decoders(
     decoders: usize,
     clickhouse: bool,
 ) -> Result<(mpsc::Sender<DecodeJob>, Vec<JoinHandle<()>>)> {
-    let codec = Arc::new(Codec::for_topic(&config.kafka.topics.usage));
+    // Forward compatible whatever `unknown_fields` says: only Switchyard writes
+    // usage events, and a field added by a newer worker must not make this
+    // sink discard spend (docs/decisions.md).
+    let codec = Arc::new(Codec::for_topic(&config.kafka.topics.usage).ignoring_unknown_fields());
     let topic: Arc<str> = config.kafka.topics.usage.name.as_str().into();
     let (work_tx, work_rx) = mpsc::channel::<DecodeJob>();
     let work_rx = Arc::new(Mutex::new(work_rx));

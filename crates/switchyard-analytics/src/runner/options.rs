@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use crate::metrics::SinkMetrics;
+
 /// Knobs that are not in the pipeline config (tests and embedding).
 #[derive(Debug, Clone)]
 pub struct SinkOptions {
@@ -19,6 +21,9 @@ pub struct SinkOptions {
     pub decoders: usize,
     /// Counts the messages consumed, for callers that watch progress.
     pub consumed: Option<Arc<AtomicU64>>,
+    /// The sink's counters and store states, for a telemetry endpoint
+    /// (by default its own, which nothing reads).
+    pub metrics: Arc<SinkMetrics>,
 }
 
 impl Default for SinkOptions {
@@ -30,6 +35,7 @@ impl Default for SinkOptions {
             base_backoff: Duration::from_millis(200),
             decoders: std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)),
             consumed: None,
+            metrics: Arc::new(SinkMetrics::new(std::env::temp_dir(), false)),
         }
     }
 }

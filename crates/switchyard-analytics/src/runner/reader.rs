@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use switchyard_kafka::stats::partition_offsets;
 use tracing::{debug, warn};
 
 use super::decoder::{DecodeJob, DecodedChunk};
 use crate::decode::RawChunk;
+use crate::metrics::SinkMetrics;
 
 /// Messages per chunk handed to a decoder thread.
 pub(super) const DECODE_CHUNK: usize = 4096;
@@ -63,6 +65,8 @@ pub(super) struct SinkContext {
     next_epoch: AtomicU64,
     /// Bumped on every rebalance, so the reader re-reads `epochs`.
     generation: AtomicU64,
+    /// Takes the lag of the held partitions from librdkafka's statistics.
+    metrics: Arc<SinkMetrics>,
 }
 
 impl SinkContext {
@@ -70,6 +74,7 @@ impl SinkContext {
         topic: String,
         control: mpsc::Sender<Control>,
         revoke_grace: Duration,
+        metrics: Arc<SinkMetrics>,
     ) -> Self {
         Self {
             topic,
@@ -78,6 +83,7 @@ impl SinkContext {
             epochs: Mutex::new(HashMap::new()),
             next_epoch: AtomicU64::new(1),
             generation: AtomicU64::new(0),
+            metrics,
         }
     }
 
@@ -89,7 +95,22 @@ impl SinkContext {
     }
 }
 
-impl ClientContext for SinkContext {}
+impl ClientContext for SinkContext {
+    /// The lag: per held partition, its end minus the group's committed
+    /// offset, as librdkafka last saw them.
+    fn stats_raw(&self, statistics: &[u8]) {
+        let offsets = partition_offsets(statistics, &self.topic);
+        let Ok(epochs) = self.epochs.lock() else {
+            return;
+        };
+        let lag = offsets
+            .iter()
+            .filter(|(p, _)| epochs.contains_key(p))
+            .map(|(_, o)| o.lag())
+            .sum();
+        self.metrics.set_lag(lag);
+    }
+}
 
 impl ConsumerContext for SinkContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -232,7 +253,13 @@ impl Reader {
                         chunk_due = Instant::now() + CHUNK_WAIT;
                     }
                     let epoch = epochs.get(&m.partition()).copied().unwrap_or(0);
-                    chunk.push(m.partition(), m.offset(), epoch, m.payload().unwrap_or(&[]));
+                    chunk.push_keyed(
+                        m.partition(),
+                        m.offset(),
+                        epoch,
+                        m.key(),
+                        m.payload().unwrap_or(&[]),
+                    );
                 }
                 Some(Err(e)) if last_error_log.is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY) => {
                     warn!(error = %e, "Consumer error; retrying (logged at most every 10 s).");

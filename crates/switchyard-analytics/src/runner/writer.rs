@@ -1,8 +1,10 @@
 //! The sink's writer thread: takes decoded chunks in offset order, drops rows of
 //! ended epochs, copies of an event already seen and rows a store already
 //! holds, writes Parquet, gathers rows for ClickHouse and hands them to its
-//! task by size or time, and commits what both stores hold. Revocations are
-//! answered here (see the runner's module documentation).
+//! task by size or time, sends what is not a usage event to the dead-letter
+//! stage, and commits what both stores hold (never past a dead letter the
+//! broker has not acknowledged). Revocations are answered here (see the
+//! runner's module documentation).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,10 +17,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::clickhouse::{Batch, Done, Owned};
+use super::dead_letters::{Acknowledged, Letter};
 use super::decoder::DecodedChunk;
 use super::options::SinkOptions;
 use super::reader::{Control, SinkContext};
-use crate::decode::Decoded;
+use crate::decode::{Decoded, Undecodable};
 use crate::dedupe::RecentIds;
 use crate::error::{Error, Result};
 use crate::progress::{Cut, Progress};
@@ -30,8 +33,10 @@ use crate::sinks::parquet::ParquetSink;
 pub struct SinkReport {
     /// Messages read from the usage topic.
     pub consumed: u64,
-    /// Messages that were not usage events (logged and skipped).
+    /// Messages that were not usage events (sent to the dead-letter topic).
     pub undecodable: u64,
+    /// Dead letters the broker acknowledged.
+    pub dead_lettered: u64,
     /// Copies of an event already seen (same event_id), dropped.
     pub duplicates: u64,
     /// Rows written to Parquet files.
@@ -50,6 +55,9 @@ pub struct SinkReport {
 
 /// Longest the writer sleeps before looking at its controls again.
 const WAKE: Duration = Duration::from_millis(50);
+/// Dead letters awaiting acknowledgement before the writer stops taking chunks
+/// (the dead-letter topic is missing or down: hold, never drop).
+const MAX_PENDING_LETTERS: usize = 10_000;
 
 /// What the writer is built from.
 pub(super) struct Setup {
@@ -62,6 +70,9 @@ pub(super) struct Setup {
     pub(super) max_pending: usize,
     pub(super) clickhouse: Option<tokio::sync::mpsc::UnboundedSender<Batch>>,
     pub(super) done: mpsc::Receiver<Done>,
+    /// Where undecodable messages go, and their acknowledgements.
+    pub(super) dead_letters: tokio::sync::mpsc::UnboundedSender<Letter>,
+    pub(super) acknowledged: mpsc::Receiver<Acknowledged>,
     pub(super) owned: Owned,
     pub(super) stop_clickhouse: CancellationToken,
     /// Set when the sink is asked to stop.
@@ -123,15 +134,18 @@ impl Writer {
             let wait = next_tick
                 .saturating_duration_since(Instant::now())
                 .min(WAKE);
-            if self.in_flight + self.pending.len() >= self.s.max_pending {
+            if self.in_flight + self.pending.len() >= self.s.max_pending
+                || self.progress.dead_letters_pending() >= MAX_PENDING_LETTERS
+            {
                 if self.s.stop.load(Ordering::SeqCst) {
-                    // Stopping while ClickHouse holds all it may (it is down or
-                    // slow): chunks still queued are not taken, so not committed,
-                    // and are read again on the next start.
+                    // Stopping while ClickHouse (or the dead-letter topic)
+                    // holds all it may (it is down or slow): chunks still
+                    // queued are not taken, so not committed, and are read
+                    // again on the next start.
                     break;
                 }
-                // ClickHouse holds as many rows as it may: wait for it, and let
-                // the reader pause.
+                // ClickHouse holds as many rows as it may, or the dead-letter
+                // topic as many letters: wait for it, and let the reader pause.
                 if let Ok(done) = self.s.done.recv_timeout(wait) {
                     self.done(done);
                 }
@@ -182,9 +196,9 @@ impl Writer {
     /// the offsets to commit.
     fn revoke(&mut self, partitions: &[i32]) -> Result<Vec<(i32, i64)>> {
         self.roll()?;
+        let deadline = Instant::now() + self.s.options.revoke_grace;
         if self.s.clickhouse.is_some() {
             self.handoff();
-            let deadline = Instant::now() + self.s.options.revoke_grace;
             let cut = self.progress.cut();
             while partitions
                 .iter()
@@ -199,6 +213,9 @@ impl Writer {
                     self.done(done);
                 }
             }
+        }
+        if !self.await_dead_letters(partitions, deadline) {
+            warn!(partitions = ?partitions, "The dead-letter topic did not acknowledge the revoked partitions' letters in time; their next owner reads those messages again.");
         }
         // Under the ClickHouse task's insert lock: no insert of these
         // partitions runs now or starts later.
@@ -223,7 +240,13 @@ impl Writer {
 
     /// Takes one decoded chunk, in offset order.
     fn absorb(&mut self, chunk: DecodedChunk) -> Result<()> {
-        if let Some(e) = chunk.error {
+        let DecodedChunk {
+            messages,
+            parquet,
+            clickhouse: clickhouse_rows,
+            error,
+        } = chunk;
+        if let Some(e) = error {
             return Err(Error::Invalid(e));
         }
         if std::mem::take(&mut self.reload_manifests) {
@@ -231,27 +254,29 @@ impl Writer {
         }
         let clickhouse = self.s.clickhouse.is_some();
         // One flag per row, in the order the rows were decoded.
-        let mut parquet_keep: Vec<bool> = Vec::with_capacity(chunk.parquet.rows());
-        let mut clickhouse_keep: Vec<bool> = Vec::with_capacity(chunk.parquet.rows());
+        let mut parquet_keep: Vec<bool> = Vec::with_capacity(parquet.rows());
+        let mut clickhouse_keep: Vec<bool> = Vec::with_capacity(parquet.rows());
         let mut consumed = 0u64;
-        for m in &chunk.messages {
+        let count = messages.len();
+        for m in messages {
             let current = self.epochs.get(&m.partition) == Some(&m.epoch);
             if current {
                 self.progress.consumed(m.partition, m.offset);
                 consumed += 1;
             }
-            match &m.decoded {
-                Decoded::Invalid(reason) => {
+            match m.decoded {
+                Decoded::Invalid(undecodable) => {
                     if current {
-                        self.report.undecodable += 1;
-                        warn!(partition = m.partition, offset = m.offset, reason = %reason, "Not a usage event; skipped.");
+                        self.s.options.metrics.undecodable();
+                        self.dead_letter(m.partition, m.offset, m.epoch, undecodable);
                     }
                 }
                 Decoded::Row { id } => {
                     let (to_parquet, to_clickhouse) = if !current {
                         (false, false)
-                    } else if !self.ids.insert_key(*id, m.partition, m.offset) {
+                    } else if !self.ids.insert_key(id, m.partition, m.offset) {
                         self.report.duplicates += 1;
+                        self.s.options.metrics.duplicate();
                         debug!(
                             partition = m.partition,
                             offset = m.offset,
@@ -269,8 +294,7 @@ impl Writer {
                 }
             }
         }
-        let blocks = chunk
-            .parquet
+        let blocks = parquet
             .select(&parquet_keep)
             .map_err(|e| Error::Invalid(format!("filtering a usage block: {e}")))?;
         for block in blocks {
@@ -278,23 +302,71 @@ impl Writer {
                 .parquet
                 .write_batch(block.day, &block.org, &block.batch)?;
         }
-        if clickhouse && let Some(mut rows) = chunk.clickhouse {
+        if clickhouse && let Some(mut rows) = clickhouse_rows {
             if !clickhouse_keep.iter().all(|k| *k) {
                 rows = rows.select(|i, _| clickhouse_keep[i]);
             }
             self.pending.extend(rows);
         }
         self.report.consumed += consumed;
+        self.s.options.metrics.consumed(consumed);
         if let Some(c) = &self.s.options.consumed {
             c.fetch_add(consumed, Ordering::Relaxed);
         }
-        self.since_flush += chunk.messages.len();
+        self.since_flush += count;
         if self.since_flush >= self.s.flush_max {
             self.since_flush = 0;
             self.handoff();
             self.commit(CommitMode::Async);
         }
         Ok(())
+    }
+
+    /// A message that is not a usage event: it goes to the dead-letter topic,
+    /// and its offset waits for the broker's acknowledgement.
+    fn dead_letter(&mut self, partition: i32, offset: i64, epoch: u64, u: Box<Undecodable>) {
+        self.report.undecodable += 1;
+        warn!(partition, offset, kind = u.kind, reason = %u.reason, "Not a usage event; sending it to the dead-letter topic.");
+        self.progress.dead_letter_sent(partition, offset);
+        let letter = Letter {
+            partition,
+            offset,
+            epoch,
+            undecodable: u,
+        };
+        if self.s.dead_letters.send(letter).is_err() {
+            warn!(
+                partition,
+                offset, "The dead-letter task has stopped; the message stays uncommitted."
+            );
+        }
+    }
+
+    /// The broker holds a dead letter: its offset is done, if its epoch is.
+    fn letter_acknowledged(&mut self, a: Acknowledged) {
+        if self.epochs.get(&a.partition) == Some(&a.epoch) {
+            self.progress
+                .dead_letter_acknowledged(a.partition, a.offset);
+            self.report.dead_lettered += 1;
+            self.s.options.metrics.dead_lettered();
+        }
+    }
+
+    /// Waits until `partitions` have no dead letter awaiting acknowledgement,
+    /// or `deadline`; says whether they have none.
+    fn await_dead_letters(&mut self, partitions: &[i32], deadline: Instant) -> bool {
+        while self.progress.dead_letters_pending_on(partitions) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self.s.acknowledged.recv_timeout(left.min(WAKE)) {
+                Ok(a) => self.letter_acknowledged(a),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+        true
     }
 
     /// Every flush interval: roll Parquet when due, hand rows to ClickHouse, commit.
@@ -305,6 +377,11 @@ impl Writer {
             || (self.s.parquet.open_rows() == 0 && cut != self.s.parquet.manifest().offsets)
         {
             self.roll()?;
+        } else if self.s.parquet.open_rows() == 0 {
+            // Nothing waits in an open file: Parquet holds everything consumed
+            // (a restart reading again what its files already hold, because a
+            // dead letter kept the commit behind, writes nothing new).
+            self.progress.parquet_reached(&cut);
         }
         self.since_flush = 0;
         self.handoff();
@@ -318,6 +395,7 @@ impl Writer {
         let rolled = self.s.parquet.roll(&cut)?;
         self.report.parquet_files += rolled.files;
         self.report.parquet_rows += rolled.rows;
+        self.s.options.metrics.parquet_rolled(rolled.rows);
         self.progress.parquet_reached(&cut);
         Ok(())
     }
@@ -353,12 +431,16 @@ impl Writer {
         while let Ok(done) = self.s.done.try_recv() {
             self.done(done);
         }
+        while let Ok(a) = self.s.acknowledged.try_recv() {
+            self.letter_acknowledged(a);
+        }
     }
 
     /// ClickHouse holds a batch: advance its cut for the epochs still current.
     fn done(&mut self, done: Done) {
         self.in_flight = self.in_flight.saturating_sub(done.rows);
         self.report.clickhouse_rows += done.inserted;
+        self.s.options.metrics.clickhouse_inserted(done.inserted);
         self.report.clickhouse_skipped += done.skipped;
         let cut: Cut = done
             .cut
@@ -401,11 +483,11 @@ impl Writer {
     /// grace period, commit.
     fn finish(mut self) -> Result<SinkReport> {
         self.roll()?;
+        let deadline = Instant::now() + self.s.options.drain_grace;
         if self.s.clickhouse.is_some() {
             self.handoff();
             // No more batches: the task ends once it has written these.
             self.s.clickhouse = None;
-            let deadline = Instant::now() + self.s.options.drain_grace;
             while self.in_flight > 0 || self.progress.commit_points() != self.cut_points() {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -422,6 +504,13 @@ impl Writer {
                 }
             }
             self.s.stop_clickhouse.cancel();
+        }
+        let partitions: Vec<i32> = self.epochs.keys().copied().collect();
+        if !self.await_dead_letters(&partitions, deadline) {
+            warn!(
+                letters = self.progress.dead_letters_pending(),
+                "The dead-letter topic did not acknowledge every letter in time; those messages stay uncommitted and are read again next start."
+            );
         }
         self.commit(CommitMode::Sync);
         info!(

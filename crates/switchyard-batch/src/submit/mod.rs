@@ -30,6 +30,7 @@ use crate::error::SkipInvalid;
 use crate::formats::{LineSettings, ModelPins};
 use crate::progress::Progress;
 use crate::sender::Sender;
+use crate::side_files::check_apart;
 use crate::validate::{Validation, validate_file};
 use crate::{Error, Result, ids, registry};
 
@@ -144,6 +145,7 @@ pub fn submit(
         .rejects_path
         .clone()
         .unwrap_or_else(|| default_rejects_path(path));
+    check_apart(&rejects, "--rejects", path, "input")?;
     let started = std::time::Instant::now();
     // Connecting and the idempotent producer's handshake happen in librdkafka's
     // threads while the file is validated.

@@ -1,20 +1,42 @@
 //! Task analysis: from the request alone, estimate what kind of work a job is, how
 //! hard it is, how many tokens it will read and write, and the quality it needs.
 //!
-//! The analysis is a weighted lexicon plus a few structural signals (code fences,
-//! arithmetic density, document length, multi-turn shape). It is deterministic and
-//! explainable: every feature that fired is reported with its weight. Instructions
-//! usually sit at the start or the end of a message, around any pasted document, so
-//! features found near the edges count double; that keeps a transcript that mentions
-//! "code" from turning a summary into a code job.
+//! The kind of work comes from a weighted lexicon plus a few structural signals
+//! (code fences, arithmetic density, document length, multi-turn shape):
+//! deterministic and explainable, every feature that fired is reported with its
+//! weight. Instructions usually sit at the start or the end of a message, around
+//! any pasted document, so features found near the edges count double; that keeps
+//! a transcript that mentions "code" from turning a summary into a code job.
+//!
+//! The quality a job needs comes from the learned need estimate ([`need`]): the
+//! probability that a cheap model falls short. The job's quality target picks a
+//! threshold on it (calibrated on public judgments), and the catalog's scale
+//! ([`NeedScale`]) turns "below" or "at or above" the threshold into a quality
+//! for the job's category. The lexicon's complexity still sizes the answer.
 
 mod lexicon;
+mod scale;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+pub use switchyard_need as need;
 
 use serde::Serialize;
 
+use crate::catalog::Catalog;
 use crate::job::{Job, ResponseFormat, Role};
 pub use crate::vocab::TaskCategory;
 use lexicon::{FEATURES, Lexicon};
+use need::{Contribution, NeedModel, PromptKind};
+pub use scale::{Anchors, NeedScale};
+
+/// The share of the flagship's quality `auto` keeps when neither the pipeline
+/// config nor the org policy says (`quality_target`).
+pub const DEFAULT_QUALITY_TARGET: f64 = 0.92;
+
+/// Features of the need estimate shown when explaining.
+const TOP_NEED_FEATURES: usize = 5;
 
 /// What analysis knows about each category: a plain job's complexity, typical
 /// sizes and answer length.
@@ -83,19 +105,6 @@ impl CategoryTraits for TaskCategory {
     }
 }
 
-/// Maps complexity to the quality a model needs for the job's category.
-///
-/// Calibrated against the catalog's quality scale: an easy job (complexity ≈ 0.15)
-/// needs ≈ 0.66, which good small models reach; a hard one (≈ 0.7) needs ≈ 0.89.
-/// The need stops at [`MAX_REQUIRED_QUALITY`]: the hardest jobs need a frontier-class
-/// model, not the single most expensive one.
-pub fn required_quality(complexity: f64) -> f64 {
-    (0.60 + 0.42 * complexity.clamp(0.0, 1.0)).min(MAX_REQUIRED_QUALITY)
-}
-
-/// Highest quality any job is said to need.
-pub const MAX_REQUIRED_QUALITY: f64 = 0.93;
-
 /// One feature that fired, for explanations.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FiredFeature {
@@ -109,6 +118,11 @@ pub struct FiredFeature {
     pub complexity: f32,
 }
 
+/// How far below its anchor a job with no need at all sits: far less than the
+/// catalog's quality steps (0.001), so no model's eligibility changes, while
+/// jobs of one anchor are still ordered by their need, as a score should be.
+pub const NEED_TIE_BREAK: f64 = 1e-4;
+
 /// What the analysis concluded.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskAnalysis {
@@ -119,10 +133,15 @@ pub struct TaskAnalysis {
     pub alternative: Option<TaskCategory>,
     /// Vote per category, in [`TaskCategory::ALL`] order.
     pub scores: [f32; 8],
-    /// 0 (trivial) ..= 1 (frontier-hard).
+    /// 0 (trivial) ..= 1 (frontier-hard), from the lexicon: sizes the answer.
     pub complexity: f64,
-    /// Quality the job needs for its category.
+    /// Quality the job needs for its category (and alternative): the catalog's
+    /// bottom-third anchor when the need is below the threshold, its premium
+    /// anchor at or above it, less [`NEED_TIE_BREAK`] × (1 − p), so that within
+    /// an anchor the job that more likely needs a strong model needs more.
     pub required_quality: f64,
+    /// The learned need and the threshold that decided.
+    pub need: NeedAssessment,
     /// Estimated prompt tokens (about four bytes per token), for prices.
     pub prompt_tokens: u32,
     /// A cautious count for context-window checks: ASCII at four bytes per token,
@@ -134,6 +153,26 @@ pub struct TaskAnalysis {
     pub expected_output_tokens: u32,
     /// Features that fired (filled only when asked, to keep the hot path allocation-free).
     pub features: Vec<FiredFeature>,
+}
+
+/// The learned need of one job and what it decided.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NeedAssessment {
+    /// Probability that a cheap model falls short.
+    pub p: f64,
+    /// The model's logit before calibration.
+    pub logit: f64,
+    /// Which half of the model scored it.
+    pub kind: PromptKind,
+    /// Share of the flagship's quality to keep (the policy's, or the default).
+    pub quality_target: f64,
+    /// The threshold on `p` the target implies.
+    pub threshold: f64,
+    /// `p >= threshold`: only a top-third model qualifies.
+    pub premium: bool,
+    /// The features that moved the logit most (filled only when explaining).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub top_features: Vec<Contribution>,
 }
 
 /// Structural signals gathered in one pass over the text.
@@ -290,15 +329,13 @@ fn data_regions(text: &str) -> Vec<(usize, usize)> {
     regions
 }
 
-/// The analyzer: a compiled lexicon. Build once, share everywhere.
+/// The analyzer: a compiled lexicon, the need model and the catalog's scale.
+/// Build once, share everywhere.
 pub struct TaskAnalyzer {
     lexicon: Lexicon,
-}
-
-impl Default for TaskAnalyzer {
-    fn default() -> Self {
-        Self::new()
-    }
+    model: Arc<NeedModel>,
+    scale: NeedScale,
+    default_target: f64,
 }
 
 /// Bytes at the start of a long message that count as "the instruction".
@@ -315,15 +352,48 @@ const DATA_WEIGHT: f32 = 0.3;
 const ALTERNATIVE_SHARE: f32 = 0.7;
 
 impl TaskAnalyzer {
-    /// Compiles the built-in lexicon.
-    pub fn new() -> Self {
+    /// An analyzer for `catalog`'s quality scale with a need model and the
+    /// quality target of jobs whose policy sets none.
+    pub fn new(catalog: &Catalog, model: Arc<NeedModel>, default_target: f64) -> Self {
         Self {
             lexicon: Lexicon::build(),
+            model,
+            scale: NeedScale::new(catalog),
+            default_target,
         }
     }
 
-    /// Analyses a job. With `explain`, the fired features are listed.
+    /// The analyzer a pipeline config describes: its catalog, need model and
+    /// default quality target.
+    pub fn for_pipeline(pipeline: &crate::config::LoadedPipeline) -> Self {
+        Self::new(
+            &pipeline.catalog,
+            pipeline.need_model.clone(),
+            pipeline.config.routing.default_quality_target,
+        )
+    }
+
+    /// The need model.
+    pub fn model(&self) -> &NeedModel {
+        &self.model
+    }
+
+    /// The threshold on the need that a quality target implies (`None`: the default target).
+    pub fn threshold(&self, target: Option<f64>) -> f64 {
+        let target = target.unwrap_or(self.default_target);
+        self.model
+            .calibration()
+            .map_or(UNCALIBRATED_THRESHOLD, |c| c.threshold(target))
+    }
+
+    /// Analyses a job under the default quality target. With `explain`, the
+    /// fired features and the need's top features are listed.
     pub fn analyze(&self, job: &Job, explain: bool) -> TaskAnalysis {
+        self.analyze_for(job, None, explain)
+    }
+
+    /// Analyses a job under a quality target (`None`: the default), as its policy sets it.
+    pub fn analyze_for(&self, job: &Job, target: Option<f64>, explain: bool) -> TaskAnalysis {
         let mut votes = Votes::new(explain);
         // The instruction is the last user turn; the system prompt sets the job's role.
         let instruction = job
@@ -356,12 +426,19 @@ impl TaskAnalyzer {
         let prompt_tokens = estimate_tokens(total_bytes);
         let max_tokens = job.request.max_tokens;
         let complexity = complexity(category, votes.cx_sum, total_bytes, max_tokens);
+        let need = self.need(job, target, explain);
+        let anchors = self.scale.anchors(category, alternative);
         TaskAnalysis {
             category,
             alternative,
             scores: votes.scores,
             complexity,
-            required_quality: required_quality(complexity),
+            required_quality: if need.premium {
+                anchors.premium
+            } else {
+                anchors.cheap
+            } - NEED_TIE_BREAK * (1.0 - need.p.clamp(0.0, 1.0)),
+            need,
             prompt_tokens,
             prompt_tokens_ceiling: ceiling_tokens(total_bytes, non_ascii_bytes),
             expected_output_tokens: expected_output(
@@ -373,6 +450,51 @@ impl TaskAnalyzer {
             features: votes.features,
         }
     }
+}
+
+impl TaskAnalyzer {
+    fn need(&self, job: &Job, target: Option<f64>, explain: bool) -> NeedAssessment {
+        let text = job_text(job);
+        let (estimate, top_features) = if explain {
+            self.model.explain(&text, TOP_NEED_FEATURES)
+        } else {
+            (self.model.predict(&text), Vec::new())
+        };
+        let threshold = self.threshold(target);
+        NeedAssessment {
+            p: estimate.p,
+            logit: estimate.logit,
+            kind: estimate.kind,
+            quality_target: target.unwrap_or(self.default_target),
+            threshold,
+            premium: estimate.p >= threshold,
+            top_features,
+        }
+    }
+}
+
+/// The threshold of a model without a calibration (the loader refuses such
+/// models; this serves models built in code).
+const UNCALIBRATED_THRESHOLD: f64 = 0.5;
+
+/// The text a job is scored on: its system prompt, then its messages in order,
+/// joined by a blank line (a job with one user message is just that message).
+pub fn job_text(job: &Job) -> Cow<'_, str> {
+    let system = job.request.system.as_deref();
+    let mut parts = system
+        .into_iter()
+        .chain(job.request.messages.iter().map(|m| m.content.as_str()));
+    let first = parts.next().unwrap_or("");
+    let Some(second) = parts.next() else {
+        return Cow::Borrowed(first);
+    };
+    let mut s = String::with_capacity(first.len() + second.len() + 2);
+    s.push_str(first);
+    for p in std::iter::once(second).chain(parts) {
+        s.push_str("\n\n");
+        s.push_str(p);
+    }
+    Cow::Owned(s)
 }
 
 /// The evidence gathered for one job: votes per category, complexity added by
@@ -601,4 +723,4 @@ fn expected_output(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

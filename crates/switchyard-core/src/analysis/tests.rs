@@ -1,6 +1,29 @@
 use super::*;
 use crate::job::{ChatRequest, Job};
 
+/// An analyzer for `catalog` with the built-in need model and the default target.
+pub(crate) fn analyzer_for(catalog: &Catalog) -> TaskAnalyzer {
+    TaskAnalyzer::new(
+        catalog,
+        NeedModel::builtin().unwrap(),
+        DEFAULT_QUALITY_TARGET,
+    )
+}
+
+/// The shipped catalog (`pipelines/models.toml`).
+pub(crate) fn shipped_catalog() -> Catalog {
+    Catalog::parse(
+        std::path::Path::new("models.toml"),
+        include_str!("../../../../pipelines/models.toml"),
+    )
+    .unwrap()
+}
+
+/// An analyzer for the shipped catalog.
+pub(crate) fn analyzer() -> TaskAnalyzer {
+    analyzer_for(&shipped_catalog())
+}
+
 pub(crate) fn job(prompt: &str, max_tokens: Option<u32>) -> Job {
     Job::new(
         "t",
@@ -13,9 +36,7 @@ pub(crate) fn job(prompt: &str, max_tokens: Option<u32>) -> Job {
 }
 
 fn category(prompt: &str) -> TaskCategory {
-    TaskAnalyzer::new()
-        .analyze(&job(prompt, None), false)
-        .category
+    analyzer().analyze(&job(prompt, None), false).category
 }
 
 #[test]
@@ -62,7 +83,7 @@ fn obvious_requests_land_in_their_category() {
 
 #[test]
 fn hard_cues_raise_complexity() {
-    let a = TaskAnalyzer::new();
+    let a = analyzer();
     let easy = a.analyze(
         &job(
             "Classify this ticket as billing or technical. One word.",
@@ -78,11 +99,11 @@ fn hard_cues_raise_complexity() {
 
 #[test]
 fn explanations_list_the_features_that_fired() {
-    let a = TaskAnalyzer::new().analyze(&job("Please summarize this transcript.", None), true);
+    let a = analyzer().analyze(&job("Please summarize this transcript.", None), true);
     let names: Vec<&str> = a.features.iter().map(|f| f.name).collect();
     assert!(names.contains(&"summar*"), "{names:?}");
     assert!(
-        TaskAnalyzer::new()
+        analyzer()
             .analyze(&job("Please summarize this transcript.", None), false)
             .features
             .is_empty()
@@ -91,12 +112,12 @@ fn explanations_list_the_features_that_fired() {
 
 #[test]
 fn output_estimates_respect_max_tokens() {
-    let a = TaskAnalyzer::new().analyze(
+    let a = analyzer().analyze(
         &job("Write a long story about a lighthouse keeper.", Some(100)),
         false,
     );
     assert!(a.expected_output_tokens <= 100);
-    let b = TaskAnalyzer::new().analyze(
+    let b = analyzer().analyze(
         &job("Classify: spam or not? 'WIN A FREE CRUISE'", None),
         false,
     );
@@ -106,7 +127,7 @@ fn output_estimates_respect_max_tokens() {
 #[test]
 fn words_match_on_boundaries_only() {
     // "this" contains "hi", "summary" is not "sum of".
-    let a = TaskAnalyzer::new().analyze(&job("this", None), true);
+    let a = analyzer().analyze(&job("this", None), true);
     assert!(
         a.features.iter().all(|f| f.name != "hi"),
         "{:?}",
@@ -127,7 +148,7 @@ fn the_token_ceiling_does_not_undercount_non_latin_scripts() {
     let mut undercounted = 0;
     for text in samples {
         let j = job(&text.repeat(20), None);
-        let a = TaskAnalyzer::new().analyze(&j, false);
+        let a = analyzer().analyze(&j, false);
         for t in [
             crate::catalog::Tokenizer::Cl100kBase,
             crate::catalog::Tokenizer::O200kBase,
@@ -145,7 +166,7 @@ fn the_token_ceiling_does_not_undercount_non_latin_scripts() {
         undercounted >= 3,
         "the byte estimate alone undercounts these scripts"
     );
-    let english = TaskAnalyzer::new().analyze(
+    let english = analyzer().analyze(
         &job("Classify this ticket as billing or technical.", None),
         false,
     );

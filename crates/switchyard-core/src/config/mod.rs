@@ -1,13 +1,17 @@
 //! Configuration files: the pipeline config and the machinery that turns any TOML
 //! file into typed settings with errors that name the file, the line and the fix.
 
+mod access;
+mod alerts;
 mod pipeline;
 pub mod source;
 
+pub use access::{AccessConfig, AuditConfig, read_keys};
+pub use alerts::AlertsConfig;
 pub use pipeline::{
-    AccessConfig, AnalyticsConfig, AuditConfig, Compression, DeferredConfig, DeploymentConfig,
-    Encoding, KafkaConfig, LoadedPipeline, PipelineConfig, RetryConfig, RoutingConfig, Timeouts,
-    TopicConfig, Topics, UnknownFields, WorkerConfig, read_keys,
+    AnalyticsConfig, Compression, DeferredConfig, DeploymentConfig, Encoding, KafkaConfig,
+    LoadedPipeline, ObservabilityConfig, PipelineConfig, RetryConfig, RoutingConfig, Timeouts,
+    TopicConfig, Topics, UnknownFields, WorkerConfig,
 };
 pub use source::{ConfigError, ReadFile, env_overrides};
 

@@ -5,11 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::access::{AccessConfig, AuditConfig, read_keys};
+use super::alerts::AlertsConfig;
 use super::source::{self, ConfigError, ConfigSource, Invalid, KeyPath};
+use crate::analysis::need::NeedModel;
 use crate::catalog::Catalog;
 use crate::config::source::ReadFile;
 use crate::health::HealthConfig;
@@ -286,6 +290,13 @@ pub struct RoutingConfig {
     pub default_strategy: Strategy,
     /// Quality floor when the org policy sets none.
     pub default_quality_floor: f64,
+    /// Share of the flagship's quality (0..1) that `auto` keeps when the org
+    /// policy sets no `quality_target`: it picks the threshold on the learned
+    /// need above which a job goes to a top-third model.
+    pub default_quality_target: f64,
+    /// A need model file trained by `switchyard train-router` (relative to this
+    /// file); without it, the model compiled into the binary.
+    pub need_model: Option<PathBuf>,
     /// Model whose prices define the "everything on the flagship" baseline.
     pub baseline_model: String,
     /// Longest routing chain.
@@ -303,6 +314,8 @@ impl Default for RoutingConfig {
         Self {
             default_strategy: Strategy::Auto,
             default_quality_floor: 0.5,
+            default_quality_target: crate::analysis::DEFAULT_QUALITY_TARGET,
+            need_model: None,
             baseline_model: "claude-opus-5-5".into(),
             max_chain: 4,
             quality_slack: 0.08,
@@ -426,6 +439,11 @@ pub struct AnalyticsConfig {
     /// Longest pause between retries while ClickHouse is failing (backoff doubles up to it).
     #[serde(with = "humantime_serde")]
     pub clickhouse_max_backoff: Duration,
+    /// The sink's own dead-letter topic: a message on the usage topic that is
+    /// not a usage event goes here (original key and bytes, the reason, kind,
+    /// source topic, partition and offset in headers) before its offset is
+    /// committed, so no spend is skipped without a trace.
+    pub dlq_topic: String,
 }
 
 impl Default for AnalyticsConfig {
@@ -445,8 +463,21 @@ impl Default for AnalyticsConfig {
             clickhouse_max_pending_events: 1_000_000,
             clickhouse_timeout: Duration::from_secs(30),
             clickhouse_max_backoff: Duration::from_secs(30),
+            dlq_topic: "switchyard.usage.dlq".into(),
         }
     }
+}
+
+/// Telemetry of the processes that run the pipeline (`run`, `sink`, `dev`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObservabilityConfig {
+    /// Where the process serves Prometheus metrics (`GET /metrics`) and its
+    /// health and readiness probes (`GET /healthz`, `GET /readyz`), as
+    /// `IP:PORT`: `127.0.0.1:9464` for this machine only, `0.0.0.0:9464` on
+    /// every interface, port 0 for any free port (the process prints the one
+    /// it bound). Unset: no endpoint. `--metrics-addr` overrides it.
+    pub metrics_addr: Option<String>,
 }
 
 /// The whole pipeline config.
@@ -481,106 +512,15 @@ pub struct PipelineConfig {
     /// The audit log.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Metrics and probes.
+    #[serde(default)]
+    pub observability: ObservabilityConfig,
+    /// Alert delivery (by the usage sink).
+    #[serde(default)]
+    pub alerts: AlertsConfig,
     /// Deferred routing through the providers' batch APIs.
     #[serde(default)]
     pub deferred: DeferredConfig,
-}
-
-/// The keys file's keyring; an absent file is an empty keyring (no key yet).
-pub fn read_keys(path: &Path, files: &dyn ReadFile) -> Result<crate::access::Keyring, ConfigError> {
-    let text = match files.read(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(ConfigError {
-                origin: path.display().to_string(),
-                line: None,
-                key: "(file)".into(),
-                problem: format!("cannot read the keys file: {e}"),
-                fix: "check [access] keys_file in the pipeline config".into(),
-            });
-        }
-    };
-    crate::access::Keyring::parse(&text).map_err(|e| ConfigError {
-        origin: path.display().to_string(),
-        line: None,
-        key: "keys".into(),
-        problem: e.to_string(),
-        fix: "the keys file is written by `switchyard keys`; restore it from a copy".into(),
-    })
-}
-
-/// Access control.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccessConfig {
-    /// The keys file (public keys, principals, roles), relative to this file.
-    pub keys_file: PathBuf,
-    /// How far a signed job's `switchyard.ts` may be from now; a replay is the
-    /// same signature at another offset within it.
-    #[serde(default = "five_minutes", with = "humantime_serde")]
-    pub signature_window: Duration,
-    /// How long an approval request waits before it expires (its work ends
-    /// `rejected`, reason `expired`).
-    #[serde(default = "one_day", with = "humantime_serde")]
-    pub approval_ttl: Duration,
-}
-
-impl PipelineConfig {
-    /// How long held work waits for a decision: `[access] approval_ttl`, or a
-    /// day without `[access]` (held work then expires, since nobody can sign
-    /// a decision).
-    pub fn approval_ttl(&self) -> Duration {
-        self.access
-            .as_ref()
-            .map_or_else(one_day, |a| a.approval_ttl)
-    }
-}
-
-fn five_minutes() -> Duration {
-    Duration::from_secs(300)
-}
-
-fn one_day() -> Duration {
-    Duration::from_secs(24 * 3600)
-}
-
-/// The audit log: one HMAC'd hash chain per writer on the audit topic.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuditConfig {
-    /// Whether workers write an audit record per admission decision (approvals,
-    /// keys and start-up configurations are always recorded when `[access]` is
-    /// set).
-    pub enabled: bool,
-    /// Environment variable holding the HMAC key of the chains (or
-    /// `<key_env>_FILE`, naming a file that holds it).
-    pub key_env: String,
-    /// A file holding the HMAC key (relative to this config), read when the
-    /// variables are unset: for a key mounted as a secret file.
-    pub key_file: Option<PathBuf>,
-    /// Regular expressions whose matches are replaced by `[redacted]` in every
-    /// text an audit record keeps (prompts and outputs only where a node's
-    /// policy asks for them).
-    pub redact: Vec<String>,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            key_env: "SWITCHYARD_AUDIT_KEY".into(),
-            key_file: None,
-            redact: vec![
-                // E-mail addresses.
-                r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}".into(),
-                // Card-like digit runs (13 to 19 digits, spaces or dashes between).
-                r"\b(?:\d[ -]?){13,19}\b".into(),
-                // Phone numbers with a country code.
-                r"\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,4}".into(),
-            ],
-        }
-    }
 }
 
 /// Deferred routing: how deferred jobs are gathered into provider batches,
@@ -666,6 +606,9 @@ pub struct LoadedPipeline {
     /// The keys of `[access] keys_file` (empty when the file does not exist
     /// yet); `None` without `[access]`.
     pub keys: Option<crate::access::Keyring>,
+    /// The need model `auto` routes with: the built-in one, or the file of
+    /// `routing.need_model` (which the loader reads).
+    pub need_model: Arc<NeedModel>,
     /// The config file's path.
     pub path: PathBuf,
 }
@@ -691,6 +634,9 @@ impl PipelineConfig {
         }
         if let Some(key_file) = &mut config.audit.key_file {
             *key_file = dir.join(&*key_file);
+        }
+        if let Some(model) = &mut config.routing.need_model {
+            *model = dir.join(&*model);
         }
         let catalog_text = files.read(&config.catalog).map_err(|e| ConfigError {
             origin: config.catalog.display().to_string(),
@@ -731,11 +677,19 @@ impl PipelineConfig {
             None => None,
             Some(access) => Some(read_keys(&access.keys_file, files)?),
         };
+        let need_model = NeedModel::builtin().map_err(|e| ConfigError {
+            origin: "the built-in need model".into(),
+            line: None,
+            key: "routing.need_model".into(),
+            problem: e.to_string(),
+            fix: "rebuild Switchyard, or set routing.need_model to a model file".into(),
+        })?;
         Ok(LoadedPipeline {
             config,
             catalog,
             org,
             keys,
+            need_model,
             path: path.to_owned(),
         })
     }
@@ -745,6 +699,8 @@ impl PipelineConfig {
         self.validate_kafka()?;
         self.validate_routing(catalog)?;
         self.validate_deferred()?;
+        self.observability.validate()?;
+        self.alerts.validate(&KeyPath::root().key("alerts"))?;
         let root = KeyPath::root();
         let mut names = std::collections::HashSet::new();
         for (i, d) in self.deployments.iter().enumerate() {
@@ -922,6 +878,16 @@ impl PipelineConfig {
                 format!("use one of: {}", catalog.names().join(", ")),
             ));
         }
+        if !(0.0..=1.0).contains(&self.routing.default_quality_target) {
+            return Err(Invalid::new(
+                root.key("routing").key("default_quality_target"),
+                format!(
+                    "quality target {} is outside 0..1",
+                    self.routing.default_quality_target
+                ),
+                "give the share of the flagship's quality to keep, such as 0.95",
+            ));
+        }
         if !(0.0..=1.0).contains(&self.routing.default_quality_floor) {
             return Err(Invalid::new(
                 root.key("routing").key("default_quality_floor"),
@@ -943,6 +909,24 @@ impl PipelineConfig {
                     .key("attempts_per_deployment"),
                 "0 attempts would never call anything",
                 "use 1 or more",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ObservabilityConfig {
+    /// The metrics address, when set, is `IP:PORT`.
+    fn validate(&self) -> Result<(), Invalid> {
+        let Some(addr) = &self.metrics_addr else {
+            return Ok(());
+        };
+        // Parsing only (`core::net`): the domain crate opens no socket.
+        if addr.trim().parse::<core::net::SocketAddr>().is_err() {
+            return Err(Invalid::new(
+                KeyPath::root().key("observability").key("metrics_addr"),
+                format!("`{addr}` is not a socket address"),
+                "write IP:PORT, such as \"127.0.0.1:9464\" (\"0.0.0.0:9464\" listens on every interface; port 0 picks a free one)",
             ));
         }
         Ok(())

@@ -1,6 +1,6 @@
 //! The four-tier organisation (`pipelines/org.toml`): org → business unit → team →
 //! project. Each node may set a monthly budget and routing policy (default
-//! strategy, quality floor, allowed/denied providers and models, price cap per job),
+//! strategy, quality floor and target, allowed/denied providers and models, price cap per job),
 //! also per workload. Children inherit: scalar settings are overridden by the
 //! nearest node that sets them, deny lists accumulate, and allow lists narrow, so a
 //! team can never re-allow what its business unit denied.
@@ -79,6 +79,9 @@ pub struct PolicySpec {
     pub strategy: Option<Strategy>,
     /// Minimum quality (0..1) for any model this node's jobs use.
     pub quality_floor: Option<f64>,
+    /// Share of the flagship's quality (0..1) that `auto` keeps: picks the
+    /// threshold on the learned need above which a job goes to a top-third model.
+    pub quality_target: Option<f64>,
     /// Only these providers (narrows what the parent allows).
     pub allowed_providers: Option<Vec<String>>,
     /// Never these providers (adds to what the parent denies).
@@ -130,6 +133,7 @@ struct NodeSpec {
     on_budget_exhausted: Option<BudgetAction>,
     strategy: Option<Strategy>,
     quality_floor: Option<f64>,
+    quality_target: Option<f64>,
     allowed_providers: Option<Vec<String>>,
     #[serde(default)]
     denied_providers: Vec<String>,
@@ -163,6 +167,7 @@ impl NodeSpec {
         PolicySpec {
             strategy: self.strategy,
             quality_floor: self.quality_floor,
+            quality_target: self.quality_target,
             allowed_providers: self.allowed_providers.clone(),
             denied_providers: self.denied_providers.clone(),
             allowed_models: self.allowed_models.clone(),
@@ -237,6 +242,9 @@ pub struct EffectivePolicy {
     pub strategy: Strategy,
     /// Minimum quality of any model used.
     pub quality_floor: f64,
+    /// Share of the flagship's quality `auto` keeps; `None`: the pipeline's
+    /// `routing.default_quality_target`.
+    pub quality_target: Option<f64>,
     /// Allowed providers; `None` means all.
     pub allowed_providers: Option<Vec<String>>,
     /// Denied providers.
@@ -274,6 +282,7 @@ impl EffectivePolicy {
         Self {
             strategy,
             quality_floor,
+            quality_target: None,
             allowed_providers: None,
             denied_providers: Vec::new(),
             allowed_models: None,
@@ -297,6 +306,9 @@ impl EffectivePolicy {
         }
         if let Some(q) = spec.quality_floor {
             self.quality_floor = q;
+        }
+        if let Some(t) = spec.quality_target {
+            self.quality_target = Some(t);
         }
         if let Some(c) = spec.max_usd_per_job {
             self.max_usd_per_job = Some(c);

@@ -215,3 +215,39 @@ fn price_caps_and_budget_settings_are_checked() {
         BudgetAction::Reject
     );
 }
+
+#[test]
+fn quality_targets_are_inherited_like_floors_and_checked() {
+    let text = ORG
+        .replace(
+            "quality_floor = 0.6",
+            "quality_floor = 0.6\nquality_target = 0.97",
+        )
+        .replace(
+            "quality_floor = 0.8",
+            "quality_floor = 0.8\nquality_target = 0.9",
+        );
+    let t = parse(&text).unwrap();
+    let p = t.policy("acme/retail/search/catalog", None).unwrap();
+    assert_eq!(p.quality_target, Some(0.97));
+    let w = t
+        .policy("acme/retail/search/catalog", Some("ticket-triage"))
+        .unwrap();
+    assert_eq!(w.quality_target, Some(0.9));
+    // Where no node sets one, the pipeline's default applies.
+    assert_eq!(
+        tree()
+            .policy("acme/retail/search/catalog", None)
+            .unwrap()
+            .quality_target,
+        None
+    );
+
+    let text = ORG.replace("quality_floor = 0.8", "quality_target = 95");
+    let e = parse(&text).unwrap_err();
+    assert_eq!(
+        e.key, "node[2].workloads.ticket-triage.quality_target",
+        "{e}"
+    );
+    assert!(e.fix.contains("such as 0.95"), "{e}");
+}

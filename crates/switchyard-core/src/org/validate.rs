@@ -101,6 +101,15 @@ fn policy(p: &PolicySpec, at: &KeyPath, catalog: &Catalog) -> Result<(), Invalid
             "give a value between 0 and 1",
         ));
     }
+    if let Some(t) = p.quality_target
+        && !(0.0..=1.0).contains(&t)
+    {
+        return Err(Invalid::new(
+            at.key("quality_target"),
+            format!("quality target {t} is outside 0..1"),
+            "give the share of the flagship's quality to keep, such as 0.95",
+        ));
+    }
     if let Some(cap) = p.max_usd_per_job
         && !(cap.is_finite() && cap >= 0.0)
     {

@@ -184,12 +184,19 @@ fn order(
     }
 }
 
-/// The opening of every reason: strategy, what the job is and what it needs.
+/// The opening of every reason: strategy, what the job is and what it needs,
+/// with the learned need and the threshold that decided.
 pub(super) fn head(strategy: Strategy, input: &RouteInput<'_>, needed: f64) -> String {
     let a = input.analysis;
+    let n = &a.need;
     format!(
-        "{strategy}: {} (complexity {:.2}) needs quality >= {needed:.2}",
-        a.category, a.complexity
+        "{strategy}: {} (complexity {:.2}; need {:.2} {} threshold {:.2} for target {:.2}) needs quality >= {needed:.2}",
+        a.category,
+        a.complexity,
+        n.p,
+        if n.premium { ">=" } else { "<" },
+        n.threshold,
+        n.quality_target
     )
 }
 

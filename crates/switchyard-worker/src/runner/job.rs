@@ -101,7 +101,6 @@ impl JobContext {
             Ok(job) => job,
             Err(e) => {
                 warn!(partition = incoming.ticket.partition, offset = incoming.ticket.offset, kind = e.kind(), reason = %e, "Dead-lettering a message.");
-                self.engine.metrics.dead_lettered();
                 return self
                     .publisher
                     .dead_letter(incoming, e.kind(), &e.to_string())

@@ -33,6 +33,8 @@ use switchyard_core::config::PipelineConfig;
 use switchyard_core::config::{Compression, KafkaConfig};
 use switchyard_kafka::audit::{AuditError, AuditLog};
 use switchyard_kafka::client::{consumer_config, producer_config_with};
+use switchyard_kafka::dead_letter::{DeadLetterTopic, max_record};
+use switchyard_kafka::stats::{STATS_INTERVAL, STATS_INTERVAL_KEY};
 use switchyard_kafka::{Arrival, Ticket, TopicFollower};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -138,9 +140,6 @@ const TICK: Duration = Duration::from_millis(50);
 /// and keeps polling: well inside librdkafka's `max.poll.interval.ms`.
 const BUSY_BEFORE_PAUSE: Duration = Duration::from_secs(2);
 
-/// librdkafka's default `message.max.bytes` for a producer.
-const DEFAULT_MAX_RECORD: usize = 1_000_000;
-
 type JobConsumer = StreamConsumer<WorkerContext>;
 
 /// The worker's Kafka side.
@@ -169,18 +168,26 @@ pub async fn run(
         info!("Stopped before the budgets were read; no job was taken.");
         return Ok(RunReport::default());
     };
+    engine.metrics.set_budgets_caught_up();
     let snapshots = tokio::spawn(crate::ledger::publish(
         engine.clone(),
         kafka.snapshot_producer.clone(),
         config.kafka.topics.budgets.clone(),
         kafka.stop.child_token(),
     ));
+    let alerts = crate::alerts::Alerts::start(
+        engine.clone(),
+        config,
+        kafka.snapshot_producer.clone(),
+        kafka.stop.child_token(),
+    );
     let releaser = tokio::spawn(releaser.run());
     info!(worker = %worker_id(config), topic = %kafka.partitions.topic(), group = %config.kafka.group_id, max_in_flight = config.worker.max_in_flight, "Worker started.");
     let (mut report, tasks) = consume(&kafka, config, shutdown.as_mut()).await;
     report.abandoned = drain(tasks, config.worker.drain_grace, &kafka.stop).await;
     kafka.stop.cancel();
     let _ = snapshots.await;
+    alerts.stop().await;
     let _ = releaser.await;
     if let Some(audit) = audit {
         let _ = audit.await;
@@ -192,6 +199,7 @@ pub async fn run(
     }
     final_commit(&kafka);
     kafka.consumer.unsubscribe();
+    engine.metrics.set_group_joined(false);
     let _ = tokio::task::spawn_blocking(move || {
         for f in followers {
             f.stop();
@@ -216,6 +224,7 @@ fn connect(
     ));
     let context = WorkerContext {
         partitions: partitions.clone(),
+        metrics: engine.metrics.clone(),
     };
     let mut consumer_settings = consumer_config(
         &config.kafka,
@@ -223,6 +232,11 @@ fn connect(
         worker.commit_interval,
     );
     consumer_settings.set("client.id", worker_id(config));
+    if !config.kafka.client.contains_key(STATS_INTERVAL_KEY) {
+        // Where the partitions end, for the consumer lag.
+        let every = STATS_INTERVAL.as_millis().to_string();
+        consumer_settings.set(STATS_INTERVAL_KEY, every);
+    }
     let consumer: JobConsumer = consumer_settings.create_with_context(context)?;
     consumer.subscribe(&[topics.jobs.name.as_str()])?;
     let producers = Producers::new(&config.kafka);
@@ -233,12 +247,7 @@ fn connect(
         })
     };
     let stop = CancellationToken::new();
-    let max_record = config
-        .kafka
-        .client
-        .get("message.max.bytes")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_MAX_RECORD);
+    let max_record = max_record(&config.kafka);
     let publisher = Publisher {
         results: (
             out(&topics.results.name, topics.results.compression)?,
@@ -248,7 +257,11 @@ fn connect(
             out(&topics.usage.name, topics.usage.compression)?,
             Codec::for_topic(&topics.usage),
         ),
-        dlq: out(&topics.dlq, topics.jobs.compression)?,
+        dlq: DeadLetterTopic {
+            producer: producers.for_codec(topics.jobs.compression)?,
+            name: topics.dlq.clone(),
+            max_record,
+        },
         held: out(&topics.held, topics.jobs.compression)?,
         approvals: ApprovalsOut::new(out(&topics.approvals, Compression::Lz4)?),
         deferred: out(&topics.deferred, Compression::Lz4)?,
@@ -256,6 +269,7 @@ fn connect(
         stop: stop.clone(),
         max_record,
         max_echo: worker.max_echo_bytes,
+        metrics: engine.metrics.clone(),
     };
     let jobs = JobContext {
         engine,
@@ -404,6 +418,8 @@ struct Intake<'a> {
     stash: VecDeque<Incoming>,
     pauses: Pauses,
     report: RunReport,
+    /// When the consumer lag was last measured.
+    lag_measured: Option<std::time::Instant>,
 }
 
 /// Takes jobs until `shutdown`, at most `max_in_flight` at a time, each on a
@@ -420,6 +436,7 @@ async fn consume(
         stash: VecDeque::new(),
         pauses: Pauses::default(),
         report: RunReport::default(),
+        lag_measured: None,
     };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -524,6 +541,7 @@ impl Intake<'_> {
     /// partitions whose window of pending offsets filled or emptied.
     fn housekeeping(&mut self) {
         store_offsets(&self.kafka.consumer, &self.kafka.partitions);
+        self.measure_lag();
         while let Some(joined) = self.tasks.try_join_next() {
             if let Err(e) = joined {
                 error!(error = %e, "A job task ended abnormally; its offset stays uncommitted.");
@@ -547,6 +565,24 @@ impl Intake<'_> {
                 self.apply(&resumed, false);
             }
         }
+    }
+
+    /// At most every few seconds, the consumer lag per held partition into
+    /// the metrics (from offsets the worker already has: no broker request).
+    fn measure_lag(&mut self) {
+        if self
+            .lag_measured
+            .is_some_and(|at| at.elapsed() < STATS_INTERVAL)
+        {
+            return;
+        }
+        self.lag_measured = Some(std::time::Instant::now());
+        let partitions = &self.kafka.partitions;
+        self.kafka
+            .jobs
+            .engine
+            .metrics
+            .set_consumer_lag(partitions.topic(), partitions.lag());
     }
 
     /// Pauses (or resumes) every assigned partition for busy slots, leaving

@@ -27,9 +27,12 @@ use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use switchyard_kafka::stats::{PartitionOffsets, partition_offsets};
 use switchyard_kafka::{Arrival, OffsetTracker, Ticket};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::metrics::Metrics;
 
 /// State shared by the consume loop, the job tasks and the rebalance callbacks.
 pub(super) struct Partitions {
@@ -42,6 +45,8 @@ pub(super) struct Partitions {
     /// Commit points of revoked partitions that the broker refused during
     /// the rebalance, to commit once it completes.
     handover: Mutex<Option<TopicPartitionList>>,
+    /// Where each partition ended when librdkafka last reported it.
+    ends: Mutex<HashMap<i32, PartitionOffsets>>,
 }
 
 /// How long a worker waits, after a rebalance, before reading the committed
@@ -58,6 +63,7 @@ impl Partitions {
             revoke_grace,
             max_pending: max_pending.max(1),
             handover: Mutex::new(None),
+            ends: Mutex::new(HashMap::new()),
         }
     }
 
@@ -149,6 +155,26 @@ impl Partitions {
             }
         }
         tpl
+    }
+
+    /// Per partition held now, the messages between its commit point and
+    /// its end as librdkafka last reported it (partitions whose end is not
+    /// known yet are left out).
+    pub fn lag(&self) -> Vec<(i32, i64)> {
+        let ends = self.ends.lock().clone();
+        let tracker = self.tracker.lock();
+        let mut lag: Vec<(i32, i64)> = self
+            .tokens
+            .lock()
+            .keys()
+            .filter_map(|p| {
+                let e = ends.get(p)?;
+                let from = tracker.commit_point(*p).unwrap_or(e.low);
+                Some((*p, (e.end - from).max(0)))
+            })
+            .collect();
+        lag.sort_unstable();
+        lag
     }
 
     /// Jobs of these partitions being processed now.
@@ -277,12 +303,20 @@ fn commit_with_retries<C: ConsumerContext>(
     last
 }
 
-/// The consumer's context: rebalances go through [`Partitions`].
+/// The consumer's context: rebalances go through [`Partitions`] (and say
+/// whether the worker holds an assignment), librdkafka's statistics tell
+/// where the partitions end.
 pub(super) struct WorkerContext {
     pub partitions: std::sync::Arc<Partitions>,
+    pub metrics: std::sync::Arc<Metrics>,
 }
 
-impl ClientContext for WorkerContext {}
+impl ClientContext for WorkerContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        let ends = partition_offsets(statistics, self.partitions.topic());
+        self.partitions.ends.lock().extend(ends);
+    }
+}
 
 impl ConsumerContext for WorkerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -292,6 +326,7 @@ impl ConsumerContext for WorkerContext {
                 .iter()
                 .map(|e| e.partition())
                 .collect();
+            self.metrics.set_group_joined(false);
             self.partitions.revoke(consumer, &revoked);
         }
     }
@@ -304,6 +339,7 @@ impl ConsumerContext for WorkerContext {
                 .map(|e| e.partition())
                 .collect();
             self.partitions.assign(consumer, &assigned);
+            self.metrics.set_group_joined(true);
         }
     }
 }

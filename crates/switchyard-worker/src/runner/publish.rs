@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
-use sha2::{Digest, Sha256};
 use switchyard_codec::{Codec, headers};
 use switchyard_core::access::approval::{ApprovalRecord, ApprovalRequest, HeldCopy, partition_of};
 use switchyard_core::access::sign;
@@ -20,6 +19,7 @@ use switchyard_core::backoff::Backoff;
 use switchyard_core::deferred::{DeferredJob, DeferredRecord};
 use switchyard_core::result::{JobResult, cap_text};
 use switchyard_core::usage::UsageEvent;
+use switchyard_kafka::dead_letter::{DeadLetter, DeadLetterTopic, RECORD_SLACK};
 use switchyard_kafka::produce::{PublishError, partition_count, publish_at};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -27,9 +27,7 @@ use tracing::{error, warn};
 
 use super::Incoming;
 use crate::engine::Outcome;
-
-/// Room left in a record for its key, headers and the protocol's overhead.
-const RECORD_SLACK: usize = 16 * 1024;
+use crate::metrics::Metrics;
 
 /// A topic the worker writes to, with the producer that compresses as the
 /// topic's settings say.
@@ -120,7 +118,7 @@ impl ApprovalsOut {
 pub(super) struct Publisher {
     pub results: (Out, Codec),
     pub usage: (Out, Codec),
-    pub dlq: Out,
+    pub dlq: DeadLetterTopic,
     pub held: Out,
     pub approvals: ApprovalsOut,
     /// The compacted topic deferred jobs are handed off to.
@@ -131,6 +129,8 @@ pub(super) struct Publisher {
     pub max_record: usize,
     /// Longest text copied from a job into what is published about it.
     pub max_echo: usize,
+    /// Counts the dead letters delivered, by kind.
+    pub metrics: Arc<Metrics>,
 }
 
 /// How a send ended.
@@ -368,66 +368,26 @@ impl Publisher {
         }
     }
 
-    /// The original message, with the reason and where it came from in headers.
-    /// An original too large for a record is cut to fit, and its whole size and
-    /// SHA-256 go in headers (so it can be found and checked upstream).
+    /// The original message, with the reason and where it came from in headers
+    /// (an original too large for a record is cut to fit; see
+    /// [`DeadLetterTopic::send`]).
     pub async fn dead_letter(&self, incoming: &Incoming, kind: &str, reason: &str) -> bool {
         let mut reason = reason.to_owned();
         cap_text(&mut reason, self.max_echo);
-        let partition = incoming.ticket.partition.to_string();
-        let offset = incoming.ticket.offset.to_string();
-        let mut fields = vec![
-            (headers::DLQ_REASON, reason),
-            (headers::DLQ_KIND, kind.to_owned()),
-            (headers::DLQ_TOPIC, self.source_topic.clone()),
-            (headers::DLQ_PARTITION, partition),
-            (headers::DLQ_OFFSET, offset),
-        ];
-        let room = self.max_record.saturating_sub(RECORD_SLACK);
-        let payload: &[u8] = if incoming.payload.len() > room {
-            fields.push((
-                headers::DLQ_ORIGINAL_SIZE,
-                incoming.payload.len().to_string(),
-            ));
-            fields.push((
-                headers::DLQ_ORIGINAL_SHA256,
-                hex(&Sha256::digest(&incoming.payload)),
-            ));
-            &incoming.payload[..room]
-        } else {
-            &incoming.payload
+        let letter = DeadLetter {
+            kind,
+            reason: &reason,
+            topic: &self.source_topic,
+            partition: incoming.ticket.partition,
+            offset: incoming.ticket.offset,
+            key: incoming.key.as_deref(),
+            payload: &incoming.payload,
         };
-        match self
-            .send(
-                &self.dlq,
-                incoming.key.as_deref(),
-                payload,
-                Some(owned_headers(&fields)),
-            )
-            .await
-        {
-            Sent::Delivered => true,
-            Sent::Stopped => false,
-            Sent::Refused(why) => {
-                // The smallest dead letter: no original, only why.
-                error!(partition = incoming.ticket.partition, offset = incoming.ticket.offset, error = %why, "The dead-letter topic refused the original; sending its headers alone.");
-                if !fields.iter().any(|(k, _)| *k == headers::DLQ_ORIGINAL_SIZE) {
-                    fields.push((
-                        headers::DLQ_ORIGINAL_SIZE,
-                        incoming.payload.len().to_string(),
-                    ));
-                    fields.push((
-                        headers::DLQ_ORIGINAL_SHA256,
-                        hex(&Sha256::digest(&incoming.payload)),
-                    ));
-                }
-                matches!(
-                    self.send(&self.dlq, None, &[], Some(owned_headers(&fields)))
-                        .await,
-                    Sent::Delivered
-                )
-            }
+        let sent = self.dlq.send(&letter, &self.stop).await;
+        if sent {
+            self.metrics.dead_lettered_as(kind);
         }
+        sent
     }
 }
 
@@ -439,8 +399,4 @@ pub(crate) fn owned_headers(fields: &[(&str, String)]) -> OwnedHeaders {
             value: Some(value.as_bytes()),
         })
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -194,12 +194,12 @@ pub(crate) async fn timed<T>(
     match tokio::time::timeout(config.timeout, request).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(source)) => Err(Error::ClickHouse {
-            url: config.url.clone(),
+            url: config.display_url(),
             during: during.to_owned(),
             source,
         }),
         Err(_) => Err(Error::ClickHouseTimeout {
-            url: config.url.clone(),
+            url: config.display_url(),
             during: during.to_owned(),
         }),
     }

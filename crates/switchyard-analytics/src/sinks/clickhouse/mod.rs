@@ -12,6 +12,6 @@ pub mod migrate;
 mod rows;
 mod sink;
 
-pub use config::ClickHouseConfig;
+pub use config::{ClickHouseConfig, redact_url};
 pub use rows::{CLICKHOUSE_COLUMNS, ClickHouseRows, RowPosition};
 pub use sink::{ClickHouseSink, WriteOutcome, ranges_to_check};

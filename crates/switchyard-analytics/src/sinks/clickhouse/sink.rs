@@ -59,7 +59,7 @@ impl ClickHouseSink {
     pub async fn connect(config: ClickHouseConfig, topic: &str) -> Result<Self> {
         config.validate()?;
         let applied = migrate(&config).await?;
-        info!(url = %config.url, database = %config.database, applied = ?applied, "ClickHouse store ready.");
+        info!(url = %config.display_url(), database = %config.database, applied = ?applied, "ClickHouse store ready.");
         Ok(Self {
             client: config.client(),
             topic: topic.to_owned(),

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::block::BlockBuilder;
 use super::config::ParquetConfig;
+use super::lock::DirLock;
 use super::manifest::{Manifest, remove_orphans, sync_dir};
 use super::{paths, schema};
 use crate::error::{Error, Result};
@@ -61,13 +62,18 @@ pub struct ParquetSink {
     open: Vec<(Key, OpenFile)>,
     open_rows: u64,
     opened_at: Option<Instant>,
+    /// This sink's hold on the directory for its `sink_id`, until dropped.
+    _lock: DirLock,
 }
 
 impl ParquetSink {
-    /// Opens the tree: creates it, removes this sink's crash leftovers, reads the manifests.
+    /// Opens the tree: creates it, locks it for this sink's id (refusing when
+    /// another sink with the same id has it open), removes this sink's crash
+    /// leftovers, reads the manifests.
     pub fn open(config: ParquetConfig) -> Result<Self> {
         config.validate()?;
         std::fs::create_dir_all(&config.dir).map_err(|e| Error::io("creating", &config.dir, e))?;
+        let lock = DirLock::acquire(&config.dir, &config.sink_id)?;
         let manifest = match Manifest::load(&config.dir, &config.sink_id)? {
             Some(m) if m.topic == config.topic => m,
             Some(m) => {
@@ -120,6 +126,7 @@ impl ParquetSink {
             open: Vec::new(),
             open_rows: 0,
             opened_at: None,
+            _lock: lock,
         })
     }
 

@@ -9,7 +9,7 @@ use crate::catalog::Tokenizer;
 use crate::tokens;
 
 fn refuse(r: &Router, j: &Job, policy: &EffectivePolicy, explain: bool) -> Box<Refusal> {
-    let analysis = TaskAnalyzer::new().analyze(j, false);
+    let analysis = crate::analysis::tests::analyzer_for(r.catalog()).analyze(j, false);
     r.route(
         &RouteInput {
             job: j,
@@ -284,7 +284,7 @@ fn nothing_feasible_is_an_error_with_the_reasons() {
 fn near_the_window_tokens_are_counted_with_the_real_tokenizer() {
     let mut j = job(&"word ".repeat(6_000));
     j.request.max_tokens = Some(100);
-    let analysis = TaskAnalyzer::new().analyze(&j, false);
+    let analysis = crate::analysis::tests::analyzer().analyze(&j, false);
     let exact = tokens::count_job(&j, Tokenizer::Cl100kBase).unwrap();
     let padded = (f64::from(analysis.prompt_tokens_ceiling) * 1.15) as u32;
     assert!(exact + 500 < padded, "{exact} vs {padded}");
@@ -326,7 +326,7 @@ fn cjk_text_near_the_window_is_counted_not_estimated_from_bytes() {
     let sentence = "请把下面的客户投诉分类为账单、技术或账户问题，并简要说明理由。我上个月被重复扣费两次，客服一直没有回复我的邮件。";
     let mut j = job(&sentence.repeat(150));
     j.request.max_tokens = Some(100);
-    let analysis = TaskAnalyzer::new().analyze(&j, false);
+    let analysis = crate::analysis::tests::analyzer().analyze(&j, false);
     let exact = tokens::count_job(&j, Tokenizer::Cl100kBase).unwrap();
     let bytes_estimate = (f64::from(analysis.prompt_tokens) * 1.15) as u32;
     assert!(bytes_estimate < exact, "{bytes_estimate} vs {exact}");

@@ -238,7 +238,7 @@ proptest! {
             circuit: if open[d] { CircuitState::Open } else { CircuitState::Closed },
             ..HealthSnapshot::fresh()
         };
-        let analysis = TaskAnalyzer::new().analyze(&j, false);
+        let analysis = crate::analysis::tests::analyzer_for(r.catalog()).analyze(&j, false);
         let oracle = Oracle { job: &j, analysis: &analysis, policy: &policy, budget, now };
         let input = RouteInput { job: &j, analysis: &analysis, policy: &policy, budget, now };
         let feasible_exists = r
@@ -266,4 +266,91 @@ proptest! {
             }
         }
     }
+}
+
+/// The shipped catalog with one deployment per model.
+fn shipped_router() -> Router {
+    let catalog = Arc::new(crate::analysis::tests::shipped_catalog());
+    let deployments = catalog
+        .models()
+        .iter()
+        .enumerate()
+        .map(|(i, m)| DeploymentInfo {
+            name: m.name.clone(),
+            model: i,
+            provider: m.provider.clone(),
+        })
+        .collect();
+    Router::new(catalog, deployments, RouterSettings::default())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Asking `auto` to keep more of the flagship's quality never sends a job
+    /// to a cheaper third of the catalog, nor asks for less quality.
+    #[test]
+    fn raising_the_quality_target_never_lowers_the_chosen_tier(
+        phrases in proptest::collection::vec(proptest::sample::select(PHRASES.to_vec()), 1..4),
+        filler in 0usize..400,
+        max_tokens in proptest::option::of(16u32..4_000),
+        targets in (0.5f64..1.0, 0.0f64..0.5),
+    ) {
+        let r = shipped_router();
+        let analyzer = crate::analysis::tests::analyzer_for(r.catalog());
+        let bands = r.catalog().price_bands();
+        let mut j = job(&format!("{} {}", phrases.join(" "), "data ".repeat(filler)));
+        j.request.max_tokens = max_tokens;
+        let (low, high) = (targets.0, (targets.0 + targets.1).min(1.0));
+        let policy = EffectivePolicy::open(Strategy::Auto, 0.55);
+        let now = Utc::now();
+        let route_at = |target: f64| {
+            let analysis = analyzer.analyze_for(&j, Some(target), false);
+            let input = RouteInput { job: &j, analysis: &analysis, policy: &policy, budget: BudgetState::UNCONSTRAINED, now };
+            let d = r.route(&input, &|_| HealthSnapshot::fresh(), false).unwrap();
+            (bands[d.chain[0].model], d.required_quality)
+        };
+        let (band_low, need_low) = route_at(low);
+        let (band_high, need_high) = route_at(high);
+        prop_assert!(band_high >= band_low, "{low} -> {band_low:?}, {high} -> {band_high:?}");
+        prop_assert!(need_high >= need_low);
+    }
+}
+
+/// The shipped model written out and read back routes every demo prompt the same way.
+#[test]
+fn the_shipped_model_routes_the_same_after_a_reload() {
+    use crate::analysis::need::NeedModel;
+    let r = shipped_router();
+    let builtin = NeedModel::builtin().unwrap();
+    let reloaded = Arc::new(NeedModel::parse(&builtin.to_bytes()).unwrap());
+    let target = crate::analysis::DEFAULT_QUALITY_TARGET;
+    let a = crate::analysis::TaskAnalyzer::new(r.catalog(), builtin, target);
+    let b = crate::analysis::TaskAnalyzer::new(r.catalog(), reloaded, target);
+    let policy = EffectivePolicy::open(Strategy::Auto, 0.55);
+    let now = Utc::now();
+    let corpus = include_str!("../../../../../pipelines/corpus/prompts.jsonl");
+    let mut n = 0;
+    for line in corpus.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let j = job(v["prompt"].as_str().unwrap());
+        let decide = |analyzer: &crate::analysis::TaskAnalyzer| {
+            let analysis = analyzer.analyze(&j, false);
+            let input = RouteInput {
+                job: &j,
+                analysis: &analysis,
+                policy: &policy,
+                budget: BudgetState::UNCONSTRAINED,
+                now,
+            };
+            (
+                analysis.need.clone(),
+                r.route(&input, &|_| HealthSnapshot::fresh(), false)
+                    .unwrap(),
+            )
+        };
+        assert_eq!(decide(&a), decide(&b));
+        n += 1;
+    }
+    assert!(n > 300, "{n} prompts");
 }
