@@ -364,11 +364,6 @@ impl Admission<'_> {
                 format!("{}; live ({asked}): {why}", admitted.decision.reason);
             admitted
         };
-        let due = stage.job.deadline.unwrap_or_else(|| {
-            self.now
-                + chrono::Duration::from_std(stage.policy.deferred_max_delay)
-                    .unwrap_or(chrono::Duration::MAX)
-        });
         let Some(deferred) = self.deferred else {
             return live(
                 admitted,
@@ -377,6 +372,16 @@ impl Admission<'_> {
             );
         };
         let needed = deferred.needed_delay();
+        // Without a deadline, a job is due after the policy's
+        // `deferred_max_delay`; one that asked to be deferred outright
+        // waits at least as long as a provider batch may take.
+        let delay = match asked {
+            JobMode::Deferred => stage.policy.deferred_max_delay.max(needed),
+            _ => stage.policy.deferred_max_delay,
+        };
+        let due = stage.job.deadline.unwrap_or_else(|| {
+            self.now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
+        });
         let room = (due - self.now).to_std().unwrap_or_default();
         if room < needed {
             return live(

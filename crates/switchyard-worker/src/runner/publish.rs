@@ -284,6 +284,15 @@ impl Publisher {
         usage: &[UsageEvent],
         incoming: &Incoming,
     ) -> bool {
+        let (delivered, events_delivered) =
+            tokio::join!(self.result(result, incoming), self.usage_only(usage));
+        delivered && events_delivered
+    }
+
+    /// Usage events alone (a provider-batch line that billed tokens before
+    /// its job was handed on); true once acknowledged, false when stopped. An
+    /// event the topic cannot take is logged with its cost, not retried.
+    pub async fn usage_only(&self, usage: &[UsageEvent]) -> bool {
         let mut events = Vec::with_capacity(usage.len());
         for event in usage {
             match self.usage.1.encode(event) {
@@ -303,11 +312,10 @@ impl Publisher {
                 }
             }
         });
-        let (delivered, events_delivered) = tokio::join!(
-            self.result(result, incoming),
-            futures::future::join_all(sends)
-        );
-        delivered && events_delivered.into_iter().all(|ok| ok)
+        futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .all(|ok| ok)
     }
 
     /// The result, or the smallest record that says why it could not be sent.

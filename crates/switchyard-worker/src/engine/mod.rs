@@ -28,6 +28,8 @@ use switchyard_kafka::audit::AuditLog;
 use switchyard_providers::Deployment;
 use tokio::time::Instant;
 
+mod deferred;
+
 use crate::access::{Access, Envelope};
 use crate::audit::{self, Auditor};
 use crate::dispatch::{Dispatched, Dispatcher};
@@ -283,11 +285,6 @@ impl Engine {
         self.catalog.model(self.baseline).cost_usd(usage)
     }
 
-    /// Whether a batch was canceled (its deferred jobs end canceled too).
-    pub fn is_batch_canceled(&self, batch_id: &str) -> bool {
-        self.canceled_batches.read().contains(batch_id)
-    }
-
     /// The catalog.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
@@ -301,25 +298,6 @@ impl Engine {
     /// The deployments, with their clients and batch APIs.
     pub fn deployments(&self) -> &[Deployment] {
         self.dispatcher.deployments()
-    }
-
-    /// Holds `amount_usd` on the budgets of a waiting deferred job's path
-    /// (none when its path has no budget or its project is unknown), so that
-    /// jobs admitted meanwhile count it; settle it with what the job cost.
-    pub fn hold_budget(&self, job: &Job, amount_usd: f64) -> Option<Reservation> {
-        let policy = self
-            .org
-            .policy(&job.project, job.workload.as_deref())
-            .ok()?;
-        if policy.budget_nodes.is_empty() {
-            return None;
-        }
-        Some(self.ledger.lock().reserve(&policy.budget_nodes, amount_usd))
-    }
-
-    /// Replaces a hold by what the job cost (0 when it ended unbilled).
-    pub fn settle_budget(&self, hold: Reservation, cost_usd: f64) {
-        self.ledger.lock().settle(hold, cost_usd, Utc::now());
     }
 
     fn is_canceled(&self, job: &Job) -> bool {
@@ -407,10 +385,7 @@ impl Engine {
             health: &health,
             now,
             keys: keys.as_deref(),
-            deferred: self
-                .deferral
-                .load(std::sync::atomic::Ordering::Relaxed)
-                .then_some(&self.deferred),
+            deferred: self.deferral_enabled().then_some(&self.deferred),
         };
         let facts = JobFacts {
             canceled: self.is_canceled(job),
@@ -506,14 +481,6 @@ impl Engine {
         a.admission(job, principal, what, self.audit_content(job));
     }
 
-    /// Lets admission defer jobs that may wait (their records go to the
-    /// deferred topic). Only for a worker whose deferred topic is gathered
-    /// into provider batches: a deferred job nobody gathers never ends.
-    pub fn enable_deferral(&self) {
-        self.deferral
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-
     /// Writes audit records with `log`; `all` records every admission
     /// decision and final state (`[audit] enabled`), not only signature
     /// refusals and holds. Set once, when the worker connects.
@@ -524,31 +491,6 @@ impl Engine {
     /// The audit log, when one is written.
     pub fn audit_log(&self) -> Option<&Arc<AuditLog>> {
         self.auditor.get().map(|a| &a.log)
-    }
-
-    /// Hands a deferred job off as the record the runner publishes on the
-    /// deferred topic. Its reservation ends here (dropped with `work`); the
-    /// worker that gathers the job reserves it again for as long as it waits.
-    fn defer(&self, job: Job, work: Work<'_>) -> Outcome {
-        let decision = &work.admitted.decision;
-        let deployments = decision
-            .chain
-            .iter()
-            .filter_map(|e| self.router.deployments().get(e.deployment))
-            .map(|d| d.name.clone())
-            .collect();
-        let now = now_ms();
-        self.metrics.job_deferred();
-        let record = DeferredJob::new(
-            job,
-            decision.summary(&self.catalog),
-            deployments,
-            decision.worst_case_in(&self.catalog, RunMode::Deferred),
-            now,
-            work.admitted.due.unwrap_or(now),
-            work.admitted.default_max_tokens,
-        );
-        Outcome::Deferred(Box::new(record))
     }
 
     /// Calls providers along the admitted chain.
