@@ -11,6 +11,8 @@ use crate::config::source::{self, ConfigError, ConfigSource, Invalid, KeyPath};
 pub use crate::vocab::ModelId;
 use crate::vocab::{RunMode, TaskCategory, TokenUsage};
 
+pub mod price_check;
+
 /// Wire format a model is called with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
