@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/batch.rs"]
+mod batch;
 mod common;
 
 use std::collections::HashMap;
@@ -185,5 +187,283 @@ async fn errored_and_expired_lines_are_handed_on_and_complete() {
         stats.batch.errored + stats.batch.expired,
         "{stats:?}"
     );
+    stack.stop().await.unwrap();
+}
+
+/// A broker process, the simulator with `batch` behaviour in this process, and
+/// a worker config for worker processes (which the test kills).
+async fn process_stack(
+    batch: BatchBehaviour,
+) -> (
+    Proc,
+    String,
+    switchyard_sim::SimHandle,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
+    let (broker, bootstrap) = start_broker(4);
+    let catalog = switchyard_loader::load_catalog(&path("pipelines/models.toml")).unwrap();
+    let mut sim_config = SimConfig::from_catalog(&catalog);
+    sim_config.batch = batch;
+    let sim = switchyard_sim::start(sim_config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_process_config(dir.path(), &format!("http://{}", sim.addr()));
+    (broker, bootstrap, sim, dir, config)
+}
+
+fn start_deferring_worker(config: &std::path::Path, bootstrap: &str, max_requests: usize) -> Proc {
+    let env = quick_deferral(max_requests);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    start_worker(config, bootstrap, &env)
+}
+
+/// Kills the worker with SIGKILL once `ready` says so (checked every 20 ms).
+async fn kill_when(
+    worker: Proc,
+    sim: &switchyard_sim::SimHandle,
+    ready: impl Fn(&switchyard_sim::SimStats) -> bool,
+) {
+    assert!(
+        eventually(Duration::from_secs(60), || ready(&sim.stats())).await,
+        "never ready to kill: {:?}",
+        sim.stats()
+    );
+    signal(&worker, "-KILL");
+    drop(worker);
+}
+
+async fn produce_and_ids(
+    bootstrap: &str,
+    config: &std::path::Path,
+    jobs: &[Job],
+) -> (Vec<String>, switchyard_core::config::PipelineConfig) {
+    let pipeline = switchyard_loader::load_pipeline(config, &[]).unwrap();
+    produce_jobs(bootstrap, &pipeline.config.kafka.topics.jobs, jobs).await;
+    (
+        jobs.iter().map(|j| j.job_id.clone()).collect(),
+        pipeline.config,
+    )
+}
+
+async fn results_at(
+    bootstrap: &str,
+    config: &switchyard_core::config::PipelineConfig,
+    ids: &[String],
+) -> HashMap<String, Vec<JobResult>> {
+    let topics = &config.kafka.topics;
+    let consumer = results_consumer(bootstrap, &topics.results.name);
+    collect_results(
+        &consumer,
+        &Codec::for_topic(&topics.results),
+        ids,
+        Duration::from_secs(180),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_while_provider_batches_are_open_resumes_without_sending_twice() {
+    let batch = BatchBehaviour {
+        processing_time: Duration::from_secs(8),
+        ..BatchBehaviour::default()
+    };
+    let (_broker, bootstrap, sim, _dir, config) = process_stack(batch).await;
+    let jobs = deferred_jobs("open", 200, None);
+    let (ids, pipeline) = produce_and_ids(&bootstrap, &config, &jobs).await;
+    let first = start_deferring_worker(&config, &bootstrap, 50);
+    // Every provider batch created and none ended: kill.
+    kill_when(first, &sim, |s| s.batch.requests >= 200).await;
+    assert_eq!(
+        sim.stats().batch.answered,
+        0,
+        "the batches ended before the kill"
+    );
+    let _second = start_deferring_worker(&config, &bootstrap, 50);
+    let got = results_at(&bootstrap, &pipeline, &ids).await;
+    for id in &ids {
+        let r = got[id].last().unwrap();
+        assert_eq!(
+            (r.status, r.mode),
+            (JobStatus::Succeeded, RunMode::Deferred),
+            "{r:?}"
+        );
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.batch.requests, 200, "{stats:?}");
+    assert_eq!(
+        stats.repeated_prompts, 0,
+        "a request reached the provider twice: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_right_after_the_provider_accepted_a_batch_adopts_it() {
+    // The provider records the batch at once but answers the create 3 s later:
+    // a worker killed meanwhile never heard that its batch exists.
+    let batch = BatchBehaviour {
+        processing_time: Duration::from_secs(2),
+        create_reply_delay: Duration::from_secs(3),
+        ..BatchBehaviour::default()
+    };
+    let (_broker, bootstrap, sim, _dir, config) = process_stack(batch).await;
+    let jobs = deferred_jobs("accepted", 60, None);
+    let (ids, pipeline) = produce_and_ids(&bootstrap, &config, &jobs).await;
+    let first = start_deferring_worker(&config, &bootstrap, 100);
+    kill_when(first, &sim, |s| {
+        s.batch.batches >= 1 && s.batch.creates_answered == 0
+    })
+    .await;
+    let _second = start_deferring_worker(&config, &bootstrap, 100);
+    let got = results_at(&bootstrap, &pipeline, &ids).await;
+    for id in &ids {
+        let r = got[id].last().unwrap();
+        assert_eq!(
+            (r.status, r.mode),
+            (JobStatus::Succeeded, RunMode::Deferred),
+            "{r:?}"
+        );
+    }
+    let stats = sim.stats();
+    // Each request reached the provider once: the batches the first worker
+    // never heard about were found and adopted, not created again.
+    assert_eq!(
+        stats.batch.requests, 60,
+        "a batch was created again: {stats:?}"
+    );
+    assert!(
+        stats.batch.lists >= 1,
+        "the second worker never looked for the batch: {stats:?}"
+    );
+    assert_eq!(stats.repeated_prompts, 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canceling_a_batch_cancels_its_open_provider_batches() {
+    use batch::{anthropic_line, options, submit, write_file};
+    let sim = BatchBehaviour {
+        processing_time: Duration::from_secs(600),
+        ..BatchBehaviour::default()
+    };
+    let stack = stack(sim, quick_deferral(1_000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_file(&dir.path().join("requests.jsonl"), 40, anthropic_line);
+    let mut submit_options = options();
+    submit_options.mode = Some(JobMode::Deferred);
+    let report = submit(&stack.pipeline, &input, submit_options)
+        .await
+        .unwrap();
+    // Lines whose models have no batch API run live; the others wait in
+    // provider batches.
+    let accounted = |s: &switchyard_sim::SimStats| {
+        s.batch.requests + s.models.values().map(|m| m.requests).sum::<u64>() >= 40
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || accounted(&stack.sim.stats())).await,
+        "the provider batches were never created: {:?}",
+        stack.sim.stats()
+    );
+    let waiting = stack.sim.stats().batch.requests;
+    assert!(waiting > 0, "no job was deferred: {:?}", stack.sim.stats());
+    let (kafka, id) = (stack.pipeline.config.kafka.clone(), report.batch_id.clone());
+    tokio::task::spawn_blocking(move || switchyard_batch::cancel(&kafka, &id))
+        .await
+        .unwrap()
+        .unwrap();
+    let ids: Vec<String> = (0..40)
+        .map(|i| format!("{}-{i}", report.batch_id))
+        .collect();
+    let topics = &stack.pipeline.config.kafka.topics;
+    let consumer = results_consumer(stack.broker.bootstrap(), &topics.results.name);
+    let codec = Codec::for_topic(&topics.results);
+    let mut got: HashMap<String, Vec<JobResult>> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while got.len() < 40 && tokio::time::Instant::now() < deadline {
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+            let r: JobResult = codec
+                .decode(rdkafka::Message::payload(&m).unwrap())
+                .unwrap();
+            if r.batch_id.as_deref() == Some(report.batch_id.as_str()) {
+                got.entry(r.job_id.clone()).or_default().push(r);
+            }
+        }
+    }
+    assert_eq!(
+        got.len(),
+        40,
+        "results of {} of 40 jobs (ids like {:?})",
+        got.len(),
+        ids.first()
+    );
+    let last: Vec<&JobResult> = got.values().map(|c| c.last().unwrap()).collect();
+    let canceled = last
+        .iter()
+        .filter(|r| r.status == JobStatus::Canceled)
+        .count() as u64;
+    assert_eq!(
+        canceled, waiting,
+        "every job waiting in a provider batch ends canceled"
+    );
+    for r in last.iter().filter(|r| r.status != JobStatus::Canceled) {
+        assert_eq!(
+            (r.status, r.mode),
+            (JobStatus::Succeeded, RunMode::Live),
+            "{r:?}"
+        );
+    }
+    let stats = stack.sim.stats();
+    assert!(
+        stats.batch.cancels >= 1,
+        "no cancel reached the provider: {stats:?}"
+    );
+    assert_eq!(stats.batch.canceled, waiting, "{stats:?}");
+    assert_eq!(stats.batch.answered, 0, "{stats:?}");
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_defers_patient_jobs_and_runs_tight_ones_live() {
+    let sim = BatchBehaviour {
+        processing_time: Duration::from_secs(1),
+        ..BatchBehaviour::default()
+    };
+    let stack = stack(sim, quick_deferral(1_000)).await;
+    let now = chrono::Utc::now();
+    let mut jobs = deferred_jobs("auto", 40, None);
+    for (i, job) in jobs.iter_mut().enumerate() {
+        job.mode = Some(JobMode::Auto);
+        // Even jobs may take two days; odd ones are due within the hour,
+        // less than a provider's 24 h window.
+        let wait = if i % 2 == 0 {
+            chrono::TimeDelta::days(2)
+        } else {
+            chrono::TimeDelta::hours(1)
+        };
+        job.deadline = Some(now + wait);
+    }
+    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
+    produce_jobs(
+        stack.broker.bootstrap(),
+        &stack.pipeline.config.kafka.topics.jobs,
+        &jobs,
+    )
+    .await;
+    let got = results_of(&stack, &ids, Duration::from_secs(120)).await;
+    for (i, id) in ids.iter().enumerate() {
+        let r = got[id].last().unwrap();
+        let reason = &r.routing.as_ref().unwrap().reason;
+        if i % 2 == 0 {
+            assert_deferred_at_batch_price(&stack, r);
+            assert!(reason.contains("deferred (auto)"), "{reason}");
+        } else {
+            assert_eq!(
+                (r.status, r.mode),
+                (JobStatus::Succeeded, RunMode::Live),
+                "{r:?}"
+            );
+            assert!(reason.contains("live (auto)"), "{reason}");
+        }
+    }
     stack.stop().await.unwrap();
 }
