@@ -585,7 +585,7 @@ fn a_side_file_that_is_the_input_or_the_output_is_refused_before_anything_is_wri
 }
 
 #[test]
-fn estimate_prices_a_file_under_every_strategy_against_the_flagship() {
+fn estimate_prices_a_file_under_every_strategy_live_and_deferred_against_the_flagship() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("requests.jsonl");
     let prompts = [
@@ -644,6 +644,19 @@ fn estimate_prices_a_file_under_every_strategy_against_the_flagship() {
         assert!((saving - (1.0 - c / baseline)).abs() < 1e-9, "{s}");
         assert_eq!(s["unroutable"], 0);
         assert!(!s["models"].as_array().unwrap().is_empty());
+        // Through the providers' batch APIs: every request has a model with a
+        // batch price, and the saving against the flagship's live price splits
+        // into what routing saved and what deferral saved.
+        let deferred = s["deferred_cost_usd"].as_f64().unwrap();
+        assert!(deferred > 0.0 && deferred < c, "{s}");
+        assert_eq!(s["deferred_requests"], 50, "{s}");
+        let routing = s["routing_savings_usd"].as_f64().unwrap();
+        let deferral = s["deferral_savings_usd"].as_f64().unwrap();
+        assert!(deferral > 0.0, "{s}");
+        assert!(
+            (routing + deferral - (baseline - deferred)).abs() < 1e-9,
+            "{s}"
+        );
     }
 
     // The same validation as submit: the duplicate custom_id is refused too.

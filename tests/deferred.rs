@@ -4,7 +4,8 @@
 //! sent once; lines the provider fails or expires are handed on and complete;
 //! a canceled batch's provider batches are canceled; and a worker killed while
 //! provider batches are open (or right after the provider accepted one it never
-//! heard back about) resumes without sending any request twice.
+//! heard back about) resumes without sending any request twice; `status`
+//! shows which of a batch's jobs wait on which provider batch.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,7 +16,9 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use switchyard_batch::SubmitOptions;
 use switchyard_codec::Codec;
+use switchyard_core::deferred::ProviderBatchState;
 use switchyard_core::job::{ChatRequest, Job};
 use switchyard_core::result::{JobResult, JobStatus, RunMode};
 use switchyard_core::vocab::JobMode;
@@ -465,5 +468,101 @@ async fn auto_defers_patient_jobs_and_runs_tight_ones_live() {
             assert!(reason.contains("live (auto)"), "{reason}");
         }
     }
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_which_jobs_wait_on_which_provider_batch() {
+    // Provider batches that stay open: the status sees them submitted.
+    let sim = BatchBehaviour {
+        processing_time: Duration::from_secs(600),
+        ..BatchBehaviour::default()
+    };
+    let stack = stack(sim, quick_deferral(25)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = batch::write_file(&dir.path().join("jobs.jsonl"), 40, |i| {
+        serde_json::json!({
+            "job_id": format!("status-{i}"),
+            "project": batch::PROJECT,
+            "request": {"messages": [{"role": "user", "content": format!(
+                "Summarise review status-{i} in one sentence: the parcel came late but intact."
+            )}]},
+        })
+    });
+    let options = SubmitOptions {
+        mode: Some(JobMode::Deferred),
+        ..batch::options()
+    };
+    let report = batch::submit(&stack.pipeline, &input, options)
+        .await
+        .unwrap();
+    let status = |kafka: switchyard_core::config::KafkaConfig| {
+        let id = report.batch_id.clone();
+        async move {
+            tokio::task::spawn_blocking(move || switchyard_batch::status(&kafka, &id))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let kafka = stack.pipeline.config.kafka.clone();
+    let mut last = None;
+    for _ in 0..120 {
+        let s = status(kafka.clone()).await;
+        let submitted = s
+            .deferred
+            .provider_batches
+            .iter()
+            .filter(|b| b.state == ProviderBatchState::Submitted)
+            .map(|b| b.jobs_waiting)
+            .sum::<u64>();
+        let done = submitted == 40;
+        last = Some(s);
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let s = last.unwrap();
+    let d = &s.deferred;
+    assert!(d.topic_exists);
+    assert_eq!(d.waiting, 0, "{d:?}");
+    // At most 25 requests a provider batch: at least two.
+    assert!(d.provider_batches.len() >= 2, "{d:?}");
+    for b in &d.provider_batches {
+        assert_eq!(b.state, ProviderBatchState::Submitted, "{d:?}");
+        assert!(
+            b.provider_batch_id.is_some() && b.provider_status.is_some(),
+            "{b:?}"
+        );
+        assert!(b.requests <= 25 && b.jobs_waiting == b.requests, "{b:?}");
+    }
+    assert_eq!(
+        d.provider_batches
+            .iter()
+            .map(|b| b.jobs_waiting)
+            .sum::<u64>(),
+        40,
+        "{d:?}"
+    );
+    let table = s.table();
+    assert!(
+        table.contains("deferred   0 waiting to be grouped, "),
+        "{table}"
+    );
+    assert!(table.contains(" submitted ("), "{table}");
+    assert!(table.contains("jobs wait on it"), "{table}");
+
+    // A cluster without the deferred topic: said, and no error.
+    let mut elsewhere = kafka.clone();
+    elsewhere.topics.deferred = "switchyard.deferred-absent".into();
+    let s = status(elsewhere).await;
+    assert!(!s.deferred.topic_exists);
+    assert!(
+        s.table()
+            .contains("deferred   none (topic `switchyard.deferred-absent` does not exist"),
+        "{}",
+        s.table()
+    );
     stack.stop().await.unwrap();
 }

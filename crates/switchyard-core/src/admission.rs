@@ -462,23 +462,14 @@ impl Admission<'_> {
     /// The route among the models deferred routing can use (a batch API and
     /// price), within the job's own pin and allow-list and its policy.
     fn batch_route(&self, stage: &Stage<'_>) -> Option<RoutingDecision> {
-        let deferrable: Vec<String> = self
-            .catalog()
-            .models()
-            .iter()
-            .filter(|m| m.deferrable())
-            .filter(|m| {
-                stage.job.allowed_models.is_empty() || stage.job.allowed_models.contains(&m.name)
-            })
-            .map(|m| m.name.clone())
-            .collect();
-        if deferrable.is_empty() {
-            return None;
-        }
-        let mut job = stage.job.clone();
-        job.allowed_models = deferrable;
-        self.route(&job, stage.analysis, stage.policy, stage.budget)
-            .ok()
+        let input = RouteInput {
+            job: stage.job,
+            analysis: stage.analysis,
+            policy: stage.policy,
+            budget: stage.budget,
+            now: self.now,
+        };
+        self.router.route_deferred(&input, self.health)
     }
 
     /// Whether the job carries a decision that releases it from a `kind` hold.

@@ -365,6 +365,42 @@ impl Router {
         })
     }
 
+    /// Routes one job among the models deferred routing can use (a batch API
+    /// Switchyard speaks and a catalog batch price, [`ModelSpec::deferrable`]),
+    /// within the job's own allow-list and its policy: the route of a job that
+    /// goes through a provider's batch API (admission's deferred route, and
+    /// `estimate`'s deferred price). `None` when no such model can serve it.
+    ///
+    /// [`ModelSpec::deferrable`]: crate::catalog::ModelSpec::deferrable
+    pub fn route_deferred(
+        &self,
+        input: &RouteInput<'_>,
+        health: &dyn Fn(DeploymentId) -> HealthSnapshot,
+    ) -> Option<RoutingDecision> {
+        let allowed = &input.job.allowed_models;
+        let deferrable: Vec<String> = self
+            .catalog
+            .models()
+            .iter()
+            .filter(|m| m.deferrable())
+            .filter(|m| allowed.is_empty() || allowed.contains(&m.name))
+            .map(|m| m.name.clone())
+            .collect();
+        if deferrable.is_empty() {
+            return None;
+        }
+        let mut job = input.job.clone();
+        job.allowed_models = deferrable;
+        let input = RouteInput {
+            job: &job,
+            analysis: input.analysis,
+            policy: input.policy,
+            budget: input.budget,
+            now: input.now,
+        };
+        self.route(&input, health, false).ok()
+    }
+
     /// Refusals that do not depend on the candidates: a passed deadline, unknown
     /// model names in the job.
     fn check_request(&self, input: &RouteInput<'_>) -> Option<RouteError> {
