@@ -10,9 +10,11 @@
 //! - holds each waiting job's worst case (at the batch price) on its budgets;
 //! - asks the provider to cancel open batches of canceled Switchyard batches;
 //! - resumes provider batches left as an intent (a worker stopped between
-//!   recording a batch and hearing the provider accept it): after
-//!   `submit_timeout` it lists the provider's batches and adopts the one that
-//!   carries the batch's key, and creates it only when none does;
+//!   recording a batch and hearing the provider accept it): twice
+//!   `submit_timeout` after the intent's latest attempt (so that a create that
+//!   timed out has had time to land), it lists the provider's batches and
+//!   adopts the one that carries the batch's key, and creates it only when none
+//!   does;
 //! - polls open provider batches every `poll_interval` (backing off after
 //!   errors), and collects ended ones: each answered line becomes its job's
 //!   result and usage events, at the batch price; an errored or expired line
@@ -506,8 +508,10 @@ impl Gatherer {
     /// from its latest attempt, adopts the provider's batch that carries its
     /// key, or creates it when none does.
     async fn resume(&self, p: i32, part: &mut Part, mut record: ProviderBatchRecord) -> bool {
+        // Twice the timeout: a worker whose create timed out at the first
+        // may have had the provider accept it a little later.
         let due = record.attempt_at
-            + chrono::TimeDelta::from_std(self.settings.submit_timeout)
+            + chrono::TimeDelta::from_std(self.settings.submit_timeout * 2)
                 .unwrap_or(chrono::TimeDelta::MAX);
         if Utc::now() < due || !self.poll_due(part, &record.key) {
             return true;
