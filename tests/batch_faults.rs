@@ -473,6 +473,7 @@ async fn a_cancel_that_races_the_end_of_a_submit_stands() {
             file_name: "requests.jsonl".into(),
             strategy: None,
             workload: None,
+            mode: None,
             submitted_at: chrono::Utc::now(),
             canceled_at: (state == BatchState::Canceled).then(chrono::Utc::now),
             refused: 0,

@@ -364,9 +364,12 @@ fn usage_tree(dir: &std::path::Path) {
                 input_tokens: 1000,
                 output_tokens: 500,
                 cached_input_tokens: 0,
+                cache_write_input_tokens: 0,
             },
             cost_usd: 0.25,
             baseline_cost_usd: 2.5,
+            live_cost_usd: None,
+            mode: switchyard_core::result::RunMode::Live,
             latency_ms: 100,
         };
         sink.push(UsageRow::from_event(
@@ -582,7 +585,7 @@ fn a_side_file_that_is_the_input_or_the_output_is_refused_before_anything_is_wri
 }
 
 #[test]
-fn estimate_prices_a_file_under_every_strategy_against_the_flagship() {
+fn estimate_prices_a_file_under_every_strategy_live_and_deferred_against_the_flagship() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("requests.jsonl");
     let prompts = [
@@ -641,6 +644,19 @@ fn estimate_prices_a_file_under_every_strategy_against_the_flagship() {
         assert!((saving - (1.0 - c / baseline)).abs() < 1e-9, "{s}");
         assert_eq!(s["unroutable"], 0);
         assert!(!s["models"].as_array().unwrap().is_empty());
+        // Through the providers' batch APIs: every request has a model with a
+        // batch price, and the saving against the flagship's live price splits
+        // into what routing saved and what deferral saved.
+        let deferred = s["deferred_cost_usd"].as_f64().unwrap();
+        assert!(deferred > 0.0 && deferred < c, "{s}");
+        assert_eq!(s["deferred_requests"], 50, "{s}");
+        let routing = s["routing_savings_usd"].as_f64().unwrap();
+        let deferral = s["deferral_savings_usd"].as_f64().unwrap();
+        assert!(deferral > 0.0, "{s}");
+        assert!(
+            (routing + deferral - (baseline - deferred)).abs() < 1e-9,
+            "{s}"
+        );
     }
 
     // The same validation as submit: the duplicate custom_id is refused too.
@@ -656,4 +672,91 @@ fn estimate_prices_a_file_under_every_strategy_against_the_flagship() {
     ] {
         assert!(err.contains(want), "`{want}` not in:\n{err}");
     }
+}
+
+#[test]
+fn catalog_check_passes_on_litellms_prices_and_names_a_changed_one() {
+    let fixture = "tests/fixtures/litellm/model_prices_and_context_window.json";
+    let out = switchyard(&["catalog", "check", fixture], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(" 0 differ"), "{stdout}");
+    // Models the fixture does not hold are listed, not failed.
+    assert!(stdout.contains("not in the price map"), "{stdout}");
+
+    // Every kind of price was compared: live, cached, cache write, batch and
+    // a long-context tier.
+    let out = switchyard(&["catalog", "check", fixture, "--format", "json"], None);
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["passed"], true);
+    let agreed: Vec<(String, String)> = report["prices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["verdict"] == "agrees")
+        .map(|p| {
+            (
+                p["model"].as_str().unwrap().to_owned(),
+                p["field"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (model, field) in [
+        ("gpt-5.4", "output_usd_per_mtok"),
+        ("grok-4.5", "cached_input_usd_per_mtok"),
+        ("claude-sonnet-5-5", "cache_write_input_usd_per_mtok"),
+        ("claude-haiku-5-5", "batch_input_usd_per_mtok"),
+        ("gemini-3.1-pro-preview", "long_context.output_usd_per_mtok"),
+        ("gpt-6.1-sol", "long_context.input_usd_per_mtok"),
+    ] {
+        assert!(
+            agreed.contains(&(model.into(), field.into())),
+            "{model} {field} not compared"
+        );
+    }
+
+    // One price changed by 10%: exit code 1, naming the model and the field.
+    let text = std::fs::read_to_string(root().join(fixture)).unwrap();
+    let mut prices: serde_json::Value = serde_json::from_str(&text).unwrap();
+    prices["claude-sonnet-5-5"]["output_cost_per_token"] = serde_json::json!(1.1e-05);
+    let dir = tempfile::tempdir().unwrap();
+    let changed = dir.path().join("prices.json");
+    std::fs::write(&changed, prices.to_string()).unwrap();
+    let out = switchyard(&["catalog", "check", changed.to_str().unwrap()], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("claude-sonnet-5-5"))
+        .unwrap_or_else(|| panic!("no line names the model:\n{stdout}"));
+    for want in ["output_usd_per_mtok", "10", "11", "-9.1%"] {
+        assert!(line.contains(want), "`{want}` not in `{line}`");
+    }
+    assert!(stdout.contains(" 1 differ"), "{stdout}");
+    // A wider tolerance lets it pass.
+    let out = switchyard(
+        &[
+            "catalog",
+            "check",
+            changed.to_str().unwrap(),
+            "--tolerance",
+            "10",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+
+    // A missing file is the user's input: exit code 2, the file and the fix.
+    let out = switchyard(&["catalog", "check", "no/such/prices.json"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no/such/prices.json") && err.contains("model_prices_and_context_window"),
+        "{err}"
+    );
 }

@@ -69,6 +69,16 @@ fn the_demo_completes_every_job_through_an_outage_for_a_fraction_of_the_flagship
     // The sink wrote every billed attempt to Parquet where the report says.
     assert_eq!(s["parquet_dir"], parquet.display().to_string());
     assert!(s["parquet_attempts"].as_u64().unwrap() >= 2000, "{s}");
+    // The deferred pass: the same jobs again, patient, mostly through the
+    // providers' batch APIs, for less than the routed live run.
+    let d = &s["deferred"];
+    let jobs = d["jobs"].as_u64().unwrap();
+    assert!(d["succeeded"].as_u64().unwrap() >= jobs * 95 / 100, "{d}");
+    assert!(d["served_deferred"].as_u64().unwrap() >= jobs / 2, "{d}");
+    assert!(
+        d["cost_usd"].as_f64().unwrap() < 0.8 * d["live_cost_usd"].as_f64().unwrap(),
+        "{d}"
+    );
     let files = walk(&parquet)
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))

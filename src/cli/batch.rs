@@ -17,6 +17,7 @@ use switchyard_batch::{
     BatchFormat, CollectOptions, ConsoleProgress, EstimateOptions, StopFlag, SubmitOptions,
 };
 use switchyard_core::routing::Strategy;
+use switchyard_core::vocab::JobMode;
 
 use super::common::{BadInput, PipelineArgs, shutdown_signal};
 
@@ -58,6 +59,10 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
     })
 }
 
+fn parse_mode(s: &str) -> Result<JobMode, String> {
+    JobMode::parse(s).ok_or_else(|| format!("unknown mode `{s}` (live, deferred, auto)"))
+}
+
 /// Arguments of `submit`.
 #[derive(clap::Args)]
 pub struct SubmitArgs {
@@ -73,6 +78,10 @@ pub struct SubmitArgs {
     /// Workload of every job (selects per-workload policy).
     #[arg(long)]
     workload: Option<String>,
+    /// Whether jobs that name no `mode` may wait for a provider's batch API:
+    /// live, deferred or auto [default: the workload's or node's default_mode].
+    #[arg(long, value_parser = parse_mode)]
+    mode: Option<JobMode>,
     /// Submit the valid lines even when some are invalid; the invalid ones go to --rejects.
     #[arg(long)]
     skip_invalid: bool,
@@ -198,6 +207,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         signer,
         strategy: args.strategy,
         workload: args.workload,
+        mode: args.mode,
         skip_invalid: args.skip_invalid,
         rejects_path: args.rejects,
         ..SubmitOptions::new(args.project)

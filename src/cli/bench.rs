@@ -258,6 +258,7 @@ async fn bench_deployments(
                     provider: spec.provider.clone(),
                     api_model: spec.api_model.clone(),
                     client: provider.clone(),
+                    batch: None,
                     limiter: DeploymentLimiter::unlimited(),
                 })
             })

@@ -8,6 +8,7 @@ mod batch;
 mod bench;
 mod bench_sink;
 mod broker;
+mod catalog;
 mod common;
 mod demo;
 mod dev;
@@ -53,6 +54,8 @@ enum Command {
     Run(run::Args),
     /// Check a pipeline config (with its catalog and org file) without running.
     Validate(validate::Args),
+    /// The model catalog: check its prices against LiteLLM's public price map.
+    Catalog(catalog::Args),
     /// Everything in one process, nothing to install: broker, simulated providers,
     /// worker and usage sink on a realistic workload, then a cost report.
     Demo(demo::Args),
@@ -126,6 +129,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run(a) => run::run(a).await,
             Command::Validate(a) => validate::run(a),
+            Command::Catalog(a) => catalog::run(a),
             Command::Demo(a) => demo::run(a).await,
             Command::Dev(a) => dev::run(a).await,
             Command::Broker(a) => broker::run(a).await,

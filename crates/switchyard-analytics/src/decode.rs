@@ -20,7 +20,7 @@ use serde::de::{self, Deserializer, Visitor};
 use switchyard_codec::Codec;
 use switchyard_core::analysis::TaskCategory;
 use switchyard_core::config::Encoding;
-use switchyard_core::result::AttemptOutcome;
+use switchyard_core::result::{AttemptOutcome, RunMode};
 use switchyard_core::routing::Strategy;
 use switchyard_core::usage::UsageEvent;
 
@@ -272,6 +272,10 @@ struct FastEvent<'a> {
     cost_usd: f64,
     baseline_cost_usd: f64,
     latency_ms: u64,
+    #[serde(borrow, default)]
+    mode: Option<Text<'a>>,
+    #[serde(default)]
+    live_cost_usd: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -280,6 +284,8 @@ struct FastUsage {
     input_tokens: u64,
     output_tokens: u64,
     cached_input_tokens: u64,
+    #[serde(default)]
+    cache_write_input_tokens: u64,
 }
 
 /// A fast-path event whose enums and time are already checked.
@@ -290,6 +296,7 @@ struct Fast<'a> {
     strategy: &'static str,
     category: &'static str,
     outcome: &'static str,
+    mode: &'static str,
 }
 
 impl Fast<'_> {
@@ -324,6 +331,9 @@ impl Fast<'_> {
             kafka_topic: topic,
             kafka_partition: partition,
             kafka_offset: offset,
+            cache_write_input_tokens: e.usage.cache_write_input_tokens,
+            mode: self.mode,
+            live_cost_usd: e.live_cost_usd.unwrap_or(e.cost_usd),
         }
     }
 }
@@ -340,7 +350,12 @@ fn fast_json<'a>(codec: &Codec, payload: &'a [u8]) -> Option<Fast<'a>> {
     let strategy = Strategy::parse(e.strategy.as_ref())?.as_str();
     let category = TaskCategory::parse(e.category.as_ref())?.as_str();
     let outcome = AttemptOutcome::parse(e.outcome.as_ref())?.as_str();
+    let mode = match &e.mode {
+        Some(m) => RunMode::parse(m.as_ref())?.as_str(),
+        None => RunMode::Live.as_str(),
+    };
     Some(Fast {
+        mode,
         id: key(e.event_id.as_ref()),
         e,
         ts_ms,

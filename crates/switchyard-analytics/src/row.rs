@@ -74,6 +74,13 @@ pub struct UsageRow {
     pub kafka_partition: i32,
     /// Offset of the event in its partition.
     pub kafka_offset: i64,
+    /// Prompt tokens written to the provider's cache.
+    pub cache_write_input_tokens: u64,
+    /// How the attempt was served: `live` or `deferred` (a provider's batch API).
+    pub mode: String,
+    /// What the same tokens cost on the same model live, USD (the cost itself
+    /// for live attempts): live cost minus cost is what deferral saved.
+    pub live_cost_usd: f64,
 }
 
 /// Days from 0001-01-01 (chrono's day 1) to 1970-01-01.
@@ -85,6 +92,7 @@ impl UsageRow {
     /// Flattens an event read at `partition`/`offset` of `topic`.
     pub fn from_event(event: UsageEvent, topic: &str, partition: i32, offset: i64) -> Self {
         let ts_ms = event.ts.timestamp_millis().max(0) as u64;
+        let live_cost_usd = event.live_cost();
         Self {
             event_id: event.event_id,
             job_id: event.job_id,
@@ -116,6 +124,9 @@ impl UsageRow {
             kafka_topic: topic.to_owned(),
             kafka_partition: partition,
             kafka_offset: offset,
+            cache_write_input_tokens: event.usage.cache_write_input_tokens,
+            mode: event.mode.as_str().to_owned(),
+            live_cost_usd,
         }
     }
 
@@ -201,6 +212,12 @@ pub struct RowRef<'a> {
     pub kafka_partition: i32,
     /// Offset of the event in its partition.
     pub kafka_offset: i64,
+    /// Prompt tokens written to the cache.
+    pub cache_write_input_tokens: u64,
+    /// `live` or `deferred`.
+    pub mode: &'a str,
+    /// The same tokens on the same model live, USD.
+    pub live_cost_usd: f64,
 }
 
 impl RowRef<'_> {
@@ -247,6 +264,9 @@ impl<'a> RowRef<'a> {
             kafka_topic: &r.kafka_topic,
             kafka_partition: r.kafka_partition,
             kafka_offset: r.kafka_offset,
+            cache_write_input_tokens: r.cache_write_input_tokens,
+            mode: &r.mode,
+            live_cost_usd: r.live_cost_usd,
         }
     }
 
@@ -281,6 +301,9 @@ impl<'a> RowRef<'a> {
             kafka_topic: topic,
             kafka_partition: partition,
             kafka_offset: offset,
+            cache_write_input_tokens: e.usage.cache_write_input_tokens,
+            mode: e.mode.as_str(),
+            live_cost_usd: e.live_cost(),
         }
     }
 }
@@ -348,10 +371,13 @@ pub(crate) mod tests {
                 input_tokens: 100,
                 output_tokens: 20,
                 cached_input_tokens: 5,
+                cache_write_input_tokens: 0,
             },
             cost_usd: cost,
             baseline_cost_usd: cost * 10.0,
             latency_ms: 12,
+            mode: switchyard_core::result::RunMode::Live,
+            live_cost_usd: None,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use chrono::{TimeZone, Utc};
 use switchyard_core::analysis::TaskCategory;
-use switchyard_core::result::{AttemptOutcome, TokenUsage};
+use switchyard_core::result::{AttemptOutcome, RunMode, TokenUsage};
 use switchyard_core::routing::Strategy;
 use switchyard_core::usage::UsageEvent;
 
@@ -62,9 +62,19 @@ pub fn event(i: u64) -> UsageEvent {
             input_tokens: input,
             output_tokens: output,
             cached_input_tokens: (i % 4) * 64,
+            cache_write_input_tokens: 0,
         },
         cost_usd: (input as f64 * 0.4 + output as f64 * 1.6) / 1e6,
         baseline_cost_usd: (input as f64 * 5.0 + output as f64 * 25.0) / 1e6,
         latency_ms: 300 + i % 4000,
+        // One event in ten was served through a provider's batch API.
+        mode: if i.is_multiple_of(10) {
+            RunMode::Deferred
+        } else {
+            RunMode::Live
+        },
+        live_cost_usd: i
+            .is_multiple_of(10)
+            .then_some((input as f64 * 0.8 + output as f64 * 3.2) / 1e6),
     }
 }

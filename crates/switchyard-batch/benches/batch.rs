@@ -114,6 +114,7 @@ fn seed_results(pipeline: &LoadedPipeline, n: u64, tag: &str) -> String {
     registry::publish(
         kafka,
         &BatchRecord {
+            mode: None,
             batch_id: batch_id.clone(),
             project: "acme/retail/support/ticket-triage".into(),
             format: BatchFormat::Openai,
@@ -143,6 +144,7 @@ fn seed_results(pipeline: &LoadedPipeline, n: u64, tag: &str) -> String {
         metadata.insert("custom_id".to_owned(), format!("req-{ordinal}"));
         metadata.insert("line".to_owned(), (ordinal + 1).to_string());
         let r = JobResult {
+            mode: switchyard_core::result::RunMode::Live,
             job_id: job_id.clone(),
             batch_id: Some(batch_id.clone()),
             project: "acme/retail/support/ticket-triage".into(),
@@ -157,6 +159,7 @@ fn seed_results(pipeline: &LoadedPipeline, n: u64, tag: &str) -> String {
                 input_tokens: 120,
                 output_tokens: 60,
                 cached_input_tokens: 0,
+                cache_write_input_tokens: 0,
             },
             cost_usd: 0.000_054,
             latency_ms: 800,

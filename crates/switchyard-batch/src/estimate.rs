@@ -6,6 +6,16 @@
 //! strategy with fresh health; the first model of each chain is priced on the
 //! request's prompt tokens, counted with that model's tokenizer where it has a
 //! public one (estimated from bytes otherwise), plus the expected output.
+//!
+//! Each strategy is also priced deferred: every request routed again among
+//! the models with a batch API and a batch price, as admission routes a job
+//! that goes through a provider's batch API ([`Router::route_deferred`]), and
+//! priced at that model's batch price; a request no such model can serve
+//! counts at its live price. The saving against the flagship keeps the
+//! flagship's live price as the baseline and is split as `report` splits it:
+//! what routing saved (flagship live minus the chosen models' live price) and
+//! what deferral saved on top (those models' live price minus their batch
+//! price).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -23,6 +33,7 @@ use switchyard_core::job::Job;
 use switchyard_core::org::EffectivePolicy;
 use switchyard_core::routing::{BudgetState, RouteInput, Router, Strategy};
 use switchyard_core::tokens;
+use switchyard_core::vocab::RunMode;
 
 use crate::error::SkipInvalid;
 use crate::formats::{LineSettings, ModelPins, ParsedLine};
@@ -50,11 +61,27 @@ pub struct EstimateOptions {
 pub struct StrategyEstimate {
     /// The strategy.
     pub strategy: Strategy,
-    /// Estimated cost of the batch.
+    /// Estimated cost of the batch, every request live.
     pub cost_usd: f64,
     /// Saving against the baseline price of the same (routable) requests, 0..1
     /// (negative: dearer). Unroutable requests count on neither side.
     pub saving: f64,
+    /// Estimated cost of the batch with every request sent through a
+    /// provider's batch API (`--mode deferred`): routed among the models with
+    /// a batch API and price, at the batch price; requests no such model can
+    /// serve at their live price.
+    pub deferred_cost_usd: f64,
+    /// Requests priced deferred (the others have no model with a batch API
+    /// and price they may use, and count live).
+    pub deferred_requests: u64,
+    /// Deferred: what routing saved against the flagship's live price of the
+    /// same (routable) requests, at live prices (flagship live minus the
+    /// chosen models' live price).
+    pub routing_savings_usd: f64,
+    /// Deferred: what deferral saved on top (the chosen models' live price
+    /// minus their batch price). With `routing_savings_usd`, the whole saving
+    /// of `deferred_cost_usd` against the flagship, split as `report` splits it.
+    pub deferral_savings_usd: f64,
     /// Requests no model could serve under this strategy and policy.
     pub unroutable: u64,
     /// Requests per first-choice model, most used first.
@@ -112,18 +139,41 @@ impl Estimate {
         let _ = writeln!(t);
         let _ = writeln!(
             t,
-            "{:<20} {:>12} {:>8} {:>10}  first choice",
-            "strategy", "est. cost", "saving", "unroutable"
+            "{:<20} {:>12} {:>8} {:>12} {:>8} {:>10}  first choice (live)",
+            "strategy", "live", "saving", "deferred", "saving", "unroutable"
         );
         for s in &self.strategies {
             let _ = writeln!(
                 t,
-                "{:<20} {:>12} {:>7.1}% {:>10}  {}",
+                "{:<20} {:>12} {:>7.1}% {:>12} {:>7.1}% {:>10}  {}",
                 s.strategy.as_str(),
                 format!("${:.4}", s.cost_usd),
                 s.saving * 100.0,
+                format!("${:.4}", s.deferred_cost_usd),
+                s.deferred_saving() * 100.0,
                 s.unroutable,
                 s.first_choices()
+            );
+        }
+        let _ = writeln!(t);
+        let _ = writeln!(
+            t,
+            "deferred: through the providers' batch APIs (models with a batch price); saving against {} live, of which routing / deferral",
+            self.baseline_model
+        );
+        for s in &self.strategies {
+            let live_only = s.routed().saturating_sub(s.deferred_requests);
+            let live_only = if live_only > 0 {
+                format!(" ({live_only} requests without a batch-capable model priced live)")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                t,
+                "{:<20} ${:.4} / ${:.4}{live_only}",
+                s.strategy.as_str(),
+                s.routing_savings_usd,
+                s.deferral_savings_usd,
             );
         }
         t
@@ -131,10 +181,27 @@ impl Estimate {
 }
 
 impl StrategyEstimate {
+    /// Requests routed (live).
+    fn routed(&self) -> u64 {
+        self.models.iter().map(|(_, n)| n).sum()
+    }
+
+    /// The deferred cost's saving against the baseline price of the same
+    /// requests, 0..1.
+    pub fn deferred_saving(&self) -> f64 {
+        let baseline =
+            self.deferred_cost_usd + self.routing_savings_usd + self.deferral_savings_usd;
+        if baseline > 0.0 {
+            1.0 - self.deferred_cost_usd / baseline
+        } else {
+            0.0
+        }
+    }
+
     /// The three most used first-choice models with their share of the routed
     /// requests, and how many more there are.
     fn first_choices(&self) -> String {
-        let routed: u64 = self.models.iter().map(|(_, n)| n).sum();
+        let routed = self.routed();
         let mut models: Vec<String> = self
             .models
             .iter()
@@ -207,6 +274,7 @@ pub fn estimate(
             .unwrap_or_else(|| ANY_PROJECT.into()),
         strategy: None,
         workload: options.workload.clone(),
+        mode: None,
         pins: ModelPins::from_catalog(&catalog),
     };
     let mut pricer = Pricer {
@@ -249,6 +317,12 @@ pub fn estimate(
 #[derive(Default)]
 struct StrategyTally {
     cost_usd: f64,
+    /// Deferred: at the batch price where a model with a batch API serves.
+    deferred_cost_usd: f64,
+    /// Deferred: the same requests on the same models at the live price.
+    deferred_live_usd: f64,
+    /// Requests priced deferred.
+    deferred_requests: u64,
     /// Requests no model could serve.
     unroutable: u64,
     /// Requests per first-choice model.
@@ -302,24 +376,41 @@ impl Pricer<'_> {
                 budget: BudgetState::UNCONSTRAINED,
                 now: self.now,
             };
-            let decision = self
-                .router
-                .route(&input, &|_| HealthSnapshot::fresh(), false);
+            let fresh = |_| HealthSnapshot::fresh();
+            let decision = self.router.route(&input, &fresh, false);
             let tally = &mut self.per[i];
-            match decision.ok().and_then(|d| d.chain.first().map(|e| e.model)) {
+            let Some(model) = decision.ok().and_then(|d| d.chain.first().map(|e| e.model)) else {
+                tally.unroutable += 1;
+                continue;
+            };
+            let mut counts = TokenCounts {
+                job: &job,
+                estimate: analysis.prompt_tokens,
+                o200k,
+                cl100k,
+            };
+            let spec = self.catalog.model(model);
+            let live = spec.estimate_usd(counts.for_model(spec), expected);
+            tally.cost_usd += live;
+            *tally.models.entry(spec.name.clone()).or_default() += 1;
+            tally.routed_baseline_usd += request_baseline;
+            let batch_model = self
+                .router
+                .route_deferred(&input, &fresh)
+                .and_then(|d| d.chain.first().map(|e| e.model));
+            match batch_model {
                 Some(model) => {
                     let spec = self.catalog.model(model);
-                    let mut counts = TokenCounts {
-                        job: &job,
-                        estimate: analysis.prompt_tokens,
-                        o200k,
-                        cl100k,
-                    };
-                    tally.cost_usd += spec.estimate_usd(counts.for_model(spec), expected);
-                    *tally.models.entry(spec.name.clone()).or_default() += 1;
-                    tally.routed_baseline_usd += request_baseline;
+                    let tokens = counts.for_model(spec);
+                    tally.deferred_cost_usd +=
+                        spec.estimate_in(RunMode::Deferred, tokens, expected);
+                    tally.deferred_live_usd += spec.estimate_usd(tokens, expected);
+                    tally.deferred_requests += 1;
                 }
-                None => tally.unroutable += 1,
+                None => {
+                    tally.deferred_cost_usd += live;
+                    tally.deferred_live_usd += live;
+                }
             }
         }
     }
@@ -339,6 +430,10 @@ impl Pricer<'_> {
                     } else {
                         0.0
                     },
+                    deferred_cost_usd: tally.deferred_cost_usd,
+                    deferred_requests: tally.deferred_requests,
+                    routing_savings_usd: tally.routed_baseline_usd - tally.deferred_live_usd,
+                    deferral_savings_usd: tally.deferred_live_usd - tally.deferred_cost_usd,
                     unroutable: tally.unroutable,
                     models,
                 }
@@ -379,6 +474,10 @@ mod tests {
                     strategy: Strategy::CostFirst,
                     cost_usd: 0.12345,
                     saving: 0.9177,
+                    deferred_cost_usd: 0.06,
+                    deferred_requests: 34,
+                    routing_savings_usd: 1.3765,
+                    deferral_savings_usd: 0.0735,
                     unroutable: 0,
                     models: models(4),
                 },
@@ -386,6 +485,10 @@ mod tests {
                     strategy: Strategy::Auto,
                     cost_usd: 0.5,
                     saving: 0.5,
+                    deferred_cost_usd: 0.4,
+                    deferred_requests: 0,
+                    routing_savings_usd: 0.5,
+                    deferral_savings_usd: 0.1,
                     unroutable: 3,
                     models: models(1),
                 },
@@ -408,9 +511,110 @@ mod tests {
             lines[5].starts_with("cost-first")
                 && lines[5].contains("$0.1235")
                 && lines[5].contains("91.8%")
+                && lines[5].contains("$0.0600")
+                && lines[5].contains("96.0%")
                 && lines[5].ends_with("m0 29%, m1 26%, m2 24%, +1 more"),
             "{table}"
         );
         assert!(lines[6].ends_with("3  m0 100%"), "{table}");
+        assert_eq!(
+            lines[9], "cost-first           $1.3765 / $0.0735",
+            "{table}"
+        );
+        assert_eq!(
+            lines[10],
+            "auto                 $0.5000 / $0.1000 (10 requests without a batch-capable model priced live)",
+            "{table}"
+        );
+    }
+
+    fn demo_pipeline() -> LoadedPipeline {
+        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/demo.toml");
+        switchyard_loader::load_pipeline(&demo, &[]).unwrap()
+    }
+
+    /// Native job lines, `allowed_models` on each when given.
+    fn native_file(dir: &Path, allowed: &[&str]) -> std::path::PathBuf {
+        let prompts = [
+            "Classify this ticket as billing, technical or account: 'I was charged twice.'",
+            "Summarize in two sentences: onboarding time fell by 18% after the new checklist.",
+            "Write a Rust function that parses an ISO 8601 duration such as P3DT4H, with tests.",
+        ];
+        let lines: Vec<String> = (0..12)
+            .map(|i| {
+                serde_json::json!({
+                    "job_id": format!("j{i}"),
+                    "project": ANY_PROJECT,
+                    "request": {
+                        "messages": [{"role": "user", "content": prompts[i % prompts.len()]}],
+                        "max_tokens": 300
+                    },
+                    "allowed_models": allowed,
+                })
+                .to_string()
+            })
+            .collect();
+        let path = dir.join("jobs.jsonl");
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    }
+
+    #[test]
+    fn deferred_prices_split_the_saving_into_routing_and_deferral() {
+        let pipeline = demo_pipeline();
+        let dir = tempfile::tempdir().unwrap();
+        let file = native_file(dir.path(), &[]);
+        let e = estimate(
+            &pipeline,
+            &file,
+            &EstimateOptions::default(),
+            &crate::NoProgress,
+        )
+        .unwrap();
+        assert_eq!(e.requests, 12);
+        for s in &e.strategies {
+            assert_eq!((s.unroutable, s.deferred_requests), (0, 12), "{s:?}");
+            assert!(
+                s.deferred_cost_usd > 0.0 && s.deferred_cost_usd < s.cost_usd,
+                "{s:?}"
+            );
+            assert!(s.deferral_savings_usd > 0.0, "{s:?}");
+            // The baseline stays the flagship's live price of the same requests.
+            let total = s.routing_savings_usd + s.deferral_savings_usd;
+            assert!(
+                (total - (e.baseline_cost_usd - s.deferred_cost_usd)).abs() < 1e-9,
+                "{s:?}"
+            );
+            assert!(
+                (s.deferred_saving() - total / e.baseline_cost_usd).abs() < 1e-9,
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn requests_without_a_batch_capable_model_count_at_the_live_price() {
+        let pipeline = demo_pipeline();
+        let only = "deepseek-flash";
+        assert!(!pipeline.catalog.get(only).unwrap().deferrable());
+        let dir = tempfile::tempdir().unwrap();
+        let file = native_file(dir.path(), &[only]);
+        let e = estimate(
+            &pipeline,
+            &file,
+            &EstimateOptions::default(),
+            &crate::NoProgress,
+        )
+        .unwrap();
+        for s in &e.strategies {
+            assert_eq!(s.models, vec![(only.to_owned(), 12)], "{s:?}");
+            assert_eq!(s.deferred_requests, 0, "{s:?}");
+            assert_eq!(s.deferred_cost_usd, s.cost_usd, "{s:?}");
+            assert_eq!(s.deferral_savings_usd, 0.0, "{s:?}");
+            assert!(
+                (s.routing_savings_usd - (e.baseline_cost_usd - s.cost_usd)).abs() < 1e-9,
+                "{s:?}"
+            );
+        }
     }
 }

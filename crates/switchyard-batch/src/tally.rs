@@ -182,6 +182,7 @@ mod tests {
 
     fn result(status: JobStatus) -> JobResult {
         JobResult {
+            mode: switchyard_core::result::RunMode::Live,
             job_id: "j".into(),
             batch_id: None,
             project: "a/b/c/d".into(),

@@ -340,6 +340,7 @@ mod tests {
             project: "acme/retail/support/ticket-triage".into(),
             strategy: None,
             workload: None,
+            mode: None,
             pins: ModelPins::default(),
         }
     }

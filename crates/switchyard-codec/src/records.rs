@@ -4,10 +4,12 @@ use apache_avro::types::Value;
 use switchyard_core::analysis::TaskCategory;
 use switchyard_core::job::{ChatMessage, ChatRequest, Job, ResponseFormat, Role};
 use switchyard_core::result::{
-    Attempt, AttemptOutcome, ErrorInfo, JobResult, JobStatus, Output, RoutingSummary, TokenUsage,
+    Attempt, AttemptOutcome, ErrorInfo, JobResult, JobStatus, Output, RoutingSummary, RunMode,
+    TokenUsage,
 };
 use switchyard_core::routing::Strategy;
 use switchyard_core::usage::UsageEvent;
+use switchyard_core::vocab::JobMode;
 
 use crate::avro::{
     self, AvroRecord, Compiled, Fields, SchemaSlot, long, map, opt, record, string, strings,
@@ -19,6 +21,8 @@ static RESULT: SchemaSlot = SchemaSlot::new(include_str!("../../../schemas/avro/
 static USAGE: SchemaSlot = SchemaSlot::new(include_str!("../../../schemas/avro/usage_event.avsc"));
 
 const ROLES: &[&str] = &["system", "user", "assistant"];
+const JOB_MODES: &[&str] = &["live", "deferred", "auto"];
+const RUN_MODES: &[&str] = &["live", "deferred"];
 const FORMATS: &[&str] = &["text", "json_object"];
 const STATUSES: &[&str] = &["succeeded", "failed", "rejected", "canceled", "held"];
 const OUTCOMES: &[&str] = &[
@@ -53,11 +57,16 @@ fn parse_outcome(s: &str) -> Result<AttemptOutcome, String> {
     AttemptOutcome::parse(s).ok_or_else(|| format!("unknown attempt outcome `{s}`"))
 }
 
+fn parse_run_mode(s: &str) -> Result<RunMode, String> {
+    RunMode::parse(s).ok_or_else(|| format!("unknown mode `{s}`"))
+}
+
 fn usage_value(u: &TokenUsage) -> Value {
     record(vec![
         ("input_tokens", long(u.input_tokens)),
         ("output_tokens", long(u.output_tokens)),
         ("cached_input_tokens", long(u.cached_input_tokens)),
+        ("cache_write_input_tokens", long(u.cache_write_input_tokens)),
     ])
 }
 
@@ -67,6 +76,7 @@ fn usage_from(v: Value) -> Result<TokenUsage, String> {
         input_tokens: f.u64("input_tokens")?,
         output_tokens: f.u64("output_tokens")?,
         cached_input_tokens: f.u64("cached_input_tokens")?,
+        cache_write_input_tokens: f.u64("cache_write_input_tokens")?,
     })
 }
 
@@ -111,6 +121,7 @@ impl AvroRecord for Job {
             ("allowed_models", strings(&self.allowed_models)),
             ("deadline", opt(self.deadline.as_ref(), timestamp)),
             ("metadata", map(&self.metadata)),
+            ("mode", opt(self.mode, |m| symbol(JOB_MODES, m.as_str()))),
         ])
     }
 
@@ -162,6 +173,13 @@ impl AvroRecord for Job {
         let deadline = avro::unwrap_opt(f.take("deadline")?)
             .map(avro::as_timestamp)
             .transpose()?;
+        let mode = match avro::unwrap_opt(f.take("mode")?) {
+            None => None,
+            Some(Value::Enum(_, m) | Value::String(m)) => {
+                Some(JobMode::parse(&m).ok_or_else(|| format!("unknown mode `{m}`"))?)
+            }
+            Some(other) => return Err(format!("Job.mode: expected a symbol, found {other:?}")),
+        };
         Ok(Job {
             job_id: f.string("job_id")?,
             batch_id: f.opt_string("batch_id")?,
@@ -171,6 +189,7 @@ impl AvroRecord for Job {
                 .opt_string("strategy")?
                 .map(|s| parse_strategy(&s))
                 .transpose()?,
+            mode,
             request,
             model: f.opt_string("model")?,
             allowed_models: f.strings("allowed_models")?,
@@ -191,6 +210,7 @@ impl AvroRecord for Job {
             "allowed_models",
             "deadline",
             "metadata",
+            "mode",
         ];
         const REQUEST_KEYS: &[&str] = &[
             "messages",
@@ -288,6 +308,7 @@ impl AvroRecord for JobResult {
             ("metadata", map(&self.metadata)),
             ("completed_at", timestamp(&self.completed_at)),
             ("approval_id", opt(self.approval_id.as_deref(), string)),
+            ("mode", symbol(RUN_MODES, self.mode.as_str())),
         ])
     }
 
@@ -360,6 +381,7 @@ impl AvroRecord for JobResult {
             project: f.string("project")?,
             status: JobStatus::parse(&status)
                 .ok_or_else(|| format!("unknown status `{status}`"))?,
+            mode: parse_run_mode(&f.symbol("mode")?)?,
             provider: f.opt_string("provider")?,
             model: f.opt_string("model")?,
             output,
@@ -411,6 +433,8 @@ impl AvroRecord for UsageEvent {
             ("cost_usd", Value::Double(self.cost_usd)),
             ("baseline_cost_usd", Value::Double(self.baseline_cost_usd)),
             ("latency_ms", long(self.latency_ms)),
+            ("mode", symbol(RUN_MODES, self.mode.as_str())),
+            ("live_cost_usd", opt(self.live_cost_usd, Value::Double)),
         ])
     }
 
@@ -441,6 +465,16 @@ impl AvroRecord for UsageEvent {
             cost_usd: f.f64("cost_usd")?,
             baseline_cost_usd: f.f64("baseline_cost_usd")?,
             latency_ms: f.u64("latency_ms")?,
+            mode: parse_run_mode(&f.symbol("mode")?)?,
+            live_cost_usd: match avro::unwrap_opt(f.take("live_cost_usd")?) {
+                None => None,
+                Some(Value::Double(x)) => Some(x),
+                Some(other) => {
+                    return Err(format!(
+                        "UsageEvent.live_cost_usd: expected a double, found {other:?}"
+                    ));
+                }
+            },
         })
     }
 

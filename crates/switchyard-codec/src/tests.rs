@@ -5,10 +5,12 @@ use switchyard_core::analysis::TaskCategory;
 use switchyard_core::config::{Encoding, TopicConfig, UnknownFields};
 use switchyard_core::job::{ChatMessage, ChatRequest, Job, ResponseFormat, Role};
 use switchyard_core::result::{
-    Attempt, AttemptOutcome, ErrorInfo, JobResult, JobStatus, Output, RoutingSummary, TokenUsage,
+    Attempt, AttemptOutcome, ErrorInfo, JobResult, JobStatus, Output, RoutingSummary, RunMode,
+    TokenUsage,
 };
 use switchyard_core::routing::Strategy;
 use switchyard_core::usage::UsageEvent;
+use switchyard_core::vocab::JobMode;
 
 use super::*;
 
@@ -33,6 +35,7 @@ pub(crate) fn full_job() -> Job {
         project: "acme/retail/search/catalog".into(),
         workload: Some("catalog-enrich".into()),
         strategy: Some(Strategy::CostFirst),
+        mode: Some(JobMode::Auto),
         request: ChatRequest {
             messages: vec![
                 ChatMessage {
@@ -77,6 +80,7 @@ fn usage() -> TokenUsage {
         input_tokens: 1200,
         output_tokens: 340,
         cached_input_tokens: 1024,
+        cache_write_input_tokens: 2048,
     }
 }
 
@@ -86,6 +90,7 @@ fn full_result() -> JobResult {
         batch_id: Some("batch-7".into()),
         project: "acme/retail/search/catalog".into(),
         status: JobStatus::Succeeded,
+        mode: RunMode::Deferred,
         provider: Some("anthropic".into()),
         model: Some("claude-haiku-4.5".into()),
         output: Some(Output {
@@ -140,6 +145,7 @@ fn rejected_result() -> JobResult {
         batch_id: None,
         project: "a/b/c/d".into(),
         status: JobStatus::Rejected,
+        mode: RunMode::Live,
         provider: None,
         model: None,
         output: None,
@@ -191,6 +197,8 @@ fn event() -> UsageEvent {
         cost_usd: 0.000_9,
         baseline_cost_usd: 0.0089,
         latency_ms: 455,
+        mode: RunMode::Live,
+        live_cost_usd: None,
     }
 }
 
@@ -209,12 +217,14 @@ fn every_record_round_trips_in_every_encoding() {
             let bytes = c.encode(&result).unwrap();
             assert_eq!(c.decode::<JobResult>(&bytes).unwrap(), result, "{enc:?}");
         }
-        let e = event();
-        assert_eq!(
-            c.decode::<UsageEvent>(&c.encode(&e).unwrap()).unwrap(),
-            e,
-            "{enc:?}"
-        );
+        // Live and deferred events (the latter with the live price of its tokens).
+        for e in [event(), event().deferred(0.0018)] {
+            assert_eq!(
+                c.decode::<UsageEvent>(&c.encode(&e).unwrap()).unwrap(),
+                e,
+                "{enc:?}"
+            );
+        }
     }
 }
 
@@ -386,4 +396,51 @@ fn json_results_use_the_documented_field_names() {
     assert_eq!(v["routing"]["strategy"], "auto");
     assert_eq!(v["attempts"][0]["outcome"], "provider_error");
     assert_eq!(v["completed_at"], "2025-11-24T16:00:00.123Z");
+    assert_eq!(v["mode"], "deferred");
+    assert_eq!(v["usage"]["cache_write_input_tokens"], 2048);
+    // Live results and zero cache writes keep the shape consumers know.
+    let v: serde_json::Value =
+        serde_json::from_slice(&Codec::json().encode(&rejected_result()).unwrap()).unwrap();
+    assert!(v.get("mode").is_none(), "{v}");
+    assert!(v["usage"].get("cache_write_input_tokens").is_none(), "{v}");
+    let e: serde_json::Value =
+        serde_json::from_slice(&Codec::json().encode(&event().deferred(0.5)).unwrap()).unwrap();
+    assert_eq!(
+        (e["mode"].as_str(), e["live_cost_usd"].as_f64()),
+        (Some("deferred"), Some(0.5))
+    );
+}
+
+#[test]
+fn avro_schemas_default_the_new_fields_for_older_writers() {
+    // Schema evolution: every field added with deferred routing and the
+    // cache-write price has a default, so records of the older schemas resolve.
+    for (name, text, fields) in [
+        (
+            "job",
+            include_str!("../../../schemas/avro/job.avsc"),
+            &["mode"][..],
+        ),
+        (
+            "result",
+            include_str!("../../../schemas/avro/result.avsc"),
+            &["mode", "cache_write_input_tokens"][..],
+        ),
+        (
+            "usage_event",
+            include_str!("../../../schemas/avro/usage_event.avsc"),
+            &["mode", "live_cost_usd", "cache_write_input_tokens"][..],
+        ),
+    ] {
+        for field in fields {
+            let at = text
+                .find(&format!("\"name\": \"{field}\""))
+                .unwrap_or_else(|| panic!("{name}: {field}"));
+            let line = &text[at..text[at..].find('\n').map_or(text.len(), |n| at + n)];
+            assert!(
+                line.contains("\"default\""),
+                "{name}.{field} has no default: {line}"
+            );
+        }
+    }
 }

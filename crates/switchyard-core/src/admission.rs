@@ -25,12 +25,20 @@
 //!    an approver's signed decision releases it ([`JobFacts::released_by`],
 //!    checked by [`Decision::check`]); released work passes, and a release of
 //!    budget-held work overrides the cap;
-//! 8. **reserve**: the amount to reserve on the budgeted nodes and the job to
+//! 8. **live or deferred** ([`Admission::live_or_deferred`]): a job that may
+//!    wait (its `mode`, else its policy's `default_mode`: `deferred` or `auto`)
+//!    is routed again among the models with a batch API and price, and goes
+//!    deferred when its deadline (or `deferred_max_delay`) leaves room for the
+//!    gathering, the provider's completion window and the margin, and, in
+//!    `auto`, when the batch price is lower than live; a batch route that
+//!    would need an approval the live one did not stays live; the decision's
+//!    reason says which and why;
+//! 9. **reserve**: the amount to reserve on the budgeted nodes and the job to
 //!    count on the rationed ones, which the caller applies under the same ledger
 //!    lock, so that jobs deciding at once cannot all pass on the same headroom.
 //!
-//! The live-or-deferred choice joins between approval and reserve. The worker's `Engine` calls [`Admission::admit`]
-//! and then dispatches or settles what it returns.
+//! The worker's `Engine` calls [`Admission::admit`] and then dispatches, hands
+//! off (deferred) or settles what it returns.
 
 use chrono::{DateTime, Utc};
 
@@ -40,12 +48,13 @@ use crate::access::sign::AuthError;
 use crate::analysis::TaskAnalysis;
 use crate::budget::{BudgetLedger, BudgetStop};
 use crate::catalog::Catalog;
+use crate::config::DeferredConfig;
 use crate::health::HealthSnapshot;
 use crate::job::Job;
 use crate::org::{EffectivePolicy, OrgTree, QuotaAction};
 use crate::result::RoutingSummary;
 use crate::routing::{BudgetState, Refusal, RouteError, RouteInput, Router, RoutingDecision};
-use crate::vocab::{DeploymentId, JobStatus};
+use crate::vocab::{DeploymentId, JobMode, JobStatus, RunMode};
 
 /// How long a job waits, at a time, for this worker's admissions to reach the
 /// others when it has admitted its share of what is left (about a follow lag).
@@ -67,6 +76,10 @@ pub struct Admission<'a> {
     /// The keys, when access control is configured (approval decisions are
     /// checked against them).
     pub keys: Option<&'a Keyring>,
+    /// The `[deferred]` settings (how long a deferred job must be able to
+    /// wait), when the worker runs deferred routing; `None`: every job runs
+    /// live, and a job that asked to wait says why not.
+    pub deferred: Option<&'a DeferredConfig>,
 }
 
 /// Who signed a job.
@@ -149,6 +162,12 @@ pub struct Admitted {
     pub default_max_tokens: u32,
     /// Rationed nodes on which the job counts, and its tokens there.
     pub quota: Option<(Vec<String>, u64)>,
+    /// How the job runs: live now, or deferred to a provider's batch API
+    /// (the decision's chain then holds only models with one).
+    pub mode: RunMode,
+    /// When a deferred job's answer is due: its deadline, or now plus its
+    /// policy's `deferred_max_delay`.
+    pub due: Option<DateTime<Utc>>,
 }
 
 /// An amount to reserve on budgeted nodes (see [`BudgetLedger::reserve`]).
@@ -241,6 +260,8 @@ impl Admission<'_> {
                 reserve: None,
                 default_max_tokens: policy.default_max_tokens,
                 quota,
+                mode: RunMode::Live,
+                due: None,
             }
         } else {
             match self.fit_and_reserve(job, analysis, policy, budget, decision, facts, ledger) {
@@ -248,7 +269,51 @@ impl Admission<'_> {
                 other => return other,
             }
         };
-        self.approval(job, policy, facts, admitted)
+        let admitted = match self.approval(job, policy, facts, admitted) {
+            Verdict::Admitted(a) => a,
+            other => return other,
+        };
+        let stage = Stage {
+            job,
+            analysis,
+            policy,
+            budget,
+            facts,
+        };
+        Verdict::Admitted(self.live_or_deferred(&stage, admitted, ledger))
+    }
+
+    /// Why `admitted` needs an approver under `policy`, if it does: its worst
+    /// case above the node's threshold, or its first model one that needs one.
+    fn hold_reason(
+        &self,
+        job: &Job,
+        policy: &EffectivePolicy,
+        admitted: &Admitted,
+    ) -> Option<(HoldKind, String, Option<f64>)> {
+        let worst = admitted
+            .decision
+            .worst_case_in(self.catalog(), admitted.mode);
+        let model = admitted
+            .decision
+            .chain
+            .first()
+            .map(|e| self.catalog().model(e.model).name.as_str());
+        if let Some((reason, batch)) = policy
+            .approval_required_above_usd
+            .and_then(|limit| above_threshold(job, worst, limit))
+        {
+            return Some((HoldKind::Threshold, reason, batch));
+        }
+        model
+            .filter(|m| policy.approval_required_models.iter().any(|a| a == m))
+            .map(|m| {
+                (
+                    HoldKind::Model,
+                    format!("jobs routed to `{m}` need an approver"),
+                    None,
+                )
+            })
     }
 
     /// Step 7: work above the node's approval threshold (the job's own worst
@@ -263,26 +328,8 @@ impl Admission<'_> {
         facts: &JobFacts<'_>,
         admitted: Admitted,
     ) -> Verdict {
-        let worst = admitted.decision.worst_case_usd();
-        let model = admitted
-            .decision
-            .chain
-            .first()
-            .map(|e| self.catalog().model(e.model).name.as_str());
-        let threshold = policy
-            .approval_required_above_usd
-            .and_then(|limit| above_threshold(job, worst, limit));
-        let (kind, reason, batch_worst_case_usd) = if let Some((reason, batch)) = threshold {
-            (HoldKind::Threshold, reason, batch)
-        } else if let Some(m) =
-            model.filter(|m| policy.approval_required_models.iter().any(|a| a == m))
-        {
-            (
-                HoldKind::Model,
-                format!("jobs routed to `{m}` need an approver"),
-                None,
-            )
-        } else {
+        let Some((kind, reason, batch_worst_case_usd)) = self.hold_reason(job, policy, &admitted)
+        else {
             return Verdict::Admitted(admitted);
         };
         if self.released(job, facts, kind) {
@@ -292,9 +339,141 @@ impl Admission<'_> {
             reason: format!("{reason}; held for approval"),
             kind,
             approval_id: approval_id(job),
-            worst_case_usd: worst,
+            worst_case_usd: admitted.decision.worst_case_usd(),
             batch_worst_case_usd,
         }
+    }
+
+    /// Step 8: live, or deferred to a provider's batch API. The job's mode
+    /// (else its policy's) says whether it may wait; `deferred` waits whenever
+    /// it can, `auto` only for a lower price. It can when its deadline (or
+    /// `deferred_max_delay`) leaves room for `[deferred]` gathering, window
+    /// and margin, and when routing among the models with a batch API and
+    /// price finds one; a deferred route whose worst case exceeds the fitted
+    /// reservation must fit the budgets too, and one that would need an
+    /// approval the job does not carry stays live. The reason says what was
+    /// chosen and why.
+    pub fn live_or_deferred(
+        &self,
+        stage: &Stage<'_>,
+        admitted: Admitted,
+        ledger: &mut BudgetLedger,
+    ) -> Admitted {
+        let asked = stage.job.mode.unwrap_or(stage.policy.default_mode);
+        if asked == JobMode::Live {
+            return admitted;
+        }
+        let live = |mut admitted: Admitted, why: String| {
+            admitted.decision.reason =
+                format!("{}; live ({asked}): {why}", admitted.decision.reason);
+            admitted
+        };
+        let Some(deferred) = self.deferred else {
+            return live(
+                admitted,
+                "this worker does not run deferred routing (no consumer of the deferred topic)"
+                    .into(),
+            );
+        };
+        let needed = deferred.needed_delay();
+        // Without a deadline, a job is due after the policy's
+        // `deferred_max_delay`; one that asked to be deferred outright
+        // waits at least as long as a provider batch may take.
+        let delay = match asked {
+            JobMode::Deferred => stage.policy.deferred_max_delay.max(needed),
+            _ => stage.policy.deferred_max_delay,
+        };
+        let due = stage.job.deadline.unwrap_or_else(|| {
+            self.now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
+        });
+        let room = (due - self.now).to_std().unwrap_or_default();
+        if room < needed {
+            return live(
+                admitted,
+                format!(
+                    "its answer is due in {} and a provider batch needs {} (gathering, window, margin)",
+                    whole_seconds(room),
+                    whole_seconds(needed)
+                ),
+            );
+        }
+        let Some(batch) = self.batch_route(stage) else {
+            return live(
+                admitted,
+                "no model it may use has a batch API with a batch price".into(),
+            );
+        };
+        let catalog = self.catalog();
+        let (Some(first), Some(batch_first)) =
+            (admitted.decision.chain.first(), batch.chain.first())
+        else {
+            return admitted;
+        };
+        let (live_model, live_usd) = (&catalog.model(first.model).name, first.estimated_cost_usd);
+        let analysis = stage.analysis;
+        let spec = catalog.model(batch_first.model);
+        let batch_usd = spec.estimate_in(
+            RunMode::Deferred,
+            analysis.prompt_tokens,
+            analysis.expected_output_tokens,
+        );
+        if asked == JobMode::Auto && batch_usd >= live_usd {
+            let why = format!(
+                "the batch price on {} (${batch_usd:.6}) is no lower than live on {live_model} (${live_usd:.6})",
+                spec.name
+            );
+            return live(admitted, why);
+        }
+        let worst = batch.worst_case_in(catalog, RunMode::Deferred);
+        if let Some(plan) = &admitted.reserve
+            && worst > plan.amount_usd
+            && ledger.fits(&plan.nodes, worst, self.now).is_err()
+        {
+            return live(
+                admitted,
+                format!("its batch route's worst case ${worst:.6} does not fit its budgets"),
+            );
+        }
+        let mut decision = batch;
+        decision.reason = format!(
+            "{}; deferred ({asked}): due in {}, room for {} of gathering, window and margin; batch ${batch_usd:.6} on {} vs live ${live_usd:.6} on {live_model}",
+            decision.reason,
+            whole_seconds(room),
+            whole_seconds(needed),
+            spec.name,
+        );
+        let deferred = Admitted {
+            decision,
+            mode: RunMode::Deferred,
+            due: Some(due),
+            reserve: admitted.reserve.clone().map(|p| ReservationPlan {
+                amount_usd: worst,
+                ..p
+            }),
+            ..admitted.clone()
+        };
+        if let Some((kind, why, _)) = self.hold_reason(stage.job, stage.policy, &deferred)
+            && !self.released(stage.job, stage.facts, kind)
+        {
+            return live(
+                admitted,
+                format!("its batch route would need an approver ({why})"),
+            );
+        }
+        deferred
+    }
+
+    /// The route among the models deferred routing can use (a batch API and
+    /// price), within the job's own pin and allow-list and its policy.
+    fn batch_route(&self, stage: &Stage<'_>) -> Option<RoutingDecision> {
+        let input = RouteInput {
+            job: stage.job,
+            analysis: stage.analysis,
+            policy: stage.policy,
+            budget: stage.budget,
+            now: self.now,
+        };
+        self.router.route_deferred(&input, self.health)
     }
 
     /// Whether the job carries a decision that releases it from a `kind` hold.
@@ -415,6 +594,8 @@ impl Admission<'_> {
             }),
             default_max_tokens: policy.default_max_tokens,
             quota: None,
+            mode: RunMode::Live,
+            due: None,
         })
     }
 
@@ -535,6 +716,25 @@ fn above_threshold(job: &Job, worst: f64, limit: f64) -> Option<(String, Option<
     }
 }
 
+/// A job at a stage of admission, with what earlier stages found.
+pub struct Stage<'a> {
+    /// The job.
+    pub job: &'a Job,
+    /// Its analysis.
+    pub analysis: &'a TaskAnalysis,
+    /// Its policy.
+    pub policy: &'a EffectivePolicy,
+    /// Its budget situation.
+    pub budget: BudgetState,
+    /// What the worker knows about it (an approval it carries).
+    pub facts: &'a JobFacts<'a>,
+}
+
+/// A duration as whole seconds, for reasons people read (`25h 10m`).
+fn whole_seconds(d: std::time::Duration) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()
+}
+
 /// Why a job is refused when its budget is near the limit and not even the
 /// cheapest model above the quality floor fits what is left.
 fn nothing_fits_near_limit(refusal: &Refusal) -> String {
@@ -614,6 +814,7 @@ mod tests {
                 health: &|_| HealthSnapshot::fresh(),
                 now: self.now,
                 keys: None,
+                deferred: None,
             };
             let mut ledger = BudgetLedger::new(&self.org, self.now);
             admission.admit(job, &analysis, facts, &mut ledger)
@@ -726,6 +927,7 @@ mod tests {
                 health: &|_| HealthSnapshot::fresh(),
                 now: w.now,
                 keys: Some(&keys),
+                deferred: None,
             };
             let facts = JobFacts {
                 released_by: Some(d),

@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::vocab::Strategy;
+use crate::vocab::{JobMode, Strategy};
 
 /// The file format a batch came in, and the one its output is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +79,9 @@ pub struct BatchRecord {
     /// Workload of every job, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<String>,
+    /// Mode of every job that names none (`submit --mode`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<JobMode>,
     /// When the batch was first submitted.
     pub submitted_at: DateTime<Utc>,
     /// When it was canceled.

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::source::{self, ConfigError, ConfigSource, Invalid, KeyPath};
 pub use crate::vocab::ModelId;
-use crate::vocab::{TaskCategory, TokenUsage};
+use crate::vocab::{RunMode, TaskCategory, TokenUsage};
+
+pub mod price_check;
 
 /// Wire format a model is called with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -143,6 +145,38 @@ impl RequestParam {
     }
 }
 
+/// A long-context tier: a call whose prompt (input, cached and cache-write
+/// tokens together) is longer than `above_tokens` pays these rates for all of
+/// its tokens, as OpenAI (above 272K), Google (above 200K) and Anthropic (for
+/// some models) bill.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongContext {
+    /// Prompts longer than this many tokens pay the tier's rates.
+    pub above_tokens: u32,
+    /// USD per million input tokens.
+    pub input_usd_per_mtok: f64,
+    /// USD per million output tokens.
+    pub output_usd_per_mtok: f64,
+    /// USD per million cached-input tokens; none: the standard cached rate
+    /// scaled like the input rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_usd_per_mtok: Option<f64>,
+}
+
+/// What one call pays per million tokens of each kind.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rates {
+    /// Input tokens.
+    pub input: f64,
+    /// Output tokens.
+    pub output: f64,
+    /// Cached input tokens.
+    pub cached_input: f64,
+    /// Prompt tokens written to the cache.
+    pub cache_write: f64,
+}
+
 /// One model as written in the catalog file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,6 +197,23 @@ pub struct ModelSpec {
     pub output_usd_per_mtok: f64,
     /// USD per million cached-input tokens.
     pub cached_input_usd_per_mtok: f64,
+    /// USD per million prompt tokens written to the provider's cache (Anthropic
+    /// bills 5-minute cache writes at 1.25 times the input price); none: cache
+    /// writes cost the input price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_input_usd_per_mtok: Option<f64>,
+    /// USD per million input tokens through the provider's batch API (OpenAI
+    /// Batch, Anthropic Message Batches); none when the model has no batch price.
+    /// Deferred routing only considers models that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_input_usd_per_mtok: Option<f64>,
+    /// USD per million output tokens through the provider's batch API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_output_usd_per_mtok: Option<f64>,
+    /// The higher rates some models charge for every token of a call whose
+    /// prompt is longer than a threshold (`[models.long_context]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_context: Option<LongContext>,
     /// Context window, tokens.
     pub context_window: u32,
     /// Longest answer, tokens.
@@ -188,18 +239,94 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    /// List-price cost of `usage` on this model.
+    /// List-price cost of `usage` on this model (live), with the cache-write
+    /// surcharge and the long-context tier where the catalog gives them.
     pub fn cost_usd(&self, usage: &TokenUsage) -> f64 {
-        (usage.input_tokens as f64 * self.input_usd_per_mtok
-            + usage.output_tokens as f64 * self.output_usd_per_mtok
-            + usage.cached_input_tokens as f64 * self.cached_input_usd_per_mtok)
-            / 1_000_000.0
+        self.rates(RunMode::Live, usage.prompt_tokens()).cost(usage)
+    }
+
+    /// Cost of `usage` served in `mode`: the batch price when deferred (the
+    /// live price for a model without one).
+    pub fn cost_in(&self, mode: RunMode, usage: &TokenUsage) -> f64 {
+        self.rates(mode, usage.prompt_tokens()).cost(usage)
+    }
+
+    /// Whether the catalog gives a batch price for the model.
+    pub fn has_batch_price(&self) -> bool {
+        self.batch_input_usd_per_mtok.is_some() && self.batch_output_usd_per_mtok.is_some()
+    }
+
+    /// Whether deferred routing can send the model's requests through a batch
+    /// API Switchyard speaks (OpenAI Batch, Anthropic Message Batches) at a
+    /// catalog batch price.
+    pub fn deferrable(&self) -> bool {
+        self.has_batch_price() && matches!(self.api, Api::Openai | Api::Anthropic)
+    }
+
+    /// The largest share of the live price a batch call pays for any token
+    /// kind (1 without a batch price): what scales a live worst case to the
+    /// batch one.
+    pub fn batch_factor(&self) -> f64 {
+        match (
+            self.batch_input_usd_per_mtok,
+            self.batch_output_usd_per_mtok,
+        ) {
+            (Some(bi), Some(bo)) => ratio(bi, self.input_usd_per_mtok)
+                .max(ratio(bo, self.output_usd_per_mtok))
+                .min(1.0),
+            _ => 1.0,
+        }
+    }
+
+    /// What a call in `mode` whose prompt has `prompt_tokens` tokens pays per
+    /// million tokens of each kind. The batch discount applies as a factor to
+    /// every kind (input, cached and cache-write tokens by the input's, output
+    /// by the output's), long-context tiers included, as the providers bill it.
+    pub fn rates(&self, mode: RunMode, prompt_tokens: u64) -> Rates {
+        let long = self
+            .long_context
+            .filter(|l| prompt_tokens > u64::from(l.above_tokens));
+        let input_factor = long.map_or(1.0, |l| {
+            ratio(l.input_usd_per_mtok, self.input_usd_per_mtok)
+        });
+        let mut rates = Rates {
+            input: long.map_or(self.input_usd_per_mtok, |l| l.input_usd_per_mtok),
+            output: long.map_or(self.output_usd_per_mtok, |l| l.output_usd_per_mtok),
+            cached_input: long
+                .and_then(|l| l.cached_input_usd_per_mtok)
+                .unwrap_or(self.cached_input_usd_per_mtok * input_factor),
+            cache_write: self
+                .cache_write_input_usd_per_mtok
+                .unwrap_or(self.input_usd_per_mtok)
+                * input_factor,
+        };
+        if mode == RunMode::Deferred
+            && let (Some(bi), Some(bo)) = (
+                self.batch_input_usd_per_mtok,
+                self.batch_output_usd_per_mtok,
+            )
+        {
+            let (fi, fo) = (
+                ratio(bi, self.input_usd_per_mtok),
+                ratio(bo, self.output_usd_per_mtok),
+            );
+            rates.input *= fi;
+            rates.cached_input *= fi;
+            rates.cache_write *= fi;
+            rates.output *= fo;
+        }
+        rates
     }
 
     /// Estimated cost of a call reading `input` tokens and writing `output` tokens.
     pub fn estimate_usd(&self, input: u32, output: u32) -> f64 {
-        (f64::from(input) * self.input_usd_per_mtok + f64::from(output) * self.output_usd_per_mtok)
-            / 1_000_000.0
+        self.estimate_in(RunMode::Live, input, output)
+    }
+
+    /// Estimated cost of such a call served in `mode`.
+    pub fn estimate_in(&self, mode: RunMode, input: u32, output: u32) -> f64 {
+        let r = self.rates(mode, u64::from(input));
+        (f64::from(input) * r.input + f64::from(output) * r.output) / 1_000_000.0
     }
 
     /// Expected wall time of a call writing `output` tokens, from catalog figures.
@@ -222,6 +349,105 @@ impl ModelSpec {
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
     models: Vec<ModelSpec>,
+}
+
+/// The optional prices: cache write, batch (both or neither, at most the live
+/// price) and the long-context tier (a threshold inside the context window,
+/// rates at least the standard ones).
+fn check_extra_prices(m: &ModelSpec, at: &dyn Fn(&str) -> KeyPath) -> Result<(), Invalid> {
+    let not_a_price = |key: &str, price: f64| {
+        Invalid::new(
+            at(key),
+            format!("price {price} is negative or not a number"),
+            "give the public price in USD per million tokens (0 or more)",
+        )
+    };
+    for (key, price) in [
+        (
+            "cache_write_input_usd_per_mtok",
+            m.cache_write_input_usd_per_mtok,
+        ),
+        ("batch_input_usd_per_mtok", m.batch_input_usd_per_mtok),
+        ("batch_output_usd_per_mtok", m.batch_output_usd_per_mtok),
+    ] {
+        if let Some(p) = price
+            && (!p.is_finite() || p < 0.0)
+        {
+            return Err(not_a_price(key, p));
+        }
+    }
+    match (m.batch_input_usd_per_mtok, m.batch_output_usd_per_mtok) {
+        (Some(_), None) | (None, Some(_)) => {
+            let missing = if m.batch_input_usd_per_mtok.is_none() {
+                "batch_input_usd_per_mtok"
+            } else {
+                "batch_output_usd_per_mtok"
+            };
+            return Err(Invalid::new(
+                at(missing),
+                "a batch price needs both its input and its output rate",
+                format!("add {missing}, or remove the other batch price"),
+            ));
+        }
+        (Some(bi), Some(bo)) if bi > m.input_usd_per_mtok || bo > m.output_usd_per_mtok => {
+            return Err(Invalid::new(
+                at("batch_input_usd_per_mtok"),
+                "the batch price is above the live price",
+                "give the provider's batch (discounted) price, at most the live one",
+            ));
+        }
+        _ => {}
+    }
+    if let Some(l) = &m.long_context {
+        let lc = |k: &str| at("long_context").key(k);
+        if l.above_tokens == 0 || l.above_tokens >= m.context_window {
+            return Err(Invalid::new(
+                lc("above_tokens"),
+                format!(
+                    "threshold {} is not inside the context window of {} tokens",
+                    l.above_tokens, m.context_window
+                ),
+                "give the prompt length above which the long-context rates apply, such as 200000",
+            ));
+        }
+        for (key, price, standard) in [
+            (
+                "input_usd_per_mtok",
+                l.input_usd_per_mtok,
+                m.input_usd_per_mtok,
+            ),
+            (
+                "output_usd_per_mtok",
+                l.output_usd_per_mtok,
+                m.output_usd_per_mtok,
+            ),
+        ] {
+            if !price.is_finite() || price < standard {
+                return Err(Invalid::new(
+                    lc(key),
+                    format!("long-context price {price} is below the standard {standard}"),
+                    "give the provider's long-context rate, at least the standard one",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Rates {
+    /// What `usage` costs at these rates.
+    pub fn cost(&self, usage: &TokenUsage) -> f64 {
+        (usage.input_tokens as f64 * self.input
+            + usage.output_tokens as f64 * self.output
+            + usage.cached_input_tokens as f64 * self.cached_input
+            + usage.cache_write_input_tokens as f64 * self.cache_write)
+            / 1_000_000.0
+    }
+}
+
+/// `part / whole`, 1 when the whole is free (a free model has no discount to scale).
+fn ratio(part: f64, whole: f64) -> f64 {
+    if whole > 0.0 { part / whole } else { 1.0 }
 }
 
 /// The validated catalog.
@@ -309,6 +535,7 @@ impl Catalog {
                     "use the cache-read price, at most the input price",
                 ));
             }
+            check_extra_prices(m, &at)?;
             if m.context_window == 0
                 || m.max_output_tokens == 0
                 || m.max_output_tokens > m.context_window
@@ -441,6 +668,10 @@ pub(crate) mod tests {
             input_usd_per_mtok: price.0,
             output_usd_per_mtok: price.1,
             cached_input_usd_per_mtok: price.0 / 2.0,
+            cache_write_input_usd_per_mtok: None,
+            batch_input_usd_per_mtok: None,
+            batch_output_usd_per_mtok: None,
+            long_context: None,
             context_window: 128_000,
             max_output_tokens: 16_384,
             ttft_ms: 400,
@@ -470,8 +701,82 @@ pub(crate) mod tests {
             input_tokens: 1_000_000,
             output_tokens: 500_000,
             cached_input_tokens: 200_000,
+            cache_write_input_tokens: 0,
         };
         assert!((m.cost_usd(&usage) - (2.5 + 5.0 + 0.25)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn batch_cache_write_and_long_context_rates_apply() {
+        let mut m = model("m", "anthropic", (2.0, 10.0), 0.9);
+        m.cached_input_usd_per_mtok = 0.2;
+        m.cache_write_input_usd_per_mtok = Some(2.5);
+        m.batch_input_usd_per_mtok = Some(1.0);
+        m.batch_output_usd_per_mtok = Some(5.0);
+        let usage = TokenUsage {
+            input_tokens: 1_000,
+            output_tokens: 1_000,
+            cached_input_tokens: 1_000,
+            cache_write_input_tokens: 1_000,
+        };
+        let live = (2.0 + 10.0 + 0.2 + 2.5) / 1000.0;
+        assert!((m.cost_usd(&usage) - live).abs() < 1e-12);
+        // Batch: half of every kind.
+        assert!((m.cost_in(RunMode::Deferred, &usage) - live / 2.0).abs() < 1e-12);
+        assert!(m.has_batch_price());
+        // Without a batch price, deferred costs the live price.
+        m.batch_input_usd_per_mtok = None;
+        m.batch_output_usd_per_mtok = None;
+        assert!((m.cost_in(RunMode::Deferred, &usage) - live).abs() < 1e-12);
+
+        let mut m = model("m", "openai", (2.5, 15.0), 0.9);
+        m.cached_input_usd_per_mtok = 0.25;
+        m.batch_input_usd_per_mtok = Some(1.25);
+        m.batch_output_usd_per_mtok = Some(7.5);
+        m.long_context = Some(LongContext {
+            above_tokens: 272_000,
+            input_usd_per_mtok: 5.0,
+            output_usd_per_mtok: 22.5,
+            cached_input_usd_per_mtok: Some(0.5),
+        });
+        let short = TokenUsage {
+            input_tokens: 272_000,
+            output_tokens: 1_000_000,
+            ..TokenUsage::default()
+        };
+        assert!((m.cost_usd(&short) - (0.272 * 2.5 + 15.0)).abs() < 1e-9);
+        let long = TokenUsage {
+            input_tokens: 200_000,
+            cached_input_tokens: 100_000,
+            output_tokens: 1_000_000,
+            ..TokenUsage::default()
+        };
+        assert!((m.cost_usd(&long) - (0.2 * 5.0 + 0.1 * 0.5 + 22.5)).abs() < 1e-9);
+        assert!(
+            (m.cost_in(RunMode::Deferred, &long) - (0.2 * 2.5 + 0.1 * 0.25 + 11.25)).abs() < 1e-9
+        );
+        assert!((m.estimate_in(RunMode::Deferred, 1000, 1000) - 0.00875).abs() < 1e-12);
+    }
+
+    #[test]
+    fn extra_prices_are_checked() {
+        let mut bad = model("m", "openai", (1.0, 2.0), 0.5);
+        bad.batch_input_usd_per_mtok = Some(0.5);
+        let e = Catalog::from_models(vec![bad]).unwrap_err();
+        assert_eq!(e.path.to_string(), "models[0].batch_output_usd_per_mtok");
+        let mut bad = model("m", "openai", (1.0, 2.0), 0.5);
+        bad.batch_input_usd_per_mtok = Some(1.5);
+        bad.batch_output_usd_per_mtok = Some(1.0);
+        assert!(Catalog::from_models(vec![bad]).is_err());
+        let mut bad = model("m", "openai", (1.0, 2.0), 0.5);
+        bad.long_context = Some(LongContext {
+            above_tokens: 500_000,
+            input_usd_per_mtok: 2.0,
+            output_usd_per_mtok: 4.0,
+            cached_input_usd_per_mtok: None,
+        });
+        let e = Catalog::from_models(vec![bad]).unwrap_err();
+        assert_eq!(e.path.to_string(), "models[0].long_context.above_tokens");
     }
 
     #[test]
@@ -563,6 +868,21 @@ creative = 0.5
             );
         }
         assert!(catalog.get("gpt-4.1").unwrap().supports(RequestParam::Stop));
+        // Every OpenAI and Anthropic model can be deferred, at half price.
+        for m in catalog.models() {
+            if matches!(m.api, Api::Openai | Api::Anthropic) {
+                assert!(m.deferrable(), "{}", m.name);
+                let half = m.input_usd_per_mtok / 2.0;
+                assert!(
+                    (m.batch_input_usd_per_mtok.unwrap() - half).abs() < 1e-9,
+                    "{}",
+                    m.name
+                );
+            }
+        }
+        assert!(!catalog.get("deepseek-flash").unwrap().deferrable());
+        let haiku = catalog.get("claude-haiku-5-5").unwrap();
+        assert_eq!(haiku.long_context.map(|l| l.above_tokens), Some(100_000));
     }
 
     #[test]

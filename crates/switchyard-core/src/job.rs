@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::vocab::Strategy;
+use crate::vocab::{JobMode, Strategy};
 
 /// Longest accepted `job_id`, in bytes. Job ids are Kafka keys and ClickHouse
 /// columns; an unbounded id is a bug on the producer side.
@@ -35,6 +35,10 @@ pub struct Job {
     /// Overrides the strategy the org policy would pick.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
+    /// Whether the job may wait for a provider's batch API (`live`, `deferred`,
+    /// `auto`); overrides the batch's and the policy's `default_mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<JobMode>,
     /// The chat request itself.
     pub request: ChatRequest,
     /// Pins the job to one catalog model (routing then only orders its deployments).
@@ -248,6 +252,7 @@ impl Job {
             project: project.into(),
             workload: None,
             strategy: None,
+            mode: None,
             request,
             model: None,
             allowed_models: Vec::new(),

@@ -15,6 +15,7 @@ pub mod batch;
 pub mod budget;
 pub mod catalog;
 pub mod config;
+pub mod deferred;
 pub mod health;
 pub mod job;
 pub mod org;

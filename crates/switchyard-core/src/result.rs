@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::job::Job;
-pub use crate::vocab::{AttemptOutcome, JobStatus, TokenUsage};
+pub use crate::vocab::{AttemptOutcome, JobStatus, RunMode, TokenUsage};
 use crate::vocab::{Strategy, TaskCategory};
 
 /// The model's answer.
@@ -91,6 +91,11 @@ pub struct JobResult {
     pub project: String,
     /// Final state.
     pub status: JobStatus,
+    /// How it was served: `live`, or `deferred` through a provider's batch API
+    /// at the batch price. Absent (live) in results of live jobs and of workers
+    /// older than deferred routing.
+    #[serde(default, skip_serializing_if = "RunMode::is_live")]
+    pub mode: RunMode,
     /// Provider of the successful attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
@@ -306,6 +311,7 @@ impl JobResult {
             } else {
                 self.status
             },
+            mode: self.mode,
             provider: self.provider.clone(),
             model: self.model.clone(),
             output: None,
@@ -340,6 +346,7 @@ impl JobResult {
             batch_id: job.batch_id,
             project: job.project,
             status,
+            mode: RunMode::Live,
             provider: None,
             model: None,
             output: None,
@@ -387,6 +394,7 @@ impl JobResult {
             batch_id: job.batch_id,
             project: job.project,
             status,
+            mode: RunMode::Live,
             provider,
             model,
             output: answer.map(|(_, o)| o),
@@ -400,6 +408,25 @@ impl JobResult {
             completed_at,
             approval_id: None,
         }
+    }
+
+    /// The same result, served in `mode` (the constructors make live results).
+    pub fn in_mode(mut self, mode: RunMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The same result with `earlier` attempts (made before it, such as the
+    /// lines of provider batches that failed the job) first, their tokens and
+    /// cost added.
+    pub fn with_earlier_attempts(mut self, mut earlier: Vec<Attempt>) -> Self {
+        for a in &earlier {
+            self.usage.add(&a.usage);
+            self.cost_usd += a.cost_usd;
+        }
+        earlier.append(&mut self.attempts);
+        self.attempts = earlier;
+        self
     }
 
     /// Number of failovers: distinct deployments tried beyond the first.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::{Job, ProjectPath};
 use crate::result::{Attempt, RoutingSummary};
-use crate::vocab::{AttemptOutcome, Strategy, TaskCategory, TokenUsage};
+use crate::vocab::{AttemptOutcome, RunMode, Strategy, TaskCategory, TokenUsage};
 
 /// One billed attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,12 +58,23 @@ pub struct UsageEvent {
     pub outcome: AttemptOutcome,
     /// Tokens billed.
     pub usage: TokenUsage,
-    /// What the attempt cost at the model's list price.
+    /// What the attempt cost: the model's list price live, its batch price
+    /// deferred.
     pub cost_usd: f64,
-    /// What the same tokens would have cost on the baseline (flagship) model.
+    /// What the same tokens would have cost on the baseline (flagship) model,
+    /// at its live price.
     pub baseline_cost_usd: f64,
     /// Wall time of the attempt.
     pub latency_ms: u64,
+    /// How the attempt was served: `live`, or `deferred` through a provider's
+    /// batch API. Absent (live) on live attempts.
+    #[serde(default, skip_serializing_if = "RunMode::is_live")]
+    pub mode: RunMode,
+    /// What the same tokens would have cost on the same model live, when the
+    /// attempt ran at another price (deferred); absent means `cost_usd`. The
+    /// difference is what deferral saved, apart from what routing saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_cost_usd: Option<f64>,
 }
 
 impl UsageEvent {
@@ -105,7 +116,22 @@ impl UsageEvent {
             cost_usd: attempt.cost_usd,
             baseline_cost_usd,
             latency_ms: attempt.latency_ms,
+            mode: RunMode::Live,
+            live_cost_usd: None,
         }
+    }
+
+    /// The same event, served through a provider's batch API: `live_cost_usd`
+    /// is what its tokens cost on the same model live.
+    pub fn deferred(mut self, live_cost_usd: f64) -> Self {
+        self.mode = RunMode::Deferred;
+        self.live_cost_usd = Some(live_cost_usd);
+        self
+    }
+
+    /// What the attempt's tokens cost on its model live.
+    pub fn live_cost(&self) -> f64 {
+        self.live_cost_usd.unwrap_or(self.cost_usd)
     }
 
     /// Cuts what the event copies from its job (workload, batch id) and the

@@ -55,6 +55,82 @@ impl std::fmt::Display for Strategy {
     }
 }
 
+/// Whether a job may wait for a provider's batch API: what a job, a batch or
+/// a node's policy asks for (`default_mode` in the org file).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobMode {
+    /// Call a provider now.
+    #[default]
+    Live,
+    /// Hand the job to a provider's batch API at its discount, whenever the
+    /// chain has a model with a batch price and its deadline leaves room.
+    Deferred,
+    /// Let admission decide: deferred when the deadline leaves room for the
+    /// provider's completion window and the batch price is lower, else live.
+    Auto,
+}
+
+impl JobMode {
+    /// All modes.
+    pub const ALL: [JobMode; 3] = [JobMode::Live, JobMode::Deferred, JobMode::Auto];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobMode::Live => "live",
+            JobMode::Deferred => "deferred",
+            JobMode::Auto => "auto",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for JobMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a job was served: what results and usage events say (`"mode"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunMode {
+    /// A provider's live API, at the list price.
+    #[default]
+    Live,
+    /// A provider's batch API, at the batch price.
+    Deferred,
+}
+
+impl RunMode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunMode::Live => "live",
+            RunMode::Deferred => "deferred",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "live" => Some(RunMode::Live),
+            "deferred" => Some(RunMode::Deferred),
+            _ => None,
+        }
+    }
+
+    /// True for the default, so serializers can leave it out.
+    pub fn is_live(&self) -> bool {
+        *self == RunMode::Live
+    }
+}
+
 /// The eight kinds of work the catalog rates models on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -180,12 +256,29 @@ pub struct TokenUsage {
     pub output_tokens: u64,
     /// Prompt tokens served from the provider's cache, billed at the cached price.
     pub cached_input_tokens: u64,
+    /// Prompt tokens written to the provider's cache, billed at the cache-write
+    /// price (Anthropic's surcharge); absent in records written before it was
+    /// counted apart (it was part of `input_tokens` then).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_input_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl TokenUsage {
-    /// Sum of all three counts.
+    /// Sum of all counts.
     pub fn total(&self) -> u64 {
-        self.input_tokens + self.output_tokens + self.cached_input_tokens
+        self.input_tokens
+            + self.output_tokens
+            + self.cached_input_tokens
+            + self.cache_write_input_tokens
+    }
+
+    /// Prompt tokens of every kind: what long-context tiers are judged on.
+    pub fn prompt_tokens(&self) -> u64 {
+        self.input_tokens + self.cached_input_tokens + self.cache_write_input_tokens
     }
 
     /// True when the provider billed nothing.
@@ -198,6 +291,7 @@ impl TokenUsage {
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
         self.cached_input_tokens += other.cached_input_tokens;
+        self.cache_write_input_tokens += other.cache_write_input_tokens;
     }
 }
 

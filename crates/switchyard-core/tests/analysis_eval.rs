@@ -60,6 +60,7 @@ fn load(path: &Path) -> Vec<(Labelled, Job)> {
                 project: "acme/eval/eval/eval".into(),
                 workload: None,
                 strategy: None,
+                mode: None,
                 request: ChatRequest {
                     messages: vec![ChatMessage {
                         role: Role::User,

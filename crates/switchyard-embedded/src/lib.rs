@@ -36,6 +36,7 @@ pub fn default_topics(partitions: i32) -> Vec<(String, i32)> {
         (t.budgets, 1),
         (t.alerts, 1),
         (t.approvals, 2),
+        (t.deferred, 2),
         (t.audit, 2),
         (t.audit_checkpoints, 1),
         (AnalyticsConfig::default().dlq_topic, 1),

@@ -18,6 +18,19 @@ pub struct Ticket {
     epoch: u64,
 }
 
+impl Ticket {
+    /// A ticket for a message no [`OffsetTracker`] tracks (read from a topic
+    /// its reader never commits): it names where the message was read, for
+    /// dead letters, and is never handed back to a tracker.
+    pub fn detached(partition: i32, offset: i64) -> Self {
+        Self {
+            partition,
+            offset,
+            epoch: 0,
+        }
+    }
+}
+
 /// What a received message is to the tracker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arrival {

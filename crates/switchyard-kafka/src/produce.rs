@@ -20,7 +20,7 @@ pub async fn enqueue(
     payload: &[u8],
     headers: Option<&OwnedHeaders>,
 ) -> Result<DeliveryFuture, KafkaError> {
-    enqueue_at(producer, topic, None, key, payload, headers).await
+    enqueue_to(producer, (topic, None), key, payload, headers).await
 }
 
 /// [`enqueue`] to a chosen partition (`None`: the key's, as the partitioner says).
@@ -32,8 +32,24 @@ pub async fn enqueue_at(
     payload: &[u8],
     headers: Option<&OwnedHeaders>,
 ) -> Result<DeliveryFuture, KafkaError> {
+    enqueue_to(producer, (topic, partition), key, payload, headers).await
+}
+
+/// [`enqueue`] to a chosen partition (`None`: the partitioner's, by key).
+/// A `None` payload is a tombstone.
+pub async fn enqueue_to(
+    producer: &FutureProducer,
+    (topic, partition): (&str, Option<i32>),
+    key: Option<&[u8]>,
+    payload: impl Into<Option<&[u8]>>,
+    headers: Option<&OwnedHeaders>,
+) -> Result<DeliveryFuture, KafkaError> {
+    let payload = payload.into();
     loop {
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(payload);
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
         if let Some(p) = partition {
             record = record.partition(p);
         }
@@ -55,8 +71,13 @@ pub async fn enqueue_at(
 
 /// Waits for an acknowledgement, turning every failure into a `KafkaError`.
 pub async fn acknowledged(delivery: DeliveryFuture) -> Result<(), KafkaError> {
+    acknowledged_at(delivery).await.map(|_| ())
+}
+
+/// [`acknowledged`], with where the record landed: (partition, offset).
+pub async fn acknowledged_at(delivery: DeliveryFuture) -> Result<(i32, i64), KafkaError> {
     match delivery.await {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(d)) => Ok((d.partition, d.offset)),
         Ok(Err((e, _))) => Err(e),
         Err(_) => Err(KafkaError::Canceled),
     }
@@ -106,7 +127,9 @@ pub async fn publish(
     headers: Option<&OwnedHeaders>,
     stop: &CancellationToken,
 ) -> Result<(), PublishError> {
-    publish_at(producer, topic, None, key, payload, headers, stop).await
+    publish_to(producer, (topic, None), key, Some(payload), headers, stop)
+        .await
+        .map(|_| ())
 }
 
 /// [`publish`] to a chosen partition.
@@ -119,14 +142,37 @@ pub async fn publish_at(
     headers: Option<&OwnedHeaders>,
     stop: &CancellationToken,
 ) -> Result<(), PublishError> {
+    publish_to(
+        producer,
+        (topic, partition),
+        key,
+        Some(payload),
+        headers,
+        stop,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// [`publish`] to a chosen partition (`None`: by key), of a record or a
+/// tombstone (`payload` none); says where it landed: (partition, offset).
+pub async fn publish_to(
+    producer: &FutureProducer,
+    to: (&str, Option<i32>),
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    headers: Option<&OwnedHeaders>,
+    stop: &CancellationToken,
+) -> Result<(i32, i64), PublishError> {
+    let topic = to.0;
     let mut backoff = Backoff::new(PUBLISH_BACKOFF.0, PUBLISH_BACKOFF.1);
     loop {
-        let sent = match enqueue_at(producer, topic, partition, key, payload, headers).await {
-            Ok(delivery) => acknowledged(delivery).await,
+        let sent = match enqueue_to(producer, to, key, payload, headers).await {
+            Ok(delivery) => acknowledged_at(delivery).await,
             Err(e) => Err(e),
         };
         match sent {
-            Ok(()) => return Ok(()),
+            Ok(at) => return Ok(at),
             Err(e) if refuses_record(&e) => return Err(PublishError::Refused(e)),
             Err(e) => {
                 warn!(topic, error = %e, attempt = backoff.failures() + 1, "Publish failed; retrying.");

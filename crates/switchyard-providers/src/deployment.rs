@@ -6,6 +6,7 @@ use std::sync::Arc;
 use switchyard_core::catalog::Catalog;
 use switchyard_core::config::PipelineConfig;
 
+use crate::batch::BatchApi;
 use crate::http::HttpProvider;
 use crate::limits::DeploymentLimiter;
 use crate::secret::ApiKey;
@@ -35,6 +36,9 @@ pub struct Deployment {
     pub api_model: String,
     /// The client.
     pub client: Arc<dyn Provider>,
+    /// Its provider's batch API, where Switchyard speaks it (OpenAI,
+    /// Anthropic): what deferred jobs go through.
+    pub batch: Option<Arc<dyn BatchApi>>,
     /// Its limits.
     pub limiter: DeploymentLimiter,
 }
@@ -166,10 +170,12 @@ pub fn build_deployments_with(
                     "use https://, or set allow_insecure = true on the deployment if the network path is trusted",
                 ));
             }
-            let client =
+            let client = Arc::new(
                 HttpProvider::new(wire::for_api(spec.api), Some(&base_url), key, d.timeouts)
                     .map_err(|p| err(p, "check base_url and the key's characters"))?
-                    .with_unsupported_params(&spec.unsupported_params);
+                    .with_unsupported_params(&spec.unsupported_params),
+            );
+            let batch = crate::batch::for_api(spec.api, client.clone());
             Ok(Deployment {
                 name: d.name.clone(),
                 model: spec.name.clone(),
@@ -178,7 +184,8 @@ pub fn build_deployments_with(
                     .api_model
                     .clone()
                     .unwrap_or_else(|| spec.api_model.clone()),
-                client: Arc::new(client),
+                client,
+                batch,
                 limiter: DeploymentLimiter::with_window(d.rpm, d.tpm, d.share, d.limit_window)
                     .with_max_pause(config.routing.retry.max_retry_after),
             })

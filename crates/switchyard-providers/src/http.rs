@@ -168,25 +168,63 @@ impl HttpProvider {
                 .parse_ok(&headers, &bytes)
                 .map_err(|e| self.scrub_error(e))?;
             c.status = status;
-            let local: Vec<String> = call
-                .request
-                .stop
-                .iter()
-                .filter(|s| self.stops_here(s))
-                .cloned()
-                .collect();
-            if let Some(at) = cut_at_stop(&c.content, &local) {
-                c.content.truncate(at);
-                c.finish_reason = "stop".into();
-            }
-            Ok(c)
+            Ok(self.finish_answer(call.request, c))
         } else {
             Err(self.scrub_error(self.format.parse_error(status, &headers, &bytes)))
         }
     }
 
-    fn scrub(&self, text: &str) -> String {
+    /// `text` with the key removed, for messages that may quote it.
+    pub(crate) fn scrub(&self, text: &str) -> String {
         redact(text, self.key.as_ref())
+    }
+
+    /// The configured base URL, without a trailing slash.
+    pub(crate) fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The headers every request carries (authentication included).
+    pub(crate) fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The timeouts of the deployment.
+    pub(crate) fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// A successful answer's body (a chat completion or message, as a batch
+    /// result line carries it) as a [`Completion`].
+    pub fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Completion, ProviderError> {
+        let mut c = self
+            .format
+            .parse_ok(&HeaderMap::new(), body)
+            .map_err(|e| self.scrub_error(e))?;
+        c.status = status;
+        Ok(c)
+    }
+
+    /// An answer to `request` with the stop sequences this model leaves to
+    /// Switchyard applied, as a live call applies them.
+    pub fn finish_answer(&self, request: &ChatRequest, mut c: Completion) -> Completion {
+        let local: Vec<String> = request
+            .stop
+            .iter()
+            .filter(|s| self.stops_here(s))
+            .cloned()
+            .collect();
+        if let Some(at) = cut_at_stop(&c.content, &local) {
+            c.content.truncate(at);
+            c.finish_reason = "stop".into();
+        }
+        c
+    }
+
+    /// An error answer's body (as a batch result line carries it), classified
+    /// as a live call's would be.
+    pub fn parse_failure(&self, status: u16, body: &[u8]) -> ProviderError {
+        self.scrub_error(self.format.parse_error(status, &HeaderMap::new(), body))
     }
 
     fn scrub_error(&self, e: ProviderError) -> ProviderError {
@@ -242,7 +280,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Reads the body up to `max` bytes (refusing more, by `Content-Length` before
 /// reading when the server says it).
-async fn read_capped(
+pub(crate) async fn read_capped(
     mut response: reqwest::Response,
     max: usize,
 ) -> Result<Vec<u8>, ProviderError> {
@@ -289,7 +327,7 @@ fn redirected(status: u16, headers: &HeaderMap) -> ProviderError {
 }
 
 /// The error chain as one line, without the URL (Gemini keys can sit in its query).
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     if let Some(url) = e.url() {
         text = text.replace(url.as_str(), url.host_str().unwrap_or("the provider"));

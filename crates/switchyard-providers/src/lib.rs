@@ -1,4 +1,5 @@
-//! Calling LLM providers: one [`Provider`] trait, HTTP adapters for the OpenAI
+//! Calling LLM providers: one [`Provider`] trait (and, for deferred routing,
+//! one [`batch::BatchApi`] trait for the providers' batch APIs), HTTP adapters for the OpenAI
 //! Chat Completions, Anthropic Messages and Google Gemini generateContent wire
 //! formats (and any OpenAI-compatible endpoint), error classification that drives
 //! retries, per-deployment rate limits (RPM with governor, TPM with a sliding-window
@@ -9,6 +10,7 @@
 //! the domain types; the adapters' request and response mappings are pure
 //! functions, tested against the providers' documented examples.
 
+pub mod batch;
 mod deployment;
 mod error;
 mod http;

@@ -114,7 +114,8 @@ fn openai_responses_parse_with_cached_tokens_split_out() {
         TokenUsage {
             input_tokens: 1310 - 1024,
             output_tokens: 7,
-            cached_input_tokens: 1024
+            cached_input_tokens: 1024,
+            cache_write_input_tokens: 0,
         }
     );
 }
@@ -197,7 +198,8 @@ fn anthropic_responses_parse_with_cache_reads_as_cached_input() {
         TokenUsage {
             input_tokens: 22,
             output_tokens: 10,
-            cached_input_tokens: 1200
+            cached_input_tokens: 1200,
+            cache_write_input_tokens: 0,
         }
     );
 }
@@ -267,7 +269,8 @@ fn gemini_responses_parse_with_thoughts_as_output() {
         TokenUsage {
             input_tokens: 1290 - 1024,
             output_tokens: 8 + 12,
-            cached_input_tokens: 1024
+            cached_input_tokens: 1024,
+            cache_write_input_tokens: 0,
         }
     );
 }
@@ -327,7 +330,7 @@ fn refusals_are_final_and_keep_their_billing() {
 }
 
 #[test]
-fn anthropic_cache_writes_bill_as_input_and_reads_as_cached_input() {
+fn anthropic_cache_writes_bill_at_the_cache_write_price_and_reads_as_cached_input() {
     let c = Anthropic
         .parse_ok(
             &no_headers(),
@@ -337,9 +340,10 @@ fn anthropic_cache_writes_bill_as_input_and_reads_as_cached_input() {
     assert_eq!(
         c.usage,
         TokenUsage {
-            input_tokens: 14 + 1536,
+            input_tokens: 14,
             output_tokens: 87,
-            cached_input_tokens: 2048
+            cached_input_tokens: 2048,
+            cache_write_input_tokens: 1536,
         }
     );
     let catalog = switchyard_loader::load_catalog(
@@ -347,7 +351,11 @@ fn anthropic_cache_writes_bill_as_input_and_reads_as_cached_input() {
     )
     .unwrap();
     let haiku = catalog.get("claude-haiku-4-5").unwrap();
-    let expected = (1550.0 * haiku.input_usd_per_mtok
+    // Anthropic bills 5-minute cache writes at 1.25 times the input price.
+    let write = haiku.cache_write_input_usd_per_mtok.unwrap();
+    assert!((write - 1.25 * haiku.input_usd_per_mtok).abs() < 1e-12);
+    let expected = (14.0 * haiku.input_usd_per_mtok
+        + 1536.0 * write
         + 87.0 * haiku.output_usd_per_mtok
         + 2048.0 * haiku.cached_input_usd_per_mtok)
         / 1e6;

@@ -8,9 +8,14 @@
 //! usage and reply text are pure functions of the prompt ([`usage_for`],
 //! [`reply_for`]), so tests can check costs exactly; injected faults come from
 //! seeded per-request rolls, so runs are reproducible. [`InProcessProvider`]
-//! gives the same answers without a network.
+//! gives the same answers without a network. The OpenAI Files and Batches and
+//! Anthropic Message Batches endpoints are served too (create, retrieve, list,
+//! results, cancel), with a configurable processing time, lines that fail or
+//! expire, and a slow create ([`BatchBehaviour`]); [`SimStats`] counts every
+//! prompt that reached the simulator twice, live or in a batch.
 
 mod admission;
+mod batch;
 mod config;
 pub mod hostile;
 mod in_process;
@@ -25,11 +30,12 @@ use std::net::SocketAddr;
 use switchyard_core::config::ConfigError;
 
 pub use config::{
-    ModelBehaviour, Outage, OutputTokens, RATE_WINDOW, RateLimitHint, Setting, SimConfig,
+    BatchBehaviour, ModelBehaviour, Outage, OutputTokens, RATE_WINDOW, RateLimitHint, Setting,
+    SimConfig,
 };
 pub use in_process::InProcessProvider;
 pub use server::{SimHandle, serve_until, start};
-pub use stats::{ModelStats, SimStats};
+pub use stats::{BatchStats, ModelStats, SimStats};
 pub use synthesis::{
     BYTES_PER_TOKEN, CACHE_BLOCK_TOKENS, CACHE_MIN_SYSTEM_BYTES, FinishReason, MAX_OUTPUT_TOKENS,
     MIN_OUTPUT_TOKENS, PER_MESSAGE_TOKENS, Reply, ReplyStyle, reply_for, reply_for_request,

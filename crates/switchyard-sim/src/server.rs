@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::admission::{Ask, Clock, LimitReport, ModelState, Verdict};
+use crate::batch::{BatchSim, PromptLog};
 use crate::config::OutputTokens;
 use crate::config::SimConfig;
 use crate::stats::SimStats;
@@ -178,6 +179,10 @@ struct SimState {
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
     shutdown: watch::Receiver<bool>,
+    /// Every prompt that arrived, live or in a batch.
+    prompts: Arc<PromptLog>,
+    /// The batch APIs.
+    batch: Arc<BatchSim>,
 }
 
 /// Counts one HTTP request in flight for as long as it lives.
@@ -264,7 +269,11 @@ const INVALID_KEY_ROLL: u64 = 0x6b65_795f_726f_6c6c;
 impl SimState {
     fn new(config: SimConfig) -> (Arc<Self>, watch::Sender<bool>) {
         let (tx, rx) = watch::channel(false);
+        let prompts = Arc::new(PromptLog::default());
+        let batch = Arc::new(BatchSim::new(config.clone(), prompts.clone()));
         let state = Self {
+            prompts,
+            batch,
             config,
             started: Instant::now(),
             models: Mutex::new(HashMap::new()),
@@ -291,7 +300,11 @@ impl SimState {
             .map(|(k, m)| (k.clone(), m.stats().clone()))
             .collect();
         let total_output_tokens = models.values().map(|m| m.usage.output_tokens).sum();
+        let (distinct_prompts, repeated_prompts) = self.prompts.counts();
         SimStats {
+            distinct_prompts,
+            repeated_prompts,
+            batch: self.batch.stats(),
             models,
             invalid_requests: self.invalid_requests.load(Ordering::Relaxed),
             total_output_tokens,
@@ -358,6 +371,7 @@ impl SimState {
             Ok(parsed) => parsed,
             Err(refused) => return *refused,
         };
+        self.prompts.note(&parsed);
         let fill = self.config.behaviour(&parsed.model).output_tokens == OutputTokens::Max;
         let composed = Composed::new(&parsed, fill);
         let (verdict, request_id) = self.admit(&parsed, request.hash, &composed.reply);
@@ -632,14 +646,16 @@ impl SimState {
 }
 
 fn router(state: Arc<SimState>) -> Router {
+    let batches = crate::batch::router(state.batch.clone());
     Router::new()
         .route("/openai/v1/chat/completions", post(openai))
         .route("/anthropic/v1/messages", post(anthropic))
         .route("/gemini/v1beta/models/{target}", post(gemini))
         .route("/sim/stats", get(stats))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+        .merge(batches)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
 async fn stats(State(state): State<Arc<SimState>>) -> Response {
@@ -706,7 +722,7 @@ async fn not_found(State(state): State<Arc<SimState>>, method: Method, uri: Uri)
         Format::OpenAi
     };
     let message = format!(
-        "Invalid URL ({method} {path}). The simulator serves POST /openai/v1/chat/completions, POST /anthropic/v1/messages and POST /gemini/v1beta/models/{{model}}:generateContent"
+        "Invalid URL ({method} {path}). The simulator serves POST /openai/v1/chat/completions, POST /anthropic/v1/messages and POST /gemini/v1beta/models/{{model}}:generateContent, and the batch APIs under /openai/v1/files, /openai/v1/batches and /anthropic/v1/messages/batches"
     );
     state.refuse(format, "", "0".into(), &Problem::NotFound { message })
 }

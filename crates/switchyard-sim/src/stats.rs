@@ -23,6 +23,41 @@ pub struct SimStats {
     /// Most HTTP requests handled at once since the start: the concurrency clients
     /// really achieved.
     pub peak_in_flight: u64,
+    /// Distinct prompts (model, system and messages) that reached the
+    /// simulator, live or as a line of a batch.
+    #[serde(default)]
+    pub distinct_prompts: u64,
+    /// Prompts that reached it again: the same work sent twice (a client's
+    /// retries count too).
+    #[serde(default)]
+    pub repeated_prompts: u64,
+    /// What the batch APIs saw.
+    #[serde(default)]
+    pub batch: BatchStats,
+}
+
+/// Counters of the batch APIs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BatchStats {
+    /// Batches created.
+    pub batches: u64,
+    /// Requests received in created batches.
+    pub requests: u64,
+    /// Lines answered.
+    pub answered: u64,
+    /// Lines that failed.
+    pub errored: u64,
+    /// Lines that expired.
+    pub expired: u64,
+    /// Lines canceled.
+    pub canceled: u64,
+    /// Cancel requests received.
+    pub cancels: u64,
+    /// List requests received.
+    pub lists: u64,
+    /// Creates answered (a client killed during a slow create never got its answer).
+    pub creates_answered: u64,
 }
 
 impl SimStats {

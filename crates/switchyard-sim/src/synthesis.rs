@@ -190,6 +190,7 @@ fn usage_and_finish(
             input_tokens: prompt - cached,
             output_tokens: output,
             cached_input_tokens: cached,
+            cache_write_input_tokens: 0,
         },
         finish,
     )

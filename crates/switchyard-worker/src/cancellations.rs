@@ -62,6 +62,7 @@ mod tests {
 
     fn record(i: usize, state: BatchState) -> BatchRecord {
         BatchRecord {
+            mode: None,
             batch_id: format!("batch_{i:024x}"),
             project: "acme/retail/support/ticket-triage".into(),
             format: BatchFormat::Openai,

@@ -101,6 +101,11 @@ impl Dispatcher {
         &self.health
     }
 
+    /// The deployments (deferred routing uses their batch APIs).
+    pub(crate) fn deployments(&self) -> &[Deployment] {
+        &self.deployments
+    }
+
     /// Walks the decision's chain until a deployment answers, the job's deadline
     /// passes, an error says no other deployment can help, or the chain ends.
     pub(crate) async fn run(
@@ -393,7 +398,7 @@ fn deadline_of(job: &Job) -> Option<Instant> {
 }
 
 /// Why an answer is unusable, if it is.
-fn check_output(job: &Job, c: &Completion) -> Option<String> {
+pub(crate) fn check_output(job: &Job, c: &Completion) -> Option<String> {
     if job.request.response_format == ResponseFormat::JsonObject {
         let text = c.content.trim();
         let parsed: Result<serde_json::Value, _> = serde_json::from_str(text);

@@ -54,6 +54,7 @@ fn engine(
                 provider: spec.provider.clone(),
                 api_model: spec.api_model.clone(),
                 client,
+                batch: None,
                 limiter,
             }
         })
@@ -88,6 +89,7 @@ fn result(o: Outcome) -> JobResult {
     match o {
         Outcome::Finished { result, .. } => *result,
         Outcome::Held { reason, .. } => panic!("held: {reason}"),
+        Outcome::Deferred(d) => panic!("deferred: {}", d.job.job_id),
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use switchyard_core::job::{ChatRequest, Job, ResponseFormat};
 use switchyard_core::result::{AttemptOutcome, JobStatus, TokenUsage};
 use switchyard_core::routing::Strategy;
+use switchyard_core::vocab::JobMode;
 use switchyard_providers::{
     BoxFuture, CallRequest, Completion, Deployment, DeploymentLimiter, Provider, ProviderError,
     RateLimitInfo,
@@ -87,6 +88,7 @@ fn engine(dir: &Path, provider: Arc<dyn Provider>) -> Engine {
             provider: m.provider.clone(),
             api_model: m.api_model.clone(),
             client: provider.clone(),
+            batch: None,
             limiter: DeploymentLimiter::unlimited(),
         })
         .collect();
@@ -113,6 +115,7 @@ fn finished(
     match o {
         Outcome::Finished { result, usage } => (*result, usage),
         Outcome::Held { reason, .. } => panic!("held: {reason}"),
+        Outcome::Deferred(d) => panic!("deferred: {}", d.job.job_id),
     }
 }
 
@@ -199,6 +202,7 @@ impl Provider for ProseFirst {
                         input_tokens: 40,
                         output_tokens: 9,
                         cached_input_tokens: 0,
+                        cache_write_input_tokens: 0,
                     },
                     status: 200,
                     rate_limit: RateLimitInfo::default(),
@@ -424,6 +428,71 @@ fn usage_event(project: &str, cost_usd: f64) -> switchyard_core::usage::UsageEve
         usage: TokenUsage::default(),
         cost_usd,
         baseline_cost_usd: cost_usd,
+        live_cost_usd: None,
+        mode: switchyard_core::result::RunMode::Live,
         latency_ms: 10,
     }
+}
+
+/// `job` in `mode`, due `deadline` from now when given.
+fn waiting_job(mode: JobMode, deadline: Option<chrono::Duration>) -> Job {
+    Job {
+        mode: Some(mode),
+        deadline: deadline.map(|d| chrono::Utc::now() + d),
+        ..job("acme/bu/team/open", "Summarise the attached ticket.")
+    }
+}
+
+#[tokio::test]
+async fn in_auto_patient_jobs_are_deferred_and_tight_ones_run_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Arc::new(InProcessProvider::new()));
+    e.enable_deferral();
+    // 48 hours leave room for gathering (10 min), the window (24 h) and the margin (1 h).
+    match e
+        .process(waiting_job(
+            JobMode::Auto,
+            Some(chrono::Duration::hours(48)),
+        ))
+        .await
+    {
+        Outcome::Deferred(d) => {
+            assert!(
+                d.routing.reason.contains("deferred (auto)"),
+                "{}",
+                d.routing.reason
+            );
+            assert!(!d.deployments.is_empty() && d.reserve_usd > 0.0);
+        }
+        other => panic!("a patient job runs live: {other:?}"),
+    }
+    // Without a deadline, the node's deferred_max_delay (24 h) leaves no room.
+    for deadline in [Some(chrono::Duration::minutes(30)), None] {
+        let (r, _) = finished(e.process(waiting_job(JobMode::Auto, deadline)).await);
+        assert_eq!(r.status, JobStatus::Succeeded);
+        let reason = &r.routing.as_ref().unwrap().reason;
+        assert!(
+            reason.contains("live (auto): its answer is due in"),
+            "{reason}"
+        );
+    }
+    // Live stays live without a word about deferral.
+    let (r, _) = finished(e.process(waiting_job(JobMode::Live, None)).await);
+    assert!(!r.routing.unwrap().reason.contains("deferred"));
+}
+
+#[tokio::test]
+async fn without_deferral_a_job_that_may_wait_runs_live_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Arc::new(InProcessProvider::new()));
+    let (r, _) = finished(
+        e.process(waiting_job(
+            JobMode::Deferred,
+            Some(chrono::Duration::hours(48)),
+        ))
+        .await,
+    );
+    assert_eq!(r.status, JobStatus::Succeeded);
+    let reason = r.routing.unwrap().reason;
+    assert!(reason.contains("does not run deferred routing"), "{reason}");
 }

@@ -81,6 +81,7 @@ async fn a_panicking_job_ends_failed_releases_its_reservation_and_commits() {
             provider: m.provider.clone(),
             api_model: m.api_model.clone(),
             client: Arc::new(Panicking),
+            batch: None,
             limiter: DeploymentLimiter::unlimited(),
         })
         .collect();

@@ -102,6 +102,7 @@ impl Corpus {
                     project: self.projects[&p.workload].clone(),
                     workload: Some(p.workload.clone()),
                     strategy: None,
+                    mode: None,
                     request: ChatRequest {
                         messages: vec![ChatMessage {
                             role: Role::User,

@@ -31,7 +31,8 @@ const SUMS: &str = "uniqExact(job_id) AS n_jobs, count() AS n_attempts, \
     sum(input_tokens) AS s_input, sum(output_tokens) AS s_output, \
     sum(cached_input_tokens) AS s_cached, sum(cost_usd) AS s_cost, \
     sum(if(outcome != 'succeeded', cost_usd, 0.)) AS s_failed_cost, \
-    sum(baseline_cost_usd) AS s_baseline";
+    sum(baseline_cost_usd) AS s_baseline, sum(cache_write_input_tokens) AS s_cache_write, \
+    sum(live_cost_usd) AS s_live";
 
 /// The group query for `query` (its window bound as the two `?` parameters).
 pub fn group_sql(query: &ReportQuery) -> String {
@@ -65,6 +66,8 @@ struct GroupRow {
     cost_usd: f64,
     failed_cost_usd: f64,
     baseline_cost_usd: f64,
+    cache_write_input_tokens: u64,
+    live_cost_usd: f64,
 }
 
 impl From<GroupRow> for ReportRow {
@@ -79,6 +82,8 @@ impl From<GroupRow> for ReportRow {
             cost_usd: g.cost_usd,
             failed_cost_usd: g.failed_cost_usd,
             baseline_cost_usd: g.baseline_cost_usd,
+            cache_write_input_tokens: g.cache_write_input_tokens,
+            live_cost_usd: g.live_cost_usd,
         }
     }
 }

@@ -182,12 +182,17 @@ pub struct ReportRow {
     pub output_tokens: u64,
     /// Prompt tokens served from cache.
     pub cached_input_tokens: u64,
-    /// Cost of every billed attempt, USD.
+    /// Prompt tokens written to the provider's cache.
+    pub cache_write_input_tokens: u64,
+    /// Cost of every billed attempt, USD (deferred ones at the batch price).
     pub cost_usd: f64,
     /// Cost of the attempts that did not succeed, USD.
     pub failed_cost_usd: f64,
-    /// What the same tokens would have cost on the flagship model, USD.
+    /// What the same tokens would have cost on the flagship model, live, USD.
     pub baseline_cost_usd: f64,
+    /// What the same tokens cost on the models that served them, live, USD
+    /// (the cost itself for live attempts).
+    pub live_cost_usd: f64,
 }
 
 impl ReportRow {
@@ -203,6 +208,18 @@ impl ReportRow {
     /// Baseline minus cost, USD.
     pub fn savings_usd(&self) -> f64 {
         self.baseline_cost_usd - self.cost_usd
+    }
+
+    /// What routing saved: the flagship's live price of the tokens minus the
+    /// live price of the models that served them, USD.
+    pub fn routing_savings_usd(&self) -> f64 {
+        self.baseline_cost_usd - self.live_cost_usd
+    }
+
+    /// What deferral saved on top: the live price of the tokens on the models
+    /// that served them minus what they cost (the batch price), USD.
+    pub fn deferral_savings_usd(&self) -> f64 {
+        self.live_cost_usd - self.cost_usd
     }
 
     /// Savings as a percentage of the baseline (0 without a baseline).
@@ -261,7 +278,7 @@ impl Source {
     }
 }
 
-const METRICS: [&str; 11] = [
+const METRICS: [&str; 14] = [
     "jobs",
     "attempts",
     "input_tokens",
@@ -273,6 +290,9 @@ const METRICS: [&str; 11] = [
     "baseline_cost_usd",
     "savings_usd",
     "savings_pct",
+    "routing_savings_usd",
+    "deferral_savings_usd",
+    "cache_write_input_tokens",
 ];
 
 impl Report {
@@ -301,7 +321,7 @@ impl Report {
     }
 
     /// Metric cells of a row; money to the micro-dollar for machines.
-    fn machine_cells(row: &ReportRow) -> [String; 11] {
+    fn machine_cells(row: &ReportRow) -> [String; 14] {
         [
             row.jobs.to_string(),
             row.attempts.to_string(),
@@ -314,6 +334,9 @@ impl Report {
             money(row.baseline_cost_usd),
             money(row.savings_usd()),
             format!("{:.2}", row.savings_pct()),
+            money(row.routing_savings_usd()),
+            money(row.deferral_savings_usd()),
+            row.cache_write_input_tokens.to_string(),
         ]
     }
 
@@ -381,6 +404,9 @@ impl Report {
                 dollars(row.baseline_cost_usd),
                 dollars(row.savings_usd()),
                 format!("{:.1}%", row.savings_pct()),
+                dollars(row.routing_savings_usd()),
+                dollars(row.deferral_savings_usd()),
+                digits(row.cache_write_input_tokens),
             ]
         };
         let mut lines: Vec<Vec<String>> = self

@@ -17,7 +17,7 @@ use super::{Dimension, Report, ReportQuery, ReportRow};
 use crate::error::{Error, Result};
 use crate::sinks::parquet::reader;
 
-const COLUMNS: [&str; 16] = [
+const COLUMNS: [&str; 18] = [
     "event_id",
     "job_id",
     "ts",
@@ -34,6 +34,9 @@ const COLUMNS: [&str; 16] = [
     "cached_input_tokens",
     "cost_usd",
     "baseline_cost_usd",
+    // Absent from files written before deferred routing: 0 and cost_usd then.
+    "cache_write_input_tokens",
+    "live_cost_usd",
 ];
 
 #[derive(Default)]
@@ -50,8 +53,10 @@ impl Group {
         row.input_tokens += r.input.value(i);
         row.output_tokens += r.output.value(i);
         row.cached_input_tokens += r.cached.value(i);
+        row.cache_write_input_tokens += r.cache_write.map_or(0, |c| c.value(i));
         let cost = r.cost.value(i);
         row.cost_usd += cost;
+        row.live_cost_usd += r.live.map_or(cost, |c| c.value(i));
         if r.outcome.value(i) != "succeeded" {
             row.failed_cost_usd += cost;
         }
@@ -83,6 +88,8 @@ struct Fields<'a> {
     cached: &'a UInt64Array,
     cost: &'a Float64Array,
     baseline: &'a Float64Array,
+    cache_write: Option<&'a UInt64Array>,
+    live: Option<&'a Float64Array>,
 }
 
 impl<'a> Fields<'a> {
@@ -113,6 +120,8 @@ impl<'a> Fields<'a> {
             cached: col(batch, "cached_input_tokens")?,
             cost: col(batch, "cost_usd")?,
             baseline: col(batch, "baseline_cost_usd")?,
+            cache_write: col(batch, "cache_write_input_tokens").ok(),
+            live: col(batch, "live_cost_usd").ok(),
         })
     }
 

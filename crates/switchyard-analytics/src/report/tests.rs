@@ -127,11 +127,11 @@ fn renders_table_csv_and_json_with_the_same_numbers() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "org,strategy,jobs,attempts,input_tokens,output_tokens,cached_input_tokens,cost_usd,avg_cost_per_job_usd,failed_cost_usd,baseline_cost_usd,savings_usd,savings_pct"
+        "org,strategy,jobs,attempts,input_tokens,output_tokens,cached_input_tokens,cost_usd,avg_cost_per_job_usd,failed_cost_usd,baseline_cost_usd,savings_usd,savings_pct,routing_savings_usd,deferral_savings_usd,cache_write_input_tokens"
     );
     assert_eq!(
         lines.next().unwrap(),
-        "acme,cost-first,3,4,400,80,20,3.750000,1.250000,0.250000,37.500000,33.750000,90.00"
+        "acme,cost-first,3,4,400,80,20,3.750000,1.250000,0.250000,37.500000,33.750000,90.00,33.750000,0.000000,0"
     );
     let json: serde_json::Value = serde_json::from_str(&r.render(Format::Json)).unwrap();
     assert_eq!(json["rows"][1]["org"], "globex");

@@ -17,6 +17,7 @@ use switchyard_core::config::LoadedPipeline;
 use switchyard_core::job::{ChatMessage, ChatRequest, Job, ResponseFormat};
 use switchyard_core::result::{Attempt, AttemptOutcome, JobResult, TokenUsage};
 use switchyard_core::routing::Strategy;
+use switchyard_core::vocab::JobMode;
 
 /// Metadata key carrying the line's `custom_id` (the native job's own `job_id`).
 pub const META_CUSTOM_ID: &str = "custom_id";
@@ -32,6 +33,8 @@ pub struct LineSettings {
     pub strategy: Option<Strategy>,
     /// Workload of every job.
     pub workload: Option<String>,
+    /// Mode of every job whose line names none (`submit --mode`).
+    pub mode: Option<JobMode>,
     /// Catalog models a request's `model` may pin.
     pub pins: ModelPins,
 }
@@ -209,6 +212,9 @@ pub fn parse_line(
     }
     if let Some(w) = &settings.workload {
         job.workload = Some(w.clone());
+    }
+    if job.mode.is_none() {
+        job.mode = settings.mode;
     }
     // The real id (`batch_…-N`, under 60 bytes) is assigned once the file's hash is known.
     job.job_id = "pending".to_owned();

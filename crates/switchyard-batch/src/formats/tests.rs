@@ -19,6 +19,7 @@ fn settings() -> LineSettings {
         project: "acme/retail/support/ticket-triage".into(),
         strategy: None,
         workload: None,
+        mode: None,
         pins: ModelPins { names },
     }
 }
@@ -206,11 +207,13 @@ fn result(status: JobStatus) -> JobResult {
         input_tokens: 10,
         output_tokens: 2,
         cached_input_tokens: 4,
+        cache_write_input_tokens: 0,
     };
     let wasted = TokenUsage {
         input_tokens: 7,
         output_tokens: 30,
         cached_input_tokens: 0,
+        cache_write_input_tokens: 0,
     };
     let attempts = if status == JobStatus::Succeeded {
         vec![
@@ -229,6 +232,7 @@ fn result(status: JobStatus) -> JobResult {
         usage.add(&a.usage);
     }
     JobResult {
+        mode: switchyard_core::result::RunMode::Live,
         job_id: "batch_x-0".into(),
         batch_id: Some("batch_x".into()),
         project: "a/b/c/d".into(),

@@ -141,6 +141,7 @@ mod tests {
 
     fn record(state: BatchState, submitter: Option<Submitter>) -> BatchRecord {
         BatchRecord {
+            mode: None,
             batch_id: "batch_x".into(),
             project: "a/b/c/d".into(),
             format: BatchFormat::Openai,

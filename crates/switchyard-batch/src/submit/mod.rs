@@ -27,6 +27,7 @@ use serde::Serialize;
 use switchyard_core::batch::{BatchFormat, BatchRecord, BatchState};
 use switchyard_core::config::{KafkaConfig, LoadedPipeline};
 use switchyard_core::routing::Strategy;
+use switchyard_core::vocab::JobMode;
 
 use self::claim::Claim;
 pub use self::claim::DEFAULT_LEASE;
@@ -55,6 +56,8 @@ pub struct SubmitOptions {
     pub strategy: Option<Strategy>,
     /// Workload of every job.
     pub workload: Option<String>,
+    /// Mode of every job that names none (`--mode live|deferred|auto`).
+    pub mode: Option<JobMode>,
     /// Submit the valid lines even when some are invalid.
     pub skip_invalid: bool,
     /// Where refused lines are written with `skip_invalid`
@@ -76,6 +79,7 @@ impl SubmitOptions {
             project: project.into(),
             strategy: None,
             workload: None,
+            mode: None,
             skip_invalid: false,
             rejects_path: None,
             claim_lease: DEFAULT_LEASE,
@@ -132,6 +136,7 @@ pub fn line_settings(pipeline: &LoadedPipeline, options: &SubmitOptions) -> Resu
         project: options.project.clone(),
         strategy: options.strategy,
         workload: options.workload.clone(),
+        mode: options.mode,
         pins: ModelPins::from_catalog(&pipeline.catalog),
     })
 }
@@ -289,6 +294,7 @@ fn new_record(
             .unwrap_or_default(),
         strategy: options.strategy,
         workload: options.workload.clone(),
+        mode: options.mode,
         submitted_at: Utc::now(),
         canceled_at: None,
         refused: validation.invalid,
@@ -404,6 +410,13 @@ fn check_same(r: &BatchRecord, v: &Validation, options: &SubmitOptions) -> Resul
             "workload {} (now {})",
             r.workload.as_deref().unwrap_or("none"),
             options.workload.as_deref().unwrap_or("none")
+        ));
+    }
+    if r.mode != options.mode {
+        differences.push(format!(
+            "mode {} (now {})",
+            r.mode.map_or("none".into(), |m| m.to_string()),
+            options.mode.map_or("none".into(), |m| m.to_string())
         ));
     }
     if r.jobs != v.accepted {

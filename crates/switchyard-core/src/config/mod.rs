@@ -9,9 +9,9 @@ pub mod source;
 pub use access::{AccessConfig, AuditConfig, read_keys};
 pub use alerts::AlertsConfig;
 pub use pipeline::{
-    AnalyticsConfig, Compression, DeploymentConfig, Encoding, KafkaConfig, LoadedPipeline,
-    ObservabilityConfig, PipelineConfig, RetryConfig, RoutingConfig, Timeouts, TopicConfig, Topics,
-    UnknownFields, WorkerConfig,
+    AnalyticsConfig, Compression, DeferredConfig, DeploymentConfig, Encoding, KafkaConfig,
+    LoadedPipeline, ObservabilityConfig, PipelineConfig, RetryConfig, RoutingConfig, Timeouts,
+    TopicConfig, Topics, UnknownFields, WorkerConfig,
 };
 pub use source::{ConfigError, ReadFile, env_overrides};
 

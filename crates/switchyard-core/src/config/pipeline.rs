@@ -147,6 +147,9 @@ pub struct Topics {
     /// Each audit writer's latest sequence number and hash (compacted), so that
     /// a cut tail is detected.
     pub audit_checkpoints: String,
+    /// Deferred jobs and the provider batches they wait on (compacted; jobs
+    /// keyed by job id, provider batches by their idempotency key).
+    pub deferred: String,
 }
 
 impl Default for Topics {
@@ -163,6 +166,7 @@ impl Default for Topics {
             approvals: "switchyard.approvals".into(),
             audit: "switchyard.audit".into(),
             audit_checkpoints: "switchyard.audit.checkpoints".into(),
+            deferred: "switchyard.deferred".into(),
         }
     }
 }
@@ -514,6 +518,72 @@ pub struct PipelineConfig {
     /// Alert delivery (by the usage sink).
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// Deferred routing through the providers' batch APIs.
+    #[serde(default)]
+    pub deferred: DeferredConfig,
+}
+
+/// Deferred routing: how deferred jobs are gathered into provider batches,
+/// polled and planned for (`[deferred]`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeferredConfig {
+    /// How long deferred jobs for one deployment gather before their provider
+    /// batch is created (sooner when the batch is full or a job's deadline
+    /// needs it).
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// How often an open provider batch is polled; after a failed poll the
+    /// pause grows on the shared backoff, up to `max_poll_backoff`.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Longest pause between polls after errors.
+    #[serde(with = "humantime_serde")]
+    pub max_poll_backoff: Duration,
+    /// The completion window asked of the provider (OpenAI accepts only
+    /// "24h"; Anthropic's is 24 h) and planned for by routing.
+    #[serde(with = "humantime_serde")]
+    pub completion_window: Duration,
+    /// Room kept beyond `max_wait` and the completion window: `auto` defers a
+    /// job only when its deadline leaves all three, so that a line the
+    /// provider fails can still fail over live in time.
+    #[serde(with = "humantime_serde")]
+    pub margin: Duration,
+    /// Longest one attempt to create a provider batch (upload included) may
+    /// take. A worker that takes over a batch whose creation it did not see
+    /// finish waits this long past the attempt, then adopts the provider's
+    /// batch if it exists, or creates it: so a batch is never created twice.
+    #[serde(with = "humantime_serde")]
+    pub submit_timeout: Duration,
+    /// Most requests in one provider batch (OpenAI takes 50,000, Anthropic
+    /// 100,000; each batch's record lists its job ids, so keep it well below).
+    pub max_requests: usize,
+    /// Most bytes of requests in one provider batch (OpenAI's input file may
+    /// hold 200 MB, Anthropic's batch 256 MB).
+    pub max_bytes: usize,
+}
+
+impl Default for DeferredConfig {
+    fn default() -> Self {
+        Self {
+            max_wait: Duration::from_secs(600),
+            poll_interval: Duration::from_secs(60),
+            max_poll_backoff: Duration::from_secs(600),
+            completion_window: Duration::from_secs(24 * 3600),
+            margin: Duration::from_secs(3600),
+            submit_timeout: Duration::from_secs(120),
+            max_requests: 10_000,
+            max_bytes: 100 << 20,
+        }
+    }
+}
+
+impl DeferredConfig {
+    /// How long a job must be able to wait to be deferred: gathering, the
+    /// provider's window and the margin.
+    pub fn needed_delay(&self) -> Duration {
+        self.max_wait + self.completion_window + self.margin
+    }
 }
 
 fn default_catalog() -> PathBuf {
@@ -628,6 +698,7 @@ impl PipelineConfig {
     pub fn validate(&self, catalog: &Catalog) -> Result<(), Invalid> {
         self.validate_kafka()?;
         self.validate_routing(catalog)?;
+        self.validate_deferred()?;
         self.observability.validate()?;
         self.alerts.validate(&KeyPath::root().key("alerts"))?;
         let root = KeyPath::root();
@@ -738,6 +809,51 @@ impl PipelineConfig {
                     "name the variable that holds the value, e.g. KAFKA_SASL_PASSWORD",
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// The `[deferred]` settings.
+    fn validate_deferred(&self) -> Result<(), Invalid> {
+        let d = &self.deferred;
+        let at = |k: &str| KeyPath::root().key("deferred").key(k);
+        for (key, value) in [
+            ("max_wait", d.max_wait),
+            ("poll_interval", d.poll_interval),
+            ("completion_window", d.completion_window),
+            ("submit_timeout", d.submit_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Invalid::new(
+                    at(key),
+                    "a duration of 0 cannot be planned with",
+                    "give a positive duration, such as \"10m\"",
+                ));
+            }
+        }
+        if d.max_poll_backoff < d.poll_interval {
+            return Err(Invalid::new(
+                at("max_poll_backoff"),
+                "the longest pause after errors is shorter than the poll interval",
+                "make max_poll_backoff at least poll_interval",
+            ));
+        }
+        if d.max_requests == 0 || d.max_requests > 100_000 {
+            return Err(Invalid::new(
+                at("max_requests"),
+                format!(
+                    "{} requests per provider batch is outside 1..=100000",
+                    d.max_requests
+                ),
+                "give at most the provider's limit (OpenAI 50,000, Anthropic 100,000), such as 10000",
+            ));
+        }
+        if d.max_bytes < 1 << 20 {
+            return Err(Invalid::new(
+                at("max_bytes"),
+                format!("{} bytes is too small for a provider batch", d.max_bytes),
+                "give at least 1048576 (OpenAI takes 200 MB, Anthropic 256 MB)",
+            ));
         }
         Ok(())
     }

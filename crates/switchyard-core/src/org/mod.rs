@@ -7,12 +7,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use crate::config::source::{self, ConfigError, Invalid, KeyPath};
-use crate::vocab::Strategy;
+use crate::vocab::{JobMode, Strategy};
 
 mod validate;
 
@@ -37,6 +38,10 @@ pub const DEFAULT_BUDGET_ACT_AT: f64 = 0.9;
 /// The answer cap set on provider requests of jobs that give none, when no node
 /// says (`default_max_tokens`); the job's budget reservation counts it too.
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// How long a job without a deadline may wait for a provider's batch API, when
+/// no node says (`deferred_max_delay`).
+pub const DEFAULT_DEFERRED_MAX_DELAY: Duration = Duration::from_secs(24 * 3600);
 
 /// What a node's quota does with a job that would pass it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +108,14 @@ pub struct PolicySpec {
     /// Keep prompts and outputs in the audit log (redacted by the configured
     /// patterns); by default they stay out.
     pub audit_content: Option<bool>,
+    /// Whether jobs that say nothing may wait for a provider's batch API:
+    /// `live` (default), `deferred` or `auto`.
+    pub default_mode: Option<JobMode>,
+    /// How long a job without a deadline may wait when deferred (default 24 h):
+    /// in `auto`, the job goes deferred only when this leaves room for the
+    /// provider's completion window plus the margin.
+    #[serde(default, with = "humantime_serde")]
+    pub deferred_max_delay: Option<Duration>,
 }
 
 /// One node as written in the file.
@@ -134,6 +147,9 @@ struct NodeSpec {
     #[serde(default)]
     approval_required_models: Vec<String>,
     audit_content: Option<bool>,
+    default_mode: Option<JobMode>,
+    #[serde(default, with = "humantime_serde")]
+    deferred_max_delay: Option<Duration>,
     jobs_per_minute: Option<u64>,
     jobs_per_day: Option<u64>,
     tokens_per_minute: Option<u64>,
@@ -162,6 +178,8 @@ impl NodeSpec {
             approval_required_above_usd: self.approval_required_above_usd,
             approval_required_models: self.approval_required_models.clone(),
             audit_content: self.audit_content,
+            default_mode: self.default_mode,
+            deferred_max_delay: self.deferred_max_delay,
         }
     }
 
@@ -247,6 +265,11 @@ pub struct EffectivePolicy {
     pub approval_required_models: Vec<String>,
     /// Prompts and outputs go into the audit log (redacted).
     pub audit_content: bool,
+    /// Mode of jobs that name none (and whose batch names none).
+    pub default_mode: JobMode,
+    /// How long a job without a deadline may wait when deferred.
+    #[serde(with = "humantime_serde")]
+    pub deferred_max_delay: Duration,
     /// Nodes with a budget on the path, top first.
     pub budget_nodes: Vec<String>,
     /// Nodes with quotas on the path, top first.
@@ -270,6 +293,8 @@ impl EffectivePolicy {
             approval_required_above_usd: None,
             approval_required_models: Vec::new(),
             audit_content: false,
+            default_mode: JobMode::Live,
+            deferred_max_delay: DEFAULT_DEFERRED_MAX_DELAY,
             budget_nodes: Vec::new(),
             quota_nodes: Vec::new(),
         }
@@ -303,6 +328,12 @@ impl EffectivePolicy {
         );
         if let Some(c) = spec.audit_content {
             self.audit_content = c;
+        }
+        if let Some(m) = spec.default_mode {
+            self.default_mode = m;
+        }
+        if let Some(d) = spec.deferred_max_delay {
+            self.deferred_max_delay = d;
         }
         narrow(&mut self.allowed_providers, &spec.allowed_providers);
         narrow(&mut self.allowed_models, &spec.allowed_models);

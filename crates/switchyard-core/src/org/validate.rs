@@ -85,6 +85,13 @@ fn policy(p: &PolicySpec, at: &KeyPath, catalog: &Catalog) -> Result<(), Invalid
             "give a positive number of tokens, such as 4096",
         ));
     }
+    if p.deferred_max_delay.is_some_and(|d| d.is_zero()) {
+        return Err(Invalid::new(
+            at.key("deferred_max_delay"),
+            "a job that may not wait at all cannot be deferred",
+            "give how long jobs without a deadline may wait, such as \"36h\", or set default_mode = \"live\"",
+        ));
+    }
     if let Some(q) = p.quality_floor
         && !(0.0..=1.0).contains(&q)
     {

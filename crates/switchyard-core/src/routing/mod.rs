@@ -405,6 +405,42 @@ impl Router {
             .reduce(f64::max)
     }
 
+    /// Routes one job among the models deferred routing can use (a batch API
+    /// Switchyard speaks and a catalog batch price, [`ModelSpec::deferrable`]),
+    /// within the job's own allow-list and its policy: the route of a job that
+    /// goes through a provider's batch API (admission's deferred route, and
+    /// `estimate`'s deferred price). `None` when no such model can serve it.
+    ///
+    /// [`ModelSpec::deferrable`]: crate::catalog::ModelSpec::deferrable
+    pub fn route_deferred(
+        &self,
+        input: &RouteInput<'_>,
+        health: &dyn Fn(DeploymentId) -> HealthSnapshot,
+    ) -> Option<RoutingDecision> {
+        let allowed = &input.job.allowed_models;
+        let deferrable: Vec<String> = self
+            .catalog
+            .models()
+            .iter()
+            .filter(|m| m.deferrable())
+            .filter(|m| allowed.is_empty() || allowed.contains(&m.name))
+            .map(|m| m.name.clone())
+            .collect();
+        if deferrable.is_empty() {
+            return None;
+        }
+        let mut job = input.job.clone();
+        job.allowed_models = deferrable;
+        let input = RouteInput {
+            job: &job,
+            analysis: input.analysis,
+            policy: input.policy,
+            budget: input.budget,
+            now: input.now,
+        };
+        self.route(&input, health, false).ok()
+    }
+
     /// Refusals that do not depend on the candidates: a passed deadline, unknown
     /// model names in the job.
     fn check_request(&self, input: &RouteInput<'_>) -> Option<RouteError> {
@@ -469,6 +505,20 @@ impl RoutingDecision {
         self.chain
             .iter()
             .map(|e| e.worst_case_usd)
+            .fold(0.0, f64::max)
+    }
+
+    /// The most the job may cost along its chain when served in `mode`: each
+    /// entry's worst case scaled by its model's batch factor when deferred.
+    pub fn worst_case_in(&self, catalog: &Catalog, mode: crate::vocab::RunMode) -> f64 {
+        self.chain
+            .iter()
+            .map(|e| match mode {
+                crate::vocab::RunMode::Live => e.worst_case_usd,
+                crate::vocab::RunMode::Deferred => {
+                    e.worst_case_usd * catalog.model(e.model).batch_factor()
+                }
+            })
             .fold(0.0, f64::max)
     }
 

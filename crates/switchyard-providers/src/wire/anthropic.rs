@@ -2,7 +2,8 @@
 //! 2023-06-01`). The system prompt is a top-level field; roles are user and
 //! assistant only. The Messages API has no JSON-mode flag that every model accepts,
 //! so JSON output is asked for in the system prompt and checked by the worker.
-//! `usage.input_tokens` excludes cache reads, reported in `cache_read_input_tokens`.
+//! `usage.input_tokens` excludes cache reads (`cache_read_input_tokens`) and
+//! cache writes (`cache_creation_input_tokens`), each billed at its own price.
 
 use std::time::Duration;
 
@@ -129,10 +130,11 @@ impl WireFormat for Anthropic {
         let usage = r
             .usage
             .map(|u| TokenUsage {
-                // Cache writes are billed as input (at a premium the catalog does not model).
-                input_tokens: u.input_tokens + u.cache_creation_input_tokens.unwrap_or(0),
+                input_tokens: u.input_tokens,
                 output_tokens: u.output_tokens,
                 cached_input_tokens: u.cache_read_input_tokens.unwrap_or(0),
+                // Billed at the cache-write price (the catalog's surcharge).
+                cache_write_input_tokens: u.cache_creation_input_tokens.unwrap_or(0),
             })
             .unwrap_or_default();
         let content: String = r

@@ -171,6 +171,7 @@ impl WireFormat for Gemini {
                     input_tokens: u.prompt_token_count - cached,
                     output_tokens: u.candidates_token_count + u.thoughts_token_count,
                     cached_input_tokens: cached,
+                    cache_write_input_tokens: 0,
                 }
             })
             .unwrap_or_default();

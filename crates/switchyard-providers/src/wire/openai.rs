@@ -153,6 +153,7 @@ impl WireFormat for OpenAi {
                     input_tokens: u.prompt_tokens - cached,
                     output_tokens: u.completion_tokens,
                     cached_input_tokens: cached,
+                    cache_write_input_tokens: 0,
                 }
             })
             .unwrap_or_default();

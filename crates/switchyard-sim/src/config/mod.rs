@@ -42,6 +42,41 @@ pub struct SimConfig {
     /// the `{model}` in the URL path).
     #[serde(default)]
     pub models: BTreeMap<String, ModelBehaviour>,
+    /// How the OpenAI and Anthropic batch APIs behave.
+    #[serde(default)]
+    pub batch: BatchBehaviour,
+}
+
+/// How the simulated batch APIs (OpenAI Files and Batches, Anthropic Message
+/// Batches) behave: how long a batch takes, which lines fail or expire, and
+/// how long a create takes to answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchBehaviour {
+    /// Time from a batch's creation to its end (scaled by `time_scale`).
+    #[serde(with = "humantime_serde")]
+    pub processing_time: Duration,
+    /// Fraction of lines answered with an error (500 `api_error`) instead of
+    /// a reply, decided per line by its custom id and the seed.
+    pub line_error_rate: f64,
+    /// Fraction of lines that expire (not reached within the window).
+    pub line_expired_rate: f64,
+    /// Time between recording a new batch and answering its create (scaled):
+    /// a client that dies meanwhile leaves a batch it never heard of, which it
+    /// must find by listing.
+    #[serde(with = "humantime_serde")]
+    pub create_reply_delay: Duration,
+}
+
+impl Default for BatchBehaviour {
+    fn default() -> Self {
+        Self {
+            processing_time: Duration::from_secs(30),
+            line_error_rate: 0.0,
+            line_expired_rate: 0.0,
+            create_reply_delay: Duration::ZERO,
+        }
+    }
 }
 
 fn default_time_scale() -> f64 {
@@ -55,6 +90,7 @@ impl Default for SimConfig {
             seed: 0,
             default: ModelBehaviour::default(),
             models: BTreeMap::new(),
+            batch: BatchBehaviour::default(),
         }
     }
 }
@@ -324,6 +360,18 @@ impl SimConfig {
             ));
         }
         self.default.validate(&root.key("default"))?;
+        for (key, rate) in [
+            ("line_error_rate", self.batch.line_error_rate),
+            ("line_expired_rate", self.batch.line_expired_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(Invalid::new(
+                    root.key("batch").key(key),
+                    format!("{rate} is not a fraction"),
+                    "give a value between 0 and 1, such as 0.01",
+                ));
+            }
+        }
         for (name, behaviour) in &self.models {
             let at = root.key("models").key(name);
             if name.is_empty() {

@@ -179,7 +179,7 @@ pub(crate) fn success(ctx: &Context<'_>, reply: &Reply) -> (HeaderMap, Value) {
         "stop_sequence": null,
         "usage": {
             "input_tokens": usage.input_tokens,
-            "cache_creation_input_tokens": 0,
+            "cache_creation_input_tokens": usage.cache_write_input_tokens,
             "cache_read_input_tokens": usage.cached_input_tokens,
             "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
             "output_tokens": usage.output_tokens,

@@ -207,6 +207,8 @@ pub struct Metrics {
     jobs: [[AtomicU64; STRATEGY_COLUMNS]; STATUS_LABELS.len()],
     /// Result latency per final status, for the exposition.
     durations: [DurationHistogram; STATUSES.len()],
+    /// Jobs handed to deferred routing (a provider's batch API).
+    deferred: AtomicU64,
     failed_over: AtomicU64,
     attempts: AtomicU64,
     in_flight: AtomicU64,
@@ -247,6 +249,8 @@ pub struct MetricsSnapshot {
     pub canceled: u64,
     /// Jobs parked for approval.
     pub held: u64,
+    /// Jobs handed to deferred routing (a provider's batch API).
+    pub deferred: u64,
     /// Messages sent to the dead-letter topic.
     pub dead_lettered: u64,
     /// Jobs that needed more than one deployment.
@@ -282,6 +286,7 @@ impl Metrics {
         Self {
             jobs: Default::default(),
             durations: std::array::from_fn(|_| DurationHistogram::new(JOB_SECONDS_BUCKETS)),
+            deferred: AtomicU64::new(0),
             failed_over: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
@@ -334,6 +339,16 @@ impl Metrics {
     /// Marks a job done (published or abandoned).
     pub fn job_done(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Counts a job handed to deferred routing.
+    pub fn job_deferred(&self) {
+        self.deferred.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Jobs handed to deferred routing so far.
+    pub fn deferred(&self) -> u64 {
+        self.deferred.load(Ordering::Relaxed)
     }
 
     /// Counts a job parked on the held topic without a `held` result, as
@@ -476,6 +491,7 @@ impl Metrics {
             rejected: self.status_count(JobStatus::Rejected),
             canceled: self.status_count(JobStatus::Canceled),
             held: self.jobs[HELD_ROW].iter().map(load).sum(),
+            deferred: load(&self.deferred),
             dead_lettered: self.dead_letters(),
             failed_over: load(&self.failed_over),
             attempts: load(&self.attempts),

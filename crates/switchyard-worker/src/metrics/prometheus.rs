@@ -59,6 +59,12 @@ impl Metrics {
         }
         Family::counter(
             out,
+            "switchyard_jobs_deferred_total",
+            "Jobs handed to deferred routing (recorded on the deferred topic for a provider's batch API).",
+        )
+        .sample(&[], self.deferred.load(Ordering::Relaxed) as f64);
+        Family::counter(
+            out,
             "switchyard_jobs_failed_over_total",
             "Jobs that needed more than one deployment.",
         )

@@ -9,6 +9,8 @@
 //! keeps its place in the group. On shutdown the worker stops fetching, lets
 //! in-flight jobs finish within the grace period, commits and leaves the group.
 
+mod compacted;
+mod gather;
 mod job;
 mod partitions;
 mod publish;
@@ -78,6 +80,18 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
+    /// A record of a topic the worker reads but never commits (the deferred
+    /// topic): where its outcome's dead letter, if any, says it came from.
+    fn detached(partition: i32, offset: i64, key: &str, payload: Vec<u8>) -> Self {
+        Self {
+            payload,
+            key: Some(key.as_bytes().to_vec()),
+            ticket: Ticket::detached(partition, offset),
+            signed: None,
+            released_by: None,
+        }
+    }
+
     fn of(message: &BorrowedMessage<'_>, ticket: Ticket) -> Self {
         let (signed, released_by) = access_headers(message);
         Self {
@@ -161,7 +175,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, WorkerError> {
     tokio::pin!(shutdown);
-    let (kafka, releaser) = connect(engine.clone(), config)?;
+    let (kafka, releaser, gatherer) = connect(engine.clone(), config)?;
     let audit = start_audit(&engine, config)?
         .map(|log| tokio::spawn(log.keep_checkpointing(kafka.stop.child_token())));
     let Some(followers) = catch_up(&engine, config, &mut shutdown).await else {
@@ -182,6 +196,11 @@ pub async fn run(
         kafka.stop.child_token(),
     );
     let releaser = tokio::spawn(releaser.run());
+    let gatherer = gatherer.map(|g| {
+        // Jobs may be deferred from now on: this worker gathers the topic.
+        engine.enable_deferral();
+        tokio::spawn(g.run())
+    });
     info!(worker = %worker_id(config), topic = %kafka.partitions.topic(), group = %config.kafka.group_id, max_in_flight = config.worker.max_in_flight, "Worker started.");
     let (mut report, tasks) = consume(&kafka, config, shutdown.as_mut()).await;
     report.abandoned = drain(tasks, config.worker.drain_grace, &kafka.stop).await;
@@ -189,6 +208,9 @@ pub async fn run(
     let _ = snapshots.await;
     alerts.stop().await;
     let _ = releaser.await;
+    if let Some(gatherer) = gatherer {
+        let _ = gatherer.await;
+    }
     if let Some(audit) = audit {
         let _ = audit.await;
     }
@@ -214,7 +236,7 @@ pub async fn run(
 fn connect(
     engine: Arc<Engine>,
     config: &PipelineConfig,
-) -> Result<(Kafka, release::Releaser), WorkerError> {
+) -> Result<(Kafka, release::Releaser, Option<gather::Gatherer>), WorkerError> {
     let topics = &config.kafka.topics;
     let worker = &config.worker;
     let partitions = Arc::new(Partitions::new(
@@ -264,6 +286,7 @@ fn connect(
         },
         held: out(&topics.held, topics.jobs.compression)?,
         approvals: ApprovalsOut::new(out(&topics.approvals, Compression::Lz4)?),
+        deferred: out(&topics.deferred, Compression::Lz4)?,
         source_topic: topics.jobs.name.clone(),
         stop: stop.clone(),
         max_record,
@@ -283,6 +306,14 @@ fn connect(
         config,
         out(&topics.jobs.name, topics.jobs.compression)?,
     )?;
+    let gatherer = match jobs.engine.deployments().iter().any(|d| d.batch.is_some()) {
+        true => Some(gatherer(
+            &jobs,
+            config,
+            out(&topics.deferred, Compression::Lz4)?,
+        )?),
+        false => None,
+    };
     Ok((
         Kafka {
             consumer,
@@ -293,6 +324,7 @@ fn connect(
             stop,
         },
         releaser,
+        gatherer,
     ))
 }
 
@@ -339,8 +371,8 @@ fn releaser(
     settings
         .set("enable.auto.commit", "false")
         .set("client.id", format!("{}-releaser", worker_id(config)));
-    let consumer: release::ReleaseConsumer =
-        settings.create_with_context(release::ReleaseContext::default())?;
+    let consumer: compacted::CompactedConsumer =
+        settings.create_with_context(compacted::Rebalances::default())?;
     consumer.subscribe(&[config.kafka.topics.approvals.as_str()])?;
     Ok(release::Releaser {
         engine: jobs.engine.clone(),
@@ -350,6 +382,37 @@ fn releaser(
         results: jobs.publisher.results.clone(),
         approvals: jobs.publisher.approvals.clone(),
         ttl: config.approval_ttl(),
+        stop: jobs.publisher.stop.child_token(),
+    })
+}
+
+/// The gatherer of deferred jobs (see `gather`), in a consumer group of its
+/// own on the deferred topic: for a worker with a deployment whose batch API
+/// Switchyard speaks.
+fn gatherer(
+    jobs: &JobContext,
+    config: &PipelineConfig,
+    deferred: Out,
+) -> Result<gather::Gatherer, KafkaError> {
+    let mut settings = consumer_config(
+        &config.kafka,
+        &format!("{}.deferred", config.kafka.group_id),
+        config.worker.commit_interval,
+    );
+    settings
+        .set("enable.auto.commit", "false")
+        .set("client.id", format!("{}-gatherer", worker_id(config)));
+    let consumer: compacted::CompactedConsumer =
+        settings.create_with_context(compacted::Rebalances::default())?;
+    consumer.subscribe(&[config.kafka.topics.deferred.as_str()])?;
+    let mut publisher = jobs.publisher.clone();
+    publisher.source_topic = config.kafka.topics.deferred.clone();
+    Ok(gather::Gatherer {
+        engine: jobs.engine.clone(),
+        consumer,
+        out: deferred,
+        publisher,
+        settings: config.deferred,
         stop: jobs.publisher.stop.child_token(),
     })
 }

@@ -1,5 +1,6 @@
-//! Publishing a job's outcome: its result and usage events, a held copy, or a
-//! dead letter, each until the broker acknowledges it. Nothing a job carries
+//! Publishing a job's outcome: its result and usage events, a held copy, its
+//! hand-off to deferred routing, or a dead letter, each until the broker
+//! acknowledges it. Nothing a job carries
 //! can make its outcome unpublishable: echoed input is capped
 //! (`worker.max_echo_bytes`), a result still too large is replaced by the
 //! smallest record that says why, and a dead letter's original is cut to fit,
@@ -15,6 +16,7 @@ use switchyard_codec::{Codec, headers};
 use switchyard_core::access::approval::{ApprovalRecord, ApprovalRequest, HeldCopy, partition_of};
 use switchyard_core::access::sign;
 use switchyard_core::backoff::Backoff;
+use switchyard_core::deferred::{DeferredJob, DeferredRecord};
 use switchyard_core::result::{JobResult, cap_text};
 use switchyard_core::usage::UsageEvent;
 use switchyard_kafka::dead_letter::{DeadLetter, DeadLetterTopic, RECORD_SLACK};
@@ -119,6 +121,8 @@ pub(super) struct Publisher {
     pub dlq: DeadLetterTopic,
     pub held: Out,
     pub approvals: ApprovalsOut,
+    /// The compacted topic deferred jobs are handed off to.
+    pub deferred: Out,
     pub source_topic: String,
     pub stop: CancellationToken,
     /// Largest record value this producer may send.
@@ -168,6 +172,7 @@ impl Publisher {
     pub async fn publish(&self, outcome: &Outcome, incoming: &Incoming) -> bool {
         match outcome {
             Outcome::Finished { result, usage } => self.finished(result, usage, incoming).await,
+            Outcome::Deferred(job) => self.deferred(job, incoming).await,
             Outcome::Held {
                 reason,
                 result,
@@ -240,6 +245,36 @@ impl Publisher {
         copy && self.result(result, incoming).await
     }
 
+    /// A deferred job, handed off: its record on the deferred topic (keyed by
+    /// job id). Once acknowledged, the job's offset counts as done: the
+    /// deferred topic holds it from here on, however long it waits.
+    async fn deferred(&self, job: &DeferredJob, incoming: &Incoming) -> bool {
+        let record = DeferredRecord::Job(job.clone());
+        let bytes = match serde_json::to_vec(&record) {
+            Ok(b) => b,
+            Err(e) => {
+                let reason =
+                    format!("the job was deferred but its record could not be written: {e}");
+                return self
+                    .dead_letter(incoming, "unpublishable_deferral", &reason)
+                    .await;
+            }
+        };
+        let key = Some(job.job.job_id.as_bytes());
+        match self.send(&self.deferred, key, &bytes, None).await {
+            Sent::Delivered => true,
+            Sent::Stopped => false,
+            Sent::Refused(why) => {
+                let reason = format!(
+                    "the job was deferred but the deferred topic `{}` refused its record ({why}); replaying this message with \"mode\": \"live\" runs it live",
+                    self.deferred.name
+                );
+                self.dead_letter(incoming, "unpublishable_deferral", &reason)
+                    .await
+            }
+        }
+    }
+
     /// A final result and its usage events. The billed attempts are published
     /// whatever becomes of the result, so that their cost reaches analytics and
     /// budgets.
@@ -249,6 +284,15 @@ impl Publisher {
         usage: &[UsageEvent],
         incoming: &Incoming,
     ) -> bool {
+        let (delivered, events_delivered) =
+            tokio::join!(self.result(result, incoming), self.usage_only(usage));
+        delivered && events_delivered
+    }
+
+    /// Usage events alone (a provider-batch line that billed tokens before
+    /// its job was handed on); true once acknowledged, false when stopped. An
+    /// event the topic cannot take is logged with its cost, not retried.
+    pub async fn usage_only(&self, usage: &[UsageEvent]) -> bool {
         let mut events = Vec::with_capacity(usage.len());
         for event in usage {
             match self.usage.1.encode(event) {
@@ -268,11 +312,10 @@ impl Publisher {
                 }
             }
         });
-        let (delivered, events_delivered) = tokio::join!(
-            self.result(result, incoming),
-            futures::future::join_all(sends)
-        );
-        delivered && events_delivered.into_iter().all(|ok| ok)
+        futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .all(|ok| ok)
     }
 
     /// The result, or the smallest record that says why it could not be sent.

@@ -24,10 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use parking_lot::Mutex;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
-use rdkafka::{ClientContext, Offset};
 use switchyard_codec::{Codec, headers};
 use switchyard_core::access::approval::{
     ApprovalBook, ApprovalRecord, ApprovalRequest, Decision, Settled, Settlement,
@@ -39,44 +37,17 @@ use switchyard_kafka::produce::PublishError;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::compacted::{self, CompactedConsumer, ReadState};
 use super::publish::{ApprovalsOut, Out, owned_headers};
 use crate::engine::Engine;
 
 /// How often undecided requests are checked for expiry.
 const EXPIRY_SCAN: Duration = Duration::from_secs(1);
 
-/// Rebalances seen by the releaser's consumer, handled by its loop.
-#[derive(Default)]
-pub(super) struct ReleaseContext {
-    events: Mutex<Vec<(bool, Vec<i32>)>>,
-}
-
-impl ClientContext for ReleaseContext {}
-
-impl ConsumerContext for ReleaseContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let ps = tpl.elements().iter().map(|e| e.partition()).collect();
-            self.events.lock().push((false, ps));
-        }
-    }
-
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let ps = tpl.elements().iter().map(|e| e.partition()).collect();
-            self.events.lock().push((true, ps));
-        }
-    }
-}
-
-pub(super) type ReleaseConsumer = StreamConsumer<ReleaseContext>;
-
 /// What one partition of the approvals topic holds, as read so far.
 #[derive(Default)]
 struct Book {
-    /// The partition's end when it was assigned; `None` until looked up.
-    end: Option<i64>,
-    caught_up: bool,
+    read: ReadState,
     book: ApprovalBook,
     /// Approval ids with news since they were last acted on.
     touched: BTreeSet<String>,
@@ -95,7 +66,7 @@ impl Book {
 /// The releaser's outputs.
 pub(super) struct Releaser {
     pub engine: Arc<Engine>,
-    pub consumer: ReleaseConsumer,
+    pub consumer: CompactedConsumer,
     pub jobs: Out,
     pub job_codec: Codec,
     pub results: (Out, Codec),
@@ -136,7 +107,7 @@ impl Releaser {
             if scan {
                 last_scan = tokio::time::Instant::now();
             }
-            for book in books.values_mut().filter(|b| b.caught_up) {
+            for book in books.values_mut().filter(|b| b.read.caught_up) {
                 if !self.act(book, scan).await {
                     return;
                 }
@@ -147,8 +118,7 @@ impl Releaser {
     /// Takes in assignments (a book per partition, read from the beginning)
     /// and revocations (their books dropped).
     fn rebalanced(&self, books: &mut HashMap<i32, Book>) {
-        let events = std::mem::take(&mut *self.consumer.context().events.lock());
-        for (assigned, partitions) in events {
+        for (assigned, partitions) in self.consumer.context().take() {
             for p in partitions {
                 if assigned {
                     books.insert(p, Book::default());
@@ -162,37 +132,13 @@ impl Releaser {
     /// Marks the partitions read up to the end they had at assignment.
     fn catch_up(&self, books: &mut HashMap<i32, Book>) {
         let topic = self.approvals.out.name.as_str();
-        let position = self.consumer.position().ok();
-        for (p, book) in books.iter_mut().filter(|(_, b)| !b.caught_up) {
-            let end = match book.end {
-                Some(end) => end,
-                None => match self
-                    .consumer
-                    .fetch_watermarks(topic, *p, Duration::from_secs(5))
-                {
-                    Ok((_, high)) => *book.end.insert(high),
-                    Err(e) => {
-                        warn!(partition = *p, error = %e, "Cannot read the approvals topic's end; retrying.");
-                        continue;
-                    }
-                },
-            };
-            let at = position
-                .as_ref()
-                .and_then(|tpl| tpl.find_partition(topic, *p))
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                })
-                .unwrap_or(0);
-            if at >= end {
-                book.caught_up = true;
-                info!(
-                    partition = *p,
-                    pending = book.book.pending().count(),
-                    "Approvals read; acting on decisions."
-                );
-            }
+        let states = books.iter_mut().map(|(p, b)| (*p, &mut b.read));
+        for p in compacted::catch_up(&self.consumer, topic, states) {
+            let pending = books.get(&p).map_or(0, |b| b.book.pending().count());
+            info!(
+                partition = p,
+                pending, "Approvals read; acting on decisions."
+            );
         }
     }
 

@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_audit.sql",
         sql: include_str!("../../../../../schemas/clickhouse/0004_audit.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_deferred_and_cache_writes.sql",
+        sql: include_str!("../../../../../schemas/clickhouse/0005_deferred_and_cache_writes.sql"),
+    },
 ];
 
 /// The table that records applied versions.

@@ -13,7 +13,7 @@ pub const CLICKHOUSE_COLUMNS: &str = "event_id, job_id, batch_id, attempt, ts, t
      business_unit, team, project, workload, strategy, category, complexity, chosen_model, \
      routing_reason, provider, model, deployment, outcome, input_tokens, output_tokens, \
      cached_input_tokens, cost_usd, baseline_cost_usd, latency_ms, kafka_topic, kafka_partition, \
-     kafka_offset";
+     kafka_offset, cache_write_input_tokens, mode, live_cost_usd";
 
 /// Where a `RowBinary` row came from, and where it ends in the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +181,9 @@ impl RowSink for ClickHouseRows {
         put_str(b, r.kafka_topic);
         b.extend_from_slice(&r.kafka_partition.to_le_bytes());
         b.extend_from_slice(&r.kafka_offset.to_le_bytes());
+        b.extend_from_slice(&r.cache_write_input_tokens.to_le_bytes());
+        put_str(b, r.mode);
+        b.extend_from_slice(&r.live_cost_usd.to_le_bytes());
         self.rows.push(RowPosition {
             partition: r.kafka_partition,
             offset: r.kafka_offset,
@@ -295,6 +298,9 @@ mod tests {
                 kafka_topic: self.text(),
                 kafka_partition: i32::from_le_bytes(self.take()),
                 kafka_offset: i64::from_le_bytes(self.take()),
+                cache_write_input_tokens: u64::from_le_bytes(self.take()),
+                mode: self.text(),
+                live_cost_usd: f64::from_le_bytes(self.take()),
             }
         }
     }
@@ -328,16 +334,18 @@ mod tests {
         expected.extend_from_slice(&86_401_500u64.to_le_bytes());
         expected.extend_from_slice(&1u16.to_le_bytes());
         assert_eq!(&b[..expected.len()], &expected[..]);
-        let tail_len = 1 + 1 + 4 + 8;
         let mut tail = Vec::new();
         put_str(&mut tail, "u");
         tail.extend_from_slice(&3i32.to_le_bytes());
         tail.extend_from_slice(&7i64.to_le_bytes());
-        assert_eq!(&b[b.len() - tail_len..], &tail[..]);
+        tail.extend_from_slice(&row.cache_write_input_tokens.to_le_bytes());
+        put_str(&mut tail, "live");
+        tail.extend_from_slice(&0.25f64.to_le_bytes());
+        assert_eq!(&b[b.len() - tail.len()..], &tail[..]);
         assert_eq!(
             CLICKHOUSE_COLUMNS.split(',').count(),
-            30,
-            "every usage_events column but inserted_at"
+            33,
+            "every usage_events column but inserted_at and failed_cost_usd (materialized)"
         );
     }
 

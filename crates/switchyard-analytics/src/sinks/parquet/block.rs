@@ -59,6 +59,9 @@ pub struct BlockBuilder {
     latency_ms: UInt64Builder,
     kafka_partition: Int32Builder,
     kafka_offset: Int64Builder,
+    cache_write_input_tokens: UInt64Builder,
+    mode: StringBuilder,
+    live_cost_usd: Float64Builder,
     len: usize,
 }
 
@@ -94,6 +97,9 @@ impl BlockBuilder {
             latency_ms: UInt64Builder::with_capacity(rows),
             kafka_partition: Int32Builder::with_capacity(rows),
             kafka_offset: Int64Builder::with_capacity(rows),
+            cache_write_input_tokens: UInt64Builder::with_capacity(rows),
+            mode: text(4),
+            live_cost_usd: Float64Builder::with_capacity(rows),
             len: 0,
         }
     }
@@ -134,6 +140,10 @@ impl BlockBuilder {
         self.latency_ms.append_value(r.latency_ms);
         self.kafka_partition.append_value(r.kafka_partition);
         self.kafka_offset.append_value(r.kafka_offset);
+        self.cache_write_input_tokens
+            .append_value(r.cache_write_input_tokens);
+        self.mode.append_value(r.mode);
+        self.live_cost_usd.append_value(r.live_cost_usd);
         self.len += 1;
     }
 
@@ -178,6 +188,9 @@ impl BlockBuilder {
             Arc::new(self.latency_ms.finish()),
             Arc::new(self.kafka_partition.finish()),
             Arc::new(self.kafka_offset.finish()),
+            Arc::new(self.cache_write_input_tokens.finish()),
+            Arc::new(self.mode.finish()),
+            Arc::new(self.live_cost_usd.finish()),
         ];
         RecordBatch::try_new(schema::schema(), columns)
     }
@@ -390,6 +403,9 @@ mod tests {
                 .as_primitive::<arrow::datatypes::Int32Type>()
                 .value(j),
             kafka_offset: column("kafka_offset").as_primitive::<Int64Type>().value(j),
+            cache_write_input_tokens: count("cache_write_input_tokens"),
+            mode: text("mode"),
+            live_cost_usd: usd("live_cost_usd"),
         }
     }
 

@@ -52,5 +52,10 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("latency_ms", DataType::UInt64, false),
         Field::new("kafka_partition", DataType::Int32, false),
         Field::new("kafka_offset", DataType::Int64, false),
+        // Added with deferred routing and the cache-write price; files written
+        // before lack them, and readers take 0, `live` and cost_usd instead.
+        Field::new("cache_write_input_tokens", DataType::UInt64, false),
+        s("mode"),
+        Field::new("live_cost_usd", DataType::Float64, false),
     ]))
 });

@@ -1,6 +1,9 @@
 //! `status` and `cancel`: a batch's state from the registry and its results so
 //! far (counts by status, lines refused at submit, cost, estimated time left),
-//! and its cancellation.
+//! where its deferred jobs are (waiting to be grouped, or in which provider
+//! batch, in what state: [`deferred`]), and its cancellation.
+
+pub mod deferred;
 
 use std::fmt::Write as _;
 
@@ -11,9 +14,15 @@ use serde::Serialize;
 use switchyard_core::batch::{BatchRecord, BatchState};
 use switchyard_core::config::KafkaConfig;
 
+use switchyard_kafka::{ScanFrom, scan_to_end};
+
+use self::deferred::{DeferredBooks, DeferredStatus};
 use crate::follow::ResultFollower;
 use crate::tally::{Counts, Tally};
-use crate::{Result, registry};
+use crate::{Error, Result, registry};
+
+/// Longest the read of the deferred topic to its end may take.
+const DEFERRED_SCAN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A batch's progress.
 #[derive(Debug, Clone, Serialize)]
@@ -35,6 +44,8 @@ pub struct BatchStatus {
     /// Estimated time until every job has a result, at that rate.
     #[serde(serialize_with = "secs")]
     pub eta: Option<Duration>,
+    /// Its deferred jobs: waiting to be grouped, or in provider batches.
+    pub deferred: DeferredStatus,
     /// When this status was read.
     pub as_of: DateTime<Utc>,
 }
@@ -47,8 +58,9 @@ fn secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Er
 }
 
 impl BatchStatus {
-    /// Builds a status from a registry record and a tally.
-    pub fn from_tally(record: BatchRecord, tally: &Tally) -> Self {
+    /// Builds a status from a registry record, a tally of its results and
+    /// what the deferred topic says about it.
+    pub fn from_tally(record: BatchRecord, tally: &Tally, deferred: DeferredStatus) -> Self {
         let counts = tally.counts();
         let finished = counts.finished();
         let rate = match (tally.first_completed, tally.last_completed) {
@@ -72,6 +84,7 @@ impl BatchStatus {
             duplicates: tally.duplicates,
             results_per_second: rate,
             eta,
+            deferred,
             as_of: Utc::now(),
         }
     }
@@ -140,11 +153,13 @@ impl BatchStatus {
             _ => "unknown (too few results yet)".to_owned(),
         };
         let _ = writeln!(t, "eta        {eta}");
+        self.deferred.write_table(&mut t);
         t
     }
 }
 
-/// Reads a batch's status (one pass over its results so far).
+/// Reads a batch's status (one pass over its results so far, and one over
+/// the deferred topic).
 pub fn status(kafka: &KafkaConfig, batch_id: &str) -> Result<BatchStatus> {
     let record = registry::get(kafka, batch_id)?;
     let mut tally = Tally::new(record.jobs);
@@ -152,7 +167,29 @@ pub fn status(kafka: &KafkaConfig, batch_id: &str) -> Result<BatchStatus> {
     follower.read_new(|ordinal, r| {
         tally.record(ordinal, &r);
     })?;
-    Ok(BatchStatus::from_tally(record, &tally))
+    let deferred = read_deferred(kafka, batch_id)?;
+    Ok(BatchStatus::from_tally(record, &tally, deferred))
+}
+
+/// Reads the deferred topic (every partition) to its end and says where
+/// `batch_id`'s deferred jobs are. A topic that does not exist (no partition
+/// to read) means nothing was ever deferred, and says so.
+fn read_deferred(kafka: &KafkaConfig, batch_id: &str) -> Result<DeferredStatus> {
+    let topic = &kafka.topics.deferred;
+    let mut books = DeferredBooks::new(batch_id);
+    let partitions = scan_to_end(
+        kafka,
+        topic,
+        ScanFrom::Beginning,
+        &Default::default(),
+        DEFERRED_SCAN_TIMEOUT,
+        |m| books.apply(m.partition, m.offset, m.key, m.payload),
+    )
+    .map_err(Error::kafka("deferred topic read"))?;
+    if partitions.is_empty() {
+        return Ok(DeferredStatus::no_topic(topic));
+    }
+    Ok(books.summary(topic))
 }
 
 /// What `cancel` did.
@@ -198,6 +235,7 @@ mod tests {
 
     fn record(jobs: u64, refused: u64) -> BatchRecord {
         BatchRecord {
+            mode: None,
             batch_id: "batch_0123456789abcdef01234567".into(),
             project: "acme/retail/support/ticket-triage".into(),
             format: BatchFormat::Openai,
@@ -215,8 +253,13 @@ mod tests {
         }
     }
 
+    fn no_deferral() -> DeferredStatus {
+        DeferredStatus::no_topic("switchyard.deferred")
+    }
+
     fn finished_at(secs: i64, status: JobStatus) -> JobResult {
         JobResult {
+            mode: switchyard_core::result::RunMode::Live,
             job_id: "j".into(),
             batch_id: None,
             project: "acme/retail/support/ticket-triage".into(),
@@ -252,7 +295,7 @@ mod tests {
             worst_case_usd: Some(0.25),
             ..record(100, 3)
         };
-        let s = BatchStatus::from_tally(priced, &tally);
+        let s = BatchStatus::from_tally(priced, &tally, no_deferral());
         assert_eq!(s.counts.queued, 59);
         assert_eq!(s.results_per_second, Some(2.0));
         assert_eq!(s.eta, Some(Duration::from_millis(29_500)));
@@ -267,6 +310,7 @@ mod tests {
             "failed     1\n",
             "cost       $10.250000 so far\n",
             "eta        29s (2.0 results/s)\n",
+            "deferred   none (topic `switchyard.deferred` does not exist",
         ] {
             assert!(table.contains(want), "`{want}` not in:\n{table}");
         }
@@ -274,12 +318,13 @@ mod tests {
         assert_eq!(json["refused"], 3);
         assert_eq!(json["eta"], 29.5);
         assert_eq!(json["results_per_second"], 2.0);
+        assert_eq!(json["deferred"]["topic_exists"], false);
     }
 
     #[test]
     fn the_eta_is_unknown_before_two_results_and_zero_when_done() {
         let mut tally = Tally::new(2);
-        let s = BatchStatus::from_tally(record(2, 0), &tally);
+        let s = BatchStatus::from_tally(record(2, 0), &tally, no_deferral());
         assert_eq!((s.eta, s.results_per_second), (None, None));
         assert!(
             s.table()
@@ -291,9 +336,12 @@ mod tests {
             "a batch priced at nothing"
         );
         tally.record(0, &finished_at(0, JobStatus::Succeeded));
-        assert_eq!(BatchStatus::from_tally(record(2, 0), &tally).eta, None);
+        assert_eq!(
+            BatchStatus::from_tally(record(2, 0), &tally, no_deferral()).eta,
+            None
+        );
         tally.record(1, &finished_at(4, JobStatus::Succeeded));
-        let s = BatchStatus::from_tally(record(2, 0), &tally);
+        let s = BatchStatus::from_tally(record(2, 0), &tally, no_deferral());
         assert_eq!(s.eta, Some(Duration::ZERO));
         assert!(s.table().contains("eta        done\n"));
         assert_eq!(serde_json::to_value(&s).unwrap()["eta"], 0.0);

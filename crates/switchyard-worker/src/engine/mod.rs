@@ -17,15 +17,18 @@ use switchyard_core::admission::{Admission, Admitted, JobFacts, Refused, Signer,
 use switchyard_core::analysis::TaskAnalyzer;
 use switchyard_core::budget::{BudgetLedger, BudgetSnapshot, NodeBudget, QuotaUse, Reservation};
 use switchyard_core::catalog::{Catalog, ModelId};
-use switchyard_core::config::LoadedPipeline;
+use switchyard_core::config::{DeferredConfig, LoadedPipeline};
+use switchyard_core::deferred::DeferredJob;
 use switchyard_core::job::Job;
 use switchyard_core::org::{EffectivePolicy, OrgTree};
-use switchyard_core::result::{ErrorInfo, JobResult, JobStatus, TokenUsage};
+use switchyard_core::result::{ErrorInfo, JobResult, JobStatus, RunMode, TokenUsage};
 use switchyard_core::routing::{DeploymentInfo, Router, RouterSettings};
 use switchyard_core::usage::UsageEvent;
 use switchyard_kafka::audit::AuditLog;
 use switchyard_providers::Deployment;
 use tokio::time::Instant;
+
+mod deferred;
 
 use crate::access::{Access, Envelope};
 use crate::audit::{self, Auditor};
@@ -53,6 +56,9 @@ pub enum Outcome {
         /// The request an approver decides on.
         request: Box<ApprovalRequest>,
     },
+    /// Handed off to deferred routing: the record to publish on the deferred
+    /// topic, after which the job's offset counts as done.
+    Deferred(Box<DeferredJob>),
 }
 
 /// Everything needed to process jobs.
@@ -84,6 +90,12 @@ pub struct Engine {
     auditor: OnceLock<Auditor>,
     /// Longest text copied from a job into its result and usage events.
     max_echo: usize,
+    /// What a deferred job must be able to wait (`[deferred]`).
+    deferred: DeferredConfig,
+    /// Whether admitted jobs may be deferred: set once something gathers the
+    /// deferred topic into provider batches ([`Engine::enable_deferral`]).
+    /// Until then every job runs live, and one that asked to wait says why.
+    deferral: std::sync::atomic::AtomicBool,
     /// Counters.
     pub metrics: Arc<Metrics>,
 }
@@ -198,6 +210,8 @@ impl Engine {
             approval_ttl: pipeline.config.approval_ttl(),
             auditor: OnceLock::new(),
             max_echo: pipeline.config.worker.max_echo_bytes,
+            deferred: pipeline.config.deferred,
+            deferral: std::sync::atomic::AtomicBool::new(false),
             metrics,
         })
     }
@@ -271,6 +285,21 @@ impl Engine {
         self.catalog.model(self.baseline).cost_usd(usage)
     }
 
+    /// The catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Longest text copied from a job into its result and usage events.
+    pub fn max_echo(&self) -> usize {
+        self.max_echo
+    }
+
+    /// The deployments, with their clients and batch APIs.
+    pub fn deployments(&self) -> &[Deployment] {
+        self.dispatcher.deployments()
+    }
+
     fn is_canceled(&self, job: &Job) -> bool {
         job.batch_id
             .as_ref()
@@ -305,6 +334,9 @@ impl Engine {
         let started = Instant::now();
         loop {
             match self.admit(&job, env) {
+                Admit::Work(work) if work.admitted.mode == RunMode::Deferred => {
+                    return self.defer(job, work);
+                }
                 Admit::Work(work) => {
                     let dispatched = self.dispatch(&job, &work).await;
                     return self.settle(job, work, dispatched, started);
@@ -353,6 +385,7 @@ impl Engine {
             health: &health,
             now,
             keys: keys.as_deref(),
+            deferred: self.deferral_enabled().then_some(&self.deferred),
         };
         let facts = JobFacts {
             canceled: self.is_canceled(job),

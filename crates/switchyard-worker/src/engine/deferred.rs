@@ -1,0 +1,179 @@
+//! The engine's side of deferred routing: handing an admitted job off to the
+//! deferred topic, holding a waiting job's worst case on its budgets, and
+//! turning what a provider batch did with a job's line into the job's result
+//! and usage events (at the batch price, with what the same tokens cost live).
+
+use std::sync::atomic::Ordering;
+
+use chrono::{SubsecRound, Utc};
+use switchyard_core::budget::Reservation;
+use switchyard_core::deferred::DeferredJob;
+use switchyard_core::job::Job;
+use switchyard_core::result::{Attempt, ErrorInfo, JobResult, JobStatus, Output, RunMode};
+use switchyard_core::usage::UsageEvent;
+
+use super::{Engine, Outcome, Work, now_ms};
+
+impl Engine {
+    /// Whether a batch was canceled (its deferred jobs end canceled too).
+    pub fn is_batch_canceled(&self, batch_id: &str) -> bool {
+        self.canceled_batches.read().contains(batch_id)
+    }
+
+    /// Holds `amount_usd` on the budgets of a waiting deferred job's path
+    /// (none when its path has no budget or its project is unknown), so that
+    /// jobs admitted meanwhile count it; settle it with what the job cost.
+    pub fn hold_budget(&self, job: &Job, amount_usd: f64) -> Option<Reservation> {
+        let policy = self
+            .org
+            .policy(&job.project, job.workload.as_deref())
+            .ok()?;
+        if policy.budget_nodes.is_empty() {
+            return None;
+        }
+        let hold = self.ledger.lock().reserve(&policy.budget_nodes, amount_usd);
+        self.ledger_changed.notify_one();
+        Some(hold)
+    }
+
+    /// Replaces a hold by what the job cost (0 when it ended unbilled).
+    pub fn settle_budget(&self, hold: Reservation, cost_usd: f64) {
+        self.ledger.lock().settle(hold, cost_usd, Utc::now());
+        self.ledger_changed.notify_one();
+    }
+
+    /// Lets admission defer jobs that may wait (their records go to the
+    /// deferred topic). Only for a worker whose deferred topic is gathered
+    /// into provider batches: a deferred job nobody gathers never ends.
+    pub fn enable_deferral(&self) {
+        self.deferral
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Hands a deferred job off as the record the runner publishes on the
+    /// deferred topic. Its reservation ends here (dropped with `work`); the
+    /// worker that gathers the job reserves it again for as long as it waits.
+    pub(super) fn defer(&self, job: Job, work: Work<'_>) -> Outcome {
+        let decision = &work.admitted.decision;
+        let deployments = decision
+            .chain
+            .iter()
+            .filter_map(|e| self.router.deployments().get(e.deployment))
+            .map(|d| d.name.clone())
+            .collect();
+        let now = now_ms();
+        self.metrics.job_deferred();
+        let record = DeferredJob::new(
+            job,
+            decision.summary(&self.catalog),
+            deployments,
+            decision.worst_case_in(&self.catalog, RunMode::Deferred),
+            now,
+            work.admitted.due.unwrap_or(now),
+            work.admitted.default_max_tokens,
+        );
+        Outcome::Deferred(Box::new(record))
+    }
+
+    /// Whether admission may defer jobs now.
+    pub(super) fn deferral_enabled(&self) -> bool {
+        self.deferral.load(Ordering::Relaxed)
+    }
+
+    /// The final result of a deferred job after its provider batch answered
+    /// its line (`answer`, read from `attempt`) or failed it for good
+    /// (`error`): served deferred, with the attempts of earlier batches first.
+    pub fn finish_deferred(
+        &self,
+        record: DeferredJob,
+        attempt: Attempt,
+        answer: Option<Output>,
+        error: Option<ErrorInfo>,
+    ) -> Outcome {
+        let completed_at = Utc::now().trunc_subsecs(3);
+        let usage: Vec<UsageEvent> = self.deferred_usage(&record, &attempt).into_iter().collect();
+        let DeferredJob {
+            job,
+            routing,
+            attempts: earlier,
+            deferred_at,
+            ..
+        } = record;
+        let latency_ms = (completed_at - deferred_at).num_milliseconds().max(0) as u64;
+        let content = self.auditor.get().is_some() && self.audit_content(&job);
+        let answer = answer.map(|a| (0, a));
+        let mut result = JobResult::finished(
+            job,
+            routing,
+            vec![attempt],
+            answer,
+            error,
+            latency_ms,
+            completed_at,
+        )
+        .with_earlier_attempts(earlier)
+        .in_mode(RunMode::Deferred);
+        result.cap_echoes(self.max_echo);
+        self.metrics
+            .record(&result, self.baseline_cost(&result.usage));
+        if let Some(a) = self.auditor.get() {
+            a.finished(&result, content);
+        }
+        Outcome::Finished {
+            result: Box::new(result),
+            usage,
+        }
+    }
+
+    /// The usage event of one provider-batch line of a deferred job that
+    /// billed tokens: its cost at the batch price, `live_cost_usd` what the
+    /// same tokens cost on the same model live. `None` when the line billed
+    /// nothing or the job names no project path.
+    pub fn deferred_usage(&self, record: &DeferredJob, attempt: &Attempt) -> Option<UsageEvent> {
+        if attempt.usage.is_zero() {
+            return None;
+        }
+        let path = record.job.project_path()?;
+        let live = self
+            .catalog
+            .get(&attempt.model)
+            .map_or(attempt.cost_usd, |m| {
+                m.cost_in(RunMode::Live, &attempt.usage)
+            });
+        let mut event = UsageEvent::for_attempt(
+            uuid::Uuid::now_v7().to_string(),
+            &record.job,
+            path,
+            record.attempts.len(),
+            attempt,
+            &record.routing,
+            self.baseline_cost(&attempt.usage),
+            Utc::now().trunc_subsecs(3),
+        )
+        .deferred(live);
+        event.cap_echoes(self.max_echo);
+        Some(event)
+    }
+
+    /// The result of a deferred job whose Switchyard batch was canceled while
+    /// it waited (or while its provider batch ran and did not answer it).
+    pub fn cancel_deferred(&self, record: DeferredJob) -> Outcome {
+        let DeferredJob {
+            job,
+            routing,
+            attempts,
+            ..
+        } = record;
+        let message = "the job's batch was canceled while the job waited for a provider batch";
+        let mut result = self
+            .unrouted_result(job, JobStatus::Canceled, "batch_canceled", message)
+            .with_earlier_attempts(attempts)
+            .in_mode(RunMode::Deferred);
+        result.routing = Some(routing);
+        self.metrics.record(&result, 0.0);
+        Outcome::Finished {
+            result: Box::new(result),
+            usage: Vec::new(),
+        }
+    }
+}

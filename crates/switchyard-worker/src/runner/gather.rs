@@ -1,0 +1,1075 @@
+//! The gatherer: deferred routing's side of a worker. Every worker with a
+//! deployment whose batch API Switchyard speaks runs one, in a consumer group
+//! of its own on the compacted deferred topic; every record of a partition (the
+//! jobs admission handed off, keyed by job id, and the provider batches made of
+//! them, written to the same partition) is folded into that partition's
+//! [`Book`], read from the beginning on assignment, and acted on only once
+//! read to the end the partition had (see `compacted`).
+//!
+//! For each partition it owns, once a second, the gatherer:
+//! - holds each waiting job's worst case (at the batch price) on its budgets;
+//! - asks the provider to cancel open batches of canceled Switchyard batches;
+//! - resumes provider batches left as an intent (a worker stopped between
+//!   recording a batch and hearing the provider accept it): twice
+//!   `submit_timeout` after the intent's latest attempt (so that a create that
+//!   timed out has had time to land), it lists the provider's batches and
+//!   adopts the one that carries the batch's key, and creates it only when none
+//!   does;
+//! - polls open provider batches every `poll_interval` (backing off after
+//!   errors), and collects ended ones: each answered line becomes its job's
+//!   result and usage events, at the batch price; an errored or expired line
+//!   hands its job on (to another deployment's batch, or live); a canceled
+//!   batch's lines end canceled;
+//! - plans the waiting jobs ([`plan`]): creates provider batches (recording the
+//!   intent first), runs live the jobs that can no longer wait, ends canceled
+//!   the jobs of canceled batches.
+//!
+//! Every change is a record on the partition before it counts, and the book is
+//! only acted on again once it has read back what the gatherer wrote, so a
+//! worker that takes the partition over knows everything without asking anyone.
+//! A crash between a result and the record that says so publishes the result
+//! again (at-least-once, like the rest of the pipeline); it never sends a
+//! provider request again, since a provider batch is created only after its
+//! intent is recorded, and an intent is resumed by looking for it first.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::Message;
+use switchyard_core::backoff::Backoff;
+use switchyard_core::budget::Reservation;
+use switchyard_core::config::DeferredConfig;
+use switchyard_core::deferred::{
+    Book, DeferredJob, DeferredRecord, PlanSettings, ProviderBatchRecord, ProviderBatchState, Step,
+    batch_key, plan,
+};
+use switchyard_core::result::{Attempt, AttemptOutcome, AttemptTarget, ErrorInfo, Output, RunMode};
+use switchyard_core::vocab::JobMode;
+use switchyard_kafka::produce::{PublishError, publish_to};
+use switchyard_providers::batch::{
+    BatchApi, BatchError, BatchRequest, LineOutcome, NewBatch, RemoteBatch, RemoteStatus,
+};
+use switchyard_providers::{CallRequest, Deployment};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::Incoming;
+use super::compacted::{self, CompactedConsumer, ReadState};
+use super::publish::{Out, Publisher};
+use crate::dispatch::check_output;
+use crate::engine::{Engine, Outcome};
+
+/// How often each partition's book is acted on.
+const STEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Most pages of a provider's batch list read when looking for a batch.
+const MAX_LIST_PAGES: usize = 20;
+
+/// Clock skew allowed between this worker and a provider when matching a
+/// listed batch's creation time with an intent's attempt.
+const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::seconds(120);
+
+/// One owned partition of the deferred topic.
+#[derive(Default)]
+struct Part {
+    read: ReadState,
+    /// Offset of the last record read.
+    read_to: Option<i64>,
+    /// Offset of the last record this gatherer wrote; the book is acted on
+    /// again once `read_to` reaches it.
+    written: Option<i64>,
+    book: Book,
+    /// Budget holds of waiting jobs, by job id (`None`: nothing to hold).
+    holds: HashMap<String, Option<Reservation>>,
+    /// When each open provider batch is polled next, by key.
+    polls: HashMap<String, Poll>,
+    /// Jobs being run live by a task, until their tombstone is read.
+    running: HashSet<String>,
+}
+
+impl Part {
+    /// Whether the book has read back everything this gatherer wrote.
+    fn settled(&self) -> bool {
+        self.read.caught_up
+            && match (self.written, self.read_to) {
+                (None, _) => true,
+                (Some(w), Some(r)) => r >= w,
+                (Some(_), None) => false,
+            }
+    }
+
+    fn wrote(&mut self, offset: i64) {
+        self.written = Some(self.written.map_or(offset, |w| w.max(offset)));
+    }
+}
+
+struct Poll {
+    next: Instant,
+    backoff: Backoff,
+}
+
+/// A live run's end: the partition, the job and its tombstone's offset.
+type LiveDone = (i32, String, Option<i64>);
+
+/// The gatherer's inputs and outputs.
+pub(super) struct Gatherer {
+    pub engine: Arc<Engine>,
+    pub consumer: CompactedConsumer,
+    /// The deferred topic.
+    pub out: Out,
+    /// Results and usage events; its source topic is the deferred topic.
+    pub publisher: Publisher,
+    pub settings: DeferredConfig,
+    pub stop: CancellationToken,
+}
+
+impl Gatherer {
+    /// Runs until stopped.
+    pub async fn run(self) {
+        let this = Arc::new(self);
+        let mut parts: HashMap<i32, Part> = HashMap::new();
+        let mut live: JoinSet<LiveDone> = JoinSet::new();
+        let mut last_step = Instant::now();
+        loop {
+            let message = tokio::select! {
+                _ = this.stop.cancelled() => break,
+                m = tokio::time::timeout(Duration::from_millis(200), this.consumer.recv()) => m,
+            };
+            this.rebalanced(&mut parts);
+            match message {
+                Ok(Ok(m)) => this.read(&mut parts, &m),
+                Ok(Err(e)) => warn!(error = %e, "Reading the deferred topic failed; retrying."),
+                Err(_) => {}
+            }
+            let topic = this.out.name.as_str();
+            let states = parts.iter_mut().map(|(p, part)| (*p, &mut part.read));
+            for p in compacted::catch_up(&this.consumer, topic, states) {
+                if let Some(part) = parts.get(&p) {
+                    info!(
+                        partition = p,
+                        waiting = part.book.waiting().count(),
+                        open = part.book.open_batches().count(),
+                        "Deferred jobs read; gathering."
+                    );
+                }
+            }
+            while let Some(done) = live.try_join_next() {
+                match done {
+                    Ok((p, id, tombstone)) => {
+                        if let Some(part) = parts.get_mut(&p) {
+                            part.running.remove(&id);
+                            if let Some(offset) = tombstone {
+                                part.wrote(offset);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        error!(error = %e, "A live run of a deferred job panicked; it runs again when its partition is read next.")
+                    }
+                }
+            }
+            if last_step.elapsed() < STEP_EVERY {
+                continue;
+            }
+            last_step = Instant::now();
+            for (p, part) in parts.iter_mut().filter(|(_, part)| part.settled()) {
+                if !this.step(*p, part, &mut live).await {
+                    break;
+                }
+            }
+        }
+        live.shutdown().await;
+        for part in parts.into_values() {
+            this.release_holds(part);
+        }
+    }
+
+    /// Takes in assignments (a book per partition, read from the beginning)
+    /// and revocations (their books dropped, their holds released).
+    fn rebalanced(&self, parts: &mut HashMap<i32, Part>) {
+        for (assigned, partitions) in self.consumer.context().take() {
+            for p in partitions {
+                if assigned {
+                    parts.insert(p, Part::default());
+                } else if let Some(part) = parts.remove(&p) {
+                    self.release_holds(part);
+                }
+            }
+        }
+    }
+
+    fn release_holds(&self, part: Part) {
+        for hold in part.holds.into_values().flatten() {
+            self.engine.settle_budget(hold, 0.0);
+        }
+    }
+
+    /// Folds one record into its partition's book.
+    fn read(&self, parts: &mut HashMap<i32, Part>, m: &rdkafka::message::BorrowedMessage<'_>) {
+        let Some(part) = parts.get_mut(&m.partition()) else {
+            return;
+        };
+        part.read_to = Some(m.offset());
+        let Some(Ok(key)) = m.key().map(std::str::from_utf8) else {
+            warn!(
+                partition = m.partition(),
+                offset = m.offset(),
+                "Skipping a deferred record without a UTF-8 key."
+            );
+            return;
+        };
+        let record = match m.payload().map(serde_json::from_slice::<DeferredRecord>) {
+            None => None,
+            Some(Ok(record)) => Some(record),
+            Some(Err(e)) => {
+                warn!(partition = m.partition(), offset = m.offset(), error = %e, "Skipping a deferred record that does not parse.");
+                return;
+            }
+        };
+        part.book.apply(key, record, m.offset());
+    }
+
+    /// Acts on one partition's book; false when stopped mid-way.
+    async fn step(self: &Arc<Self>, p: i32, part: &mut Part, live: &mut JoinSet<LiveDone>) -> bool {
+        self.hold_waiting(part);
+        let open: Vec<ProviderBatchRecord> =
+            part.book.open_batches().map(|b| b.record.clone()).collect();
+        for record in open {
+            let done = match record.state {
+                ProviderBatchState::Intent => self.resume(p, part, record).await,
+                ProviderBatchState::Submitted => self.follow(p, part, record).await,
+                ProviderBatchState::Collected => true,
+            };
+            if !done {
+                return false;
+            }
+        }
+        if !part.settled() {
+            return true;
+        }
+        let settings = PlanSettings {
+            max_wait: self.settings.max_wait,
+            completion_window: self.settings.completion_window,
+            margin: self.settings.margin,
+            max_requests: self.settings.max_requests,
+            max_bytes: self.settings.max_bytes,
+        };
+        let steps = plan(
+            &part.book,
+            Utc::now(),
+            &settings,
+            &|d| self.batch_api(d).is_some(),
+            &|b| self.engine.is_batch_canceled(b),
+        );
+        for step in steps {
+            let done = match step {
+                Step::Submit {
+                    deployment,
+                    batch_id,
+                    jobs,
+                } => self.submit(p, part, deployment, batch_id, jobs).await,
+                Step::Live { job_id, why } => {
+                    self.run_live(p, part, &job_id, why, live);
+                    true
+                }
+                Step::Cancel { job_id } => self.cancel_waiting(p, part, &job_id).await,
+            };
+            if !done {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Holds the worst case of every job in the book not held yet, and
+    /// releases the holds of jobs no longer in it.
+    fn hold_waiting(&self, part: &mut Part) {
+        for job in part.book.jobs() {
+            let id = &job.record.job.job_id;
+            if !part.holds.contains_key(id) && !part.running.contains(id) {
+                let hold = self
+                    .engine
+                    .hold_budget(&job.record.job, job.record.reserve_usd);
+                part.holds.insert(id.clone(), hold);
+            }
+        }
+        let gone: Vec<String> = part
+            .holds
+            .keys()
+            .filter(|id| part.book.job(id).is_none())
+            .cloned()
+            .collect();
+        for id in gone {
+            self.settle_hold(part, &id, 0.0);
+        }
+    }
+
+    fn settle_hold(&self, part: &mut Part, job_id: &str, cost_usd: f64) {
+        if let Some(Some(hold)) = part.holds.remove(job_id) {
+            self.engine.settle_budget(hold, cost_usd);
+        }
+    }
+
+    /// The deployment named `name` with its batch API, if this worker has both.
+    fn batch_api(&self, name: &str) -> Option<(&Deployment, &Arc<dyn BatchApi>)> {
+        self.engine
+            .deployments()
+            .iter()
+            .find(|d| d.name == name)
+            .and_then(|d| d.batch.as_ref().map(|b| (d, b)))
+    }
+
+    /// Writes a record (or a tombstone) to partition `p`; its offset once
+    /// acknowledged, `None` when stopped or refused.
+    async fn write(
+        &self,
+        p: i32,
+        part: &mut Part,
+        key: &str,
+        record: Option<&DeferredRecord>,
+    ) -> Option<i64> {
+        let bytes = record.map(|r| serde_json::to_vec(r).unwrap_or_default());
+        let sent = publish_to(
+            &self.out.producer,
+            (&self.out.name, Some(p)),
+            Some(key.as_bytes()),
+            bytes.as_deref(),
+            None,
+            &self.stop,
+        )
+        .await;
+        match sent {
+            Ok((_, offset)) => {
+                part.wrote(offset);
+                Some(offset)
+            }
+            Err(PublishError::Stopped) => None,
+            Err(PublishError::Refused(e)) => {
+                error!(topic = %self.out.name, partition = p, key, error = %e, "The deferred topic refused a record; gathering on this partition stops until it takes it (check the topic and message.max.bytes).");
+                None
+            }
+        }
+    }
+
+    /// Records a new provider batch of `jobs` on `deployment`, then creates it.
+    async fn submit(
+        &self,
+        p: i32,
+        part: &mut Part,
+        deployment: String,
+        batch_id: Option<String>,
+        jobs: Vec<String>,
+    ) -> bool {
+        let Some((dep, _)) = self.batch_api(&deployment) else {
+            return true;
+        };
+        let now = Utc::now();
+        let record = ProviderBatchRecord {
+            key: batch_key(uuid::Uuid::new_v4().as_u128()),
+            deployment: deployment.clone(),
+            provider: dep.provider.clone(),
+            model: dep.model.clone(),
+            batch_id,
+            jobs,
+            released: Vec::new(),
+            state: ProviderBatchState::Intent,
+            provider_batch_id: None,
+            provider_status: None,
+            counts: Default::default(),
+            created_at: now,
+            attempt_at: now,
+            updated_at: now,
+            cancel_requested: false,
+        };
+        let intent = DeferredRecord::Batch(record.clone());
+        if self
+            .write(p, part, &record.key, Some(&intent))
+            .await
+            .is_none()
+        {
+            return false;
+        }
+        info!(key = %record.key, deployment = %record.deployment, jobs = record.jobs.len(), "Creating a provider batch.");
+        self.create(p, part, record).await
+    }
+
+    /// Creates a recorded provider batch at the provider and records that it
+    /// was accepted. A create that may have reached the provider leaves the
+    /// intent, to be looked for after `submit_timeout`; one the provider
+    /// refused outright hands its jobs on.
+    async fn create(&self, p: i32, part: &mut Part, mut record: ProviderBatchRecord) -> bool {
+        let Some((dep, api)) = self.batch_api(&record.deployment) else {
+            return true;
+        };
+        let jobs: Vec<DeferredJob> = record
+            .jobs
+            .iter()
+            .filter_map(|id| part.book.job(id).map(|j| j.record.clone()))
+            .collect();
+        if jobs.len() != record.jobs.len() {
+            // A job of the intent ended meanwhile (its batch was canceled, or
+            // another worker ran it): the intent is dropped, its jobs planned again.
+            return self
+                .abandon_intent(
+                    p,
+                    part,
+                    record,
+                    "some of its jobs ended before it was created",
+                )
+                .await;
+        }
+        let ids: Vec<String> = (0..jobs.len()).map(|i| record.custom_id(i)).collect();
+        let requests = jobs
+            .iter()
+            .zip(&ids)
+            .map(|(job, custom_id)| BatchRequest {
+                custom_id,
+                call: CallRequest {
+                    request: &job.job.request,
+                    api_model: &dep.api_model,
+                    default_max_tokens: Some(job.default_max_tokens),
+                },
+            })
+            .collect();
+        let new = NewBatch {
+            key: &record.key,
+            requests,
+            completion_window: self.settings.completion_window,
+        };
+        let created = tokio::time::timeout(self.settings.submit_timeout, api.create(new)).await;
+        match created {
+            Ok(Ok(remote)) => {
+                info!(key = %record.key, provider_batch_id = %remote.id, jobs = jobs.len(), "The provider accepted a batch.");
+                self.accepted(p, part, record, &remote).await
+            }
+            Ok(Err(e)) if !e.may_have_reached() && !e.is_retryable() => {
+                warn!(key = %record.key, deployment = %record.deployment, error = %e, "The provider refused a batch; its jobs are handed on.");
+                let why = e.to_string();
+                let status = match &e {
+                    BatchError::Status { status, .. } => Some(*status),
+                    _ => None,
+                };
+                record.released = record.jobs.clone();
+                for job in jobs {
+                    let attempt = failed_line(&record, AttemptOutcome::Rejected, status, &why);
+                    if !self
+                        .hand_on(p, part, job, &record.deployment, attempt)
+                        .await
+                    {
+                        return false;
+                    }
+                }
+                self.close(p, part, record).await
+            }
+            Ok(Err(e)) => {
+                warn!(key = %record.key, deployment = %record.deployment, error = %e, wait = ?self.settings.submit_timeout, "Creating a provider batch failed; it is looked for at the provider, then created again if absent, after submit_timeout.");
+                true
+            }
+            Err(_) => {
+                warn!(key = %record.key, deployment = %record.deployment, "Creating a provider batch took longer than submit_timeout; it is looked for at the provider before it is created again.");
+                true
+            }
+        }
+    }
+
+    /// Records that the provider accepted `record` as `remote`.
+    async fn accepted(
+        &self,
+        p: i32,
+        part: &mut Part,
+        mut record: ProviderBatchRecord,
+        remote: &RemoteBatch,
+    ) -> bool {
+        record.state = ProviderBatchState::Submitted;
+        record.provider_batch_id = Some(remote.id.clone());
+        record.provider_status = Some(remote.provider_status.clone());
+        record.counts = remote.counts;
+        record.updated_at = Utc::now();
+        part.polls.insert(record.key.clone(), self.poll_state());
+        let key = record.key.clone();
+        self.write(p, part, &key, Some(&DeferredRecord::Batch(record)))
+            .await
+            .is_some()
+    }
+
+    fn poll_state(&self) -> Poll {
+        Poll {
+            next: Instant::now() + self.settings.poll_interval,
+            backoff: Backoff::new(self.settings.poll_interval, self.settings.max_poll_backoff),
+        }
+    }
+
+    /// An intent nobody heard the provider accept: after `submit_timeout`
+    /// from its latest attempt, adopts the provider's batch that carries its
+    /// key, or creates it when none does.
+    async fn resume(&self, p: i32, part: &mut Part, mut record: ProviderBatchRecord) -> bool {
+        // Twice the timeout: a worker whose create timed out at the first
+        // may have had the provider accept it a little later.
+        let due = record.attempt_at
+            + chrono::TimeDelta::from_std(self.settings.submit_timeout * 2)
+                .unwrap_or(chrono::TimeDelta::MAX);
+        if Utc::now() < due || !self.poll_due(part, &record.key) {
+            return true;
+        }
+        let Some((_, api)) = self.batch_api(&record.deployment) else {
+            warn!(key = %record.key, deployment = %record.deployment, "A provider batch intent names a deployment this worker has no batch API for; it waits for a worker that has.");
+            return true;
+        };
+        match self.find(api.as_ref(), part, &record).await {
+            Ok(Some(remote)) => {
+                info!(key = %record.key, provider_batch_id = %remote.id, "Adopted a provider batch created before its acceptance was recorded.");
+                self.accepted(p, part, record, &remote).await
+            }
+            Ok(None) => {
+                info!(key = %record.key, "No provider batch carries this intent's key; creating it.");
+                record.attempt_at = Utc::now();
+                record.updated_at = record.attempt_at;
+                let key = record.key.clone();
+                let intent = DeferredRecord::Batch(record.clone());
+                if self.write(p, part, &key, Some(&intent)).await.is_none() {
+                    return false;
+                }
+                self.create(p, part, record).await
+            }
+            Err(e) => {
+                self.polled_badly(part, &record.key, &e);
+                true
+            }
+        }
+    }
+
+    /// Drops an intent never created: its jobs are free to be planned again.
+    async fn abandon_intent(
+        &self,
+        p: i32,
+        part: &mut Part,
+        mut record: ProviderBatchRecord,
+        why: &str,
+    ) -> bool {
+        info!(key = %record.key, why, "A provider batch intent is dropped before creation.");
+        record.released = record.jobs.clone();
+        // Each remaining job is written again, which frees it from the intent.
+        for id in record.jobs.clone() {
+            if let Some(job) = part.book.job(&id).map(|j| j.record.clone()) {
+                let again = DeferredRecord::Job(job);
+                if self.write(p, part, &id, Some(&again)).await.is_none() {
+                    return false;
+                }
+            }
+        }
+        self.close(p, part, record).await
+    }
+
+    /// The provider's batch that carries `record`'s key, if there is one.
+    /// OpenAI keeps the key in the batch's metadata. Anthropic keeps it only in
+    /// the requests' custom ids, readable once the batch ended, so there a
+    /// batch is taken by what can be seen: created within the intent's attempt
+    /// window (with clock skew), with as many requests, not recorded by any
+    /// other provider batch of this partition; its custom ids are checked when
+    /// its results are read.
+    async fn find(
+        &self,
+        api: &dyn BatchApi,
+        part: &Part,
+        record: &ProviderBatchRecord,
+    ) -> Result<Option<RemoteBatch>, BatchError> {
+        let claimed: HashSet<&str> = part
+            .book
+            .batches()
+            .filter_map(|b| b.record.provider_batch_id.as_deref())
+            .collect();
+        let from = record.attempt_at - CLOCK_SKEW;
+        let to = record.attempt_at
+            + chrono::TimeDelta::from_std(self.settings.submit_timeout).unwrap_or_default()
+            + CLOCK_SKEW;
+        let mut cursor: Option<String> = None;
+        let mut candidate: Option<RemoteBatch> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let page = api.list(cursor.as_deref()).await?;
+            let mut older = false;
+            for remote in page.batches {
+                match api.carries(&remote, &record.key) {
+                    Some(true) => return Ok(Some(remote)),
+                    Some(false) => {}
+                    None => {
+                        let within = remote.created_at.is_none_or(|t| t >= from && t <= to);
+                        if within
+                            && remote.requests == record.jobs.len() as u64
+                            && !claimed.contains(remote.id.as_str())
+                        {
+                            // Newest first: the last match is the earliest.
+                            candidate = Some(remote.clone());
+                        }
+                    }
+                }
+                older |= remote.created_at.is_some_and(|t| t < from);
+            }
+            match page.next {
+                Some(next) if !older => cursor = Some(next),
+                _ => break,
+            }
+        }
+        Ok(candidate)
+    }
+
+    /// Whether an open batch may be polled now.
+    fn poll_due(&self, part: &mut Part, key: &str) -> bool {
+        let poll = part.polls.entry(key.to_owned()).or_insert_with(|| Poll {
+            next: Instant::now(),
+            backoff: Backoff::new(self.settings.poll_interval, self.settings.max_poll_backoff),
+        });
+        Instant::now() >= poll.next
+    }
+
+    fn polled_badly(&self, part: &mut Part, key: &str, e: &BatchError) {
+        if let Some(poll) = part.polls.get_mut(key) {
+            let pause = poll.backoff.next_delay();
+            poll.next = Instant::now() + pause;
+            warn!(key, error = %e, ?pause, "A provider batch API call failed; trying again later.");
+        }
+    }
+
+    /// Polls a submitted batch when due: cancels it if its Switchyard batch
+    /// was canceled, records its progress, collects it once it ended.
+    async fn follow(&self, p: i32, part: &mut Part, mut record: ProviderBatchRecord) -> bool {
+        if !self.poll_due(part, &record.key) {
+            return true;
+        }
+        let Some((_, api)) = self.batch_api(&record.deployment) else {
+            return true;
+        };
+        let Some(id) = record.provider_batch_id.clone() else {
+            return true;
+        };
+        let canceled = record
+            .batch_id
+            .as_deref()
+            .is_some_and(|b| self.engine.is_batch_canceled(b));
+        let polled = if canceled && !record.cancel_requested {
+            info!(key = %record.key, provider_batch_id = %id, "Canceling a provider batch of a canceled batch.");
+            let r = api.cancel(&id).await;
+            if r.is_ok() {
+                record.cancel_requested = true;
+            }
+            r
+        } else {
+            api.retrieve(&id).await
+        };
+        let remote = match polled {
+            Ok(remote) => remote,
+            Err(e) => {
+                self.polled_badly(part, &record.key, &e);
+                return true;
+            }
+        };
+        if let Some(poll) = part.polls.get_mut(&record.key) {
+            poll.backoff.reset();
+            poll.next = Instant::now() + self.settings.poll_interval;
+        }
+        if remote.status.is_final() {
+            return self.collect(p, part, record, api.clone(), remote).await;
+        }
+        let changed = record.provider_status.as_deref() != Some(remote.provider_status.as_str())
+            || record.counts != remote.counts
+            || (record.cancel_requested
+                && part
+                    .book
+                    .batch(&record.key)
+                    .is_some_and(|b| !b.record.cancel_requested));
+        if changed {
+            record.provider_status = Some(remote.provider_status.clone());
+            record.counts = remote.counts;
+            record.updated_at = Utc::now();
+            debug!(key = %record.key, status = %remote.provider_status, succeeded = remote.counts.succeeded, processing = remote.counts.processing, "Provider batch progress.");
+            let key = record.key.clone();
+            return self
+                .write(p, part, &key, Some(&DeferredRecord::Batch(record)))
+                .await
+                .is_some();
+        }
+        true
+    }
+
+    /// Collects an ended provider batch: every job it still answers for gets
+    /// its result, is handed on, or ends canceled; then the batch is recorded
+    /// collected and the finished jobs' records are removed.
+    async fn collect(
+        &self,
+        p: i32,
+        part: &mut Part,
+        mut record: ProviderBatchRecord,
+        api: Arc<dyn BatchApi>,
+        remote: RemoteBatch,
+    ) -> bool {
+        let lines = if remote.status == RemoteStatus::Failed {
+            Vec::new()
+        } else {
+            match api.results(&remote).await {
+                Ok(lines) => lines,
+                Err(e) => {
+                    self.polled_badly(part, &record.key, &e);
+                    return true;
+                }
+            }
+        };
+        let mut outcomes: HashMap<usize, LineOutcome> = HashMap::new();
+        let mut foreign = 0usize;
+        for line in lines {
+            match record.index_of(&line.custom_id) {
+                Some(i) => {
+                    outcomes.insert(i, line.outcome);
+                }
+                None => foreign += 1,
+            }
+        }
+        if foreign > 0 {
+            error!(key = %record.key, provider_batch_id = ?record.provider_batch_id, lines = foreign, "A provider batch has lines whose custom ids do not carry its key; they are ignored, and its jobs without a line are handed on.");
+        }
+        let canceled = record.cancel_requested
+            || record
+                .batch_id
+                .as_deref()
+                .is_some_and(|b| self.engine.is_batch_canceled(b));
+        let whole_failure = remote
+            .errors
+            .clone()
+            .unwrap_or_else(|| "the provider refused the batch".to_owned());
+        let jobs: Vec<(usize, DeferredJob, i64)> = part
+            .book
+            .jobs_of(&record.key)
+            .into_iter()
+            .map(|(i, j)| (i, j.record.clone(), j.offset))
+            .collect();
+        let mut ended: Vec<(String, f64)> = Vec::new();
+        for (i, job, offset) in jobs {
+            let id = job.job.job_id.clone();
+            let original =
+                serde_json::to_vec(&DeferredRecord::Job(job.clone())).unwrap_or_default();
+            let line = Line {
+                outcome: outcomes.remove(&i),
+                canceled,
+                whole_failure: (remote.status == RemoteStatus::Failed)
+                    .then_some(whole_failure.as_str()),
+            };
+            match self
+                .settle_line(p, part, &record, api.as_ref(), job, line)
+                .await
+            {
+                Settled::HandedOn => record.released.push(id),
+                Settled::Stopped => return false,
+                Settled::Ended(outcome) => {
+                    let cost = match &outcome {
+                        Outcome::Finished { result, .. } => result.cost_usd,
+                        _ => 0.0,
+                    };
+                    if !self.publish(p, offset, &id, original, &outcome).await {
+                        return false;
+                    }
+                    ended.push((id, cost));
+                }
+            }
+        }
+        record.provider_status = Some(remote.provider_status.clone());
+        record.counts = remote.counts;
+        info!(key = %record.key, provider_batch_id = ?record.provider_batch_id, answered = remote.counts.succeeded, errored = remote.counts.errored, expired = remote.counts.expired, handed_on = record.released.len(), "Collected a provider batch.");
+        if !self.close(p, part, record).await {
+            return false;
+        }
+        for (id, cost) in ended {
+            self.settle_hold(part, &id, cost);
+            if self.write(p, part, &id, None).await.is_none() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// What one line of an ended provider batch does to its job.
+    async fn settle_line(
+        &self,
+        p: i32,
+        part: &mut Part,
+        record: &ProviderBatchRecord,
+        api: &dyn BatchApi,
+        job: DeferredJob,
+        line: Line<'_>,
+    ) -> Settled {
+        let target = AttemptTarget {
+            deployment: &record.deployment,
+            provider: &record.provider,
+            model: &record.model,
+        };
+        let latency_ms = (Utc::now() - record.created_at).num_milliseconds().max(0) as u64;
+        let attempt = match line.outcome {
+            Some(LineOutcome::Answered(answer)) => {
+                let answer = api.finish(&job.job.request, answer);
+                let cost = self.deferred_cost(&record.model, &answer.usage);
+                let problem = check_output(&job.job, &answer);
+                let attempt = Attempt::answered(
+                    target,
+                    answer.status,
+                    latency_ms,
+                    answer.usage,
+                    cost,
+                    problem.clone(),
+                );
+                match problem {
+                    None => {
+                        let output = Output {
+                            content: answer.content,
+                            finish_reason: answer.finish_reason,
+                        };
+                        return Settled::Ended(self.engine.finish_deferred(
+                            job,
+                            attempt,
+                            Some(output),
+                            None,
+                        ));
+                    }
+                    // Unusable for the job's checks: failed over like a live answer.
+                    Some(_) => attempt,
+                }
+            }
+            Some(LineOutcome::Failed(e)) => {
+                let billed = e.billed();
+                let cost = self.deferred_cost(&record.model, &billed);
+                let attempt = Attempt::failed(
+                    target,
+                    e.outcome(),
+                    e.status(),
+                    latency_ms,
+                    billed,
+                    cost,
+                    e.to_string(),
+                );
+                if !e.allows_failover() && !line.canceled {
+                    let error = ErrorInfo {
+                        code: e.code().into(),
+                        message: e.to_string(),
+                    };
+                    return Settled::Ended(self.engine.finish_deferred(
+                        job,
+                        attempt,
+                        None,
+                        Some(error),
+                    ));
+                }
+                attempt
+            }
+            Some(LineOutcome::Canceled) => {
+                let why = "the provider canceled the line before answering it";
+                failed_line(record, AttemptOutcome::Rejected, None, why)
+            }
+            Some(LineOutcome::Expired) => {
+                let why = "the provider batch expired before answering the line";
+                failed_line(record, AttemptOutcome::Timeout, None, why)
+            }
+            None => match line.whole_failure {
+                Some(why) => failed_line(record, AttemptOutcome::Rejected, None, why),
+                None => {
+                    let why = "the provider batch ended without a line for the request";
+                    failed_line(record, AttemptOutcome::Timeout, None, why)
+                }
+            },
+        };
+        if line.canceled {
+            if !self.publish_line_usage(&job, &attempt).await {
+                return Settled::Stopped;
+            }
+            let mut job = job;
+            job.attempts.push(attempt);
+            return Settled::Ended(self.engine.cancel_deferred(job));
+        }
+        if self
+            .hand_on(p, part, job, &record.deployment, attempt)
+            .await
+        {
+            Settled::HandedOn
+        } else {
+            Settled::Stopped
+        }
+    }
+
+    /// Publishes the usage event of a failed line that billed tokens (none
+    /// for a line that billed nothing); false when stopped.
+    async fn publish_line_usage(&self, job: &DeferredJob, attempt: &Attempt) -> bool {
+        match self.engine.deferred_usage(job, attempt) {
+            Some(event) => {
+                self.publisher
+                    .usage_only(std::slice::from_ref(&event))
+                    .await
+            }
+            None => true,
+        }
+    }
+
+    /// A job whose line `deployment`'s batch failed: its billed tokens are
+    /// published as a usage event now, and the job is written again with the
+    /// deployment tried, which frees it from the batch to be planned anew
+    /// (another deployment's batch, or live). False when stopped.
+    async fn hand_on(
+        &self,
+        p: i32,
+        part: &mut Part,
+        job: DeferredJob,
+        deployment: &str,
+        attempt: Attempt,
+    ) -> bool {
+        if !self.publish_line_usage(&job, &attempt).await {
+            return false;
+        }
+        debug!(job_id = %job.job.job_id, deployment, why = ?attempt.error, "A provider batch failed a line; handing the job on.");
+        let next = job.after_failure(deployment, attempt);
+        let id = next.job.job_id.clone();
+        self.write(p, part, &id, Some(&DeferredRecord::Job(next)))
+            .await
+            .is_some()
+    }
+
+    /// What `usage` cost on `model` at its batch price.
+    fn deferred_cost(&self, model: &str, usage: &switchyard_core::vocab::TokenUsage) -> f64 {
+        self.engine
+            .catalog()
+            .get(model)
+            .map_or(0.0, |m| m.cost_in(RunMode::Deferred, usage))
+    }
+
+    /// Records a provider batch as done with.
+    async fn close(&self, p: i32, part: &mut Part, mut record: ProviderBatchRecord) -> bool {
+        record.state = ProviderBatchState::Collected;
+        record.updated_at = Utc::now();
+        part.polls.remove(&record.key);
+        let key = record.key.clone();
+        self.write(p, part, &key, Some(&DeferredRecord::Batch(record)))
+            .await
+            .is_some()
+    }
+
+    /// Publishes a deferred job's outcome (result and usage events; a dead
+    /// letter holding `original`, its deferred record, if the result cannot be
+    /// published); false when stopped.
+    async fn publish(
+        &self,
+        p: i32,
+        offset: i64,
+        job_id: &str,
+        original: Vec<u8>,
+        outcome: &Outcome,
+    ) -> bool {
+        let incoming = Incoming::detached(p, offset, job_id, original);
+        self.publisher.publish(outcome, &incoming).await
+    }
+
+    /// Ends a waiting job of a canceled batch.
+    async fn cancel_waiting(&self, p: i32, part: &mut Part, job_id: &str) -> bool {
+        let Some(job) = part.book.job(job_id).map(|j| (j.record.clone(), j.offset)) else {
+            return true;
+        };
+        let (record, offset) = job;
+        let original = serde_json::to_vec(&DeferredRecord::Job(record.clone())).unwrap_or_default();
+        let outcome = self.engine.cancel_deferred(record);
+        if !self.publish(p, offset, job_id, original, &outcome).await {
+            return false;
+        }
+        self.settle_hold(part, job_id, 0.0);
+        self.write(p, part, job_id, None).await.is_some()
+    }
+
+    /// Runs a job that can no longer wait for a provider batch live, in a
+    /// task of its own: admitted again (as live), its earlier batch attempts
+    /// kept, and its record removed once the result is out.
+    fn run_live(
+        self: &Arc<Self>,
+        p: i32,
+        part: &mut Part,
+        job_id: &str,
+        why: String,
+        live: &mut JoinSet<LiveDone>,
+    ) {
+        let Some((record, offset)) = part.book.job(job_id).map(|j| (j.record.clone(), j.offset))
+        else {
+            return;
+        };
+        self.settle_hold(part, job_id, 0.0);
+        part.running.insert(job_id.to_owned());
+        let this = self.clone();
+        let id = job_id.to_owned();
+        live.spawn(async move {
+            info!(job_id = %id, why = %why, "A deferred job runs live.");
+            let original =
+                serde_json::to_vec(&DeferredRecord::Job(record.clone())).unwrap_or_default();
+            let DeferredJob {
+                mut job, attempts, ..
+            } = record;
+            job.mode = Some(JobMode::Live);
+            let outcome = match this.engine.process(job).await {
+                Outcome::Finished { result, usage } => {
+                    let mut result = result.with_earlier_attempts(attempts);
+                    if let Some(r) = result.routing.as_mut() {
+                        r.reason = format!("{}; live after deferral: {why}", r.reason);
+                    }
+                    Outcome::Finished {
+                        result: Box::new(result),
+                        usage,
+                    }
+                }
+                other => other,
+            };
+            if !this.publish(p, offset, &id, original, &outcome).await {
+                return (p, id, None);
+            }
+            let mut scratch = Part::default();
+            let tombstone = this.write(p, &mut scratch, &id, None).await;
+            (p, id, tombstone)
+        });
+    }
+}
+
+/// The attempt of a line that failed without an answer.
+fn failed_line(
+    record: &ProviderBatchRecord,
+    outcome: AttemptOutcome,
+    status: Option<u16>,
+    why: &str,
+) -> Attempt {
+    let target = AttemptTarget {
+        deployment: &record.deployment,
+        provider: &record.provider,
+        model: &record.model,
+    };
+    let latency_ms = (Utc::now() - record.created_at).num_milliseconds().max(0) as u64;
+    Attempt::failed(
+        target,
+        outcome,
+        status,
+        latency_ms,
+        Default::default(),
+        0.0,
+        why.to_owned(),
+    )
+}
+
+/// One line of an ended provider batch, as `collect` read it.
+struct Line<'a> {
+    /// Its outcome; `None` when the provider gave no line for the request.
+    outcome: Option<LineOutcome>,
+    /// The job's Switchyard batch was canceled.
+    canceled: bool,
+    /// Why the provider refused the whole batch, when it did.
+    whole_failure: Option<&'a str>,
+}
+
+/// What became of a job of a collected provider batch.
+enum Settled {
+    /// It ended: publish its outcome.
+    Ended(Outcome),
+    /// It was handed on to another deployment's batch, or live.
+    HandedOn,
+    /// Stopped before it was recorded.
+    Stopped,
+}
