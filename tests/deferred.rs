@@ -566,3 +566,62 @@ async fn status_shows_which_jobs_wait_on_which_provider_batch() {
     );
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_handed_to_a_slow_live_call_is_called_once() {
+    // Every batch line fails, so each job ends up live, where every answer
+    // takes 3 s: several of the gatherer's steps pass during each call.
+    let pipeline = switchyard_loader::load_pipeline(&demo_config(), &[]).unwrap();
+    let mut sim_config = SimConfig::from_catalog(&pipeline.catalog);
+    sim_config.batch = BatchBehaviour {
+        processing_time: Duration::from_secs(1),
+        line_error_rate: 1.0,
+        ..BatchBehaviour::default()
+    };
+    for behaviour in sim_config.models.values_mut() {
+        behaviour.ttft = Duration::from_secs(3);
+    }
+    let env = quick_deferral(1_000);
+    let options = StackOptions {
+        partitions: 2,
+        sim: Some(sim_config),
+        env,
+        ..StackOptions::default()
+    };
+    let stack = Stack::start(&demo_config(), options).await.unwrap();
+    let jobs = deferred_jobs("slow", 20, None);
+    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
+    produce_jobs(
+        stack.broker.bootstrap(),
+        &stack.pipeline.config.kafka.topics.jobs,
+        &jobs,
+    )
+    .await;
+    let got = results_of(&stack, &ids, Duration::from_secs(120)).await;
+    // Let any second live call a bug would make reach the simulator.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for id in &ids {
+        let r = got[id].last().unwrap();
+        assert_eq!(
+            (r.status, r.mode),
+            (JobStatus::Succeeded, RunMode::Live),
+            "{r:?}"
+        );
+        assert!(
+            r.attempts[0].error.is_some(),
+            "the batch line failed first: {r:?}"
+        );
+    }
+    let stats = stack.sim.stats();
+    let live_calls: u64 = stats.models.values().map(|m| m.requests).sum();
+    let failed_lines: usize = ids
+        .iter()
+        .map(|id| got[id].last().unwrap().attempts.len() - 1)
+        .sum();
+    assert_eq!(failed_lines as u64, stats.batch.errored, "{stats:?}");
+    assert_eq!(
+        live_calls, 20,
+        "a job was called live more than once: {stats:?}"
+    );
+    stack.stop().await.unwrap();
+}

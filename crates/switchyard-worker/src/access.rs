@@ -34,6 +34,19 @@ pub struct Envelope<'a> {
     pub partition: i32,
     /// Its offset.
     pub offset: i64,
+    /// What was checked when the job was handed off to deferred routing: a
+    /// deferred job run live later is admitted on these, not on a signature
+    /// whose time window has passed.
+    pub checked: Option<Checked>,
+}
+
+/// A job's signer and release decision as admission found them earlier.
+#[derive(Debug, Clone, Default)]
+pub struct Checked {
+    /// The principal whose signature checked out.
+    pub signer: Option<String>,
+    /// The decision that released it from a hold.
+    pub released_by: Option<Decision>,
 }
 
 /// The worker's access-control state.

@@ -3,7 +3,9 @@
 //! that batch's record comes after the job's own latest record (a job handed
 //! on to another deployment is written again, which frees it from its old
 //! batch, and that batch's later records name it `released`); a collected
-//! batch ends the jobs it still claims; a tombstone removes a key. Because
+//! batch ends the jobs it still claims; a tombstone removes a key. A job record
+//! with fewer hand-ons than the book's, or as many while an open provider
+//! batch holds the job, is a replay of the hand-off, and is ignored. Because
 //! compaction keeps the order of the records it keeps and the latest record of
 //! every key, the fold of a compacted partition is the fold of the whole log.
 
@@ -55,6 +57,19 @@ impl Book {
                 self.batches.remove(key);
             }
             Some(DeferredRecord::Job(job)) => {
+                // A replayed hand-off must not free a job from the open
+                // provider batch that holds it.
+                if let Some(held) = self.jobs.get(key) {
+                    let older = job.handed_on < held.record.handed_on;
+                    let in_open_batch = held.batch.as_ref().is_some_and(|b| {
+                        self.batches
+                            .get(b)
+                            .is_some_and(|b| b.record.state != ProviderBatchState::Collected)
+                    });
+                    if older || (job.handed_on == held.record.handed_on && in_open_batch) {
+                        return;
+                    }
+                }
                 self.jobs.insert(
                     key.to_owned(),
                     BookJob {

@@ -14,6 +14,7 @@ mod plan;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::access::approval::Decision;
 use crate::job::Job;
 use crate::result::{Attempt, RoutingSummary};
 
@@ -70,6 +71,25 @@ pub struct DeferredJob {
     /// Earlier attempts (lines a provider batch failed), carried to the result.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
+    /// How many times the gatherer wrote the job again (handed on after a
+    /// failed line, or freed from an intent dropped before creation). A record
+    /// with no more hand-ons than the one an open provider batch holds is a
+    /// replay of the hand-off (the jobs topic is at-least-once) and is ignored.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub handed_on: u32,
+    /// The principal whose signature admission checked at hand-off: a job
+    /// that later runs live is admitted as signed by it (its signature's time
+    /// window has passed by then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// The approver's decision that released the job from a hold, checked at
+    /// hand-off, for the same reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_by: Option<Decision>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Bytes a request takes in a provider batch beyond its own JSON (custom id,
@@ -101,6 +121,9 @@ impl DeferredJob {
             default_max_tokens,
             request_bytes,
             attempts: Vec::new(),
+            handed_on: 0,
+            signer: None,
+            released_by: None,
         }
     }
 
@@ -116,7 +139,20 @@ impl DeferredJob {
     pub fn after_failure(mut self, deployment: &str, attempt: Attempt) -> Self {
         self.tried.push(deployment.to_owned());
         self.attempts.push(attempt);
+        self.handed_on += 1;
         self
+    }
+
+    /// The job written again unchanged but for its hand-on count (freed from
+    /// a provider batch intent dropped before creation).
+    pub fn again(mut self) -> Self {
+        self.handed_on += 1;
+        self
+    }
+
+    /// What its earlier attempts (failed lines that billed) cost.
+    pub fn earlier_cost_usd(&self) -> f64 {
+        self.attempts.iter().map(|a| a.cost_usd).sum()
     }
 }
 

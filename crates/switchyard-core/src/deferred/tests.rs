@@ -140,6 +140,33 @@ fn the_book_follows_jobs_into_batches_and_out_when_collected() {
 }
 
 #[test]
+fn a_replayed_hand_off_neither_frees_a_batched_job_nor_undoes_a_hand_on() {
+    let mut book = Book::new();
+    book.apply("j1", Some(DeferredRecord::Job(job("j1", 0, None))), 0);
+    let open = batch("k1", &["j1"], ProviderBatchState::Submitted);
+    book.apply("k1", Some(DeferredRecord::Batch(open)), 1);
+    // The jobs topic delivered the job again: admission handed it off twice.
+    book.apply("j1", Some(DeferredRecord::Job(job("j1", 0, None))), 2);
+    assert_eq!(book.jobs_of("k1").len(), 1, "the replay freed the job");
+    assert_eq!(book.waiting().count(), 0);
+
+    // Handed on by the gatherer: freed, with its attempt; a late replay of
+    // the original hand-off does not undo that.
+    let target = crate::result::AttemptTarget {
+        deployment: "dep-a",
+        provider: "openai",
+        model: "gpt-5-nano",
+    };
+    let attempt = crate::result::Attempt::skipped(target, "expired".into());
+    let again = job("j1", 0, None).after_failure("dep-a", attempt);
+    book.apply("j1", Some(DeferredRecord::Job(again)), 3);
+    assert_eq!(book.waiting().count(), 1);
+    book.apply("j1", Some(DeferredRecord::Job(job("j1", 0, None))), 4);
+    let waiting = book.job("j1").unwrap();
+    assert_eq!((waiting.record.handed_on, waiting.offset), (1, 3));
+}
+
+#[test]
 fn a_compacted_log_folds_like_the_whole_one() {
     // j1 handed on after k1 listed it, then listed by k2. Compaction dropped
     // j1's first record; k1's record (before j1's latest) no longer claims it.

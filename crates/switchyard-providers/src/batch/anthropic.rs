@@ -218,7 +218,15 @@ impl BatchApi for AnthropicBatches {
                 .split(|b| *b == b'\n')
                 .filter(|l| !l.trim_ascii().is_empty())
             {
-                let line: Line = self.http.decode(raw)?;
+                // A line that cannot be read counts as missing: its job is handed
+                // on rather than the whole batch left uncollected.
+                let line: Line = match self.http.decode(raw) {
+                    Ok(line) => line,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Skipping a batch result line that cannot be read.");
+                        continue;
+                    }
+                };
                 out.push(LineResult {
                     outcome: self.outcome(line.result),
                     custom_id: line.custom_id,

@@ -102,14 +102,16 @@ impl WireFormat for OpenAi {
     fn body(&self, call: CallRequest<'_>) -> Value {
         let req = call.request;
         let json_mode = req.response_format == ResponseFormat::JsonObject;
-        // OpenAI refuses JSON mode unless the word "json" appears in the messages.
-        let mentions_json = req
-            .system
-            .iter()
-            .chain(req.messages.iter().map(|m| &m.content))
-            .any(|t| t.to_ascii_lowercase().contains("json"));
+        // OpenAI refuses JSON mode unless the word "json" appears in the
+        // messages (looked for only in JSON mode: it reads every message).
+        let mentions_json = || {
+            req.system
+                .iter()
+                .chain(req.messages.iter().map(|m| &m.content))
+                .any(|t| mentions_word_json(t))
+        };
         let mut messages = Vec::with_capacity(req.messages.len() + 1);
-        if let Some(system) = system_with_json(req, json_mode && !mentions_json) {
+        if let Some(system) = system_with_json(req, json_mode && !mentions_json()) {
             messages.push(json!({"role": "system", "content": system}));
         }
         for m in req.messages.iter().filter(|m| m.role != Role::System) {
@@ -217,4 +219,11 @@ pub fn rate_limit_info(headers: &HeaderMap) -> RateLimitInfo {
             .and_then(parse_go_duration),
         reset_tokens: header_str(headers, "x-ratelimit-reset-tokens").and_then(parse_go_duration),
     }
+}
+
+/// Whether `text` contains "json" in any letter case, without copying it.
+fn mentions_word_json(text: &str) -> bool {
+    text.as_bytes()
+        .windows(4)
+        .any(|w| w.eq_ignore_ascii_case(b"json"))
 }

@@ -63,7 +63,7 @@ impl Engine {
             .collect();
         let now = now_ms();
         self.metrics.job_deferred();
-        let record = DeferredJob::new(
+        let mut record = DeferredJob::new(
             job,
             decision.summary(&self.catalog),
             deployments,
@@ -72,6 +72,8 @@ impl Engine {
             work.admitted.due.unwrap_or(now),
             work.admitted.default_max_tokens,
         );
+        record.signer = work.checked.signer.clone();
+        record.released_by = work.checked.released_by.clone();
         Outcome::Deferred(Box::new(record))
     }
 

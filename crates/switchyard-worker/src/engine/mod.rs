@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 mod deferred;
 
-use crate::access::{Access, Envelope};
+use crate::access::{Access, Checked, Envelope};
 use crate::audit::{self, Auditor};
 use crate::dispatch::{Dispatched, Dispatcher};
 use crate::health::HealthTable;
@@ -111,6 +111,9 @@ pub enum EngineError {
 /// A job admitted for dispatch, with what it reserved.
 struct Work<'a> {
     admitted: Admitted,
+    /// Who signed it and what released it, as admission found them (carried
+    /// by a deferred job to its live run, if any).
+    checked: Checked,
     reservation: Reserved<'a>,
     prompt_tokens: u32,
 }
@@ -387,13 +390,23 @@ impl Engine {
             keys: keys.as_deref(),
             deferred: self.deferral_enabled().then_some(&self.deferred),
         };
-        let facts = JobFacts {
-            canceled: self.is_canceled(job),
-            signer: self
-                .access
-                .as_ref()
-                .map_or(Signer::Unsigned, |a| a.signer(env, job, now)),
-            released_by: self.access.as_ref().and_then(|a| a.release(env, now)),
+        let facts = match &env.checked {
+            Some(checked) => JobFacts {
+                canceled: self.is_canceled(job),
+                signer: checked
+                    .signer
+                    .clone()
+                    .map_or(Signer::Unsigned, Signer::Principal),
+                released_by: checked.released_by.as_ref(),
+            },
+            None => JobFacts {
+                canceled: self.is_canceled(job),
+                signer: self
+                    .access
+                    .as_ref()
+                    .map_or(Signer::Unsigned, |a| a.signer(env, job, now)),
+                released_by: self.access.as_ref().and_then(|a| a.release(env, now)),
+            },
         };
         let mut ledger = self.ledger.lock();
         let admit = match admission.admit(job, &analysis, &facts, &mut ledger) {
@@ -410,6 +423,10 @@ impl Engine {
                 }
                 Admit::Work(Work {
                     admitted,
+                    checked: Checked {
+                        signer: facts.signer.principal().map(str::to_owned),
+                        released_by: facts.released_by.cloned(),
+                    },
                     reservation: Reserved {
                         ledger: &self.ledger,
                         changed: &self.ledger_changed,

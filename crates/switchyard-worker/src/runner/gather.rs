@@ -61,6 +61,7 @@ use tracing::{debug, error, info, warn};
 use super::Incoming;
 use super::compacted::{self, CompactedConsumer, ReadState};
 use super::publish::{Out, Publisher};
+use crate::access::{Checked, Envelope};
 use crate::dispatch::check_output;
 use crate::engine::{Engine, Outcome};
 
@@ -88,14 +89,16 @@ struct Part {
     holds: HashMap<String, Option<Reservation>>,
     /// When each open provider batch is polled next, by key.
     polls: HashMap<String, Poll>,
-    /// Jobs being run live by a task, until their tombstone is read.
-    running: HashSet<String>,
+    /// After the topic refused a record: the partition waits until then.
+    paused_until: Option<Instant>,
 }
 
 impl Part {
-    /// Whether the book has read back everything this gatherer wrote.
+    /// Whether the book has read back everything this gatherer wrote (and
+    /// no refusal pauses the partition).
     fn settled(&self) -> bool {
         self.read.caught_up
+            && self.paused_until.is_none_or(|t| Instant::now() >= t)
             && match (self.written, self.read_to) {
                 (None, _) => true,
                 (Some(w), Some(r)) => r >= w,
@@ -116,6 +119,60 @@ struct Poll {
 /// A live run's end: the partition, the job and its tombstone's offset.
 type LiveDone = (i32, String, Option<i64>);
 
+/// Deferred jobs being run live, across partitions: a job stays here until
+/// its task ended, so that no step plans it again meanwhile (nor after its
+/// partition comes back to this worker).
+#[derive(Default)]
+struct LiveRuns {
+    tasks: JoinSet<LiveDone>,
+    /// The job of each task, to free it if the task panics.
+    ids: HashMap<tokio::task::Id, (i32, String)>,
+    running: HashSet<String>,
+}
+
+impl LiveRuns {
+    fn has_room(&self) -> bool {
+        self.running.len() < MAX_LIVE_RUNS
+    }
+
+    /// Takes in ended runs: each job's tombstone offset goes to its partition.
+    fn reap(&mut self, parts: &mut HashMap<i32, Part>) {
+        while let Some(done) = self.tasks.try_join_next_with_id() {
+            let (id, ended) = match done {
+                Ok((id, (p, job, tombstone))) => (id, Some((p, job, tombstone))),
+                Err(e) => {
+                    error!(error = %e, "A live run of a deferred job failed; it runs again when its partition is planned next.");
+                    (e.id(), None)
+                }
+            };
+            if let Some((_, job)) = self.ids.remove(&id) {
+                self.running.remove(&job);
+            }
+            if let Some((p, _, Some(offset))) = ended
+                && let Some(part) = parts.get_mut(&p)
+            {
+                part.wrote(offset);
+            }
+        }
+    }
+}
+
+/// Most deferred jobs run live at once by one gatherer.
+const MAX_LIVE_RUNS: usize = 256;
+
+/// Longest a provider batch API call may take (listing, polling, canceling).
+const API_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest reading a provider batch's results may take.
+const RESULTS_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long a provider batch of a deployment this worker cannot reach waits
+/// before it is looked at again (and the warning repeated).
+const NO_API_PAUSE: Duration = Duration::from_secs(60);
+
+/// How long a partition waits after the topic refused one of its records.
+const REFUSED_PAUSE: Duration = Duration::from_secs(30);
+
 /// The gatherer's inputs and outputs.
 pub(super) struct Gatherer {
     pub engine: Arc<Engine>,
@@ -125,6 +182,8 @@ pub(super) struct Gatherer {
     /// Results and usage events; its source topic is the deferred topic.
     pub publisher: Publisher,
     pub settings: DeferredConfig,
+    /// How long live runs may finish after a stop.
+    pub drain_grace: Duration,
     pub stop: CancellationToken,
 }
 
@@ -133,7 +192,7 @@ impl Gatherer {
     pub async fn run(self) {
         let this = Arc::new(self);
         let mut parts: HashMap<i32, Part> = HashMap::new();
-        let mut live: JoinSet<LiveDone> = JoinSet::new();
+        let mut live = LiveRuns::default();
         let mut last_step = Instant::now();
         loop {
             let message = tokio::select! {
@@ -158,32 +217,30 @@ impl Gatherer {
                     );
                 }
             }
-            while let Some(done) = live.try_join_next() {
-                match done {
-                    Ok((p, id, tombstone)) => {
-                        if let Some(part) = parts.get_mut(&p) {
-                            part.running.remove(&id);
-                            if let Some(offset) = tombstone {
-                                part.wrote(offset);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        error!(error = %e, "A live run of a deferred job panicked; it runs again when its partition is read next.")
-                    }
-                }
-            }
+            live.reap(&mut parts);
             if last_step.elapsed() < STEP_EVERY {
                 continue;
             }
             last_step = Instant::now();
             for (p, part) in parts.iter_mut().filter(|(_, part)| part.settled()) {
-                if !this.step(*p, part, &mut live).await {
+                if !this.step(*p, part, &mut live).await && this.stop.is_cancelled() {
                     break;
                 }
             }
         }
-        live.shutdown().await;
+        // Calls under way finish (their results published) within the grace;
+        // what is cut then runs again on the partition's next owner.
+        let drained = tokio::time::timeout(this.drain_grace, async {
+            while live.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                running = live.running.len(),
+                "Live runs of deferred jobs cut at the end of the drain grace; they run again on the partition's next owner."
+            );
+        }
+        live.tasks.shutdown().await;
         for part in parts.into_values() {
             this.release_holds(part);
         }
@@ -234,11 +291,15 @@ impl Gatherer {
         part.book.apply(key, record, m.offset());
     }
 
-    /// Acts on one partition's book; false when stopped mid-way.
-    async fn step(self: &Arc<Self>, p: i32, part: &mut Part, live: &mut JoinSet<LiveDone>) -> bool {
-        self.hold_waiting(part);
-        let open: Vec<ProviderBatchRecord> =
-            part.book.open_batches().map(|b| b.record.clone()).collect();
+    /// Acts on one partition's book; false when stopped (or the topic
+    /// refused a record) mid-way.
+    async fn step(self: &Arc<Self>, p: i32, part: &mut Part, live: &mut LiveRuns) -> bool {
+        self.hold_waiting(part, &live.running);
+        let open: Vec<ProviderBatchRecord> = part
+            .book
+            .open_batches()
+            .map(|b| current(&part.book, &b.record))
+            .collect();
         for record in open {
             let done = match record.state {
                 ProviderBatchState::Intent => self.resume(p, part, record).await,
@@ -266,17 +327,33 @@ impl Gatherer {
             &|d| self.batch_api(d).is_some(),
             &|b| self.engine.is_batch_canceled(b),
         );
+        // One provider batch created per partition and step, so that the
+        // loop returns to its consumer between uploads.
+        let mut created = false;
         for step in steps {
             let done = match step {
                 Step::Submit {
                     deployment,
                     batch_id,
                     jobs,
-                } => self.submit(p, part, deployment, batch_id, jobs).await,
+                } => {
+                    let jobs: Vec<String> = jobs
+                        .into_iter()
+                        .filter(|j| !live.running.contains(j))
+                        .collect();
+                    if created || jobs.is_empty() {
+                        continue;
+                    }
+                    created = true;
+                    self.submit(p, part, deployment, batch_id, jobs).await
+                }
                 Step::Live { job_id, why } => {
-                    self.run_live(p, part, &job_id, why, live);
+                    if !live.running.contains(&job_id) && live.has_room() {
+                        self.run_live(p, part, &job_id, why, live);
+                    }
                     true
                 }
+                Step::Cancel { job_id } if live.running.contains(&job_id) => true,
                 Step::Cancel { job_id } => self.cancel_waiting(p, part, &job_id).await,
             };
             if !done {
@@ -288,10 +365,10 @@ impl Gatherer {
 
     /// Holds the worst case of every job in the book not held yet, and
     /// releases the holds of jobs no longer in it.
-    fn hold_waiting(&self, part: &mut Part) {
+    fn hold_waiting(&self, part: &mut Part, running: &HashSet<String>) {
         for job in part.book.jobs() {
             let id = &job.record.job.job_id;
-            if !part.holds.contains_key(id) && !part.running.contains(id) {
+            if !part.holds.contains_key(id) && !running.contains(id) {
                 let hold = self
                     .engine
                     .hold_budget(&job.record.job, job.record.reserve_usd);
@@ -350,7 +427,8 @@ impl Gatherer {
             }
             Err(PublishError::Stopped) => None,
             Err(PublishError::Refused(e)) => {
-                error!(topic = %self.out.name, partition = p, key, error = %e, "The deferred topic refused a record; gathering on this partition stops until it takes it (check the topic and message.max.bytes).");
+                error!(topic = %self.out.name, partition = p, key, error = %e, pause = ?REFUSED_PAUSE, "The deferred topic refused a record; this partition waits, then tries again (check the topic and message.max.bytes).");
+                part.paused_until = Some(Instant::now() + REFUSED_PAUSE);
                 None
             }
         }
@@ -402,18 +480,29 @@ impl Gatherer {
     /// was accepted. A create that may have reached the provider leaves the
     /// intent, to be looked for after `submit_timeout`; one the provider
     /// refused outright hands its jobs on.
-    async fn create(&self, p: i32, part: &mut Part, mut record: ProviderBatchRecord) -> bool {
+    async fn create(&self, p: i32, part: &mut Part, record: ProviderBatchRecord) -> bool {
         let Some((dep, api)) = self.batch_api(&record.deployment) else {
             return true;
         };
-        let jobs: Vec<DeferredJob> = record
+        // The requests are the jobs the intent still answers for, each under
+        // the custom id of its place in the intent: a fresh intent's jobs
+        // (not in any batch the book knows yet) or a resumed one's own.
+        let key = record.key.clone();
+        let jobs: Vec<(usize, DeferredJob)> = record
             .jobs
             .iter()
-            .filter_map(|id| part.book.job(id).map(|j| j.record.clone()))
+            .enumerate()
+            .filter(|(_, id)| !record.released.contains(id))
+            .filter_map(|(i, id)| {
+                let j = part.book.job(id)?;
+                (j.batch.is_none() || j.batch.as_deref() == Some(key.as_str()))
+                    .then(|| (i, j.record.clone()))
+            })
             .collect();
-        if jobs.len() != record.jobs.len() {
-            // A job of the intent ended meanwhile (its batch was canceled, or
-            // another worker ran it): the intent is dropped, its jobs planned again.
+        if jobs.len() + record.released.len() != record.jobs.len() {
+            // A job of the intent ended or moved on meanwhile (its batch was
+            // canceled, or another worker ran it): the intent is dropped, its
+            // remaining jobs planned again.
             return self
                 .abandon_intent(
                     p,
@@ -423,11 +512,11 @@ impl Gatherer {
                 )
                 .await;
         }
-        let ids: Vec<String> = (0..jobs.len()).map(|i| record.custom_id(i)).collect();
+        let ids: Vec<String> = jobs.iter().map(|(i, _)| record.custom_id(*i)).collect();
         let requests = jobs
             .iter()
             .zip(&ids)
-            .map(|(job, custom_id)| BatchRequest {
+            .map(|((_, job), custom_id)| BatchRequest {
                 custom_id,
                 call: CallRequest {
                     request: &job.job.request,
@@ -454,8 +543,7 @@ impl Gatherer {
                     BatchError::Status { status, .. } => Some(*status),
                     _ => None,
                 };
-                record.released = record.jobs.clone();
-                for job in jobs {
+                for (_, job) in jobs {
                     let attempt = failed_line(&record, AttemptOutcome::Rejected, status, &why);
                     if !self
                         .hand_on(p, part, job, &record.deployment, attempt)
@@ -464,7 +552,7 @@ impl Gatherer {
                         return false;
                     }
                 }
-                self.close(p, part, record).await
+                self.close(p, part, record, Vec::new()).await
             }
             Ok(Err(e)) => {
                 warn!(key = %record.key, deployment = %record.deployment, error = %e, wait = ?self.settings.submit_timeout, "Creating a provider batch failed; it is looked for at the provider, then created again if absent, after submit_timeout.");
@@ -518,12 +606,26 @@ impl Gatherer {
         }
         let Some((_, api)) = self.batch_api(&record.deployment) else {
             warn!(key = %record.key, deployment = %record.deployment, "A provider batch intent names a deployment this worker has no batch API for; it waits for a worker that has.");
+            self.poll_later(part, &record.key, NO_API_PAUSE);
             return true;
         };
+        let canceled = record
+            .batch_id
+            .as_deref()
+            .is_some_and(|b| self.engine.is_batch_canceled(b));
         match self.find(api.as_ref(), part, &record).await {
             Ok(Some(remote)) => {
                 info!(key = %record.key, provider_batch_id = %remote.id, "Adopted a provider batch created before its acceptance was recorded.");
                 self.accepted(p, part, record, &remote).await
+            }
+            Ok(None) if canceled => {
+                self.abandon_intent(
+                    p,
+                    part,
+                    record,
+                    "its batch was canceled before it was created",
+                )
+                .await
             }
             Ok(None) => {
                 info!(key = %record.key, "No provider batch carries this intent's key; creating it.");
@@ -543,26 +645,33 @@ impl Gatherer {
         }
     }
 
-    /// Drops an intent never created: its jobs are free to be planned again.
+    /// Drops an intent never created: the jobs it still answers for are
+    /// written again (a hand-on more), which frees them to be planned anew.
     async fn abandon_intent(
         &self,
         p: i32,
         part: &mut Part,
-        mut record: ProviderBatchRecord,
+        record: ProviderBatchRecord,
         why: &str,
     ) -> bool {
         info!(key = %record.key, why, "A provider batch intent is dropped before creation.");
-        record.released = record.jobs.clone();
-        // Each remaining job is written again, which frees it from the intent.
-        for id in record.jobs.clone() {
-            if let Some(job) = part.book.job(&id).map(|j| j.record.clone()) {
-                let again = DeferredRecord::Job(job);
-                if self.write(p, part, &id, Some(&again)).await.is_none() {
-                    return false;
-                }
+        let key = record.key.as_str();
+        let own: Vec<DeferredJob> = record
+            .jobs
+            .iter()
+            .filter(|id| !record.released.contains(id))
+            .filter_map(|id| part.book.job(id))
+            .filter(|j| j.batch.as_deref() == Some(key))
+            .map(|j| j.record.clone())
+            .collect();
+        for job in own {
+            let id = job.job.job_id.clone();
+            let again = DeferredRecord::Job(job.again());
+            if self.write(p, part, &id, Some(&again)).await.is_none() {
+                return false;
             }
         }
-        self.close(p, part, record).await
+        self.close(p, part, record, Vec::new()).await
     }
 
     /// The provider's batch that carries `record`'s key, if there is one.
@@ -585,12 +694,13 @@ impl Gatherer {
             .collect();
         let from = record.attempt_at - CLOCK_SKEW;
         let to = record.attempt_at
-            + chrono::TimeDelta::from_std(self.settings.submit_timeout).unwrap_or_default()
+            + chrono::TimeDelta::from_std(self.settings.submit_timeout * 2).unwrap_or_default()
             + CLOCK_SKEW;
+        let requests = (record.jobs.len() - record.released.len()) as u64;
         let mut cursor: Option<String> = None;
         let mut candidate: Option<RemoteBatch> = None;
         for _ in 0..MAX_LIST_PAGES {
-            let page = api.list(cursor.as_deref()).await?;
+            let page = timed(API_TIMEOUT, api.kind(), api.list(cursor.as_deref())).await?;
             let mut older = false;
             for remote in page.batches {
                 match api.carries(&remote, &record.key) {
@@ -599,7 +709,7 @@ impl Gatherer {
                     None => {
                         let within = remote.created_at.is_none_or(|t| t >= from && t <= to);
                         if within
-                            && remote.requests == record.jobs.len() as u64
+                            && remote.requests == requests
                             && !claimed.contains(remote.id.as_str())
                         {
                             // Newest first: the last match is the earliest.
@@ -611,10 +721,17 @@ impl Gatherer {
             }
             match page.next {
                 Some(next) if !older => cursor = Some(next),
-                _ => break,
+                _ => return Ok(candidate),
             }
         }
-        Ok(candidate)
+        // Not back to the intent's time yet: creating it now could send it
+        // twice, so the search is tried again later.
+        Err(BatchError::Unreachable {
+            api: api.kind(),
+            message: format!(
+                "{MAX_LIST_PAGES} pages of batches listed without reaching the intent's time"
+            ),
+        })
     }
 
     /// Whether an open batch may be polled now.
@@ -624,6 +741,12 @@ impl Gatherer {
             backoff: Backoff::new(self.settings.poll_interval, self.settings.max_poll_backoff),
         });
         Instant::now() >= poll.next
+    }
+
+    fn poll_later(&self, part: &mut Part, key: &str, pause: Duration) {
+        if let Some(poll) = part.polls.get_mut(key) {
+            poll.next = Instant::now() + pause;
+        }
     }
 
     fn polled_badly(&self, part: &mut Part, key: &str, e: &BatchError) {
@@ -641,6 +764,8 @@ impl Gatherer {
             return true;
         }
         let Some((_, api)) = self.batch_api(&record.deployment) else {
+            warn!(key = %record.key, deployment = %record.deployment, "A provider batch names a deployment this worker has no batch API for; it waits for a worker that has.");
+            self.poll_later(part, &record.key, NO_API_PAUSE);
             return true;
         };
         let Some(id) = record.provider_batch_id.clone() else {
@@ -650,15 +775,26 @@ impl Gatherer {
             .batch_id
             .as_deref()
             .is_some_and(|b| self.engine.is_batch_canceled(b));
-        let polled = if canceled && !record.cancel_requested {
+        let mut polled = None;
+        if canceled && !record.cancel_requested {
             info!(key = %record.key, provider_batch_id = %id, "Canceling a provider batch of a canceled batch.");
-            let r = api.cancel(&id).await;
-            if r.is_ok() {
-                record.cancel_requested = true;
+            match timed(API_TIMEOUT, api.kind(), api.cancel(&id)).await {
+                Ok(remote) => {
+                    record.cancel_requested = true;
+                    polled = Some(Ok(remote));
+                }
+                // Refused outright (most likely it has ended already): asked
+                // once is enough; it is polled and collected as it is.
+                Err(e) if !e.is_retryable() => {
+                    warn!(key = %record.key, provider_batch_id = %id, error = %e, "The provider refused to cancel a batch; collecting it as it is.");
+                    record.cancel_requested = true;
+                }
+                Err(e) => polled = Some(Err(e)),
             }
-            r
-        } else {
-            api.retrieve(&id).await
+        }
+        let polled = match polled {
+            Some(polled) => polled,
+            None => timed(API_TIMEOUT, api.kind(), api.retrieve(&id)).await,
         };
         let remote = match polled {
             Ok(remote) => remote,
@@ -709,7 +845,7 @@ impl Gatherer {
         let lines = if remote.status == RemoteStatus::Failed {
             Vec::new()
         } else {
-            match api.results(&remote).await {
+            match timed(RESULTS_TIMEOUT, api.kind(), api.results(&remote)).await {
                 Ok(lines) => lines,
                 Err(e) => {
                     self.polled_badly(part, &record.key, &e);
@@ -746,6 +882,7 @@ impl Gatherer {
             .map(|(i, j)| (i, j.record.clone(), j.offset))
             .collect();
         let mut ended: Vec<(String, f64)> = Vec::new();
+        let mut handed_on = 0usize;
         for (i, job, offset) in jobs {
             let id = job.job.job_id.clone();
             let original =
@@ -760,7 +897,7 @@ impl Gatherer {
                 .settle_line(p, part, &record, api.as_ref(), job, line)
                 .await
             {
-                Settled::HandedOn => record.released.push(id),
+                Settled::HandedOn => handed_on += 1,
                 Settled::Stopped => return false,
                 Settled::Ended(outcome) => {
                     let cost = match &outcome {
@@ -776,8 +913,9 @@ impl Gatherer {
         }
         record.provider_status = Some(remote.provider_status.clone());
         record.counts = remote.counts;
-        info!(key = %record.key, provider_batch_id = ?record.provider_batch_id, answered = remote.counts.succeeded, errored = remote.counts.errored, expired = remote.counts.expired, handed_on = record.released.len(), "Collected a provider batch.");
-        if !self.close(p, part, record).await {
+        info!(key = %record.key, provider_batch_id = ?record.provider_batch_id, answered = remote.counts.succeeded, errored = remote.counts.errored, expired = remote.counts.expired, handed_on, "Collected a provider batch.");
+        let ended_ids = ended.iter().map(|(id, _)| id.clone()).collect();
+        if !self.close(p, part, record, ended_ids).await {
             return false;
         }
         for (id, cost) in ended {
@@ -939,9 +1077,21 @@ impl Gatherer {
             .map_or(0.0, |m| m.cost_in(RunMode::Deferred, usage))
     }
 
-    /// Records a provider batch as done with.
-    async fn close(&self, p: i32, part: &mut Part, mut record: ProviderBatchRecord) -> bool {
+    /// Records a provider batch as done with. The record names only the
+    /// jobs that ended with it (`ended`, whose records are removed next), so
+    /// that a fold of the compacted topic still ends them should their
+    /// removal not happen, while jobs handed on (written again since) are
+    /// left alone; it is never larger than the intent was.
+    async fn close(
+        &self,
+        p: i32,
+        part: &mut Part,
+        mut record: ProviderBatchRecord,
+        ended: Vec<String>,
+    ) -> bool {
         record.state = ProviderBatchState::Collected;
+        record.jobs = ended;
+        record.released = Vec::new();
         record.updated_at = Utc::now();
         part.polls.remove(&record.key);
         let key = record.key.clone();
@@ -972,42 +1122,57 @@ impl Gatherer {
         };
         let (record, offset) = job;
         let original = serde_json::to_vec(&DeferredRecord::Job(record.clone())).unwrap_or_default();
+        let billed = record.earlier_cost_usd();
         let outcome = self.engine.cancel_deferred(record);
         if !self.publish(p, offset, job_id, original, &outcome).await {
             return false;
         }
-        self.settle_hold(part, job_id, 0.0);
+        self.settle_hold(part, job_id, billed);
         self.write(p, part, job_id, None).await.is_some()
     }
 
     /// Runs a job that can no longer wait for a provider batch live, in a
-    /// task of its own: admitted again (as live), its earlier batch attempts
-    /// kept, and its record removed once the result is out.
+    /// task of its own: admitted again (as live, on the signer and release
+    /// checked at hand-off), its earlier batch attempts kept, and its record
+    /// removed once the result is out.
     fn run_live(
         self: &Arc<Self>,
         p: i32,
         part: &mut Part,
         job_id: &str,
         why: String,
-        live: &mut JoinSet<LiveDone>,
+        live: &mut LiveRuns,
     ) {
         let Some((record, offset)) = part.book.job(job_id).map(|j| (j.record.clone(), j.offset))
         else {
             return;
         };
-        self.settle_hold(part, job_id, 0.0);
-        part.running.insert(job_id.to_owned());
+        // The live run reserves its own worst case; what earlier lines billed
+        // is spent already.
+        self.settle_hold(part, job_id, record.earlier_cost_usd());
+        live.running.insert(job_id.to_owned());
         let this = self.clone();
         let id = job_id.to_owned();
-        live.spawn(async move {
+        let task = live.tasks.spawn(async move {
             info!(job_id = %id, why = %why, "A deferred job runs live.");
             let original =
                 serde_json::to_vec(&DeferredRecord::Job(record.clone())).unwrap_or_default();
             let DeferredJob {
-                mut job, attempts, ..
+                mut job,
+                attempts,
+                signer,
+                released_by,
+                ..
             } = record;
             job.mode = Some(JobMode::Live);
-            let outcome = match this.engine.process(job).await {
+            let envelope = Envelope {
+                checked: Some(Checked {
+                    signer,
+                    released_by,
+                }),
+                ..Envelope::default()
+            };
+            let outcome = match this.engine.process_with(job, &envelope).await {
                 Outcome::Finished { result, usage } => {
                     let mut result = result.with_earlier_attempts(attempts);
                     if let Some(r) = result.routing.as_mut() {
@@ -1027,6 +1192,7 @@ impl Gatherer {
             let tombstone = this.write(p, &mut scratch, &id, None).await;
             (p, id, tombstone)
         });
+        live.ids.insert(task.id(), (p, job_id.to_owned()));
     }
 }
 
@@ -1072,4 +1238,37 @@ enum Settled {
     HandedOn,
     /// Stopped before it was recorded.
     Stopped,
+}
+
+/// The record of an open provider batch as the book says it now: the jobs it
+/// no longer answers for (handed on since it was written) named `released`,
+/// so that a record written from it claims none of them back.
+fn current(book: &Book, record: &ProviderBatchRecord) -> ProviderBatchRecord {
+    let claimed: HashSet<&str> = book
+        .jobs_of(&record.key)
+        .into_iter()
+        .map(|(_, j)| j.record.job.job_id.as_str())
+        .collect();
+    let mut record = record.clone();
+    record.released = record
+        .jobs
+        .iter()
+        .filter(|id| !claimed.contains(id.as_str()))
+        .cloned()
+        .collect();
+    record
+}
+
+/// A provider batch API call, given up after `limit` (tried again later).
+async fn timed<T>(
+    limit: Duration,
+    api: &'static str,
+    call: impl std::future::Future<Output = Result<T, BatchError>>,
+) -> Result<T, BatchError> {
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(BatchError::Unreachable {
+            api,
+            message: format!("no answer within {} s", limit.as_secs()),
+        })
+    })
 }

@@ -123,6 +123,7 @@ impl JobContext {
             released_by: incoming.released_by.clone(),
             partition: incoming.ticket.partition,
             offset: incoming.ticket.offset,
+            checked: None,
         };
         match AssertUnwindSafe(self.engine.process_with(job, &envelope))
             .catch_unwind()

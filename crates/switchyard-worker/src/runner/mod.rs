@@ -413,6 +413,7 @@ fn gatherer(
         out: deferred,
         publisher,
         settings: config.deferred,
+        drain_grace: config.worker.drain_grace,
         stop: jobs.publisher.stop.child_token(),
     })
 }
