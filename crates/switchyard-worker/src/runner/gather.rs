@@ -163,12 +163,17 @@ const MAX_LIVE_RUNS: usize = 256;
 /// Longest a provider batch API call may take (listing, polling, canceling).
 const API_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Longest reading a provider batch's results may take.
-const RESULTS_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest reading a provider batch's results may take (under the consumer's
+/// five-minute poll interval, so that the gatherer keeps its partitions).
+const RESULTS_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// How long a provider batch of a deployment this worker cannot reach waits
 /// before it is looked at again (and the warning repeated).
 const NO_API_PAUSE: Duration = Duration::from_secs(60);
+
+/// How long a collected provider batch's record stays on the deferred topic
+/// (for `status`).
+const COLLECTED_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How long a partition waits after the topic refused one of its records.
 const REFUSED_PAUSE: Duration = Duration::from_secs(30);
@@ -295,6 +300,9 @@ impl Gatherer {
     /// refused a record) mid-way.
     async fn step(self: &Arc<Self>, p: i32, part: &mut Part, live: &mut LiveRuns) -> bool {
         self.hold_waiting(part, &live.running);
+        if !self.forget_collected(p, part).await {
+            return false;
+        }
         let open: Vec<ProviderBatchRecord> = part
             .book
             .open_batches()
@@ -357,6 +365,25 @@ impl Gatherer {
                 Step::Cancel { job_id } => self.cancel_waiting(p, part, &job_id).await,
             };
             if !done {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Removes the records of provider batches collected more than
+    /// [`COLLECTED_KEPT`] ago (their jobs' records went before them).
+    async fn forget_collected(&self, p: i32, part: &mut Part) -> bool {
+        let before = Utc::now() - chrono::TimeDelta::from_std(COLLECTED_KEPT).unwrap_or_default();
+        let old: Vec<String> = part
+            .book
+            .batches()
+            .filter(|b| b.record.state == ProviderBatchState::Collected)
+            .filter(|b| b.record.updated_at < before)
+            .map(|b| b.record.key.clone())
+            .collect();
+        for key in old {
+            if self.write(p, part, &key, None).await.is_none() {
                 return false;
             }
         }
@@ -914,17 +941,17 @@ impl Gatherer {
         record.provider_status = Some(remote.provider_status.clone());
         record.counts = remote.counts;
         info!(key = %record.key, provider_batch_id = ?record.provider_batch_id, answered = remote.counts.succeeded, errored = remote.counts.errored, expired = remote.counts.expired, handed_on, "Collected a provider batch.");
-        let ended_ids = ended.iter().map(|(id, _)| id.clone()).collect();
-        if !self.close(p, part, record, ended_ids).await {
-            return false;
-        }
+        // The ended jobs' records go first, then the batch's: once it is
+        // recorded collected, nothing of it is left on the topic to redo.
+        let mut ended_ids = Vec::with_capacity(ended.len());
         for (id, cost) in ended {
             self.settle_hold(part, &id, cost);
             if self.write(p, part, &id, None).await.is_none() {
                 return false;
             }
+            ended_ids.push(id);
         }
-        true
+        self.close(p, part, record, ended_ids).await
     }
 
     /// What one line of an ended provider batch does to its job.
@@ -1078,10 +1105,10 @@ impl Gatherer {
     }
 
     /// Records a provider batch as done with. The record names only the
-    /// jobs that ended with it (`ended`, whose records are removed next), so
-    /// that a fold of the compacted topic still ends them should their
-    /// removal not happen, while jobs handed on (written again since) are
-    /// left alone; it is never larger than the intent was.
+    /// jobs that ended with it (`ended`, whose records were removed just
+    /// before), while jobs handed on (written again since) are left alone; it
+    /// is never larger than the intent was. It stays on the topic for
+    /// `status` for [`COLLECTED_KEPT`], then is removed.
     async fn close(
         &self,
         p: i32,
