@@ -467,6 +467,17 @@ async fn a_database_with_usage_upgrades_to_per_insert_rollups_with_every_sum_kep
     };
     // A database at migration 0002, holding rows a sink of that time inserted.
     assert_eq!(migrate_to(&config, 2).await.unwrap(), vec![1, 2]);
+    // This version's rows carry the columns 0005 adds: they are added first
+    // (with 0005's defaults) so that the rows can be written; the upgrade
+    // below finds them there and adds them no second time.
+    for column in [
+        "cache_write_input_tokens UInt64 DEFAULT 0",
+        "mode String DEFAULT 'live'",
+        "live_cost_usd Float64 DEFAULT cost_usd",
+    ] {
+        db.sql(&format!("ALTER TABLE usage_events ADD COLUMN {column}"))
+            .await;
+    }
     let before = rows(0, 500);
     let mut insert = config
         .client()
@@ -481,7 +492,7 @@ async fn a_database_with_usage_upgrades_to_per_insert_rollups_with_every_sum_kep
     // The upgrade: the materialized failed cost reads on old rows, and the
     // offsets table is filled from them.
     // (and the audit tables arrive beside them).
-    assert_eq!(migrate(&config).await.unwrap(), vec![3, 4]);
+    assert_eq!(migrate(&config).await.unwrap(), vec![3, 4, 5]);
     let max_offsets = db
         .sql("SELECT kafka_partition, max(max_offset) FROM usage_offsets GROUP BY kafka_partition ORDER BY kafka_partition")
         .await;

@@ -414,11 +414,11 @@ fn report_reads_a_parquet_tree_as_csv_json_and_html() {
     assert!(lines[0].starts_with("team,jobs,attempts,"), "{csv}");
     assert_eq!(
         lines[1],
-        "acme/retail/search,10,10,10000,5000,0,2.500000,0.250000,0.000000,25.000000,22.500000,90.00"
+        "acme/retail/search,10,10,10000,5000,0,2.500000,0.250000,0.000000,25.000000,22.500000,90.00,22.500000,0.000000,0"
     );
     assert_eq!(
         lines[2],
-        "acme/retail/support,15,20,20000,10000,0,5.000000,0.333333,0.250000,50.000000,45.000000,90.00"
+        "acme/retail/support,15,20,20000,10000,0,5.000000,0.333333,0.250000,50.000000,45.000000,90.00,45.000000,0.000000,0"
     );
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("Spend over time by business unit") && page.contains("<svg"));

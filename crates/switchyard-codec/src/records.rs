@@ -503,8 +503,15 @@ impl AvroRecord for UsageEvent {
             "cost_usd",
             "baseline_cost_usd",
             "latency_ms",
+            "mode",
+            "live_cost_usd",
         ];
-        const USAGE_KEYS: &[&str] = &["input_tokens", "output_tokens", "cached_input_tokens"];
+        const USAGE_KEYS: &[&str] = &[
+            "input_tokens",
+            "output_tokens",
+            "cached_input_tokens",
+            "cache_write_input_tokens",
+        ];
         let Some(obj) = value.as_object_mut() else {
             return;
         };

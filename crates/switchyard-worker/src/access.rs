@@ -46,7 +46,7 @@ pub struct Checked {
     /// The principal whose signature checked out.
     pub signer: Option<String>,
     /// The decision that released it from a hold.
-    pub released_by: Option<Decision>,
+    pub released_by: Option<Box<Decision>>,
 }
 
 /// The worker's access-control state.

@@ -195,7 +195,7 @@ fn csv_cells_that_a_spreadsheet_would_run_are_neutralised_and_numbers_stay_numbe
     assert!(lines.iter().any(|l| l.starts_with("-5,")), "{csv:?}");
     let dear = lines.iter().find(|l| l.starts_with("dear,")).unwrap();
     assert!(
-        dear.ends_with(",-1.500000,-300.00"),
+        dear.contains(",-1.500000,-300.00,"),
         "a negative saving is a number: {dear}"
     );
     for number in ["-5", "-1.500000", "0.25", "12", "-300.00"] {

@@ -24,6 +24,9 @@ pub use plan::{PlanSettings, Step, plan};
 /// One record of the deferred topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// A record lives only between the topic and the book (which keeps the parts),
+// one at a time: boxing the job would cost an allocation per read for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum DeferredRecord {
     /// A job waiting for a provider batch (key: its job id).
     Job(DeferredJob),
@@ -85,7 +88,7 @@ pub struct DeferredJob {
     /// The approver's decision that released the job from a hold, checked at
     /// hand-off, for the same reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub released_by: Option<Decision>,
+    pub released_by: Option<Box<Decision>>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -397,7 +397,7 @@ impl Engine {
                     .signer
                     .clone()
                     .map_or(Signer::Unsigned, Signer::Principal),
-                released_by: checked.released_by.as_ref(),
+                released_by: checked.released_by.as_deref(),
             },
             None => JobFacts {
                 canceled: self.is_canceled(job),
@@ -425,7 +425,7 @@ impl Engine {
                     admitted,
                     checked: Checked {
                         signer: facts.signer.principal().map(str::to_owned),
-                        released_by: facts.released_by.cloned(),
+                        released_by: facts.released_by.cloned().map(Box::new),
                     },
                     reservation: Reserved {
                         ledger: &self.ledger,
