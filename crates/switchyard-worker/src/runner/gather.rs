@@ -91,6 +91,10 @@ struct Part {
     polls: HashMap<String, Poll>,
     /// After the topic refused a record: the partition waits until then.
     paused_until: Option<Instant>,
+    /// No provider batch is planned before then: `submit_timeout` after the
+    /// partition was read, so that an intent its previous owner was writing
+    /// when the partition moved is read before the same jobs are planned.
+    plan_after: Option<Instant>,
 }
 
 impl Part {
@@ -213,7 +217,8 @@ impl Gatherer {
             let topic = this.out.name.as_str();
             let states = parts.iter_mut().map(|(p, part)| (*p, &mut part.read));
             for p in compacted::catch_up(&this.consumer, topic, states) {
-                if let Some(part) = parts.get(&p) {
+                if let Some(part) = parts.get_mut(&p) {
+                    part.plan_after = Some(Instant::now() + this.settings.submit_timeout);
                     info!(
                         partition = p,
                         waiting = part.book.waiting().count(),
@@ -318,7 +323,7 @@ impl Gatherer {
                 return false;
             }
         }
-        if !part.settled() {
+        if !part.settled() || part.plan_after.is_some_and(|t| Instant::now() < t) {
             return true;
         }
         let settings = PlanSettings {
@@ -473,6 +478,15 @@ impl Gatherer {
         let Some((dep, _)) = self.batch_api(&deployment) else {
             return true;
         };
+        // A partition that moved to another worker since this step began is
+        // no longer this worker's to plan.
+        let owned = self
+            .consumer
+            .assignment()
+            .is_ok_and(|tpl| tpl.find_partition(&self.out.name, p).is_some());
+        if !owned {
+            return true;
+        }
         let now = Utc::now();
         let record = ProviderBatchRecord {
             key: batch_key(uuid::Uuid::new_v4().as_u128()),
