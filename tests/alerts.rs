@@ -147,9 +147,11 @@ async fn workers_alerts_reach_the_webhook_once_per_crossing() {
         .values()
         .filter(|c| c[0].status == JobStatus::Succeeded)
         .count();
+    // Two workers: the quota's documented bound is one job per other worker
+    // beyond it (README, "The overshoot bound").
     assert!(
-        (1..=6).contains(&succeeded),
-        "{succeeded} succeeded of 10 with 6 a day"
+        (1..=7).contains(&succeeded),
+        "{succeeded} succeeded of 10 with 6 a day and two workers"
     );
 
     let arrived = eventually(Duration::from_secs(30), || {
