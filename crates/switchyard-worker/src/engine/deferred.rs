@@ -104,7 +104,7 @@ impl Engine {
         let latency_ms = (completed_at - deferred_at).num_milliseconds().max(0) as u64;
         let content = self.auditor.get().is_some() && self.audit_content(&job);
         let answer = answer.map(|a| (0, a));
-        let mut result = JobResult::finished(
+        let result = JobResult::finished(
             job,
             routing,
             vec![attempt],
@@ -115,16 +115,7 @@ impl Engine {
         )
         .with_earlier_attempts(earlier)
         .in_mode(RunMode::Deferred);
-        result.cap_echoes(self.max_echo);
-        self.metrics
-            .record(&result, self.baseline_cost(&result.usage));
-        if let Some(a) = self.auditor.get() {
-            a.finished(&result, content);
-        }
-        Outcome::Finished {
-            result: Box::new(result),
-            usage,
-        }
+        self.finished(result, usage, content)
     }
 
     /// The usage event of one provider-batch line of a deferred job that

@@ -568,7 +568,7 @@ impl Engine {
         };
         let latency_ms = started.elapsed().as_millis() as u64;
         let content = self.auditor.get().is_some() && self.audit_content(&job);
-        let mut result = JobResult::finished(
+        let result = JobResult::finished(
             job,
             routing,
             attempts,
@@ -577,6 +577,11 @@ impl Engine {
             latency_ms,
             completed_at,
         );
+        self.finished(result, events, content)
+    }
+
+    /// A final result, capped, counted and audited, with its usage events.
+    fn finished(&self, mut result: JobResult, usage: Vec<UsageEvent>, content: bool) -> Outcome {
         result.cap_echoes(self.max_echo);
         self.metrics
             .record(&result, self.baseline_cost(&result.usage));
@@ -585,7 +590,7 @@ impl Engine {
         }
         Outcome::Finished {
             result: Box::new(result),
-            usage: events,
+            usage,
         }
     }
 
