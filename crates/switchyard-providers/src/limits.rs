@@ -12,6 +12,12 @@
 //! burst of a tenth of the limit and a rate of the rest: never more than the limit
 //! in any window (a minute, unless the deployment says otherwise).
 //!
+//! The provider counts calls when they arrive, not when the worker let them go:
+//! two calls admitted a window apart can arrive closer together when the first
+//! was slowed on its way (a busy core, a new connection). So both limits count
+//! over the window plus a delivery margin, [`delivery_margin`]: 5% of the
+//! window, at least 250 ms and at most a tenth of it.
+//!
 //! Tokens: a sliding-window ledger. Each call reserves its whole estimate at once,
 //! and is admitted only when the tokens of the calls admitted in the last window
 //! plus its own fit the limit, so the tokens sent in any window never exceed it,
@@ -115,6 +121,14 @@ pub struct DeploymentLimiter {
 /// the deployment does not say (`routing.retry.max_retry_after`'s default).
 pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_secs(60);
 
+/// How much longer than the provider's window the limiter counts over, so that
+/// calls delayed on their way still arrive within the provider's limit.
+pub fn delivery_margin(window: Duration) -> Duration {
+    (window / 20)
+        .max(Duration::from_millis(250))
+        .min(window / 10)
+}
+
 /// Bucket for `limit` per `window`: a tenth as burst, the rest as steady rate.
 fn bucket(limit: u32, window: Duration) -> Option<DefaultDirectRateLimiter> {
     let limit = NonZeroU32::new(limit)?;
@@ -133,12 +147,13 @@ impl DeploymentLimiter {
     /// Limits per `window`, scaled by this worker's `share` of the key.
     pub fn with_window(rpm: Option<u32>, tpm: Option<u32>, share: f64, window: Duration) -> Self {
         let scale = |x: u32| ((f64::from(x) * share).floor() as u32).max(1);
+        let counted = window + delivery_margin(window);
         Self {
-            requests: rpm.map(scale).and_then(|l| bucket(l, window)),
+            requests: rpm.map(scale).and_then(|l| bucket(l, counted)),
             tokens: tpm
                 .map(scale)
                 .filter(|l| *l > 0)
-                .map(|l| TokenWindow::new(u64::from(l), window)),
+                .map(|l| TokenWindow::new(u64::from(l), window, counted)),
             paused_until: Mutex::new(None),
             throttle_streak: AtomicU32::new(0),
             // 500 ms to 30 s for a one-minute window.
@@ -301,7 +316,10 @@ fn jitter(wait: Duration) -> Duration {
 #[derive(Debug)]
 struct TokenWindow {
     limit: u64,
+    /// The provider's window, as configured.
     window: Duration,
+    /// The window plus the delivery margin: what the ledger counts over.
+    counted: Duration,
     /// Held by the call whose turn it is to be admitted (tokio's mutex is fair).
     turn: tokio::sync::Mutex<()>,
     ledger: Mutex<Ledger>,
@@ -362,10 +380,11 @@ impl Ledger {
 }
 
 impl TokenWindow {
-    fn new(limit: u64, window: Duration) -> Self {
+    fn new(limit: u64, window: Duration, counted: Duration) -> Self {
         Self {
             limit,
             window,
+            counted,
             turn: tokio::sync::Mutex::new(()),
             ledger: Mutex::new(Ledger::default()),
         }
@@ -379,8 +398,8 @@ impl TokenWindow {
     fn try_take(&self, tokens: u64) -> Result<Reservation, Duration> {
         let now = Instant::now();
         let mut l = self.ledger();
-        l.prune(now, self.window);
-        match l.wait_for(now, tokens, self.limit, self.window) {
+        l.prune(now, self.counted);
+        match l.wait_for(now, tokens, self.limit, self.counted) {
             Duration::ZERO => Ok(Reservation {
                 id: l.push(now, tokens),
                 tokens,
@@ -430,13 +449,13 @@ impl TokenWindow {
     fn try_wait(&self, tokens: u64) -> Duration {
         let now = Instant::now();
         let mut l = self.ledger();
-        l.prune(now, self.window);
-        l.wait_for(now, tokens, self.limit, self.window)
+        l.prune(now, self.counted);
+        l.wait_for(now, tokens, self.limit, self.counted)
     }
 
     fn settle(&self, r: Reservation, billed: u64, now: Instant) {
         let mut l = self.ledger();
-        l.prune(now, self.window);
+        l.prune(now, self.counted);
         if billed > r.tokens {
             // Spent beyond the estimate: it counts from now, for a whole window.
             l.push(now, billed - r.tokens);
@@ -452,7 +471,7 @@ impl TokenWindow {
     #[cfg(test)]
     fn used(&self) -> u64 {
         let mut l = self.ledger();
-        l.prune(Instant::now(), self.window);
+        l.prune(Instant::now(), self.counted);
         l.used
     }
 }
@@ -476,6 +495,14 @@ mod tests {
         }
         // Burst of 60, then one every 0.111 s: at most a couple more within 20 ms.
         assert!((60..=62).contains(&admitted), "{admitted}");
+    }
+
+    #[test]
+    fn the_delivery_margin_is_a_twentieth_within_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(delivery_margin(Duration::from_secs(60)), ms(3_000));
+        assert_eq!(delivery_margin(Duration::from_secs(3)), ms(250));
+        assert_eq!(delivery_margin(Duration::from_secs(1)), ms(100));
     }
 
     #[tokio::test]
@@ -522,21 +549,26 @@ mod tests {
         assert_eq!((a.tokens(), b.tokens()), (20_000, 20_000));
         assert_eq!(l.tokens.as_ref().unwrap().used(), 40_000);
         assert_eq!(t0.elapsed(), Duration::ZERO, "40,000 of 50,000 fit at once");
-        // A third does not fit until the first leaves the window, 60 s later.
-        let soon = Some(t0 + Duration::from_secs(59));
+        // A third does not fit until the first leaves the window and its
+        // delivery margin, 63 s later.
+        assert_eq!(
+            delivery_margin(Duration::from_secs(60)),
+            Duration::from_secs(3)
+        );
+        let soon = Some(t0 + Duration::from_secs(62));
         assert_eq!(
             l.acquire(20_000, soon).await.unwrap_err(),
             LimitWait::PastDeadline {
-                wait: Duration::from_secs(60)
+                wait: Duration::from_secs(63)
             }
         );
         let c = l.acquire(20_000, None).await.unwrap();
         assert!(
-            t0.elapsed() >= Duration::from_secs(60),
+            t0.elapsed() >= Duration::from_secs(63),
             "{:?}",
             t0.elapsed()
         );
-        assert!(t0.elapsed() < Duration::from_millis(60_010));
+        assert!(t0.elapsed() < Duration::from_millis(63_010));
         assert_eq!(c.tokens(), 20_000);
         assert_eq!(l.tokens.as_ref().unwrap().used(), 20_000);
     }
