@@ -1,5 +1,6 @@
 //! Chaos: worker processes killed with SIGKILL while providers take 2 s and
-//! flap, workers scaled up and down, a worker whose every slot stays busy past
+//! flap, workers scaled up and down (one stopped in the middle of a
+//! rebalance), a worker whose every slot stays busy past
 //! `max.poll.interval.ms`, and a storm of poison messages among good jobs. What
 //! must hold: no accepted job is lost, every bad message is dead-lettered, the
 //! commit point never sticks, and duplicate results stay few (they are counted
@@ -185,6 +186,50 @@ async fn scaling_one_to_three_to_two_workers_duplicates_at_most_2_percent() {
     assert_none_lost(&ids, &counts);
     let dupes = duplicates(&counts);
     eprintln!("scaling 1 -> 3 -> 2 during 3,000 jobs at 2 s: {dupes} duplicate results");
+    assert!(
+        dupes * 100 <= 2 * ids.len(),
+        "{dupes} duplicates of {}",
+        ids.len()
+    );
+}
+
+/// A worker stopped while a rebalance is taking its partitions away: the
+/// broker refuses the commit of what it finished there until the group has
+/// synced, so the stopping worker stays in the rebalance long enough to hand
+/// that work over instead of leaving it to be redone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_during_a_rebalance_hands_over_what_it_finished() {
+    let (_broker, bootstrap) = start_broker(6);
+    let sim = sim(Duration::from_secs(4)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &sim, 128, "");
+    let jobs = jobs("handover", 900);
+    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
+    produce(&bootstrap, &Topics::default().jobs.name, encoded(&jobs)).await;
+
+    let log = dir.path().join("first.log");
+    let first = start_worker_logged(&config, &bootstrap, &log);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    // The second worker's join revokes the first one's partitions; while its
+    // revoke waits for the jobs in flight (4 s each), it is told to stop.
+    let second = start_worker(&config, &bootstrap, &[]);
+    let joined = eventually(Duration::from_secs(20), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Partitions revoked"))
+    })
+    .await;
+    assert!(joined, "the second worker never caused a rebalance");
+    signal(&first, "-TERM");
+    let counts = until_answered(&bootstrap, &ids, Duration::from_secs(240)).await;
+    assert!(until_committed(&bootstrap, Duration::from_secs(60)).await);
+    drop((first, second));
+    assert_none_lost(&ids, &counts);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("Completing the rebalance to hand over"),
+        "the stop did not land during the revoke:\n{text}"
+    );
+    let dupes = duplicates(&counts);
+    eprintln!("a worker stopped during a rebalance, 900 jobs at 4 s: {dupes} duplicate results");
     assert!(
         dupes * 100 <= 2 * ids.len(),
         "{dupes} duplicates of {}",

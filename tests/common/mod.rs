@@ -91,6 +91,23 @@ pub fn start_worker(config: &Path, bootstrap: &str, env: &[(&str, &str)]) -> Pro
         }
         None => std::process::Stdio::null(),
     };
+    spawn_worker(config, bootstrap, env, level, stderr)
+}
+
+/// Starts `switchyard run` logging at `info` into `log`, for a test that reads
+/// what the worker did.
+pub fn start_worker_logged(config: &Path, bootstrap: &str, log: &Path) -> Proc {
+    let stderr = std::process::Stdio::from(std::fs::File::create(log).unwrap());
+    spawn_worker(config, bootstrap, &[], "info", stderr)
+}
+
+fn spawn_worker(
+    config: &Path,
+    bootstrap: &str,
+    env: &[(&str, &str)],
+    level: &str,
+    stderr: std::process::Stdio,
+) -> Proc {
     let child = switchyard()
         .args(["run", "--config"])
         .arg(config)

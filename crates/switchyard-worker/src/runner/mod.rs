@@ -219,6 +219,7 @@ pub async fn run(
             warn!(error = %e, "Producer flush failed.");
         }
     }
+    complete_handover(&kafka).await;
     final_commit(&kafka);
     kafka.consumer.unsubscribe();
     engine.metrics.set_group_joined(false);
@@ -744,6 +745,33 @@ async fn drain(mut tasks: JoinSet<()>, grace: Duration, stop: &CancellationToken
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     abandoned
+}
+
+/// How long a stopping worker keeps taking part in a rebalance that refused
+/// the commit of its revoked partitions, so that it can commit them.
+const HANDOVER_PATIENCE: Duration = Duration::from_secs(15);
+
+/// When a rebalance refused the commit of the partitions it took away (the
+/// broker answers REBALANCE_IN_PROGRESS until the group has synced), keeps
+/// polling until the rebalance completes and the hand-over is committed (see
+/// `partitions`): stopping before that would leave the others to redo what
+/// this worker finished. Messages polled meanwhile are left unread: they are
+/// not registered, so nothing commits past them.
+async fn complete_handover(kafka: &Kafka) {
+    if !kafka.partitions.handover_pending() {
+        return;
+    }
+    info!("Completing the rebalance to hand over the finished work of revoked partitions.");
+    let until = tokio::time::Instant::now() + HANDOVER_PATIENCE;
+    while kafka.partitions.handover_pending() && tokio::time::Instant::now() < until {
+        tokio::select! {
+            m = kafka.consumer.recv() => drop(m),
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+    if kafka.partitions.handover_pending() {
+        warn!(waited = ?HANDOVER_PATIENCE, "The rebalance did not complete; what revoked partitions finished since their last commit will be redone by their new owners.");
+    }
 }
 
 /// Commits every partition's finished work before leaving the group.

@@ -177,6 +177,12 @@ impl Partitions {
         lag
     }
 
+    /// Whether the commit points of partitions revoked in a rebalance are
+    /// still waiting for it to complete.
+    pub fn handover_pending(&self) -> bool {
+        self.handover.lock().is_some()
+    }
+
     /// Jobs of these partitions being processed now.
     fn running_in(&self, partitions: &[i32]) -> usize {
         let tracker = self.tracker.lock();
