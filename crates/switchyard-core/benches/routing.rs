@@ -1,7 +1,9 @@
 //! Routing decision cost: the learned need estimate alone, task analysis (lexicon
 //! and need), and the full decision (analysis plus feasibility over every catalog
 //! model, ranking, chain) for typical prompts, with the shipped 34-model catalog
-//! and need model. `cargo bench -p switchyard-core --bench routing`.
+//! and need model; and the need estimate over the demo corpus with the caches
+//! evicted before each prompt, as a busy worker meets it.
+//! `cargo bench -p switchyard-core --bench routing`.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::Utc;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use switchyard_core::analysis::need::NeedModel;
 use switchyard_core::analysis::{DEFAULT_QUALITY_TARGET, TaskAnalyzer};
 use switchyard_core::catalog::Catalog;
@@ -98,5 +100,41 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// The need estimate of each prompt of the demo corpus in turn (690 bytes on
+/// average), after writing 16 MiB elsewhere: in the worker, the HTTP client,
+/// Kafka and the lexicon run between two estimates and evict the model's
+/// tables, so the warm figures above understate what a job pays.
+fn need_cold(c: &mut Criterion) {
+    let corpus = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../pipelines/corpus/prompts.jsonl"
+    ))
+    .unwrap();
+    let prompts: Vec<String> = corpus
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["prompt"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let model = NeedModel::builtin().unwrap();
+    let mut elsewhere = vec![0u8; 16 << 20];
+    let mut next = 0;
+    c.bench_function("need/corpus_cold_cache", |b| {
+        b.iter_batched(
+            || {
+                for i in (0..elsewhere.len()).step_by(64) {
+                    elsewhere[i] = elsewhere[i].wrapping_add(1);
+                }
+                next = (next + 1) % prompts.len();
+                &prompts[next]
+            },
+            |text| model.predict(black_box(text)),
+            BatchSize::PerIteration,
+        )
+    });
+    black_box(&elsewhere);
+}
+
+criterion_group!(benches, bench, need_cold);
 criterion_main!(benches);

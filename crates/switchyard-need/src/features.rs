@@ -679,12 +679,60 @@ pub struct Scratch {
     lower: Vec<u8>,
     padded: Vec<u8>,
     words: Vec<(u32, u32)>,
-    /// Grams per bucket of the family being counted (all zero between families).
-    counts: Vec<u16>,
-    /// Buckets the family hit, in first-hit order, with the position of the first gram.
-    touched: Vec<(u32, u32)>,
+    /// Grams per bucket of the family being counted.
+    grams: BucketCounts,
     /// Hashed entries of the last featurisation (per family, in family order).
     pub hashed: Vec<Hashed>,
+}
+
+/// How many grams of one family fell in each bucket, in a table sized to the
+/// family's grams (open addressing, twice as many slots as grams) rather than
+/// one count per bucket: a 2^18-entry table is 512 KB, and counting into it
+/// missed the cache on nearly every gram once the worker's other work had
+/// evicted it (a third of the featuriser's time in the peer benchmark).
+#[derive(Default)]
+struct BucketCounts {
+    /// Per slot, one plus the index of its bucket in `hits` (0: empty).
+    slots: Vec<u32>,
+    /// `32 - log2(slots.len())`: a bucket's home slot is its multiplicative hash's top bits.
+    shift: u32,
+    /// Buckets in first-hit order: the bucket, the position of its first
+    /// gram and its count.
+    hits: Vec<(u32, u32, u16)>,
+}
+
+impl BucketCounts {
+    /// Empties the table for a family of `grams` grams.
+    fn reset(&mut self, grams: usize) {
+        let slots = (grams * 2).next_power_of_two().max(16);
+        self.slots.clear();
+        self.slots.resize(slots, 0);
+        self.shift = 32 - slots.trailing_zeros();
+        self.hits.clear();
+    }
+
+    /// Counts one gram in `bucket`, first seen at `pos`.
+    fn add(&mut self, bucket: u32, pos: u32) {
+        let mask = self.slots.len() - 1;
+        let mut slot = (bucket.wrapping_mul(0x9E37_79B1) >> self.shift) as usize;
+        loop {
+            match self.slots[slot] {
+                0 => {
+                    self.hits.push((bucket, pos, 1));
+                    self.slots[slot] = self.hits.len() as u32;
+                    return;
+                }
+                i => {
+                    let hit = &mut self.hits[i as usize - 1];
+                    if hit.0 == bucket {
+                        hit.2 = hit.2.saturating_add(1);
+                        return;
+                    }
+                }
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
 }
 
 /// Everything the model reads from one prompt.
@@ -769,42 +817,34 @@ fn hashed_features(t: &[u8], kind: usize, s: &mut Scratch, names: bool) {
         s.words.push((st as u32, s.norm.len() as u32));
     }
     s.hashed.clear();
-    if s.counts.len() != BUCKETS {
-        s.counts = vec![0; BUCKETS];
-    }
     let offset = (kind * BUCKETS) as u32;
     let mask = (BUCKETS - 1) as u64;
     for family in Family::ALL {
         let seed = family.seed();
-        s.touched.clear();
         let Scratch {
             norm,
             padded,
             words,
-            counts,
-            touched,
+            grams,
             ..
         } = &mut *s;
-        let mut add = |h: u64, pos: usize| {
-            let bucket = (h & mask) as usize;
-            let c = &mut counts[bucket];
-            if *c == 0 {
-                touched.push((bucket as u32, pos as u32));
-            }
-            *c = c.saturating_add(1);
-        };
+        let bucket = |h: u64| (h & mask) as u32;
         match family {
             Family::W1 => {
+                grams.reset(words.len());
                 for (k, &(a, b)) in words.iter().enumerate() {
-                    add(fnv1a_from(seed, &norm[a as usize..b as usize]), k);
+                    let h = fnv1a_from(seed, &norm[a as usize..b as usize]);
+                    grams.add(bucket(h), k as u32);
                 }
             }
             Family::W2 => {
+                grams.reset(words.len().saturating_sub(1));
                 for (k, pair) in words.windows(2).enumerate() {
                     let (a, b) = (pair[0], pair[1]);
                     let h = fnv1a_from(seed, &norm[a.0 as usize..a.1 as usize]);
                     let h = fnv1a_from(h, b" ");
-                    add(fnv1a_from(h, &norm[b.0 as usize..b.1 as usize]), k);
+                    let h = fnv1a_from(h, &norm[b.0 as usize..b.1 as usize]);
+                    grams.add(bucket(h), k as u32);
                 }
             }
             Family::C4 => {
@@ -813,23 +853,23 @@ fn hashed_features(t: &[u8], kind: usize, s: &mut Scratch, names: bool) {
                 padded.push(b' ');
                 padded.extend_from_slice(norm);
                 padded.push(b' ');
+                grams.reset(padded.len().saturating_sub(3));
                 for (i, w) in padded.windows(4).enumerate() {
                     let mut h = seed;
                     for &b in w {
                         h ^= u64::from(b);
                         h = h.wrapping_mul(FNV_PRIME);
                     }
-                    add(h, i);
+                    grams.add(bucket(h), i as u32);
                 }
             }
         }
-        if touched.is_empty() {
+        if grams.hits.is_empty() {
             continue;
         }
         let first = s.hashed.len();
         let mut sum_sq = 0.0;
-        for &(bucket, pos) in &s.touched {
-            let c = std::mem::take(&mut s.counts[bucket as usize]);
+        for &(bucket, pos, c) in &s.grams.hits {
             // Most grams occur once: 1 + ln(1) = 1 without calling ln.
             let u = if c == 1 { 1.0 } else { 1.0 + f64::from(c).ln() };
             sum_sq += u * u;
