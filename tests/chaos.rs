@@ -135,62 +135,109 @@ async fn until_committed(bootstrap: &str, timeout: Duration) -> bool {
     .await
 }
 
+/// The tests of this file run one at a time: each starts several worker
+/// processes, a broker and a simulator, and measures what rebalances and
+/// session timeouts do; run side by side on two cores, they slow each other's
+/// rebalances past the timeouts they exercise.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A broker of `partitions` partitions, a simulator answering after
+/// `latency`, the pipeline config (`max_in_flight`, librdkafka `client`
+/// settings) and `n` jobs already on the jobs topic.
+struct Scenario {
+    _one_at_a_time: tokio::sync::MutexGuard<'static, ()>,
+    _broker: Proc,
+    bootstrap: String,
+    sim: SimHandle,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    ids: Vec<String>,
+}
+
+impl Scenario {
+    async fn start(
+        partitions: u32,
+        latency: Duration,
+        max_in_flight: usize,
+        client: &str,
+        prefix: &str,
+        n: usize,
+    ) -> Self {
+        let one_at_a_time = ONE_AT_A_TIME.lock().await;
+        let (broker, bootstrap) = start_broker(partitions);
+        let sim = sim(latency).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), &sim, max_in_flight, client);
+        let jobs = jobs(prefix, n);
+        produce(&bootstrap, &Topics::default().jobs.name, encoded(&jobs)).await;
+        Self {
+            _one_at_a_time: one_at_a_time,
+            _broker: broker,
+            bootstrap,
+            sim,
+            dir,
+            config,
+            ids: jobs.into_iter().map(|j| j.job_id).collect(),
+        }
+    }
+
+    fn worker(&self) -> Proc {
+        start_worker(&self.config, &self.bootstrap, &[])
+    }
+
+    /// Waits for every job's result and the group's commit of every job,
+    /// checks that none was lost, and returns the result count per job.
+    async fn settled(&self, within: Duration) -> HashMap<String, usize> {
+        let counts = until_answered(&self.bootstrap, &self.ids, within).await;
+        assert!(until_committed(&self.bootstrap, Duration::from_secs(60)).await);
+        assert_none_lost(&self.ids, &counts);
+        counts
+    }
+
+    /// Prints the duplicate results of `what` and checks that they are at
+    /// most `percent` of the jobs.
+    fn assert_duplicates_within(
+        &self,
+        counts: &HashMap<String, usize>,
+        percent: usize,
+        what: &str,
+    ) {
+        let dupes = duplicates(counts);
+        eprintln!("{what}: {dupes} duplicate results");
+        assert!(
+            dupes * 100 <= percent * self.ids.len(),
+            "{dupes} duplicates of {}",
+            self.ids.len()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_kills_with_2s_providers_lose_nothing_and_duplicate_at_most_5_percent() {
-    let (_broker, bootstrap) = start_broker(6);
-    let sim = sim(Duration::from_secs(2)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &sim, 512, "");
-    let jobs = jobs("kill", 3000);
-    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
-    produce(&bootstrap, &Topics::default().jobs.name, encoded(&jobs)).await;
-
-    let mut worker = start_worker(&config, &bootstrap, &[]);
+    let run = Scenario::start(6, Duration::from_secs(2), 512, "", "kill", 3000).await;
+    let mut worker = run.worker();
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_secs(5)).await;
         signal(&worker, "-KILL");
-        worker = start_worker(&config, &bootstrap, &[]);
+        worker = run.worker();
     }
-    let counts = until_answered(&bootstrap, &ids, Duration::from_secs(240)).await;
-    assert!(until_committed(&bootstrap, Duration::from_secs(60)).await);
+    let counts = run.settled(Duration::from_secs(240)).await;
     drop(worker);
-    assert_none_lost(&ids, &counts);
-    let dupes = duplicates(&counts);
-    eprintln!("two kill -9 during 3,000 jobs at 2 s: {dupes} duplicate results");
-    assert!(
-        dupes * 100 <= 5 * ids.len(),
-        "{dupes} duplicates of {}",
-        ids.len()
-    );
+    run.assert_duplicates_within(&counts, 5, "two kill -9 during 3,000 jobs at 2 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_one_to_three_to_two_workers_duplicates_at_most_2_percent() {
-    let (_broker, bootstrap) = start_broker(6);
-    let sim = sim(Duration::from_secs(2)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &sim, 128, "");
-    let jobs = jobs("scale", 3000);
-    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
-    produce(&bootstrap, &Topics::default().jobs.name, encoded(&jobs)).await;
-
-    let first = start_worker(&config, &bootstrap, &[]);
+    let run = Scenario::start(6, Duration::from_secs(2), 128, "", "scale", 3000).await;
+    let first = run.worker();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let second = start_worker(&config, &bootstrap, &[]);
-    let third = start_worker(&config, &bootstrap, &[]);
+    let second = run.worker();
+    let third = run.worker();
     tokio::time::sleep(Duration::from_secs(12)).await;
     signal(&third, "-TERM");
-    let counts = until_answered(&bootstrap, &ids, Duration::from_secs(240)).await;
-    assert!(until_committed(&bootstrap, Duration::from_secs(60)).await);
+    let counts = run.settled(Duration::from_secs(240)).await;
     drop((first, second, third));
-    assert_none_lost(&ids, &counts);
-    let dupes = duplicates(&counts);
-    eprintln!("scaling 1 -> 3 -> 2 during 3,000 jobs at 2 s: {dupes} duplicate results");
-    assert!(
-        dupes * 100 <= 2 * ids.len(),
-        "{dupes} duplicates of {}",
-        ids.len()
-    );
+    run.assert_duplicates_within(&counts, 2, "scaling 1 -> 3 -> 2 during 3,000 jobs at 2 s");
 }
 
 /// A worker stopped while a rebalance is taking its partitions away: the
@@ -199,30 +246,21 @@ async fn scaling_one_to_three_to_two_workers_duplicates_at_most_2_percent() {
 /// that work over instead of leaving it to be redone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_stopped_during_a_rebalance_hands_over_what_it_finished() {
-    let (_broker, bootstrap) = start_broker(6);
-    let sim = sim(Duration::from_secs(4)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &sim, 128, "");
-    let jobs = jobs("handover", 900);
-    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
-    produce(&bootstrap, &Topics::default().jobs.name, encoded(&jobs)).await;
-
-    let log = dir.path().join("first.log");
-    let first = start_worker_logged(&config, &bootstrap, &log);
+    let run = Scenario::start(6, Duration::from_secs(4), 128, "", "handover", 900).await;
+    let log = run.dir.path().join("first.log");
+    let first = start_worker_logged(&run.config, &run.bootstrap, &log);
     tokio::time::sleep(Duration::from_secs(7)).await;
     // The second worker's join revokes the first one's partitions; while its
     // revoke waits for the jobs in flight (4 s each), it is told to stop.
-    let second = start_worker(&config, &bootstrap, &[]);
+    let second = run.worker();
     let joined = eventually(Duration::from_secs(20), || {
         std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Partitions revoked"))
     })
     .await;
     assert!(joined, "the second worker never caused a rebalance");
     signal(&first, "-TERM");
-    let counts = until_answered(&bootstrap, &ids, Duration::from_secs(240)).await;
-    assert!(until_committed(&bootstrap, Duration::from_secs(60)).await);
+    let counts = run.settled(Duration::from_secs(240)).await;
     drop((first, second));
-    assert_none_lost(&ids, &counts);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         text.contains("Completing the rebalance to hand over"),
@@ -230,46 +268,43 @@ async fn a_worker_stopped_during_a_rebalance_hands_over_what_it_finished() {
     );
     let dupes = duplicates(&counts);
     eprintln!("a worker stopped during a rebalance, 900 jobs at 4 s: {dupes} duplicate results");
+    let handover: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("partitions") || l.contains("rebalance") || l.contains("Stop"))
+        .collect();
     assert!(
-        dupes * 100 <= 2 * ids.len(),
-        "{dupes} duplicates of {}",
-        ids.len()
+        dupes * 100 <= 2 * run.ids.len(),
+        "{dupes} duplicates of {}; the stopped worker's log:\n{}",
+        run.ids.len(),
+        handover.join("\n")
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_kills_while_providers_flap_lose_nothing() {
-    let (_broker, bootstrap) = start_broker(6);
-    let sim = sim(Duration::from_millis(300)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &sim, 512, "");
-    let jobs = jobs("flap", 5000);
-    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
-    produce(&bootstrap, &Topics::default().jobs.name, encoded(&jobs)).await;
+    let run = Scenario::start(6, Duration::from_millis(300), 512, "", "flap", 5000).await;
     let catalog = switchyard_loader::load_catalog(&path("pipelines/models.toml")).unwrap();
     let providers: Vec<String> = ["openai", "anthropic", "gemini"]
         .into_iter()
         .map(str::to_owned)
         .collect();
 
-    let mut worker = start_worker(&config, &bootstrap, &[]);
+    let mut worker = run.worker();
     for round in 0..4 {
         // One provider down for a while (every one of its models answers 503).
         let down = &providers[round % providers.len()];
         for m in catalog.models().iter().filter(|m| &m.provider == down) {
-            sim.set_outage(&m.api_model, Some(503));
+            run.sim.set_outage(&m.api_model, Some(503));
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
         signal(&worker, "-KILL");
-        worker = start_worker(&config, &bootstrap, &[]);
+        worker = run.worker();
         for m in catalog.models().iter().filter(|m| &m.provider == down) {
-            sim.set_outage(&m.api_model, None);
+            run.sim.set_outage(&m.api_model, None);
         }
     }
-    let counts = until_answered(&bootstrap, &ids, Duration::from_secs(240)).await;
-    assert!(until_committed(&bootstrap, Duration::from_secs(60)).await);
+    let counts = run.settled(Duration::from_secs(240)).await;
     drop(worker);
-    assert_none_lost(&ids, &counts);
     eprintln!(
         "four kill -9 during 5,000 jobs with a provider down each time: {} duplicate results",
         duplicates(&counts)
@@ -278,20 +313,13 @@ async fn repeated_kills_while_providers_flap_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_whose_slots_stay_busy_keeps_its_place_in_the_group() {
-    let (_broker, bootstrap) = start_broker(2);
     // Calls outlast max.poll.interval.ms: a worker that stops polling while
     // its two slots are busy is evicted, and its results come twice.
-    let sim = sim(Duration::from_secs(9)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &sim, 2, "\"max.poll.interval.ms\" = \"7000\"");
-    let jobs = jobs("busy", 6);
-    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
-    produce(&bootstrap, &Topics::default().jobs.name, encoded(&jobs)).await;
-    let worker = start_worker(&config, &bootstrap, &[]);
-    let counts = until_answered(&bootstrap, &ids, Duration::from_secs(120)).await;
-    assert!(until_committed(&bootstrap, Duration::from_secs(30)).await);
+    let busy = "\"max.poll.interval.ms\" = \"7000\"";
+    let run = Scenario::start(2, Duration::from_secs(9), 2, busy, "busy", 6).await;
+    let worker = run.worker();
+    let counts = run.settled(Duration::from_secs(120)).await;
     drop(worker);
-    assert_none_lost(&ids, &counts);
     assert_eq!(duplicates(&counts), 0, "{counts:?}");
 }
 
@@ -358,6 +386,7 @@ fn oversized() -> Vec<(Option<String>, Vec<u8>, &'static str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_storm_never_sticks_the_commit_point_nor_reruns_good_jobs() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let (_broker, bootstrap) = start_broker(8);
     let sim = sim(Duration::from_millis(50)).await;
     let dir = tempfile::tempdir().unwrap();
