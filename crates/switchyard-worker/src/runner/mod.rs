@@ -203,6 +203,10 @@ pub async fn run(
     });
     info!(worker = %worker_id(config), topic = %kafka.partitions.topic(), group = %config.kafka.group_id, max_in_flight = config.worker.max_in_flight, "Worker started.");
     let (mut report, tasks) = consume(&kafka, config, shutdown.as_mut()).await;
+    // Before draining: the group's other members read the committed offsets
+    // as soon as the rebalance completes, so a refused hand-over is committed
+    // while they are still waiting, not after this worker's drain and flushes.
+    complete_handover(&kafka).await;
     report.abandoned = drain(tasks, config.worker.drain_grace, &kafka.stop).await;
     kafka.stop.cancel();
     let _ = snapshots.await;
@@ -219,7 +223,6 @@ pub async fn run(
             warn!(error = %e, "Producer flush failed.");
         }
     }
-    complete_handover(&kafka).await;
     final_commit(&kafka);
     kafka.consumer.unsubscribe();
     engine.metrics.set_group_joined(false);

@@ -237,7 +237,9 @@ impl Partitions {
     /// committed offset, skipping what its previous owner finished above it.
     fn assign<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, partitions: &[i32]) {
         let handover = self.handover.lock().take();
-        if let Some(points) = handover {
+        if let Some(points) = handover.map(|p| still_ahead(consumer, p))
+            && points.count() > 0
+        {
             match commit_with_retries(consumer, &points) {
                 Ok(()) => info!(
                     partitions = points.count(),
@@ -291,6 +293,47 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
     }
+}
+
+/// The hand-over points not behind what the group has committed (at the same
+/// offset, the hand-over's metadata still names the work finished above it): a
+/// hand-over that comes late (its worker was slow to poll) never moves a
+/// partition's commit point back over what a new owner committed meanwhile.
+/// When the committed offsets cannot be read, all of them.
+fn still_ahead<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    points: TopicPartitionList,
+) -> TopicPartitionList {
+    let Ok(committed) = consumer.committed_offsets(points.clone(), Duration::from_secs(5)) else {
+        return points;
+    };
+    let mut ahead = TopicPartitionList::new();
+    for e in points.elements() {
+        let Offset::Offset(ours) = e.offset() else {
+            continue;
+        };
+        let theirs = committed
+            .find_partition(e.topic(), e.partition())
+            .and_then(|c| match c.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+        if theirs.is_some_and(|t| t > ours) {
+            debug!(
+                partition = e.partition(),
+                ours, theirs, "A hand-over behind the group's commit point is dropped."
+            );
+            continue;
+        }
+        if ahead
+            .add_partition_offset(e.topic(), e.partition(), e.offset())
+            .is_ok()
+            && let Some(mut a) = ahead.find_partition(e.topic(), e.partition())
+        {
+            a.set_metadata(e.metadata());
+        }
+    }
+    ahead
 }
 
 /// Commits synchronously, trying again briefly when the group is rebalancing.
@@ -347,5 +390,60 @@ impl ConsumerContext for WorkerContext {
             self.partitions.assign(consumer, &assigned);
             self.metrics.set_group_joined(true);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    use switchyard_kafka::embedded::EmbeddedBroker;
+
+    use super::still_ahead;
+
+    fn points(offsets: &[(i32, i64, &str)]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for &(p, o, meta) in offsets {
+            tpl.add_partition_offset("jobs", p, Offset::Offset(o))
+                .unwrap();
+            tpl.find_partition("jobs", p).unwrap().set_metadata(meta);
+        }
+        tpl
+    }
+
+    #[test]
+    fn a_late_hand_over_never_moves_a_commit_point_back() {
+        let broker = EmbeddedBroker::start(&[("jobs", 3)]).unwrap();
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("group.id", "handover")
+            .create()
+            .unwrap();
+        // A new owner committed partition 0 at 300 and partition 1 at 50.
+        consumer
+            .commit(
+                &points(&[(0, 300, "new"), (1, 50, "new")]),
+                CommitMode::Sync,
+            )
+            .unwrap();
+        let late = still_ahead(
+            &consumer,
+            points(&[(0, 228, "old"), (1, 50, "229,230"), (2, 10, "")]),
+        );
+        let kept: Vec<(i32, Offset, String)> = late
+            .elements()
+            .iter()
+            .map(|e| (e.partition(), e.offset(), e.metadata().to_owned()))
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                // Same offset: its metadata still names finished work above it.
+                (1, Offset::Offset(50), "229,230".to_owned()),
+                // Nothing committed yet.
+                (2, Offset::Offset(10), String::new()),
+            ]
+        );
     }
 }
