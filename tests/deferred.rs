@@ -1,7 +1,8 @@
 //! Deferred routing end to end: jobs that may wait are handed off to the
 //! deferred topic, gathered into provider batches on the simulator's batch
 //! APIs, polled, and collected into results at the batch price, each request
-//! sent once; lines the provider fails or expires are handed on and complete;
+//! sent once; lines the provider fails or expires, and the jobs of a batch
+//! whose results cannot be read, are handed on and complete;
 //! a canceled batch's provider batches are canceled; and a worker killed while
 //! provider batches are open (or right after the provider accepted one it never
 //! heard back about) resumes without sending any request twice; `status`
@@ -190,6 +191,47 @@ async fn errored_and_expired_lines_are_handed_on_and_complete() {
         stats.batch.errored + stats.batch.expired,
         "{stats:?}"
     );
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_of_a_batch_whose_results_cannot_be_read_are_handed_on_and_complete() {
+    let sim = BatchBehaviour {
+        processing_time: Duration::from_millis(500),
+        results_unavailable: true,
+        ..BatchBehaviour::default()
+    };
+    let stack = stack(sim, quick_deferral(1_000)).await;
+    let jobs = deferred_jobs("unreadable", 40, None);
+    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
+    produce_jobs(
+        stack.broker.bootstrap(),
+        &stack.pipeline.config.kafka.topics.jobs,
+        &jobs,
+    )
+    .await;
+    let got = results_of(&stack, &ids, Duration::from_secs(180)).await;
+    for id in &ids {
+        let copies = &got[id];
+        assert_eq!(copies.len(), 1, "{id} has {} results", copies.len());
+        let r = &copies[0];
+        assert_eq!(r.status, JobStatus::Succeeded, "{r:?}");
+        // Every provider batch it waited on was read in vain; it ran live.
+        assert_eq!(r.mode, RunMode::Live, "{r:?}");
+        let (answered, unread) = r.attempts.split_last().unwrap();
+        assert!(answered.error.is_none(), "{r:?}");
+        assert!(!unread.is_empty(), "{r:?}");
+        assert!(
+            unread.iter().all(|a| a
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("results could not be read"))),
+            "{r:?}"
+        );
+    }
+    let stats = stack.sim.stats();
+    assert!(stats.batch.batches >= 1, "{stats:?}");
+    assert_eq!(stats.batch.answered, stats.batch.requests, "{stats:?}");
     stack.stop().await.unwrap();
 }
 

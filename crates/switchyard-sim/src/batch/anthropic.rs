@@ -159,6 +159,9 @@ pub(super) async fn results(
     if let Err(refused) = authorize(FORMAT, &headers) {
         return refused;
     }
+    if sim.config.batch.results_unavailable {
+        return problem_response(FORMAT, &Problem::Internal);
+    }
     let Some(lines) = sim.with_batch(FORMAT, &id, |b, _| {
         (b.phase == Phase::Ended).then(|| result_lines(b))
     }) else {

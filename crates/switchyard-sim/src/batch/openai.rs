@@ -77,6 +77,9 @@ pub(super) async fn file_content(
     if let Err(refused) = authorize(FORMAT, &headers) {
         return refused;
     }
+    if sim.config.batch.results_unavailable {
+        return problem_response(FORMAT, &Problem::Internal);
+    }
     match sim.store.lock().files.get(&id) {
         Some(content) => (
             StatusCode::OK,

@@ -66,6 +66,9 @@ pub struct BatchBehaviour {
     /// must find by listing.
     #[serde(with = "humantime_serde")]
     pub create_reply_delay: Duration,
+    /// Whether reading an ended batch's results fails (OpenAI file content,
+    /// Anthropic results: 500), as a lasting download error would.
+    pub results_unavailable: bool,
 }
 
 impl Default for BatchBehaviour {
@@ -75,6 +78,7 @@ impl Default for BatchBehaviour {
             line_error_rate: 0.0,
             line_expired_rate: 0.0,
             create_reply_delay: Duration::ZERO,
+            results_unavailable: false,
         }
     }
 }

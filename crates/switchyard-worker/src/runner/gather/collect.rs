@@ -20,7 +20,9 @@ use crate::dispatch::check_output;
 use crate::engine::Outcome;
 use crate::runner::Incoming;
 
-use super::{API_TIMEOUT, Gatherer, NO_API_PAUSE, Part, Poll, RESULTS_TIMEOUT, timed};
+use super::{
+    API_TIMEOUT, Gatherer, NO_API_PAUSE, Part, Poll, RESULTS_ATTEMPTS, RESULTS_TIMEOUT, timed,
+};
 
 impl Gatherer {
     /// Whether an open batch may be polled now.
@@ -28,6 +30,7 @@ impl Gatherer {
         let poll = part.polls.entry(key.to_owned()).or_insert_with(|| Poll {
             next: Instant::now(),
             backoff: Backoff::new(self.settings.poll_interval, self.settings.max_poll_backoff),
+            unreadable: 0,
         });
         Instant::now() >= poll.next
     }
@@ -136,14 +139,26 @@ impl Gatherer {
         api: Arc<dyn BatchApi>,
         remote: RemoteBatch,
     ) -> bool {
+        let mut unreadable = None;
         let lines = if remote.status == RemoteStatus::Failed {
             Vec::new()
         } else {
             match timed(RESULTS_TIMEOUT, api.kind(), api.results(&remote)).await {
                 Ok(lines) => lines,
                 Err(e) => {
-                    self.polled_badly(part, &record.key, &e);
-                    return true;
+                    let failed = part.polls.get_mut(&record.key).map_or(1, |poll| {
+                        poll.unreadable += 1;
+                        poll.unreadable
+                    });
+                    if failed < RESULTS_ATTEMPTS {
+                        self.polled_badly(part, &record.key, &e);
+                        return true;
+                    }
+                    error!(key = %record.key, provider_batch_id = ?record.provider_batch_id, attempts = failed, error = %e, "The results of an ended provider batch could not be read; its jobs are handed on.");
+                    unreadable = Some(format!(
+                        "the provider batch's results could not be read ({failed} attempts; the last: {e})"
+                    ));
+                    Vec::new()
                 }
             }
         };
@@ -185,7 +200,8 @@ impl Gatherer {
                 outcome: outcomes.remove(&i),
                 canceled,
                 whole_failure: (remote.status == RemoteStatus::Failed)
-                    .then_some(whole_failure.as_str()),
+                    .then_some(whole_failure.as_str())
+                    .or(unreadable.as_deref()),
             };
             match self
                 .settle_line(p, part, &record, api.as_ref(), job, line)

@@ -189,6 +189,7 @@ impl Gatherer {
         Poll {
             next: Instant::now() + self.settings.poll_interval,
             backoff: Backoff::new(self.settings.poll_interval, self.settings.max_poll_backoff),
+            unreadable: 0,
         }
     }
 

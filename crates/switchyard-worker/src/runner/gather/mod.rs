@@ -121,6 +121,8 @@ impl Part {
 struct Poll {
     next: Instant,
     backoff: Backoff,
+    /// Reads of the ended batch's results that failed in a row.
+    unreadable: u32,
 }
 
 /// A live run's end: the partition, the job and its tombstone's offset.
@@ -173,6 +175,10 @@ const API_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest reading a provider batch's results may take (under the consumer's
 /// five-minute poll interval, so that the gatherer keeps its partitions).
 const RESULTS_TIMEOUT: Duration = Duration::from_secs(240);
+/// Reads of an ended batch's results that may fail in a row (each after the
+/// poll backoff: about 45 minutes at the default poll settings) before its
+/// jobs are handed on as if the provider had not answered them.
+const RESULTS_ATTEMPTS: u32 = 8;
 
 /// How long a provider batch of a deployment this worker cannot reach waits
 /// before it is looked at again (and the warning repeated).
