@@ -101,7 +101,11 @@ impl Gatherer {
             }
         };
         if let Some(poll) = part.polls.get_mut(&record.key) {
-            poll.backoff.reset();
+            // An ended batch's poll has succeeded only once its results are
+            // read: reads that keep failing back off like a failing retrieve.
+            if !remote.status.is_final() {
+                poll.backoff.reset();
+            }
             poll.next = Instant::now() + self.settings.poll_interval;
         }
         if remote.status.is_final() {
