@@ -82,6 +82,17 @@ async fn stack(sim: BatchBehaviour, env: Vec<(String, String)>) -> Stack {
     Stack::start(&demo_config(), options).await.unwrap()
 }
 
+/// Produces `jobs` to the stack's jobs topic; their ids, in order.
+async fn produce_to(stack: &Stack, jobs: &[Job]) -> Vec<String> {
+    produce_jobs(
+        stack.broker.bootstrap(),
+        &stack.pipeline.config.kafka.topics.jobs,
+        jobs,
+    )
+    .await;
+    jobs.iter().map(|j| j.job_id.clone()).collect()
+}
+
 async fn results_of(
     stack: &Stack,
     ids: &[String],
@@ -125,13 +136,7 @@ async fn five_thousand_deferred_jobs_are_batched_and_collected_once_at_the_batch
     };
     let stack = stack(sim, quick_deferral(2_000)).await;
     let jobs = deferred_jobs("many", 5_000, None);
-    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
-    produce_jobs(
-        stack.broker.bootstrap(),
-        &stack.pipeline.config.kafka.topics.jobs,
-        &jobs,
-    )
-    .await;
+    let ids = produce_to(&stack, &jobs).await;
     let got = results_of(&stack, &ids, Duration::from_secs(240)).await;
     for id in &ids {
         let copies = &got[id];
@@ -163,13 +168,7 @@ async fn errored_and_expired_lines_are_handed_on_and_complete() {
     };
     let stack = stack(sim, quick_deferral(1_000)).await;
     let jobs = deferred_jobs("faulty", 300, None);
-    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
-    produce_jobs(
-        stack.broker.bootstrap(),
-        &stack.pipeline.config.kafka.topics.jobs,
-        &jobs,
-    )
-    .await;
+    let ids = produce_to(&stack, &jobs).await;
     let got = results_of(&stack, &ids, Duration::from_secs(180)).await;
     let mut failed_lines = 0u64;
     for id in &ids {
@@ -203,13 +202,7 @@ async fn jobs_of_a_batch_whose_results_cannot_be_read_are_handed_on_and_complete
     };
     let stack = stack(sim, quick_deferral(1_000)).await;
     let jobs = deferred_jobs("unreadable", 40, None);
-    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
-    produce_jobs(
-        stack.broker.bootstrap(),
-        &stack.pipeline.config.kafka.topics.jobs,
-        &jobs,
-    )
-    .await;
+    let ids = produce_to(&stack, &jobs).await;
     let got = results_of(&stack, &ids, Duration::from_secs(180)).await;
     for id in &ids {
         let copies = &got[id];
@@ -487,13 +480,7 @@ async fn auto_defers_patient_jobs_and_runs_tight_ones_live() {
         };
         job.deadline = Some(now + wait);
     }
-    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
-    produce_jobs(
-        stack.broker.bootstrap(),
-        &stack.pipeline.config.kafka.topics.jobs,
-        &jobs,
-    )
-    .await;
+    let ids = produce_to(&stack, &jobs).await;
     let got = results_of(&stack, &ids, Duration::from_secs(120)).await;
     for (i, id) in ids.iter().enumerate() {
         let r = got[id].last().unwrap();
@@ -632,13 +619,7 @@ async fn a_job_handed_to_a_slow_live_call_is_called_once() {
     };
     let stack = Stack::start(&demo_config(), options).await.unwrap();
     let jobs = deferred_jobs("slow", 20, None);
-    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
-    produce_jobs(
-        stack.broker.bootstrap(),
-        &stack.pipeline.config.kafka.topics.jobs,
-        &jobs,
-    )
-    .await;
+    let ids = produce_to(&stack, &jobs).await;
     let got = results_of(&stack, &ids, Duration::from_secs(120)).await;
     // Let any second live call a bug would make reach the simulator.
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -251,12 +251,7 @@ impl Gatherer {
         job: DeferredJob,
         line: Line<'_>,
     ) -> Settled {
-        let target = AttemptTarget {
-            deployment: &record.deployment,
-            provider: &record.provider,
-            model: &record.model,
-        };
-        let latency_ms = (Utc::now() - record.created_at).num_milliseconds().max(0) as u64;
+        let (target, latency_ms) = line_target(record);
         let attempt = match line.outcome {
             Some(LineOutcome::Answered(answer)) => {
                 let answer = api.finish(&job.job.request, answer);
@@ -446,6 +441,18 @@ impl Gatherer {
     }
 }
 
+/// Where a provider batch's lines were sent, and how long they took: from the
+/// batch's creation to now.
+fn line_target(record: &ProviderBatchRecord) -> (AttemptTarget<'_>, u64) {
+    let target = AttemptTarget {
+        deployment: &record.deployment,
+        provider: &record.provider,
+        model: &record.model,
+    };
+    let latency_ms = (Utc::now() - record.created_at).num_milliseconds().max(0) as u64;
+    (target, latency_ms)
+}
+
 /// The attempt of a line that failed without an answer.
 pub(super) fn failed_line(
     record: &ProviderBatchRecord,
@@ -453,12 +460,7 @@ pub(super) fn failed_line(
     status: Option<u16>,
     why: &str,
 ) -> Attempt {
-    let target = AttemptTarget {
-        deployment: &record.deployment,
-        provider: &record.provider,
-        model: &record.model,
-    };
-    let latency_ms = (Utc::now() - record.created_at).num_milliseconds().max(0) as u64;
+    let (target, latency_ms) = line_target(record);
     Attempt::failed(
         target,
         outcome,
