@@ -354,10 +354,12 @@ async fn signatures_are_checked_and_held_work_runs_only_after_an_approver_releas
         Duration::from_secs(60),
     )
     .await;
-    // The same message again, at another offset, once the original is done
-    // (a job id running on a worker is not started twice): a replay, on its
-    // own partition and on every other one (this worker owns them all).
-    for partition in 0..4 {
+    // The same message again, at another offset, once the original is done:
+    // a replay, on its own partition and on every other one (this worker owns
+    // them all), sent at once so that the copies run side by side. Each is
+    // refused with its own result, not folded into another copy of the same
+    // job id.
+    futures::future::join_all((0..4).map(|partition| {
         send_to(
             &bootstrap,
             &jobs_topic,
@@ -366,8 +368,8 @@ async fn signatures_are_checked_and_held_work_runs_only_after_an_approver_releas
             &ok,
             Some(&good),
         )
-        .await;
-    }
+    }))
+    .await;
     results_until(
         &results,
         &rcodec,

@@ -321,6 +321,19 @@ impl Engine {
         }
     }
 
+    /// Whether a message's own signature is refused (a replay at another
+    /// offset, an expired or forged signature). A copy of a job id already
+    /// running here is refused on its own then, rather than sharing the
+    /// running copy's result: every refused message gets its own refusal.
+    pub fn refuses_signature(&self, job: &Job, env: &Envelope<'_>) -> bool {
+        env.signed.is_some()
+            && env.checked.is_none()
+            && self
+                .access
+                .as_ref()
+                .is_some_and(|a| matches!(a.signer(env, job, Utc::now()), Signer::Refused(_)))
+    }
+
     /// The keys, with access control configured.
     pub fn keys(&self) -> Option<Keyring> {
         self.access.as_ref().map(|a| a.keys().clone())

@@ -2,7 +2,8 @@
 //! job is processed becomes a failed result; a job whose partition is taken away
 //! stops without a result (the new owner runs it); a job id already running on
 //! this worker (the same job sent twice, or seen again after a rebalance) is not
-//! started a second time.
+//! started a second time, unless the copy's own signature is refused (a replay),
+//! which then gets its own refusal.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -107,16 +108,6 @@ impl JobContext {
                     .await;
             }
         };
-        let _running = match self.running.claim(&job.job_id) {
-            Ok(running) => running,
-            Err(mut other) => {
-                // The same job id is running here already: its result stands
-                // for this copy too, once it is out.
-                debug!(job_id = %job.job_id, "Job already running on this worker; not starting it twice.");
-                let _ = other.wait_for(|done| *done).await;
-                return true;
-            }
-        };
         let envelope = Envelope {
             value: &incoming.payload,
             signed: incoming.signed.clone(),
@@ -124,6 +115,19 @@ impl JobContext {
             partition: incoming.ticket.partition,
             offset: incoming.ticket.offset,
             checked: None,
+        };
+        let _running = match self.running.claim(&job.job_id) {
+            Ok(running) => Some(running),
+            // A replayed copy is refused on its own signature (no provider
+            // call), with its own result.
+            Err(_) if self.engine.refuses_signature(&job, &envelope) => None,
+            Err(mut other) => {
+                // The same job id is running here already: its result stands
+                // for this copy too, once it is out.
+                debug!(job_id = %job.job_id, "Job already running on this worker; not starting it twice.");
+                let _ = other.wait_for(|done| *done).await;
+                return true;
+            }
         };
         match AssertUnwindSafe(self.engine.process_with(job, &envelope))
             .catch_unwind()
