@@ -326,6 +326,12 @@ async fn a_worker_that_cannot_reach_kafka_is_alive_but_not_ready() {
     assert_eq!(status, 200);
     assert!(text.contains("switchyard_build_info{version=\""), "{text}");
     assert!(text.contains("component=\"worker\"} 1\n"), "{text}");
+    // The worker keeps its heap off transparent huge pages (peak memory with
+    // thousands of calls in flight; Linux reports it from 5.0 on).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", worker.0.id())).unwrap();
+    if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+        assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+    }
     drop(worker);
 }
 

@@ -3,6 +3,7 @@
 //! model refuses (the catalog's `unsupported_params`) are left out of the body;
 //! stop sequences left out are applied to the answer here, as the API would have.
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
@@ -23,6 +24,10 @@ pub struct HttpProvider {
     key: Option<ApiKey>,
     timeouts: Timeouts,
     unsupported: Vec<RequestParam>,
+    /// The endpoint of the first model called, parsed once: a deployment
+    /// calls one model, and parsing the URL per call cost about 1% of the
+    /// worker's CPU.
+    endpoint: OnceLock<(String, reqwest::Url)>,
 }
 
 impl std::fmt::Debug for HttpProvider {
@@ -72,6 +77,7 @@ impl HttpProvider {
             key,
             timeouts,
             unsupported: Vec::new(),
+            endpoint: OnceLock::new(),
         })
     }
 
@@ -123,8 +129,7 @@ impl HttpProvider {
         let body = serde_json::to_vec(&self.request_body(call))
             .map_err(|e| ProviderError::Decode(e.to_string()))?;
         let request = self
-            .client
-            .post(self.format.url(&self.base_url, call.api_model))
+            .post(call.api_model)
             .headers(self.headers.clone())
             .body(body);
         let response = match tokio::time::timeout(self.timeouts.first_byte, request.send()).await {
@@ -171,6 +176,24 @@ impl HttpProvider {
             Ok(self.finish_answer(call.request, c))
         } else {
             Err(self.scrub_error(self.format.parse_error(status, &headers, &bytes)))
+        }
+    }
+
+    /// A POST to the endpoint of `api_model`.
+    fn post(&self, api_model: &str) -> reqwest::RequestBuilder {
+        if let Some((model, url)) = self.endpoint.get()
+            && model == api_model
+        {
+            return self.client.post(url.clone());
+        }
+        let url = self.format.url(&self.base_url, api_model);
+        match reqwest::Url::parse(&url) {
+            Ok(parsed) => {
+                let _ = self.endpoint.set((api_model.to_owned(), parsed.clone()));
+                self.client.post(parsed)
+            }
+            // reqwest reports the bad URL when the request is sent.
+            Err(_) => self.client.post(url),
         }
     }
 
