@@ -110,7 +110,6 @@ enum Command {
     EvalRouter(need::EvalArgs),
 }
 
-/// Entry point: parse, log, run, exit code.
 impl Command {
     /// Whether the command runs a routing worker in this process.
     fn hosts_a_worker(&self) -> bool {
@@ -133,6 +132,7 @@ fn no_transparent_huge_pages() {
     }
 }
 
+/// Entry point: parse, log, run, exit code.
 pub fn main() -> ExitCode {
     quiet_when_stdout_closes();
     let cli = Cli::parse();
