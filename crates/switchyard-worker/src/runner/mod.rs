@@ -223,7 +223,7 @@ pub async fn run(
             warn!(error = %e, "Producer flush failed.");
         }
     }
-    final_commit(&kafka);
+    final_commit(&kafka).await;
     kafka.consumer.unsubscribe();
     engine.metrics.set_group_joined(false);
     let _ = tokio::task::spawn_blocking(move || {
@@ -767,26 +767,57 @@ async fn complete_handover(kafka: &Kafka) {
     info!("Completing the rebalance to hand over the finished work of revoked partitions.");
     let until = tokio::time::Instant::now() + HANDOVER_PATIENCE;
     while kafka.partitions.handover_pending() && tokio::time::Instant::now() < until {
-        tokio::select! {
-            m = kafka.consumer.recv() => drop(m),
-            _ = tokio::time::sleep(TICK) => {}
-        }
+        poll_and_drop(kafka).await;
     }
     if kafka.partitions.handover_pending() {
         warn!(waited = ?HANDOVER_PATIENCE, "The rebalance did not complete; what revoked partitions finished since their last commit will be redone by their new owners.");
     }
 }
 
-/// Commits every partition's finished work before leaving the group.
-fn final_commit(kafka: &Kafka) {
-    store_offsets(&kafka.consumer, &kafka.partitions);
-    let points = kafka.partitions.all_points();
-    if points.count() == 0 {
-        return;
+/// Commits every partition's finished work before leaving the group. A
+/// rebalance under way refuses the commit (REBALANCE_IN_PROGRESS): the worker
+/// then takes part in it, polling, and commits again, or hands the work over
+/// when the rebalance takes its partitions (see [`complete_handover`]), for at
+/// most [`HANDOVER_PATIENCE`]; leaving at the first refusal left everything it
+/// finished since the last auto-commit to be redone.
+async fn final_commit(kafka: &Kafka) {
+    let until = tokio::time::Instant::now() + HANDOVER_PATIENCE;
+    loop {
+        store_offsets(&kafka.consumer, &kafka.partitions);
+        let points = kafka.partitions.all_points();
+        if points.count() == 0 {
+            break;
+        }
+        match kafka.consumer.commit(&points, CommitMode::Sync) {
+            Ok(()) => {
+                info!(partitions = points.count(), "Committed finished offsets.");
+                break;
+            }
+            Err(e) if rebalancing(&e) && tokio::time::Instant::now() < until => {
+                info!(error = %e, "The final commit was refused during a rebalance; taking part in it and committing again.");
+                poll_and_drop(kafka).await;
+            }
+            Err(e) => {
+                warn!(error = %e, "Final commit failed; uncommitted jobs will be redone.");
+                break;
+            }
+        }
     }
-    match kafka.consumer.commit(&points, CommitMode::Sync) {
-        Ok(()) => info!(partitions = points.count(), "Committed finished offsets."),
-        Err(e) => warn!(error = %e, "Final commit failed; uncommitted jobs will be redone."),
+    complete_handover(kafka).await;
+}
+
+/// Whether the broker refused a commit because the group is rebalancing.
+fn rebalancing(e: &KafkaError) -> bool {
+    e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::RebalanceInProgress)
+}
+
+/// Polls the consumer once (for at most a tick), so that a rebalance under way
+/// can go on; a message polled is left unread: it is not registered, so
+/// nothing commits past it.
+async fn poll_and_drop(kafka: &Kafka) {
+    tokio::select! {
+        m = kafka.consumer.recv() => drop(m),
+        _ = tokio::time::sleep(TICK) => {}
     }
 }
 

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use switchyard_kafka::stats::{PartitionOffsets, partition_offsets};
 use switchyard_kafka::{Arrival, OffsetTracker, Ticket};
@@ -245,6 +246,13 @@ impl Partitions {
                     partitions = points.count(),
                     "Committed the hand-over of partitions revoked in the rebalance."
                 ),
+                // The group is rebalancing again: kept for the next
+                // assignment (never moving a commit point back, see
+                // `still_ahead`), and a stopping worker waits for it.
+                Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::RebalanceInProgress) => {
+                    info!(error = %e, "The hand-over commit was refused by a new rebalance; committing it after that one.");
+                    *self.handover.lock() = Some(points);
+                }
                 Err(e) => {
                     warn!(error = %e, "Could not commit finished work of revoked partitions; what finished since the last commit will be redone.")
                 }
