@@ -326,6 +326,7 @@ def main():
 
         # Warm-up: the group join, the first connections, the circuit state.
         done = results.expect(warm_prefix, warmup)
+        warm0 = common.mock_stats(args.mock_url)
         if produce(warm_file).wait() != 0:
             fail(f"kcat could not produce the warm-up jobs (see {kcat_log.name})")
         wait_for(results, done, worker, f"{warmup} warm-up results", args.stall, log_path)
@@ -333,6 +334,7 @@ def main():
 
         # The measured window.
         calls0 = common.mock_stats(args.mock_url)
+        warm_calls = common.mock_calls_between(warm0, calls0)
         done = results.expect(measured_prefix, args.requests)
         if done.is_set():
             fail("the results topic already holds results of these job ids: use a fresh broker")
@@ -382,6 +384,7 @@ def main():
         mock_http_calls=calls,
         peak_rss_mb=None if peak_rss is None else round(peak_rss, 1),
         warmup=warmup,
+        warmup_mock_http_calls=warm_calls,
     )
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(obj, f)
