@@ -45,7 +45,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::engine::Engine;
 use job::{JobContext, RunningIds};
-use partitions::{Partitions, WorkerContext};
+use partitions::{Partitions, WorkerContext, rebalancing};
 use publish::{ApprovalsOut, Out, Publisher};
 
 /// Why the worker could not run.
@@ -804,11 +804,6 @@ async fn final_commit(kafka: &Kafka) {
         }
     }
     complete_handover(kafka).await;
-}
-
-/// Whether the broker refused a commit because the group is rebalancing.
-fn rebalancing(e: &KafkaError) -> bool {
-    e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::RebalanceInProgress)
 }
 
 /// Polls the consumer once (for at most a tick), so that a rebalance under way

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use switchyard_kafka::stats::{PartitionOffsets, partition_offsets};
@@ -249,7 +249,7 @@ impl Partitions {
                 // The group is rebalancing again: kept for the next
                 // assignment (never moving a commit point back, see
                 // `still_ahead`), and a stopping worker waits for it.
-                Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::RebalanceInProgress) => {
+                Err(e) if rebalancing(&e) => {
                     info!(error = %e, "The hand-over commit was refused by a new rebalance; committing it after that one.");
                     *self.handover.lock() = Some(points);
                 }
@@ -345,6 +345,11 @@ fn still_ahead<C: ConsumerContext>(
 }
 
 /// Commits synchronously, trying again briefly when the group is rebalancing.
+/// Whether the broker refused a commit because the group is rebalancing.
+pub(super) fn rebalancing(e: &KafkaError) -> bool {
+    e.rdkafka_error_code() == Some(RDKafkaErrorCode::RebalanceInProgress)
+}
+
 fn commit_with_retries<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     points: &TopicPartitionList,
