@@ -282,6 +282,36 @@ async fn a_worker_stopped_during_a_rebalance_hands_over_what_it_finished() {
     );
 }
 
+/// A worker told to stop just as another joins: it keeps taking part in the
+/// group while its jobs in flight finish (8 s each, longer than the group
+/// waits for members to rejoin), so the rebalance does not pass it by and
+/// leave its final commit refused for a generation it never saw, with all it
+/// finished redone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_draining_through_a_rebalance_hands_over_what_it_finished() {
+    let run = Scenario::start(6, Duration::from_secs(8), 128, "", "drain", 600).await;
+    let log = run.dir.path().join("first.log");
+    let first = start_worker_logged(&run.config, &run.bootstrap, &log);
+    let started = eventually(Duration::from_secs(20), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Partitions assigned"))
+    })
+    .await;
+    assert!(started, "the first worker never joined");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(&first, "-TERM");
+    let second = run.worker();
+    let counts = run.settled(Duration::from_secs(240)).await;
+    drop((first, second));
+    let dupes = duplicates(&counts);
+    eprintln!("a worker draining through a rebalance, 600 jobs at 8 s: {dupes} duplicate results");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        dupes * 100 <= 2 * run.ids.len(),
+        "{dupes} duplicates of {}; the stopped worker's log:\n{text}",
+        run.ids.len(),
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_kills_while_providers_flap_lose_nothing() {
     let run = Scenario::start(6, Duration::from_millis(300), 512, "", "flap", 5000).await;

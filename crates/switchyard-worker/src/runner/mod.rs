@@ -45,7 +45,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::engine::Engine;
 use job::{JobContext, RunningIds};
-use partitions::{Partitions, WorkerContext, rebalancing};
+use partitions::{Partitions, WorkerContext, regrouping};
 use publish::{ApprovalsOut, Out, Publisher};
 
 /// Why the worker could not run.
@@ -207,7 +207,7 @@ pub async fn run(
     // as soon as the rebalance completes, so a refused hand-over is committed
     // while they are still waiting, not after this worker's drain and flushes.
     complete_handover(&kafka).await;
-    report.abandoned = drain(tasks, config.worker.drain_grace, &kafka.stop).await;
+    report.abandoned = drain(&kafka, tasks, config.worker.drain_grace).await;
     kafka.stop.cancel();
     let _ = snapshots.await;
     alerts.stop().await;
@@ -467,9 +467,12 @@ async fn catch_up(
     Some(vec![cancellations, ledger])
 }
 
-/// Which partitions the worker has paused, and why.
+/// Which partitions the worker has paused, and why, in one assignment (a new
+/// assignment starts with every partition fetching).
 #[derive(Default)]
 struct Pauses {
+    /// The assignment these pauses belong to (see `Partitions::assignments`).
+    assignment: u64,
     /// Every slot stayed busy: all partitions are paused while polling goes on.
     busy: bool,
     /// Partitions whose window of pending offsets is full.
@@ -607,6 +610,13 @@ impl Intake<'_> {
     /// Stores moved commit points, reaps finished tasks, and pauses or resumes
     /// partitions whose window of pending offsets filled or emptied.
     fn housekeeping(&mut self) {
+        let assignment = self.kafka.partitions.assignments();
+        if self.pauses.assignment != assignment {
+            self.pauses = Pauses {
+                assignment,
+                ..Pauses::default()
+            };
+        }
         store_offsets(&self.kafka.consumer, &self.kafka.partitions);
         self.measure_lag();
         while let Some(joined) = self.tasks.try_join_next() {
@@ -728,14 +738,28 @@ impl<'a> Producers<'a> {
 
 /// Lets in-flight jobs finish within the grace period; aborts the rest (their
 /// offsets stay uncommitted and they are redone). Returns how many were aborted.
-async fn drain(mut tasks: JoinSet<()>, grace: Duration, stop: &CancellationToken) -> u64 {
+///
+/// The consumer stays polled meanwhile: a member that stops polling holds up
+/// every rebalance of the group until it comes back (the others wait for it
+/// to rejoin), and its commits then meet a generation it has not seen. A
+/// rebalance during the drain goes through the callbacks as while consuming:
+/// what finished in revoked partitions is committed there.
+async fn drain(kafka: &Kafka, mut tasks: JoinSet<()>, grace: Duration) -> u64 {
     info!(
         in_flight = tasks.len(),
         ?grace,
         "Draining: no new jobs; finishing those in flight."
     );
-    let drained =
-        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(grace, async {
+        loop {
+            tokio::select! {
+                biased;
+                joined = tasks.join_next() => if joined.is_none() { break },
+                () = poll_and_drop(kafka) => {}
+            }
+        }
+    })
+    .await;
     if drained.is_ok() {
         return 0;
     }
@@ -744,7 +768,7 @@ async fn drain(mut tasks: JoinSet<()>, grace: Duration, stop: &CancellationToken
         abandoned,
         "Grace period over; unfinished jobs stay uncommitted and will be redone."
     );
-    stop.cancel();
+    kafka.stop.cancel();
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     abandoned
@@ -775,11 +799,13 @@ async fn complete_handover(kafka: &Kafka) {
 }
 
 /// Commits every partition's finished work before leaving the group. A
-/// rebalance under way refuses the commit (REBALANCE_IN_PROGRESS): the worker
-/// then takes part in it, polling, and commits again, or hands the work over
-/// when the rebalance takes its partitions (see [`complete_handover`]), for at
-/// most [`HANDOVER_PATIENCE`]; leaving at the first refusal left everything it
-/// finished since the last auto-commit to be redone.
+/// rebalance refuses the commit (REBALANCE_IN_PROGRESS while it runs,
+/// ILLEGAL_GENERATION once it completed without this worker having polled):
+/// the worker then takes part in it, polling, and commits again, or hands the
+/// work over when the rebalance takes its partitions (see
+/// [`complete_handover`]), for at most [`HANDOVER_PATIENCE`]; leaving at the
+/// first refusal left everything it finished since the last auto-commit to be
+/// redone.
 async fn final_commit(kafka: &Kafka) {
     let until = tokio::time::Instant::now() + HANDOVER_PATIENCE;
     loop {
@@ -793,8 +819,8 @@ async fn final_commit(kafka: &Kafka) {
                 info!(partitions = points.count(), "Committed finished offsets.");
                 break;
             }
-            Err(e) if rebalancing(&e) && tokio::time::Instant::now() < until => {
-                info!(error = %e, "The final commit was refused during a rebalance; taking part in it and committing again.");
+            Err(e) if regrouping(&e) && tokio::time::Instant::now() < until => {
+                info!(error = %e, "The final commit was refused by a rebalance; taking part in it and committing again.");
                 poll_and_drop(kafka).await;
             }
             Err(e) => {
@@ -808,11 +834,19 @@ async fn final_commit(kafka: &Kafka) {
 
 /// Polls the consumer once (for at most a tick), so that a rebalance under way
 /// can go on; a message polled is left unread: it is not registered, so
-/// nothing commits past it.
+/// nothing commits past it, and its partition is paused, so that a stopping
+/// worker does not fetch a backlog only to drop it.
 async fn poll_and_drop(kafka: &Kafka) {
     tokio::select! {
-        m = kafka.consumer.recv() => drop(m),
-        _ = tokio::time::sleep(TICK) => {}
+        m = kafka.consumer.recv() => if let Ok(m) = m {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(m.topic(), m.partition());
+            drop(m);
+            if let Err(e) = kafka.consumer.pause(&tpl) {
+                debug!(error = %e, "Could not pause a partition while stopping.");
+            }
+        },
+        () = tokio::time::sleep(TICK) => {}
     }
 }
 

@@ -21,6 +21,7 @@
 //! rebalance from redoing finished work.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -48,6 +49,9 @@ pub(super) struct Partitions {
     handover: Mutex<Option<TopicPartitionList>>,
     /// Where each partition ended when librdkafka last reported it.
     ends: Mutex<HashMap<i32, PartitionOffsets>>,
+    /// How many assignments this worker has received: the consume loop
+    /// starts its pauses afresh on each (see [`Self::assign`]).
+    assignments: AtomicU64,
 }
 
 /// How long a worker waits, after a rebalance, before reading the committed
@@ -65,7 +69,13 @@ impl Partitions {
             max_pending: max_pending.max(1),
             handover: Mutex::new(None),
             ends: Mutex::new(HashMap::new()),
+            assignments: AtomicU64::new(0),
         }
+    }
+
+    /// How many assignments this worker has received.
+    pub fn assignments(&self) -> u64 {
+        self.assignments.load(Ordering::Acquire)
     }
 
     pub fn topic(&self) -> &str {
@@ -236,6 +246,12 @@ impl Partitions {
 
     /// A rebalance gives `partitions` to this worker: each starts from its
     /// committed offset, skipping what its previous owner finished above it.
+    ///
+    /// Each starts unpaused: librdkafka keeps a partition's application pause
+    /// across assignments, so a partition this worker paused (every slot busy,
+    /// or its window full) and lost in a rebalance would come back paused in a
+    /// later one, while the consume loop, which starts its pauses afresh on
+    /// each assignment, believed it fetching: its jobs would wait forever.
     fn assign<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, partitions: &[i32]) {
         let handover = self.handover.lock().take();
         if let Some(points) = handover.map(|p| still_ahead(consumer, p))
@@ -249,7 +265,7 @@ impl Partitions {
                 // The group is rebalancing again: kept for the next
                 // assignment (never moving a commit point back, see
                 // `still_ahead`), and a stopping worker waits for it.
-                Err(e) if rebalancing(&e) => {
+                Err(e) if regrouping(&e) => {
                     info!(error = %e, "The hand-over commit was refused by a new rebalance; committing it after that one.");
                     *self.handover.lock() = Some(points);
                 }
@@ -260,6 +276,7 @@ impl Partitions {
         }
         info!(?partitions, "Partitions assigned.");
         if partitions.is_empty() {
+            self.assignments.fetch_add(1, Ordering::AcqRel);
             return;
         }
         blocking(|| std::thread::sleep(HANDOVER_DELAY));
@@ -290,6 +307,15 @@ impl Partitions {
         for p in partitions {
             tokens.insert(*p, CancellationToken::new());
         }
+        drop((tracker, tokens));
+        let mut resumed = TopicPartitionList::new();
+        for p in partitions {
+            resumed.add_partition(&self.topic, *p);
+        }
+        if let Err(e) = consumer.resume(&resumed) {
+            warn!(error = %e, "Could not resume newly assigned partitions.");
+        }
+        self.assignments.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -344,12 +370,22 @@ fn still_ahead<C: ConsumerContext>(
     ahead
 }
 
-/// Commits synchronously, trying again briefly when the group is rebalancing.
-/// Whether the broker refused a commit because the group is rebalancing.
-pub(super) fn rebalancing(e: &KafkaError) -> bool {
-    e.rdkafka_error_code() == Some(RDKafkaErrorCode::RebalanceInProgress)
+/// Whether the broker refused a commit because the group is rebalancing, or
+/// has moved to a generation (or membership) this worker has not caught up
+/// with: polling lets the worker take part in the rebalance, after which the
+/// commit goes through or the work is handed over.
+pub(super) fn regrouping(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+        )
+    )
 }
 
+/// Commits synchronously, trying again briefly when the group is rebalancing.
 fn commit_with_retries<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     points: &TopicPartitionList,
@@ -413,7 +449,7 @@ mod tests {
     use rdkafka::{Offset, TopicPartitionList};
     use switchyard_kafka::embedded::EmbeddedBroker;
 
-    use super::still_ahead;
+    use super::{Partitions, WorkerContext, still_ahead};
 
     fn points(offsets: &[(i32, i64, &str)]) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
@@ -457,6 +493,97 @@ mod tests {
                 // Nothing committed yet.
                 (2, Offset::Offset(10), String::new()),
             ]
+        );
+    }
+
+    fn group_member<C: rdkafka::consumer::ConsumerContext>(
+        broker: &EmbeddedBroker,
+        context: C,
+    ) -> BaseConsumer<C> {
+        let consumer: BaseConsumer<C> = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("group.id", "pauses")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500")
+            .create_with_context(context)
+            .unwrap();
+        consumer.subscribe(&["jobs"]).unwrap();
+        consumer
+    }
+
+    fn assigned<C: rdkafka::consumer::ConsumerContext>(consumer: &BaseConsumer<C>) -> usize {
+        consumer.assignment().map_or(0, |a| a.count())
+    }
+
+    #[test]
+    fn a_partition_paused_before_a_rebalance_is_fetched_after_it() {
+        use rdkafka::Message;
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        use std::time::{Duration, Instant};
+
+        let broker = EmbeddedBroker::start(&[("jobs", 2)]).unwrap();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .create()
+            .unwrap();
+        for partition in 0..2 {
+            for _ in 0..5 {
+                producer
+                    .send(
+                        BaseRecord::<(), str>::to("jobs")
+                            .partition(partition)
+                            .payload("job"),
+                    )
+                    .unwrap();
+            }
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+
+        let partitions = std::sync::Arc::new(Partitions::new(
+            "jobs".to_owned(),
+            Duration::from_secs(1),
+            64,
+        ));
+        let worker = group_member(
+            &broker,
+            WorkerContext {
+                partitions: partitions.clone(),
+                metrics: Default::default(),
+            },
+        );
+        let until = Instant::now() + Duration::from_secs(30);
+        while assigned(&worker) < 2 && Instant::now() < until {
+            worker.poll(Duration::from_millis(100));
+        }
+        assert_eq!(assigned(&worker), 2);
+        // Every slot busy: the worker pauses everything it holds.
+        worker.pause(&worker.assignment().unwrap()).unwrap();
+        let before = partitions.assignments();
+
+        // A second member joins: the rebalance takes one partition away and
+        // gives the other back to the worker.
+        let other = group_member(&broker, rdkafka::consumer::DefaultConsumerContext);
+        let mut fetched = std::collections::BTreeSet::new();
+        let until = Instant::now() + Duration::from_secs(40);
+        while fetched.is_empty() && Instant::now() < until {
+            if let Some(Ok(m)) = worker.poll(Duration::from_millis(50))
+                && partitions.assignments() > before
+            {
+                fetched.insert(m.partition());
+            }
+            other.poll(Duration::from_millis(50));
+        }
+        assert!(
+            partitions.assignments() > before,
+            "the second member's join caused no rebalance"
+        );
+        assert_eq!(assigned(&worker), 1);
+        assert_eq!(
+            fetched.len(),
+            1,
+            "the partition the worker got back stayed paused"
         );
     }
 }
