@@ -12,6 +12,7 @@ pub mod embedded;
 pub mod follow;
 pub mod offsets;
 pub mod produce;
+pub mod rebalance;
 pub mod scan;
 pub mod stats;
 

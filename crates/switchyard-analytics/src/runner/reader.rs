@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use switchyard_kafka::rebalance::start_unpaused;
 use switchyard_kafka::stats::partition_offsets;
 use tracing::{debug, warn};
 
@@ -153,10 +154,14 @@ impl ConsumerContext for SinkContext {
         debug!(partitions = ?partitions, committed = ?points, "Partitions given up.");
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(tpl) = rebalance else {
             return;
         };
+        // The reader pauses them again if the writer is still behind.
+        if let Err(e) = start_unpaused(consumer, tpl) {
+            warn!(error = %e, "Could not resume newly assigned usage partitions.");
+        }
         let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
         let partitions: Vec<(i32, u64)> = self
             .partitions(tpl)
@@ -339,5 +344,36 @@ impl Reader {
             ),
             Err(e) => warn!(error = %e, pause, "Could not pause or resume the usage partitions."),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, mpsc};
+    use std::time::Duration;
+
+    use super::SinkContext;
+    use crate::metrics::SinkMetrics;
+
+    #[test]
+    fn a_partition_paused_before_a_rebalance_is_fetched_after_it() {
+        // No writer: the revocation goes unanswered at once.
+        let (control, _) = mpsc::channel();
+        let context = SinkContext::new(
+            "usage".to_owned(),
+            control,
+            Duration::from_secs(1),
+            Arc::new(SinkMetrics::new("unused", false)),
+        );
+        let fetched =
+            switchyard_kafka::rebalance::partitions_fetched_after_a_rebalance_while_paused(
+                "usage", context,
+            )
+            .unwrap();
+        assert_eq!(
+            fetched.len(),
+            1,
+            "the partition the sink got back stayed paused"
+        );
     }
 }

@@ -29,6 +29,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use switchyard_kafka::rebalance::start_unpaused;
 use switchyard_kafka::stats::{PartitionOffsets, partition_offsets};
 use switchyard_kafka::{Arrival, OffsetTracker, Ticket};
 use tokio_util::sync::CancellationToken;
@@ -247,11 +248,11 @@ impl Partitions {
     /// A rebalance gives `partitions` to this worker: each starts from its
     /// committed offset, skipping what its previous owner finished above it.
     ///
-    /// Each starts unpaused: librdkafka keeps a partition's application pause
-    /// across assignments, so a partition this worker paused (every slot busy,
-    /// or its window full) and lost in a rebalance would come back paused in a
-    /// later one, while the consume loop, which starts its pauses afresh on
-    /// each assignment, believed it fetching: its jobs would wait forever.
+    /// Each starts unpaused (see [`start_unpaused`]): a partition this worker
+    /// paused (every slot busy, or its window full) and lost in a rebalance
+    /// would otherwise come back paused in a later one, while the consume
+    /// loop, which starts its pauses afresh on each assignment, believed it
+    /// fetching: its jobs would wait forever.
     fn assign<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, partitions: &[i32]) {
         let handover = self.handover.lock().take();
         if let Some(points) = handover.map(|p| still_ahead(consumer, p))
@@ -308,11 +309,11 @@ impl Partitions {
             tokens.insert(*p, CancellationToken::new());
         }
         drop((tracker, tokens));
-        let mut resumed = TopicPartitionList::new();
+        let mut assigned = TopicPartitionList::new();
         for p in partitions {
-            resumed.add_partition(&self.topic, *p);
+            assigned.add_partition(&self.topic, *p);
         }
-        if let Err(e) = consumer.resume(&resumed) {
+        if let Err(e) = start_unpaused(consumer, &assigned) {
             warn!(error = %e, "Could not resume newly assigned partitions.");
         }
         self.assignments.fetch_add(1, Ordering::AcqRel);
@@ -496,90 +497,21 @@ mod tests {
         );
     }
 
-    fn group_member<C: rdkafka::consumer::ConsumerContext>(
-        broker: &EmbeddedBroker,
-        context: C,
-    ) -> BaseConsumer<C> {
-        let consumer: BaseConsumer<C> = ClientConfig::new()
-            .set("bootstrap.servers", broker.bootstrap())
-            .set("group.id", "pauses")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500")
-            .create_with_context(context)
-            .unwrap();
-        consumer.subscribe(&["jobs"]).unwrap();
-        consumer
-    }
-
-    fn assigned<C: rdkafka::consumer::ConsumerContext>(consumer: &BaseConsumer<C>) -> usize {
-        consumer.assignment().map_or(0, |a| a.count())
-    }
-
     #[test]
     fn a_partition_paused_before_a_rebalance_is_fetched_after_it() {
-        use rdkafka::Message;
-        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-        use std::time::{Duration, Instant};
-
-        let broker = EmbeddedBroker::start(&[("jobs", 2)]).unwrap();
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", broker.bootstrap())
-            .create()
+        let context = WorkerContext {
+            partitions: std::sync::Arc::new(Partitions::new(
+                "jobs".to_owned(),
+                std::time::Duration::from_secs(1),
+                64,
+            )),
+            metrics: Default::default(),
+        };
+        let fetched =
+            switchyard_kafka::rebalance::partitions_fetched_after_a_rebalance_while_paused(
+                "jobs", context,
+            )
             .unwrap();
-        for partition in 0..2 {
-            for _ in 0..5 {
-                producer
-                    .send(
-                        BaseRecord::<(), str>::to("jobs")
-                            .partition(partition)
-                            .payload("job"),
-                    )
-                    .unwrap();
-            }
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
-
-        let partitions = std::sync::Arc::new(Partitions::new(
-            "jobs".to_owned(),
-            Duration::from_secs(1),
-            64,
-        ));
-        let worker = group_member(
-            &broker,
-            WorkerContext {
-                partitions: partitions.clone(),
-                metrics: Default::default(),
-            },
-        );
-        let until = Instant::now() + Duration::from_secs(30);
-        while assigned(&worker) < 2 && Instant::now() < until {
-            worker.poll(Duration::from_millis(100));
-        }
-        assert_eq!(assigned(&worker), 2);
-        // Every slot busy: the worker pauses everything it holds.
-        worker.pause(&worker.assignment().unwrap()).unwrap();
-        let before = partitions.assignments();
-
-        // A second member joins: the rebalance takes one partition away and
-        // gives the other back to the worker.
-        let other = group_member(&broker, rdkafka::consumer::DefaultConsumerContext);
-        let mut fetched = std::collections::BTreeSet::new();
-        let until = Instant::now() + Duration::from_secs(40);
-        while fetched.is_empty() && Instant::now() < until {
-            if let Some(Ok(m)) = worker.poll(Duration::from_millis(50))
-                && partitions.assignments() > before
-            {
-                fetched.insert(m.partition());
-            }
-            other.poll(Duration::from_millis(50));
-        }
-        assert!(
-            partitions.assignments() > before,
-            "the second member's join caused no rebalance"
-        );
-        assert_eq!(assigned(&worker), 1);
         assert_eq!(
             fetched.len(),
             1,
