@@ -283,28 +283,44 @@ async fn a_worker_stopped_during_a_rebalance_hands_over_what_it_finished() {
 }
 
 /// A worker told to stop just as another joins: it keeps taking part in the
-/// group while its jobs in flight finish (8 s each, longer than the group
-/// waits for members to rejoin), so the rebalance does not pass it by and
-/// leave its final commit refused for a generation it never saw, with all it
-/// finished redone.
+/// group while its jobs in flight finish (8 s each), so the rebalance does
+/// not pass it by (librdkafka's mock broker goes on without a member that
+/// has not rejoined within 5 s) and leave its final commit refused for a
+/// generation it never saw, with all it finished redone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_draining_through_a_rebalance_hands_over_what_it_finished() {
     let run = Scenario::start(6, Duration::from_secs(8), 128, "", "drain", 600).await;
     let log = run.dir.path().join("first.log");
     let first = start_worker_logged(&run.config, &run.bootstrap, &log);
-    let started = eventually(Duration::from_secs(20), || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Partitions assigned"))
+    let logged = |path: &std::path::Path, what: &str| {
+        std::fs::read_to_string(path).is_ok_and(|l| l.contains(what))
+    };
+    let assigned = eventually(Duration::from_secs(20), || {
+        logged(&log, "Partitions assigned")
     })
     .await;
-    assert!(started, "the first worker never joined");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(assigned, "the first worker never joined");
+    // The second worker is told to start at once; the first is stopped as
+    // the second is about to join, so the join lands in the first one's
+    // drain, while its jobs have a few seconds left.
+    let second_log = run.dir.path().join("second.log");
+    let second = start_worker_logged(&run.config, &run.bootstrap, &second_log);
+    let started = eventually(Duration::from_secs(20), || {
+        logged(&second_log, "Worker started")
+    })
+    .await;
+    assert!(started, "the second worker never started");
     signal(&first, "-TERM");
-    let second = run.worker();
     let counts = run.settled(Duration::from_secs(240)).await;
     drop((first, second));
     let dupes = duplicates(&counts);
     eprintln!("a worker draining through a rebalance, 600 jobs at 8 s: {dupes} duplicate results");
     let text = std::fs::read_to_string(&log).unwrap();
+    let drained = text.find("Draining").expect("the worker never drained");
+    assert!(
+        text[drained..].contains("Partitions revoked"),
+        "the rebalance did not come during the drain:\n{text}"
+    );
     assert!(
         dupes * 100 <= 2 * run.ids.len(),
         "{dupes} duplicates of {}; the stopped worker's log:\n{text}",

@@ -11,20 +11,21 @@ use rdkafka::{ClientConfig, Message, TopicPartitionList};
 
 use crate::embedded::{EmbeddedBroker, EmbeddedError};
 
-/// Resumes the partitions a rebalance has just assigned. librdkafka keeps an
-/// application's pause on a partition across assignments (it resets only its
-/// own), so a consumer that paused a partition, lost it in a rebalance and got
-/// it back in a later one would find it still paused while believing it
-/// fetching. Call it from `post_rebalance` on an assignment; a consumer that
-/// wants to stay paused pauses again afterwards.
-pub fn start_unpaused<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    assigned: &TopicPartitionList,
-) -> KafkaResult<()> {
-    if assigned.count() == 0 {
+/// Resumes every partition the consumer holds once a rebalance has assigned
+/// it partitions. librdkafka keeps an application's pause on a partition
+/// across assignments (it resets only its own), so a consumer that paused a
+/// partition, lost it in a rebalance and got it back in a later one would find
+/// it still paused while believing it fetching. The whole assignment, not only
+/// what was just added: with an incremental assignor the partitions kept
+/// through the rebalance would stay paused too. Call it from `post_rebalance`
+/// on an assignment; a consumer that wants to stay paused pauses again
+/// afterwards.
+pub fn start_unpaused<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> KafkaResult<()> {
+    let held: TopicPartitionList = consumer.assignment()?;
+    if held.count() == 0 {
         return Ok(());
     }
-    consumer.resume(assigned)
+    consumer.resume(&held)
 }
 
 /// For tests of a consumer context: on an embedded broker whose `topic` has
@@ -114,8 +115,8 @@ mod tests {
 
     impl ConsumerContext for Unpausing {
         fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-            if let Rebalance::Assign(tpl) = rebalance {
-                start_unpaused(consumer, tpl).unwrap();
+            if let Rebalance::Assign(_) = rebalance {
+                start_unpaused(consumer).unwrap();
             }
         }
     }

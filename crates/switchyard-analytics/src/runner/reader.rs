@@ -159,7 +159,7 @@ impl ConsumerContext for SinkContext {
             return;
         };
         // The reader pauses them again if the writer is still behind.
-        if let Err(e) = start_unpaused(consumer, tpl) {
+        if let Err(e) = start_unpaused(consumer) {
             warn!(error = %e, "Could not resume newly assigned usage partitions.");
         }
         let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);

@@ -207,22 +207,33 @@ pub async fn run(
     // as soon as the rebalance completes, so a refused hand-over is committed
     // while they are still waiting, not after this worker's drain and flushes.
     complete_handover(&kafka).await;
-    report.abandoned = drain(&kafka, tasks, config.worker.drain_grace).await;
-    kafka.stop.cancel();
-    let _ = snapshots.await;
-    alerts.stop().await;
-    let _ = releaser.await;
-    if let Some(gatherer) = gatherer {
-        let _ = gatherer.await;
-    }
-    if let Some(audit) = audit {
-        let _ = audit.await;
-    }
-    for producer in &kafka.producers {
-        if let Err(e) = producer_flush(producer) {
-            warn!(error = %e, "Producer flush failed.");
-        }
-    }
+    // Until the final commit, the consumer stays polled: a member that stops
+    // polling holds up every rebalance of the group until it comes back (on
+    // Kafka up to `max.poll.interval.ms`, the others idle meanwhile), and its
+    // commits then meet a generation it has not seen. A rebalance while the
+    // worker stops goes through the callbacks as while consuming: what
+    // finished in revoked partitions is committed there.
+    let stopped = CancellationToken::new();
+    let (abandoned, ()) = tokio::join!(
+        async {
+            let abandoned = drain(tasks, config.worker.drain_grace, &kafka.stop).await;
+            kafka.stop.cancel();
+            let _ = snapshots.await;
+            alerts.stop().await;
+            let _ = releaser.await;
+            if let Some(gatherer) = gatherer {
+                let _ = gatherer.await;
+            }
+            if let Some(audit) = audit {
+                let _ = audit.await;
+            }
+            flush_producers(&kafka.producers).await;
+            stopped.cancel();
+            abandoned
+        },
+        keep_polled(&kafka, &stopped),
+    );
+    report.abandoned = abandoned;
     final_commit(&kafka).await;
     kafka.consumer.unsubscribe();
     engine.metrics.set_group_joined(false);
@@ -738,28 +749,14 @@ impl<'a> Producers<'a> {
 
 /// Lets in-flight jobs finish within the grace period; aborts the rest (their
 /// offsets stay uncommitted and they are redone). Returns how many were aborted.
-///
-/// The consumer stays polled meanwhile: a member that stops polling holds up
-/// every rebalance of the group until it comes back (the others wait for it
-/// to rejoin), and its commits then meet a generation it has not seen. A
-/// rebalance during the drain goes through the callbacks as while consuming:
-/// what finished in revoked partitions is committed there.
-async fn drain(kafka: &Kafka, mut tasks: JoinSet<()>, grace: Duration) -> u64 {
+async fn drain(mut tasks: JoinSet<()>, grace: Duration, stop: &CancellationToken) -> u64 {
     info!(
         in_flight = tasks.len(),
         ?grace,
         "Draining: no new jobs; finishing those in flight."
     );
-    let drained = tokio::time::timeout(grace, async {
-        loop {
-            tokio::select! {
-                biased;
-                joined = tasks.join_next() => if joined.is_none() { break },
-                () = poll_and_drop(kafka) => {}
-            }
-        }
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_ok() {
         return 0;
     }
@@ -768,10 +765,20 @@ async fn drain(kafka: &Kafka, mut tasks: JoinSet<()>, grace: Duration) -> u64 {
         abandoned,
         "Grace period over; unfinished jobs stay uncommitted and will be redone."
     );
-    kafka.stop.cancel();
+    stop.cancel();
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     abandoned
+}
+
+/// Polls the consumer (see [`poll_and_drop`]) until `stopped`.
+async fn keep_polled(kafka: &Kafka, stopped: &CancellationToken) {
+    while !stopped.is_cancelled() {
+        tokio::select! {
+            () = stopped.cancelled() => break,
+            () = poll_and_drop(kafka) => {}
+        }
+    }
 }
 
 /// How long a stopping worker keeps taking part in a rebalance that refused
@@ -850,9 +857,19 @@ async fn poll_and_drop(kafka: &Kafka) {
     }
 }
 
-fn producer_flush(producer: &FutureProducer) -> Result<(), KafkaError> {
+/// Flushes every producer, on a blocking thread, so that the consumer can
+/// be polled meanwhile.
+async fn flush_producers(producers: &[FutureProducer]) {
     use rdkafka::producer::Producer;
-    producer.flush(Duration::from_secs(30))
+    let producers = producers.to_vec();
+    let _ = tokio::task::spawn_blocking(move || {
+        for producer in &producers {
+            if let Err(e) = producer.flush(Duration::from_secs(30)) {
+                warn!(error = %e, "Producer flush failed.");
+            }
+        }
+    })
+    .await;
 }
 
 /// Stores the commit points (and metadata) that changed; librdkafka's

@@ -309,11 +309,7 @@ impl Partitions {
             tokens.insert(*p, CancellationToken::new());
         }
         drop((tracker, tokens));
-        let mut assigned = TopicPartitionList::new();
-        for p in partitions {
-            assigned.add_partition(&self.topic, *p);
-        }
-        if let Err(e) = start_unpaused(consumer, &assigned) {
+        if let Err(e) = start_unpaused(consumer) {
             warn!(error = %e, "Could not resume newly assigned partitions.");
         }
         self.assignments.fetch_add(1, Ordering::AcqRel);
