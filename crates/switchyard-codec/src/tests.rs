@@ -444,3 +444,22 @@ fn avro_schemas_default_the_new_fields_for_older_writers() {
         }
     }
 }
+
+/// A provider's long error text on an attempt is cut like the job's echoes, so
+/// one unreadable answer cannot make a later good answer's result unpublishable.
+#[test]
+fn cap_echoes_cuts_the_attempts_errors_too() {
+    let mut r = full_result();
+    r.attempts[0].error = Some("z".repeat(100_000));
+    r.cap_echoes(1024);
+    let e = r.attempts[0].error.as_deref().unwrap();
+    assert!(e.len() <= 1024 && e.starts_with("zzz"), "{} bytes", e.len());
+    assert_eq!(r.attempts[1].error, None);
+    assert_eq!(r.output, full_result().output, "the answer is kept");
+    assert_eq!(
+        r.metadata
+            .get(switchyard_core::result::TRUNCATED_KEY)
+            .map(String::as_str),
+        Some("attempts.error")
+    );
+}

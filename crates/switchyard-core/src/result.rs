@@ -253,7 +253,8 @@ pub fn cap_text(text: &mut String, max: usize) -> bool {
 
 impl JobResult {
     /// Cuts what the result copies from its job (project, batch id, metadata)
-    /// and texts that may quote it (error message, routing reason) to `max`
+    /// and texts that may quote it or a provider (error message, routing
+    /// reason, attempts' errors) to `max`
     /// bytes each, metadata to `16 × max` in all, and names what was cut under
     /// [`TRUNCATED_KEY`]. A job's input must not make its result unpublishable.
     pub fn cap_echoes(&mut self, max: usize) {
@@ -275,6 +276,15 @@ impl JobResult {
             && cap_text(&mut r.reason, max)
         {
             cut.push("routing.reason");
+        }
+        let mut attempts_cut = false;
+        for a in &mut self.attempts {
+            if let Some(e) = &mut a.error {
+                attempts_cut |= cap_text(e, max);
+            }
+        }
+        if attempts_cut {
+            cut.push("attempts.error");
         }
         let budget = max.saturating_mul(16);
         let mut used = 0usize;

@@ -268,17 +268,19 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl TokenUsage {
-    /// Sum of all counts.
+    /// Sum of all counts (saturating: the counts come from providers).
     pub fn total(&self) -> u64 {
         self.input_tokens
-            + self.output_tokens
-            + self.cached_input_tokens
-            + self.cache_write_input_tokens
+            .saturating_add(self.output_tokens)
+            .saturating_add(self.cached_input_tokens)
+            .saturating_add(self.cache_write_input_tokens)
     }
 
     /// Prompt tokens of every kind: what long-context tiers are judged on.
     pub fn prompt_tokens(&self) -> u64 {
-        self.input_tokens + self.cached_input_tokens + self.cache_write_input_tokens
+        self.input_tokens
+            .saturating_add(self.cached_input_tokens)
+            .saturating_add(self.cache_write_input_tokens)
     }
 
     /// True when the provider billed nothing.
@@ -286,12 +288,33 @@ impl TokenUsage {
         self.total() == 0
     }
 
-    /// Adds another call's usage.
+    /// The largest count a provider may report for one call: above any
+    /// model's context window by far. A larger one is a broken or hostile
+    /// answer, not a bill (it would wrap sums and swamp budgets).
+    pub const MAX_PLAUSIBLE: u64 = 100_000_000;
+
+    /// Whether every count is at most [`TokenUsage::MAX_PLAUSIBLE`].
+    pub fn is_plausible(&self) -> bool {
+        [
+            self.input_tokens,
+            self.output_tokens,
+            self.cached_input_tokens,
+            self.cache_write_input_tokens,
+        ]
+        .iter()
+        .all(|&n| n <= Self::MAX_PLAUSIBLE)
+    }
+
+    /// Adds another call's usage (saturating).
     pub fn add(&mut self, other: &TokenUsage) {
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-        self.cached_input_tokens += other.cached_input_tokens;
-        self.cache_write_input_tokens += other.cache_write_input_tokens;
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cached_input_tokens = self
+            .cached_input_tokens
+            .saturating_add(other.cached_input_tokens);
+        self.cache_write_input_tokens = self
+            .cache_write_input_tokens
+            .saturating_add(other.cache_write_input_tokens);
     }
 }
 

@@ -109,6 +109,55 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// The same error with `f` applied to the provider's text it carries (every
+    /// variant but a timeout carries some).
+    pub fn map_message(self, f: impl FnOnce(&str) -> String) -> Self {
+        use ProviderError as E;
+        match self {
+            E::RateLimited {
+                status,
+                message,
+                retry_after,
+            } => E::RateLimited {
+                status,
+                message: f(&message),
+                retry_after,
+            },
+            E::QuotaExhausted { status, message } => E::QuotaExhausted {
+                status,
+                message: f(&message),
+            },
+            E::Server {
+                status,
+                message,
+                retry_after,
+            } => E::Server {
+                status,
+                message: f(&message),
+                retry_after,
+            },
+            E::InvalidRequest { status, message } => E::InvalidRequest {
+                status,
+                message: f(&message),
+            },
+            E::Unservable { status, message } => E::Unservable {
+                status,
+                message: f(&message),
+            },
+            E::Auth { status, message } => E::Auth {
+                status,
+                message: f(&message),
+            },
+            E::Refused { message, usage } => E::Refused {
+                message: f(&message),
+                usage,
+            },
+            E::Decode(m) => E::Decode(f(&m)),
+            E::Connection(m) => E::Connection(f(&m)),
+            t @ E::Timeout { .. } => t,
+        }
+    }
+
     /// Whether the same request may succeed if tried again on the same deployment.
     pub fn is_retryable(&self) -> bool {
         matches!(

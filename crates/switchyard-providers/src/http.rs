@@ -10,9 +10,10 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use switchyard_core::catalog::RequestParam;
 use switchyard_core::config::Timeouts;
 use switchyard_core::job::ChatRequest;
+use switchyard_core::result::TokenUsage;
 
 use crate::secret::{ApiKey, redact};
-use crate::wire::{WireFormat, cut_at_stop};
+use crate::wire::{MESSAGE_MAX, WireFormat, clip_to, cut_at_stop};
 use crate::{BoxFuture, CallRequest, Completion, Provider, ProviderError, TimeoutPhase};
 
 /// A provider reached over HTTP.
@@ -168,9 +169,7 @@ impl HttpProvider {
             Ok(Ok(b)) => b,
         };
         if (200..300).contains(&status) {
-            let mut c = self
-                .format
-                .parse_ok(&headers, &bytes)
+            let mut c = plausible(self.format.parse_ok(&headers, &bytes))
                 .map_err(|e| self.scrub_error(e))?;
             c.status = status;
             Ok(self.finish_answer(call.request, c))
@@ -220,9 +219,7 @@ impl HttpProvider {
     /// A successful answer's body (a chat completion or message, as a batch
     /// result line carries it) as a [`Completion`].
     pub fn parse_answer(&self, status: u16, body: &[u8]) -> Result<Completion, ProviderError> {
-        let mut c = self
-            .format
-            .parse_ok(&HeaderMap::new(), body)
+        let mut c = plausible(self.format.parse_ok(&HeaderMap::new(), body))
             .map_err(|e| self.scrub_error(e))?;
         c.status = status;
         Ok(c)
@@ -250,51 +247,34 @@ impl HttpProvider {
         self.scrub_error(self.format.parse_error(status, &HeaderMap::new(), body))
     }
 
+    /// `e` with the key scrubbed out of its text, then cut to
+    /// [`MESSAGE_MAX`] bytes (in this order: a cut through an echoed key
+    /// would leave its head behind).
     fn scrub_error(&self, e: ProviderError) -> ProviderError {
-        match e {
-            ProviderError::RateLimited {
-                status,
-                message,
-                retry_after,
-            } => ProviderError::RateLimited {
-                status,
-                message: self.scrub(&message),
-                retry_after,
-            },
-            ProviderError::QuotaExhausted { status, message } => ProviderError::QuotaExhausted {
-                status,
-                message: self.scrub(&message),
-            },
-            ProviderError::Server {
-                status,
-                message,
-                retry_after,
-            } => ProviderError::Server {
-                status,
-                message: self.scrub(&message),
-                retry_after,
-            },
-            ProviderError::InvalidRequest { status, message } => ProviderError::InvalidRequest {
-                status,
-                message: self.scrub(&message),
-            },
-            ProviderError::Unservable { status, message } => ProviderError::Unservable {
-                status,
-                message: self.scrub(&message),
-            },
-            ProviderError::Auth { status, message } => ProviderError::Auth {
-                status,
-                message: self.scrub(&message),
-            },
-            ProviderError::Refused { message, usage } => ProviderError::Refused {
-                message: self.scrub(&message),
-                usage,
-            },
-            ProviderError::Decode(m) => ProviderError::Decode(self.scrub(&m)),
-            ProviderError::Connection(m) => ProviderError::Connection(self.scrub(&m)),
-            t @ ProviderError::Timeout { .. } => t,
-        }
+        e.map_message(|m| clip_to(&self.scrub(m), MESSAGE_MAX))
     }
+}
+
+/// `answer`, unless the usage it reports (answer or refusal) is more than any
+/// call can bill: then an unreadable response, retried and failed over like
+/// one, so a broken or hostile count never reaches budgets and analytics.
+fn plausible(answer: Result<Completion, ProviderError>) -> Result<Completion, ProviderError> {
+    let usage = match &answer {
+        Ok(c) => c.usage,
+        Err(ProviderError::Refused { usage, .. }) => *usage,
+        Err(_) => return answer,
+    };
+    if usage.is_plausible() {
+        return answer;
+    }
+    Err(ProviderError::Decode(format!(
+        "implausible usage ({} input, {} output, {} cached, {} cache-write tokens; at most {} each)",
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cached_input_tokens,
+        usage.cache_write_input_tokens,
+        TokenUsage::MAX_PLAUSIBLE
+    )))
 }
 
 /// Largest response body read from a provider. A chat completion is at most a

@@ -50,6 +50,11 @@ api_key_file = "{key_file}"
 
 /// One HTTP exchange: returns the request head and body, answers `reply`.
 async fn serve_once(listener: &TcpListener, reply: String) -> (String, Value) {
+    serve_status_once(listener, "200 OK", reply).await
+}
+
+/// As [`serve_once`], with `status` ("401 Unauthorized") on the answer.
+async fn serve_status_once(listener: &TcpListener, status: &str, reply: String) -> (String, Value) {
     let (mut socket, _) = listener.accept().await.unwrap();
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
@@ -72,7 +77,7 @@ async fn serve_once(listener: &TcpListener, reply: String) -> (String, Value) {
         }
     };
     let response = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
         reply.len()
     );
     socket.write_all(response.as_bytes()).await.unwrap();
@@ -175,4 +180,63 @@ fn a_missing_key_file_is_named_in_the_error() {
         "{text}"
     );
     assert!(text.contains("mount the key file"), "{text}");
+}
+
+/// A provider's answer is bounded in what it can put into a result or a
+/// ledger: a huge unreadable body gives a short error, a key echoed across the
+/// cut of an error message is removed whole, and a usage no call can bill is
+/// refused as unreadable (retried, failed over) instead of settled.
+#[tokio::test]
+async fn hostile_answers_give_short_key_free_errors_and_no_absurd_bill() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("openai.key");
+    std::fs::write(&key_file, KEY).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let p = config(dir.path(), &base_url, &key_file);
+    let deployments = build_deployments(&p.config, &p.catalog).unwrap();
+    let d = &deployments[1];
+    let request = request();
+    let call = || {
+        d.client.complete(CallRequest {
+            request: &request,
+            api_model: &d.api_model,
+            default_max_tokens: None,
+        })
+    };
+
+    // serde quotes the whole offending value in its message.
+    let huge = serde_json::json!({"choices": "x".repeat(600_000)}).to_string();
+    let (_, done) = tokio::join!(serve_once(&listener, huge), call());
+    let e = done.unwrap_err();
+    assert!(
+        matches!(e, switchyard_providers::ProviderError::Decode(_)),
+        "{e}"
+    );
+    assert!(e.is_retryable());
+    assert!(e.to_string().len() < 600, "{} bytes", e.to_string().len());
+
+    // A 401 whose message echoes the key where a cut at 500 bytes falls.
+    let echo = format!("{} Bearer {KEY} is not valid", "y".repeat(480));
+    let body = serde_json::json!({"error": {"message": echo, "type": "invalid_request_error"}});
+    let (_, done) = tokio::join!(
+        serve_status_once(&listener, "401 Unauthorized", body.to_string()),
+        call()
+    );
+    let text = done.unwrap_err().to_string();
+    assert!(text.contains("Bearer ***"), "{text}");
+    assert!(!text.contains(&KEY[..6]), "no head of the key: {text}");
+
+    // A bill of u64::MAX output tokens.
+    let absurd = serde_json::json!({
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": u64::MAX, "total_tokens": 20},
+    });
+    let (_, done) = tokio::join!(serve_once(&listener, absurd.to_string()), call());
+    let e = done.unwrap_err();
+    assert!(
+        matches!(e, switchyard_providers::ProviderError::Decode(ref m) if m.contains("implausible usage")),
+        "{e}"
+    );
+    assert!(e.billed().is_zero());
 }

@@ -451,3 +451,29 @@ fn openai_refusals_of_unsupported_parameters_are_final() {
         assert!(e.to_string().contains("with this model"), "{e}");
     }
 }
+
+/// A 2xx that is not an answer (an error body, an empty object, no candidate
+/// and no block reason) is unreadable, so it is retried and fails over; only a
+/// named block is a refusal.
+#[test]
+fn a_2xx_without_an_answer_is_unreadable_not_an_empty_success() {
+    let h = HeaderMap::new();
+    let overloaded =
+        br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+    for body in [&overloaded[..], b"{}", br#"{"type":"completion"}"#] {
+        let e = Anthropic.parse_ok(&h, body).unwrap_err();
+        assert!(matches!(e, ProviderError::Decode(_)), "{e}");
+        assert!(e.is_retryable() && e.allows_failover(), "{e}");
+    }
+    let e = Anthropic.parse_ok(&h, overloaded).unwrap_err().to_string();
+    assert!(e.contains("overloaded_error"), "{e}");
+
+    let e = Gemini.parse_ok(&h, br#"{"candidates":[]}"#).unwrap_err();
+    assert!(
+        matches!(e, ProviderError::Decode(_)) && e.is_retryable(),
+        "{e}"
+    );
+    let blocked = br#"{"candidates":[],"promptFeedback":{"blockReason":"SAFETY"}}"#;
+    let e = Gemini.parse_ok(&h, blocked).unwrap_err();
+    assert!(matches!(e, ProviderError::Refused { .. }), "{e}");
+}

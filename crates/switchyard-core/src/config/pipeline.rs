@@ -175,6 +175,8 @@ impl Default for Topics {
 /// configuration reference), the only ones `kafka.client_secret_env` takes.
 pub const KAFKA_SECRET_PROPERTIES: &[&str] = &[
     "sasl.password",
+    "sasl.oauthbearer.assertion.private.key.passphrase",
+    "sasl.oauthbearer.assertion.private.key.pem",
     "sasl.oauthbearer.client.secret",
     "sasl.oauthbearer.config",
     "ssl.key.password",

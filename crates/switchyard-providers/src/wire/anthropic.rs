@@ -32,6 +32,9 @@ pub struct Anthropic;
 
 #[derive(Deserialize)]
 struct Response {
+    /// `message` for an answer; `error` for an error some gateways send with a 200.
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
     #[serde(default)]
     content: Vec<Block>,
     #[serde(default)]
@@ -126,7 +129,30 @@ impl WireFormat for Anthropic {
 
     fn parse_ok(&self, headers: &HeaderMap, body: &[u8]) -> Result<Completion, ProviderError> {
         let r: Response = serde_json::from_slice(body)
-            .map_err(|e| ProviderError::Decode(format!("Anthropic response: {e}")))?;
+            .map_err(|e| ProviderError::Decode(clip(&format!("Anthropic response: {e}"))))?;
+        // An error body (or no message at all) under a 2xx is not an answer: it
+        // is retried and fails over like any unreadable response, never taken
+        // for an empty success.
+        match r.kind.as_deref() {
+            Some("message") => {}
+            Some("error") => {
+                let e = self.parse_error(500, headers, body);
+                return Err(ProviderError::Decode(format!(
+                    "an error body with a 2xx: {e}"
+                )));
+            }
+            Some(other) => {
+                return Err(ProviderError::Decode(clip(&format!(
+                    "Anthropic response of type {other:?}, not a message"
+                ))));
+            }
+            None if r.content.is_empty() && r.usage.is_none() && r.stop_reason.is_none() => {
+                return Err(ProviderError::Decode(
+                    "Anthropic response has no content, usage or stop_reason".into(),
+                ));
+            }
+            None => {}
+        }
         let usage = r
             .usage
             .map(|u| TokenUsage {

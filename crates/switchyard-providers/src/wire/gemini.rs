@@ -162,27 +162,32 @@ impl WireFormat for Gemini {
 
     fn parse_ok(&self, _headers: &HeaderMap, body: &[u8]) -> Result<Completion, ProviderError> {
         let r: Response = serde_json::from_slice(body)
-            .map_err(|e| ProviderError::Decode(format!("Gemini response: {e}")))?;
+            .map_err(|e| ProviderError::Decode(clip(&format!("Gemini response: {e}"))))?;
         let usage = r
             .usage_metadata
             .map(|u| {
                 let cached = u.cached_content_token_count.min(u.prompt_token_count);
                 TokenUsage {
                     input_tokens: u.prompt_token_count - cached,
-                    output_tokens: u.candidates_token_count + u.thoughts_token_count,
+                    output_tokens: u
+                        .candidates_token_count
+                        .saturating_add(u.thoughts_token_count),
                     cached_input_tokens: cached,
                     cache_write_input_tokens: 0,
                 }
             })
             .unwrap_or_default();
         let Some(candidate) = r.candidates.into_iter().next() else {
-            let reason = r
-                .prompt_feedback
-                .and_then(|f| f.block_reason)
-                .unwrap_or_else(|| "no candidates".into());
-            return Err(ProviderError::Refused {
-                message: format!("prompt blocked: {reason}"),
-                usage,
+            // A blocked prompt names its reason; no candidate and no reason is
+            // a broken answer (retried, failed over), not a refusal.
+            return Err(match r.prompt_feedback.and_then(|f| f.block_reason) {
+                Some(reason) => ProviderError::Refused {
+                    message: clip(&format!("prompt blocked: {reason}")),
+                    usage,
+                },
+                None => ProviderError::Decode(
+                    "Gemini response has no candidates and no block reason".into(),
+                ),
             });
         };
         let raw_reason = candidate.finish_reason.unwrap_or_else(|| "STOP".into());

@@ -174,13 +174,28 @@ pub(crate) fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     header_str(headers, name).and_then(|v| v.trim().parse().ok())
 }
 
-/// Shortens a provider message for results and logs (bodies can be large).
+/// Longest provider text an error keeps, in bytes (results and logs carry it).
+pub(crate) const MESSAGE_MAX: usize = 500;
+
+/// Longest provider text a wire format keeps before the key is scrubbed out:
+/// longer than `MESSAGE_MAX` by more than any key, so a key the provider
+/// echoes across the final cut is still whole when it is removed (cutting
+/// first would leave its head behind).
+const RAW_MAX: usize = 8 * 1024;
+
+/// Shortens a provider message as a wire format reads it (bodies can be
+/// large); the provider scrubs the key, then cuts to [`MESSAGE_MAX`] with
+/// [`clip_to`].
 pub(crate) fn clip(message: &str) -> String {
-    const MAX: usize = 500;
-    if message.len() <= MAX {
+    clip_to(message, RAW_MAX)
+}
+
+/// `message` cut to at most `max` bytes (on a character boundary), marked `…` when cut.
+pub(crate) fn clip_to(message: &str, max: usize) -> String {
+    if message.len() <= max {
         return message.to_owned();
     }
-    let mut end = MAX;
+    let mut end = max;
     while !message.is_char_boundary(end) {
         end -= 1;
     }

@@ -143,7 +143,7 @@ impl WireFormat for OpenAi {
 
     fn parse_ok(&self, headers: &HeaderMap, body: &[u8]) -> Result<Completion, ProviderError> {
         let r: Response = serde_json::from_slice(body)
-            .map_err(|e| ProviderError::Decode(format!("OpenAI response: {e}")))?;
+            .map_err(|e| ProviderError::Decode(clip(&format!("OpenAI response: {e}"))))?;
         let usage = r
             .usage
             .map(|u| {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use parking_lot::Mutex;
 use switchyard_codec::Codec;
+use switchyard_core::result::cap_text;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tracing::{debug, error, warn};
 
@@ -21,6 +22,9 @@ use super::publish::Publisher;
 use crate::access::Envelope;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+
+/// Longest reason a dead-lettered message's log line carries, in bytes.
+const LOGGED_REASON_MAX: usize = 500;
 
 /// Counts a job in flight for as long as it lives (also when its task is aborted).
 struct InFlight<'a>(&'a Metrics);
@@ -101,10 +105,15 @@ impl JobContext {
         let job = match self.codec.decode_job(&incoming.payload) {
             Ok(job) => job,
             Err(e) => {
-                warn!(partition = incoming.ticket.partition, offset = incoming.ticket.offset, kind = e.kind(), reason = %e, "Dead-lettering a message.");
+                // The reason can quote the job (serde names the bad value): the
+                // log gets it cut, the dead letter its own capped copy.
+                let reason = e.to_string();
+                let mut logged = reason.clone();
+                cap_text(&mut logged, LOGGED_REASON_MAX);
+                warn!(partition = incoming.ticket.partition, offset = incoming.ticket.offset, kind = e.kind(), reason = %logged, "Dead-lettering a message.");
                 return self
                     .publisher
-                    .dead_letter(incoming, e.kind(), &e.to_string())
+                    .dead_letter(incoming, e.kind(), &reason)
                     .await;
             }
         };
