@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, RwLock};
 use switchyard_core::access::Keyring;
-use switchyard_core::access::approval::Decision;
+use switchyard_core::access::approval::{Decision, approval_id};
 use switchyard_core::access::sign::{ReplayGuard, Signed, verify};
 use switchyard_core::admission::Signer;
 use switchyard_core::config::AccessConfig;
@@ -81,13 +81,26 @@ impl Access {
         *self.keys.write() = keys;
     }
 
-    /// The release decision the job carries, when it was made within the
-    /// approval TTL (whether it counts is decided in admission).
-    pub fn release<'e>(&self, env: &'e Envelope<'_>, now: DateTime<Utc>) -> Option<&'e Decision> {
+    /// The release decision the job carries, when it is a genuine one for this
+    /// job (signed by a known, unrevoked key, approving the job's approval id
+    /// on its project) made within the approval TTL. Only such a decision
+    /// widens the job's signature window, so a made-up header cannot make an
+    /// old signed job replayable; whether it releases a hold (role, kind, own
+    /// work) is decided in admission.
+    pub fn release<'e>(
+        &self,
+        env: &'e Envelope<'_>,
+        job: &Job,
+        now: DateTime<Utc>,
+    ) -> Option<&'e Decision> {
         env.released_by.as_ref().filter(|d| {
             let age = (now - d.at).to_std().unwrap_or_default();
             d.at <= now + chrono::Duration::from_std(self.window).unwrap_or_default()
                 && age <= self.ttl + self.window
+                && d.approve
+                && d.id == approval_id(job)
+                && d.node == job.project
+                && d.verify(&self.keys.read()).is_ok()
         })
     }
 
@@ -96,7 +109,7 @@ impl Access {
         let Some(signed) = &env.signed else {
             return Signer::Unsigned;
         };
-        let release = self.release(env, now);
+        let release = self.release(env, job, now);
         let window = match release {
             Some(_) => self.window + self.ttl,
             None => self.window,
@@ -123,4 +136,94 @@ impl Access {
             Err(e) => Signer::Refused(e),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchyard_core::access::sign::sign;
+    use switchyard_core::access::{Grant, Role, new_key};
+    use switchyard_core::job::ChatRequest;
+
+    use super::*;
+
+    /// A released job may be as old as the window plus the approval TTL, but
+    /// only with a genuine decision for it: a made-up release header (a fresh
+    /// date, any signature) must not make an old signed job replayable.
+    #[test]
+    fn only_a_genuine_release_widens_the_signature_window() {
+        let now: DateTime<Utc> = "2026-12-06T12:00:00Z".parse().unwrap();
+        let grant = |role, scope: &str| Grant {
+            role,
+            scope: scope.into(),
+        };
+        let created = now - chrono::Duration::days(1);
+        let (erin, erin_key) = new_key(
+            [3; 32],
+            "erin",
+            vec![grant(Role::Submitter, "acme")],
+            created,
+        );
+        let (carol, carol_key) = new_key(
+            [1; 32],
+            "carol",
+            vec![grant(Role::Approver, "acme")],
+            created,
+        );
+        let mut keys = Keyring::default();
+        keys.add(erin);
+        keys.add(carol);
+        let config = AccessConfig {
+            keys_file: "keys.toml".into(),
+            signature_window: Duration::from_secs(300),
+            approval_ttl: Duration::from_secs(24 * 3600),
+        };
+        let access = Access::new(&config, keys);
+        let job = Job::new(
+            "j1",
+            "acme/finance/fpa/pricing",
+            ChatRequest::from_user("hi"),
+        );
+        let value = serde_json::to_vec(&job).unwrap();
+        let two_hours_ago = now - chrono::Duration::hours(2);
+        let genuine = Decision::signed(
+            &carol_key,
+            "carol",
+            &approval_id(&job),
+            &job.project,
+            true,
+            "ok",
+            false,
+            now - chrono::Duration::minutes(1),
+        );
+        let mut forged = genuine.clone();
+        forged.sig = B64_SIG.into();
+        let mut elsewhere = genuine.clone();
+        elsewhere.id = "appr-other".into();
+        let envelope = |released_by: Option<Decision>, offset| Envelope {
+            value: &value,
+            signed: Some(sign(&erin_key, &value, two_hours_ago)),
+            released_by,
+            partition: 0,
+            offset,
+            checked: None,
+        };
+        for (offset, d) in [(1, None), (2, Some(forged)), (3, Some(elsewhere))] {
+            let env = envelope(d, offset);
+            assert!(access.release(&env, &job, now).is_none());
+            assert!(
+                matches!(access.signer(&env, &job, now), Signer::Refused(_)),
+                "offset {offset}: a two-hour-old signature without a genuine release"
+            );
+        }
+        let env = envelope(Some(genuine), 4);
+        assert!(access.release(&env, &job, now).is_some());
+        assert_eq!(
+            access.signer(&env, &job, now),
+            Signer::Principal("erin".into())
+        );
+    }
+
+    /// 64 bytes of zeros in base64: well-formed, never a valid signature.
+    const B64_SIG: &str =
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==";
 }

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use ed25519_dalek::{Signature, Verifier};
 use serde::{Deserialize, Serialize};
 
-use super::keys::{Keyring, PrivateKey};
+use super::keys::{KeyRecord, Keyring, PrivateKey};
 use super::roles::{Action, Role};
 use super::sign::Signed;
 use crate::job::Job;
@@ -259,17 +259,15 @@ impl Decision {
         serde_json::to_vec(&unsigned).unwrap_or_default()
     }
 
-    /// Whether the decision counts for work of `submitted_by` held for `kind`.
-    pub fn check(
-        &self,
-        keys: &Keyring,
-        submitted_by: Option<&str>,
-        kind: HoldKind,
-    ) -> Result<(), DecisionError> {
+    /// The key that signed the decision, checked: known, never revoked, and
+    /// the signature matching. A revoked key's decisions stop counting whatever
+    /// date they carry (the date is the signer's word, so a key could
+    /// otherwise keep approving by backdating).
+    pub fn verify<'k>(&self, keys: &'k Keyring) -> Result<&'k KeyRecord, DecisionError> {
         let key = keys
             .get(&self.key_id)
             .ok_or_else(|| DecisionError::Signature(format!("key `{}` is unknown", self.key_id)))?;
-        if !key.valid_at(self.at) {
+        if key.revoked_at.is_some() || !key.valid_at(self.at) {
             return Err(DecisionError::Signature(format!(
                 "key `{}` was revoked",
                 self.key_id
@@ -292,6 +290,17 @@ impl Decision {
                 key.key_id, key.principal, self.principal
             )));
         }
+        Ok(key)
+    }
+
+    /// Whether the decision counts for work of `submitted_by` held for `kind`.
+    pub fn check(
+        &self,
+        keys: &Keyring,
+        submitted_by: Option<&str>,
+        kind: HoldKind,
+    ) -> Result<(), DecisionError> {
+        let key = self.verify(keys)?;
         key.authorize(Action::Approve, &self.node)
             .map_err(|e| DecisionError::Role(e.to_string()))?;
         if self.approve && kind == HoldKind::Budget {
@@ -560,5 +569,29 @@ mod tests {
         let mut borrowed = decide(&carol_key, "carol", true, false);
         borrowed.principal = "dave".into();
         assert!(borrowed.check(&keys, None, HoldKind::Threshold).is_err());
+
+        // Once carol's key is revoked, a decision she dates before the
+        // revocation does not count either.
+        let backdated = Decision::signed(
+            &carol_key,
+            "carol",
+            "appr-b1",
+            node,
+            true,
+            "ok",
+            false,
+            now() - chrono::Duration::hours(1),
+        );
+        assert!(
+            backdated
+                .check(&keys, Some("erin"), HoldKind::Threshold)
+                .is_ok()
+        );
+        let carol_id = keys.holder(&carol_key, now()).unwrap().key_id.clone();
+        keys.revoke(&carol_id, now());
+        assert!(matches!(
+            backdated.check(&keys, Some("erin"), HoldKind::Threshold),
+            Err(DecisionError::Signature(_))
+        ));
     }
 }

@@ -418,7 +418,7 @@ impl Engine {
                     .access
                     .as_ref()
                     .map_or(Signer::Unsigned, |a| a.signer(env, job, now)),
-                released_by: self.access.as_ref().and_then(|a| a.release(env, now)),
+                released_by: self.access.as_ref().and_then(|a| a.release(env, job, now)),
             },
         };
         let mut ledger = self.ledger.lock();
