@@ -126,6 +126,7 @@ pub const DEAD_LETTER_KINDS: &[&str] = &[
     "invalid_json",
     "invalid_avro",
     "invalid_job",
+    "job_id_conflict",
     "unpublishable_hold",
     "unencodable_outcome",
     "unpublishable_result",

@@ -38,7 +38,17 @@ impl Drop for InFlight<'_> {
 /// Job ids running on this worker, each with a signal sent when it ends.
 #[derive(Default)]
 pub(super) struct RunningIds {
-    ids: Mutex<HashMap<String, watch::Receiver<bool>>>,
+    /// Per running job id: a fingerprint of its message value and its end signal.
+    ids: Mutex<HashMap<String, (u64, watch::Receiver<bool>)>>,
+}
+
+/// How a second message with a running job's id stands to it.
+enum Sibling {
+    /// The same value: a redelivery, answered by the running job's result.
+    Same(watch::Receiver<bool>),
+    /// Another value under the same id: another job, which must not be
+    /// taken for this one (its work would be lost).
+    Conflict,
 }
 
 /// Held while a job id runs; ending it (drop) wakes any copy waiting.
@@ -56,14 +66,20 @@ impl Drop for Running<'_> {
 }
 
 impl RunningIds {
-    /// Claims `id`, or returns the signal of the copy already running.
-    fn claim(&self, id: &str) -> Result<Running<'_>, watch::Receiver<bool>> {
+    /// Claims `id` for a message of `value`, or says how it stands to the
+    /// copy already running.
+    fn claim(&self, id: &str, value: &[u8]) -> Result<Running<'_>, Sibling> {
+        let print = fingerprint(value);
         let mut ids = self.ids.lock();
-        if let Some(rx) = ids.get(id) {
-            return Err(rx.clone());
+        if let Some((running, rx)) = ids.get(id) {
+            return Err(if *running == print {
+                Sibling::Same(rx.clone())
+            } else {
+                Sibling::Conflict
+            });
         }
         let (done, rx) = watch::channel(false);
-        ids.insert(id.to_owned(), rx);
+        ids.insert(id.to_owned(), (print, rx));
         Ok(Running {
             ids: self,
             id: id.to_owned(),
@@ -125,12 +141,23 @@ impl JobContext {
             offset: incoming.ticket.offset,
             checked: None,
         };
-        let _running = match self.running.claim(&job.job_id) {
+        let _running = match self.running.claim(&job.job_id, &incoming.payload) {
             Ok(running) => Some(running),
             // A replayed copy is refused on its own signature (no provider
             // call), with its own result.
             Err(_) if self.engine.refuses_signature(&job, &envelope) => None,
-            Err(mut other) => {
+            Err(Sibling::Conflict) => {
+                warn!(partition = incoming.ticket.partition, offset = incoming.ticket.offset, job_id = %job.job_id, "Dead-lettering a job whose id is running with other content.");
+                let reason = format!(
+                    "job id `{}` is already running with other content; a job id must name one job (a resend must be the same message)",
+                    job.job_id
+                );
+                return self
+                    .publisher
+                    .dead_letter(incoming, "job_id_conflict", &reason)
+                    .await;
+            }
+            Err(Sibling::Same(mut other)) => {
                 // The same job id is running here already: its result stands
                 // for this copy too, once it is out.
                 debug!(job_id = %job.job_id, "Job already running on this worker; not starting it twice.");
@@ -161,6 +188,14 @@ impl JobContext {
             }
         }
     }
+}
+
+/// A 64-bit FNV-1a of a message value: tells a resent message from another
+/// job under the same id.
+fn fingerprint(value: &[u8]) -> u64 {
+    value.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The text a panic carried.

@@ -1,0 +1,215 @@
+//! Two messages under one `job_id` while the first runs: a resend of the same
+//! message waits for the running job's result (one result, both committed);
+//! another job under that id is dead-lettered as `job_id_conflict`, not taken
+//! for the running one (whose result would silently stand for it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use switchyard_codec::Codec;
+use switchyard_core::job::{ChatRequest, Job};
+use switchyard_core::result::{JobResult, JobStatus, TokenUsage};
+use switchyard_kafka::EmbeddedBroker;
+use switchyard_kafka::client::{producer_config, reader_config};
+use switchyard_providers::{
+    BoxFuture, CallRequest, Completion, Deployment, DeploymentLimiter, Provider, ProviderError,
+    RateLimitInfo,
+};
+use switchyard_worker::Engine;
+use tokio_util::sync::CancellationToken;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Answers after three seconds (time for the copies to arrive while it
+/// runs), counting its calls.
+struct Slow(AtomicUsize);
+
+impl Provider for Slow {
+    fn kind(&self) -> &'static str {
+        "slow"
+    }
+
+    fn complete<'a>(
+        &'a self,
+        call: CallRequest<'a>,
+    ) -> BoxFuture<'a, Result<Completion, ProviderError>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        let content = format!("answer to: {}", call.request.messages[0].content);
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Ok(Completion {
+                content,
+                finish_reason: "stop".into(),
+                usage: TokenUsage {
+                    input_tokens: 10,
+                    output_tokens: 5,
+                    ..TokenUsage::default()
+                },
+                status: 200,
+                rate_limit: RateLimitInfo::default(),
+            })
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_waits_for_the_running_job_and_another_job_under_its_id_is_dead_lettered() {
+    let topics = switchyard_core::config::Topics::default();
+    let names = [
+        (topics.jobs.name.as_str(), 1),
+        (topics.results.name.as_str(), 1),
+        (topics.usage.name.as_str(), 1),
+        (topics.dlq.as_str(), 1),
+        (topics.held.as_str(), 1),
+        (topics.batches.as_str(), 1),
+    ];
+    let broker = EmbeddedBroker::start(&names).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("org.toml"),
+        "[org]\nname = \"acme\"\n[[node]]\npath = \"acme/bu\"\n[[node]]\npath = \"acme/bu/team\"\n[[node]]\npath = \"acme/bu/team/app\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.toml"),
+        format!(
+            "catalog = \"{}\"\norg = \"org.toml\"\n[kafka]\nbrokers = \"{}\"\n[routing]\nbaseline_model = \"claude-opus-5-5\"\n[[deployments]]\nname = \"unused\"\nmodel = \"gpt-5-nano\"\n",
+            root().join("pipelines/models.toml").display(),
+            broker.bootstrap()
+        ),
+    )
+    .unwrap();
+    let p = switchyard_loader::load_pipeline(&dir.path().join("pipeline.toml"), &[]).unwrap();
+    let slow = Arc::new(Slow(AtomicUsize::new(0)));
+    let deployments = p
+        .catalog
+        .models()
+        .iter()
+        .map(|m| Deployment {
+            name: format!("dep-{}", m.name),
+            model: m.name.clone(),
+            provider: m.provider.clone(),
+            api_model: m.api_model.clone(),
+            client: slow.clone(),
+            batch: None,
+            limiter: DeploymentLimiter::unlimited(),
+        })
+        .collect();
+    let engine = Arc::new(Engine::new(&p, deployments).unwrap());
+
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        producer_config(&p.config.kafka).create().unwrap();
+    let codec = Codec::json();
+    let job = |text: &str| {
+        let job = Job::new("order-17", "acme/bu/team/app", ChatRequest::from_user(text));
+        codec.encode(&job).unwrap()
+    };
+    let first = job("Classify this ticket: refund please");
+    let other = job("Summarise the attached contract");
+    let stop = CancellationToken::new();
+    let worker = {
+        let (engine, config, stop) = (engine.clone(), p.config.clone(), stop.clone());
+        tokio::spawn(async move {
+            switchyard_worker::run(engine, &config, stop.cancelled_owned()).await
+        })
+    };
+    let send = |bytes: &[u8]| {
+        producer
+            .send(
+                BaseRecord::to(&topics.jobs.name)
+                    .key("order-17")
+                    .payload(bytes),
+            )
+            .unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+    };
+    // The message; once it runs, its resend and another job under its id.
+    send(&first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while slow.0.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    send(&first);
+    send(&other);
+    let letters = read(&p.config.kafka, &topics.dlq, 1, Duration::from_secs(60)).await;
+    // The resend's wait ends with the running job; give it time to commit.
+    let results = read(
+        &p.config.kafka,
+        &topics.results.name,
+        2,
+        Duration::from_secs(5),
+    )
+    .await;
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+
+    assert_eq!(slow.0.load(Ordering::SeqCst), 1, "the job ran once");
+    assert_eq!(results.len(), 1, "one result for the job and its resend");
+    let r: JobResult = codec.decode(results[0].payload().unwrap()).unwrap();
+    assert_eq!(r.status, JobStatus::Succeeded);
+    let content = r.output.unwrap().content;
+    assert!(content.contains("refund please"), "{content}");
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(
+        letter.payload().unwrap(),
+        &other[..],
+        "the other job, kept whole"
+    );
+    let kind = letter
+        .headers()
+        .unwrap()
+        .iter()
+        .find(|h| h.key == "switchyard.dlq.kind")
+        .and_then(|h| h.value)
+        .unwrap();
+    assert_eq!(kind, b"job_id_conflict");
+    // All three offsets are committed.
+    let consumer: BaseConsumer = reader_config(&p.config.kafka)
+        .set("group.id", &p.config.kafka.group_id)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&topics.jobs.name, 0);
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        committed.elements()[0].offset(),
+        Offset::Offset(3),
+        "every message is committed"
+    );
+}
+
+/// Up to `n` messages of `topic` (one partition), waiting at most `wait`.
+async fn read(
+    kafka: &switchyard_core::config::KafkaConfig,
+    topic: &str,
+    n: usize,
+    wait: Duration,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    let consumer: BaseConsumer = reader_config(kafka).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + wait;
+    while out.len() < n && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out.push(m.detach());
+        }
+        tokio::task::yield_now().await;
+    }
+    out
+}
