@@ -18,7 +18,7 @@ mod runner;
 pub mod telemetry;
 
 pub use access::Envelope;
-pub use engine::{Engine, EngineError, Outcome, now_ms};
+pub use engine::{Engine, EngineError, HANDOFF_KEPT, Outcome, now_ms};
 pub use health::HealthTable;
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use runner::{RunReport, WorkerError, run};

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use switchyard_core::job::{ChatRequest, Job, ResponseFormat};
 use switchyard_core::result::{AttemptOutcome, JobStatus, TokenUsage};
@@ -495,4 +496,73 @@ async fn without_deferral_a_job_that_may_wait_runs_live_and_says_why() {
     assert_eq!(r.status, JobStatus::Succeeded);
     let reason = r.routing.unwrap().reason;
     assert!(reason.contains("does not run deferred routing"), "{reason}");
+}
+
+/// A deferred job's admission reservation outlives its hand-off to the
+/// deferred topic: a burst of deferred jobs cannot each be admitted against
+/// the same headroom before a gatherer holds them. The gatherer's hold then
+/// replaces it in one step, and one nobody here takes over is released after
+/// a while.
+#[tokio::test]
+async fn deferred_jobs_keep_their_reservations_until_a_gatherer_holds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), Arc::new(InProcessProvider::new()));
+    e.enable_deferral();
+    let node = "acme/bu/team/half";
+    let mut deferred = Vec::new();
+    let mut refused = None;
+    for i in 0..20_000 {
+        let job = Job {
+            job_id: format!("d-{i}"),
+            request: ChatRequest {
+                max_tokens: Some(30_000),
+                ..ChatRequest::from_user("Summarise the attached ticket.")
+            },
+            ..waiting_job(JobMode::Deferred, Some(chrono::Duration::hours(48)))
+        };
+        let job = Job {
+            project: node.into(),
+            ..job
+        };
+        match e.process(job).await {
+            Outcome::Deferred(d) => deferred.push(d),
+            other => {
+                refused = Some(finished(other).0);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("the budget never stopped a deferred job");
+    assert_eq!(refused.status, JobStatus::Rejected, "{refused:?}");
+    let reserved = e.budget_use(node).1;
+    assert!(
+        reserved > 0.0 && reserved <= 1.0 + 1e-9,
+        "{} deferred jobs reserve {reserved} of a $1 budget",
+        deferred.len()
+    );
+    // A gatherer here holds half of them: the count does not move.
+    let (held, rest) = deferred.split_at(deferred.len() / 2);
+    let holds: Vec<_> = held
+        .iter()
+        .map(|d| e.hold_budget(&d.job, d.reserve_usd).unwrap())
+        .collect();
+    let moved = e.budget_use(node).1 - reserved;
+    let expected: f64 = held.iter().map(|d| d.reserve_usd).sum::<f64>()
+        - held.len() as f64 * (reserved / deferred.len() as f64);
+    assert!(
+        (moved - expected).abs() < 1e-6,
+        "moved {moved}, expected {expected}"
+    );
+    // Nobody here takes the rest over: released once they are stale.
+    e.release_stale_handoffs(std::time::Instant::now());
+    assert!(e.budget_use(node).1 > 0.0, "kept while recent");
+    e.release_stale_handoffs(
+        std::time::Instant::now() + switchyard_worker::HANDOFF_KEPT + Duration::from_secs(1),
+    );
+    let left: f64 = held.iter().map(|d| d.reserve_usd).sum();
+    assert!((e.budget_use(node).1 - left).abs() < 1e-6, "{}", rest.len());
+    for h in holds {
+        e.settle_budget(h, 0.0);
+    }
+    assert!(e.budget_use(node).1.abs() < 1e-9);
 }

@@ -4,6 +4,7 @@
 //! and usage events (at the batch price, with what the same tokens cost live).
 
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
 use switchyard_core::budget::Reservation;
@@ -14,6 +15,12 @@ use switchyard_core::usage::UsageEvent;
 
 use super::{Engine, Outcome, Work, now_ms};
 
+/// How long a deferred job's admission reservation is kept for a gatherer to
+/// replace it by its hold. A gatherer here replaces it within its next step;
+/// one on another worker holds the job within seconds too, and its budget
+/// snapshots carry the hold: counting both meanwhile errs on the safe side.
+pub const HANDOFF_KEPT: Duration = Duration::from_secs(120);
+
 impl Engine {
     /// Whether a batch was canceled (its deferred jobs end canceled too).
     pub fn is_batch_canceled(&self, batch_id: &str) -> bool {
@@ -23,17 +30,66 @@ impl Engine {
     /// Holds `amount_usd` on the budgets of a waiting deferred job's path
     /// (none when its path has no budget or its project is unknown), so that
     /// jobs admitted meanwhile count it; settle it with what the job cost.
+    /// The reservation the job was admitted with here, if still kept, is
+    /// released in the same step: the job is never counted zero times.
     pub fn hold_budget(&self, job: &Job, amount_usd: f64) -> Option<Reservation> {
-        let policy = self
-            .org
-            .policy(&job.project, job.workload.as_deref())
-            .ok()?;
-        if policy.budget_nodes.is_empty() {
+        let handed = self.handoffs.lock().remove(&job.job_id).map(|(r, _)| r);
+        let policy = self.org.policy(&job.project, job.workload.as_deref()).ok();
+        let nodes = policy
+            .as_ref()
+            .map(|p| p.budget_nodes.as_slice())
+            .filter(|nodes| !nodes.is_empty());
+        if handed.is_none() && nodes.is_none() {
             return None;
         }
-        let hold = self.ledger.lock().reserve(&policy.budget_nodes, amount_usd);
+        let mut ledger = self.ledger.lock();
+        let hold = nodes.map(|nodes| ledger.reserve(nodes, amount_usd));
+        if let Some(r) = handed {
+            ledger.settle(r, 0.0, Utc::now());
+        }
+        drop(ledger);
         self.ledger_changed.notify_one();
-        Some(hold)
+        hold
+    }
+
+    /// Releases the reservations of jobs handed off more than
+    /// [`HANDOFF_KEPT`] before `now` that no gatherer here took over (their
+    /// records went to a partition another worker gathers, whose hold its
+    /// budget snapshots carry by then).
+    pub fn release_stale_handoffs(&self, now: Instant) {
+        let stale: Vec<Reservation> = {
+            let mut handoffs = self.handoffs.lock();
+            let old: Vec<String> = handoffs
+                .iter()
+                .filter(|(_, (_, at))| now.saturating_duration_since(*at) >= HANDOFF_KEPT)
+                .map(|(id, _)| id.clone())
+                .collect();
+            old.iter()
+                .filter_map(|id| handoffs.remove(id).map(|(r, _)| r))
+                .collect()
+        };
+        if stale.is_empty() {
+            return;
+        }
+        let mut ledger = self.ledger.lock();
+        for r in stale {
+            ledger.settle(r, 0.0, Utc::now());
+        }
+        drop(ledger);
+        self.ledger_changed.notify_one();
+    }
+
+    /// Keeps the reservation of a job handed off to the deferred topic until a
+    /// gatherer holds the job (a redelivered copy's replaces the earlier one).
+    fn keep_handoff(&self, job_id: &str, reservation: Reservation) {
+        let earlier = self
+            .handoffs
+            .lock()
+            .insert(job_id.to_owned(), (reservation, Instant::now()));
+        if let Some((r, _)) = earlier {
+            self.ledger.lock().settle(r, 0.0, Utc::now());
+            self.ledger_changed.notify_one();
+        }
     }
 
     /// Replaces a hold by what the job cost (0 when it ended unbilled).
@@ -51,9 +107,14 @@ impl Engine {
     }
 
     /// Hands a deferred job off as the record the runner publishes on the
-    /// deferred topic. Its reservation ends here (dropped with `work`); the
-    /// worker that gathers the job reserves it again for as long as it waits.
-    pub(super) fn defer(&self, job: Job, work: Work<'_>) -> Outcome {
+    /// deferred topic. Its reservation is kept until the gatherer's hold
+    /// replaces it (here, in [`Engine::hold_budget`]) or [`HANDOFF_KEPT`]
+    /// passes: dropped at the hand-off, a burst of deferred jobs was each
+    /// admitted against the same headroom before any gatherer held one.
+    pub(super) fn defer(&self, job: Job, mut work: Work<'_>) -> Outcome {
+        if let Some(r) = work.reservation.reservation.take() {
+            self.keep_handoff(&job.job_id, r);
+        }
         let decision = &work.admitted.decision;
         let deployments = decision
             .chain

@@ -6,7 +6,7 @@
 //! event per billed attempt are built by constructors in core). The Kafka runner
 //! feeds it; tests and benchmarks call it directly.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -29,6 +29,7 @@ use switchyard_providers::Deployment;
 use tokio::time::Instant;
 
 mod deferred;
+pub use deferred::HANDOFF_KEPT;
 
 use crate::access::{Access, Checked, Envelope};
 use crate::audit::{self, Auditor};
@@ -96,6 +97,10 @@ pub struct Engine {
     /// deferred topic into provider batches ([`Engine::enable_deferral`]).
     /// Until then every job runs live, and one that asked to wait says why.
     deferral: std::sync::atomic::AtomicBool,
+    /// Reservations of jobs handed off to the deferred topic, by job id, kept
+    /// until a gatherer's hold replaces them (or [`deferred::HANDOFF_KEPT`]
+    /// passes), so jobs admitted meanwhile still count them.
+    handoffs: Mutex<HashMap<String, (Reservation, std::time::Instant)>>,
     /// Counters.
     pub metrics: Arc<Metrics>,
 }
@@ -204,6 +209,7 @@ impl Engine {
             catalog,
             baseline,
             canceled_batches: RwLock::new(HashSet::new()),
+            handoffs: Mutex::new(HashMap::new()),
             instance: uuid::Uuid::now_v7().to_string(),
             access: pipeline
                 .config

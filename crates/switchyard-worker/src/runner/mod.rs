@@ -630,6 +630,10 @@ impl Intake<'_> {
         }
         store_offsets(&self.kafka.consumer, &self.kafka.partitions);
         self.measure_lag();
+        self.kafka
+            .jobs
+            .engine
+            .release_stale_handoffs(std::time::Instant::now());
         while let Some(joined) = self.tasks.try_join_next() {
             if let Err(e) = joined {
                 error!(error = %e, "A job task ended abnormally; its offset stays uncommitted.");
