@@ -127,6 +127,7 @@ pub const DEAD_LETTER_KINDS: &[&str] = &[
     "invalid_avro",
     "invalid_job",
     "job_id_conflict",
+    "internal_error",
     "unpublishable_hold",
     "unencodable_outcome",
     "unpublishable_result",

@@ -176,8 +176,24 @@ impl JobContext {
                 error!(partition = incoming.ticket.partition, offset = incoming.ticket.offset, reason = %why, "A job's processing panicked; it ends failed.");
                 match self.codec.decode_job(&incoming.payload) {
                     Ok(job) => {
-                        let outcome = self.engine.failed_internally(job, &why);
-                        self.publisher.publish(&outcome, incoming).await
+                        // The failed result re-runs analysis and policy; should
+                        // that panic too, the message is dead-lettered rather
+                        // than left to wedge its partition's commit point.
+                        let failed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            self.engine.failed_internally(job, &why)
+                        }));
+                        match failed {
+                            Ok(outcome) => self.publisher.publish(&outcome, incoming).await,
+                            Err(again) => {
+                                let reason = format!(
+                                    "the worker failed while processing the job ({why}), and again while recording that ({})",
+                                    panic_message(again.as_ref())
+                                );
+                                self.publisher
+                                    .dead_letter(incoming, "internal_error", &reason)
+                                    .await
+                            }
+                        }
                     }
                     Err(e) => {
                         self.publisher
