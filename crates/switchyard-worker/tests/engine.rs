@@ -4,7 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -14,15 +16,10 @@ use switchyard_core::result::{AttemptOutcome, JobStatus, TokenUsage};
 use switchyard_core::routing::Strategy;
 use switchyard_core::vocab::JobMode;
 use switchyard_providers::{
-    BoxFuture, CallRequest, Completion, Deployment, DeploymentLimiter, Provider, ProviderError,
-    RateLimitInfo,
+    BoxFuture, CallRequest, Completion, Provider, ProviderError, RateLimitInfo,
 };
 use switchyard_sim::InProcessProvider;
 use switchyard_worker::{Engine, Outcome};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// A pipeline on the shipped catalog with a small org: tiny budgets (reject,
 /// hold), one that downgrades from the first cent, one that rejects from half
@@ -67,33 +64,13 @@ budget_usd_per_month = 0.001
 budget_soft_limit = 1.0
 on_budget_exhausted = "reject"
 "#;
-    std::fs::write(dir.join("org.toml"), org).unwrap();
-    let config = format!(
-        "catalog = \"{}\"\norg = \"org.toml\"\n[kafka]\nbrokers = \"x:1\"\n[routing]\nbaseline_model = \"claude-opus-5-5\"\n[[deployments]]\nname = \"unused\"\nmodel = \"gpt-5-nano\"\n",
-        root().join("pipelines/models.toml").display()
-    );
-    std::fs::write(dir.join("pipeline.toml"), config).unwrap();
-    switchyard_loader::load_pipeline(&dir.join("pipeline.toml"), &[]).unwrap()
+    common::pipeline(dir, org, "x:1")
 }
 
 /// One deployment per catalog model, all answered by `provider`.
 fn engine(dir: &Path, provider: Arc<dyn Provider>) -> Engine {
     let p = pipeline(dir);
-    let deployments = p
-        .catalog
-        .models()
-        .iter()
-        .map(|m| Deployment {
-            name: format!("dep-{}", m.name),
-            model: m.name.clone(),
-            provider: m.provider.clone(),
-            api_model: m.api_model.clone(),
-            client: provider.clone(),
-            batch: None,
-            limiter: DeploymentLimiter::unlimited(),
-        })
-        .collect();
-    Engine::new(&p, deployments).unwrap()
+    Engine::new(&p, common::deployments(&p, provider)).unwrap()
 }
 
 fn job(project: &str, prompt: &str) -> Job {

@@ -5,7 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -17,18 +18,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use switchyard_codec::Codec;
 use switchyard_core::job::{ChatRequest, Job};
 use switchyard_core::result::{JobResult, JobStatus, TokenUsage};
-use switchyard_kafka::EmbeddedBroker;
 use switchyard_kafka::client::{producer_config, reader_config};
 use switchyard_providers::{
-    BoxFuture, CallRequest, Completion, Deployment, DeploymentLimiter, Provider, ProviderError,
-    RateLimitInfo,
+    BoxFuture, CallRequest, Completion, Provider, ProviderError, RateLimitInfo,
 };
 use switchyard_worker::Engine;
 use tokio_util::sync::CancellationToken;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// Answers after three seconds (time for the copies to arrive while it
 /// runs), counting its calls.
@@ -65,46 +60,12 @@ impl Provider for Slow {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resend_waits_for_the_running_job_and_another_job_under_its_id_is_dead_lettered() {
     let topics = switchyard_core::config::Topics::default();
-    let names = [
-        (topics.jobs.name.as_str(), 1),
-        (topics.results.name.as_str(), 1),
-        (topics.usage.name.as_str(), 1),
-        (topics.dlq.as_str(), 1),
-        (topics.held.as_str(), 1),
-        (topics.batches.as_str(), 1),
-    ];
-    let broker = EmbeddedBroker::start(&names).unwrap();
+    let broker = common::broker(1);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("org.toml"),
-        "[org]\nname = \"acme\"\n[[node]]\npath = \"acme/bu\"\n[[node]]\npath = \"acme/bu/team\"\n[[node]]\npath = \"acme/bu/team/app\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("pipeline.toml"),
-        format!(
-            "catalog = \"{}\"\norg = \"org.toml\"\n[kafka]\nbrokers = \"{}\"\n[routing]\nbaseline_model = \"claude-opus-5-5\"\n[[deployments]]\nname = \"unused\"\nmodel = \"gpt-5-nano\"\n",
-            root().join("pipelines/models.toml").display(),
-            broker.bootstrap()
-        ),
-    )
-    .unwrap();
-    let p = switchyard_loader::load_pipeline(&dir.path().join("pipeline.toml"), &[]).unwrap();
+    let org = "[org]\nname = \"acme\"\n[[node]]\npath = \"acme/bu\"\n[[node]]\npath = \"acme/bu/team\"\n[[node]]\npath = \"acme/bu/team/app\"\n";
+    let p = common::pipeline(dir.path(), org, broker.bootstrap());
     let slow = Arc::new(Slow(AtomicUsize::new(0)));
-    let deployments = p
-        .catalog
-        .models()
-        .iter()
-        .map(|m| Deployment {
-            name: format!("dep-{}", m.name),
-            model: m.name.clone(),
-            provider: m.provider.clone(),
-            api_model: m.api_model.clone(),
-            client: slow.clone(),
-            batch: None,
-            limiter: DeploymentLimiter::unlimited(),
-        })
-        .collect();
+    let deployments = common::deployments(&p, slow.clone());
     let engine = Arc::new(Engine::new(&p, deployments).unwrap());
 
     let producer: ThreadedProducer<DefaultProducerContext> =

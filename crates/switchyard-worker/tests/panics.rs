@@ -5,7 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,17 +17,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use switchyard_codec::Codec;
 use switchyard_core::job::{ChatRequest, Job};
 use switchyard_core::result::{JobResult, JobStatus};
-use switchyard_kafka::EmbeddedBroker;
 use switchyard_kafka::client::{producer_config, reader_config};
-use switchyard_providers::{
-    BoxFuture, CallRequest, Completion, Deployment, DeploymentLimiter, Provider, ProviderError,
-};
+use switchyard_providers::{BoxFuture, CallRequest, Completion, Provider, ProviderError};
 use switchyard_worker::Engine;
 use tokio_util::sync::CancellationToken;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 struct Panicking;
 
@@ -46,45 +40,11 @@ impl Provider for Panicking {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_job_ends_failed_releases_its_reservation_and_commits() {
     let topics = switchyard_core::config::Topics::default();
-    let names = [
-        (topics.jobs.name.as_str(), 2),
-        (topics.results.name.as_str(), 2),
-        (topics.usage.name.as_str(), 2),
-        (topics.dlq.as_str(), 1),
-        (topics.held.as_str(), 1),
-        (topics.batches.as_str(), 1),
-    ];
-    let broker = EmbeddedBroker::start(&names).unwrap();
+    let broker = common::broker(2);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("org.toml"),
-        "[org]\nname = \"acme\"\n[[node]]\npath = \"acme/bu\"\nbudget_usd_per_month = 100\n[[node]]\npath = \"acme/bu/team\"\n[[node]]\npath = \"acme/bu/team/app\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("pipeline.toml"),
-        format!(
-            "catalog = \"{}\"\norg = \"org.toml\"\n[kafka]\nbrokers = \"{}\"\n[routing]\nbaseline_model = \"claude-opus-5-5\"\n[[deployments]]\nname = \"unused\"\nmodel = \"gpt-5-nano\"\n",
-            root().join("pipelines/models.toml").display(),
-            broker.bootstrap()
-        ),
-    )
-    .unwrap();
-    let p = switchyard_loader::load_pipeline(&dir.path().join("pipeline.toml"), &[]).unwrap();
-    let deployments = p
-        .catalog
-        .models()
-        .iter()
-        .map(|m| Deployment {
-            name: format!("dep-{}", m.name),
-            model: m.name.clone(),
-            provider: m.provider.clone(),
-            api_model: m.api_model.clone(),
-            client: Arc::new(Panicking),
-            batch: None,
-            limiter: DeploymentLimiter::unlimited(),
-        })
-        .collect();
+    let org = "[org]\nname = \"acme\"\n[[node]]\npath = \"acme/bu\"\nbudget_usd_per_month = 100\n[[node]]\npath = \"acme/bu/team\"\n[[node]]\npath = \"acme/bu/team/app\"\n";
+    let p = common::pipeline(dir.path(), org, broker.bootstrap());
+    let deployments = common::deployments(&p, Arc::new(Panicking));
     let engine = Arc::new(Engine::new(&p, deployments).unwrap());
 
     let producer: ThreadedProducer<DefaultProducerContext> =
