@@ -82,11 +82,12 @@ impl Access {
     }
 
     /// The release decision the job carries, when it is a genuine one for this
-    /// job (signed by a known, unrevoked key, approving the job's approval id
-    /// on its project) made within the approval TTL. Only such a decision
-    /// widens the job's signature window, so a made-up header cannot make an
-    /// old signed job replayable; whether it releases a hold (role, kind, own
-    /// work) is decided in admission.
+    /// job (signed by a known key, approving the job's approval id on its
+    /// project) made within the approval TTL. Only such a decision widens the
+    /// job's signature window, so a made-up header cannot make an old signed
+    /// job replayable; whether it releases a hold (key unrevoked, role, kind,
+    /// own work) is decided in admission, so a job whose approver's key was
+    /// revoked meanwhile is held again rather than refused as expired.
     pub fn release<'e>(
         &self,
         env: &'e Envelope<'_>,
@@ -100,7 +101,7 @@ impl Access {
                 && d.approve
                 && d.id == approval_id(job)
                 && d.node == job.project
-                && d.verify(&self.keys.read()).is_ok()
+                && d.authentic(&self.keys.read_recursive()).is_ok()
         })
     }
 
@@ -114,7 +115,9 @@ impl Access {
             Some(_) => self.window + self.ttl,
             None => self.window,
         };
-        let keys = self.keys.read();
+        // Recursive: admission holds a read guard of the keys around this
+        // call, and a plain read would queue behind a reload waiting to write.
+        let keys = self.keys.read_recursive();
         let key = match verify(&keys, signed, env.value, &job.project, now, window) {
             Ok(key) => key,
             Err(e) => return Signer::Refused(e),

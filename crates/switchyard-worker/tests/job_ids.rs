@@ -1,5 +1,6 @@
-//! Two messages under one `job_id` while the first runs: a resend of the same
-//! message waits for the running job's result (one result, both committed);
+//! Messages under one `job_id` while the first runs: a resend (the same
+//! bytes, or the same job encoded again) waits for the running job's result
+//! (one result, all committed);
 //! another job under that id is dead-lettered as `job_id_conflict`, not taken
 //! for the running one (whose result would silently stand for it).
 
@@ -25,23 +26,26 @@ use switchyard_providers::{
 use switchyard_worker::Engine;
 use tokio_util::sync::CancellationToken;
 
-/// Answers after three seconds (time for the copies to arrive while it
-/// runs), counting its calls.
-struct Slow(AtomicUsize);
+/// Answers once the test opens its gate (so the copies arrive while the job
+/// runs, however loaded the machine), counting its calls.
+struct Gated {
+    calls: AtomicUsize,
+    gate: tokio::sync::Semaphore,
+}
 
-impl Provider for Slow {
+impl Provider for Gated {
     fn kind(&self) -> &'static str {
-        "slow"
+        "gated"
     }
 
     fn complete<'a>(
         &'a self,
         call: CallRequest<'a>,
     ) -> BoxFuture<'a, Result<Completion, ProviderError>> {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        self.calls.fetch_add(1, Ordering::SeqCst);
         let content = format!("answer to: {}", call.request.messages[0].content);
         Box::pin(async move {
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            let _ = self.gate.acquire().await;
             Ok(Completion {
                 content,
                 finish_reason: "stop".into(),
@@ -64,7 +68,10 @@ async fn a_resend_waits_for_the_running_job_and_another_job_under_its_id_is_dead
     let dir = tempfile::tempdir().unwrap();
     let org = "[org]\nname = \"acme\"\n[[node]]\npath = \"acme/bu\"\n[[node]]\npath = \"acme/bu/team\"\n[[node]]\npath = \"acme/bu/team/app\"\n";
     let p = common::pipeline(dir.path(), org, broker.bootstrap());
-    let slow = Arc::new(Slow(AtomicUsize::new(0)));
+    let slow = Arc::new(Gated {
+        calls: AtomicUsize::new(0),
+        gate: tokio::sync::Semaphore::new(0),
+    });
     let deployments = common::deployments(&p, slow.clone());
     let engine = Arc::new(Engine::new(&p, deployments).unwrap());
 
@@ -77,6 +84,10 @@ async fn a_resend_waits_for_the_running_job_and_another_job_under_its_id_is_dead
     };
     let first = job("Classify this ticket: refund please");
     let other = job("Summarise the attached contract");
+    // The same job encoded again: its JSON keys sorted, so other bytes.
+    let sorted: serde_json::Value = serde_json::from_slice(&first).unwrap();
+    let reencoded = serde_json::to_vec(&sorted).unwrap();
+    assert_ne!(reencoded, first);
     let stop = CancellationToken::new();
     let worker = {
         let (engine, config, stop) = (engine.clone(), p.config.clone(), stop.clone());
@@ -97,25 +108,30 @@ async fn a_resend_waits_for_the_running_job_and_another_job_under_its_id_is_dead
     // The message; once it runs, its resend and another job under its id.
     send(&first);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while slow.0.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+    while slow.calls.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     send(&first);
+    send(&reencoded);
     send(&other);
     let letters = read(&p.config.kafka, &topics.dlq, 1, Duration::from_secs(60)).await;
+    // The resend was taken before the other job (one partition, in order):
+    // it waits on the running job by now. Let the job answer.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    slow.gate.add_permits(1);
     // The resend's wait ends with the running job; give it time to commit.
     let results = read(
         &p.config.kafka,
         &topics.results.name,
         2,
-        Duration::from_secs(5),
+        Duration::from_secs(10),
     )
     .await;
     stop.cancel();
     worker.await.unwrap().unwrap();
 
-    assert_eq!(slow.0.load(Ordering::SeqCst), 1, "the job ran once");
-    assert_eq!(results.len(), 1, "one result for the job and its resend");
+    assert_eq!(slow.calls.load(Ordering::SeqCst), 1, "the job ran once");
+    assert_eq!(results.len(), 1, "one result for the job and its resends");
     let r: JobResult = codec.decode(results[0].payload().unwrap()).unwrap();
     assert_eq!(r.status, JobStatus::Succeeded);
     let content = r.output.unwrap().content;
@@ -147,7 +163,7 @@ async fn a_resend_waits_for_the_running_job_and_another_job_under_its_id_is_dead
         .unwrap();
     assert_eq!(
         committed.elements()[0].offset(),
-        Offset::Offset(3),
+        Offset::Offset(4),
         "every message is committed"
     );
 }

@@ -264,15 +264,23 @@ impl Decision {
     /// date they carry (the date is the signer's word, so a key could
     /// otherwise keep approving by backdating).
     pub fn verify<'k>(&self, keys: &'k Keyring) -> Result<&'k KeyRecord, DecisionError> {
-        let key = keys
-            .get(&self.key_id)
-            .ok_or_else(|| DecisionError::Signature(format!("key `{}` is unknown", self.key_id)))?;
+        let key = self.authentic(keys)?;
         if key.revoked_at.is_some() || !key.valid_at(self.at) {
             return Err(DecisionError::Signature(format!(
                 "key `{}` was revoked",
                 self.key_id
             )));
         }
+        Ok(key)
+    }
+
+    /// The key that signed the decision, if it did: known, its principal's,
+    /// and the signature matching, revoked or not. That the decision was made;
+    /// whether it still counts is [`Decision::verify`]'s question.
+    pub fn authentic<'k>(&self, keys: &'k Keyring) -> Result<&'k KeyRecord, DecisionError> {
+        let key = keys
+            .get(&self.key_id)
+            .ok_or_else(|| DecisionError::Signature(format!("key `{}` is unknown", self.key_id)))?;
         let bytes: [u8; 64] = B64
             .decode(&self.sig)
             .ok()

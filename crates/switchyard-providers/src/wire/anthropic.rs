@@ -136,9 +136,12 @@ impl WireFormat for Anthropic {
         match r.kind.as_deref() {
             Some("message") => {}
             Some("error") => {
-                let e = self.parse_error(500, headers, body);
+                let (kind, message) = match serde_json::from_slice::<ErrorBody>(body) {
+                    Ok(e) => (e.error.kind, clip(&e.error.message)),
+                    Err(_) => (String::new(), body_text(body)),
+                };
                 return Err(ProviderError::Decode(format!(
-                    "an error body with a 2xx: {e}"
+                    "an error body with a 2xx status: {kind}: {message}"
                 )));
             }
             Some(other) => {

@@ -16,10 +16,13 @@ use switchyard_core::usage::UsageEvent;
 use super::{Engine, Outcome, Work, now_ms};
 
 /// How long a deferred job's admission reservation is kept for a gatherer to
-/// replace it by its hold. A gatherer here replaces it within its next step;
-/// one on another worker holds the job within seconds too, and its budget
-/// snapshots carry the hold: counting both meanwhile errs on the safe side.
-pub const HANDOFF_KEPT: Duration = Duration::from_secs(120);
+/// replace it by its hold. A gatherer steps every second: one here replaces
+/// it then, one on another worker holds the job and its budget snapshots
+/// (published every second) carry the hold well within this. Counting both
+/// meanwhile errs on the side of the cap, for a few seconds only; a gatherer
+/// held up longer in a provider call leaves the job uncounted until its next
+/// step, as before the hand-off kept anything.
+pub const HANDOFF_KEPT: Duration = Duration::from_secs(15);
 
 impl Engine {
     /// Whether a batch was canceled (its deferred jobs end canceled too).

@@ -129,6 +129,7 @@ pub const DEAD_LETTER_KINDS: &[&str] = &[
     "job_id_conflict",
     "internal_error",
     "unpublishable_hold",
+    "unpublishable_deferral",
     "unencodable_outcome",
     "unpublishable_result",
 ];

@@ -38,9 +38,11 @@ impl Drop for InFlight<'_> {
 /// Job ids running on this worker, each with a signal sent when it ends.
 #[derive(Default)]
 pub(super) struct RunningIds {
-    /// Per running job id: a fingerprint of its message value and its end signal.
-    ids: Mutex<HashMap<String, (u64, watch::Receiver<bool>)>>,
+    ids: Mutex<HashMap<String, RunningId>>,
 }
+
+/// A running job id's message value and its end signal.
+type RunningId = (Box<[u8]>, watch::Receiver<bool>);
 
 /// How a second message with a running job's id stands to it.
 enum Sibling {
@@ -67,19 +69,25 @@ impl Drop for Running<'_> {
 
 impl RunningIds {
     /// Claims `id` for a message of `value`, or says how it stands to the
-    /// copy already running.
-    fn claim(&self, id: &str, value: &[u8]) -> Result<Running<'_>, Sibling> {
-        let print = fingerprint(value);
+    /// copy already running: the same when the values are the same bytes or
+    /// `same_job` finds them the same job (a resend encoded again, its JSON
+    /// keys in another order, say).
+    fn claim(
+        &self,
+        id: &str,
+        value: &[u8],
+        same_job: impl FnOnce(&[u8]) -> bool,
+    ) -> Result<Running<'_>, Sibling> {
         let mut ids = self.ids.lock();
         if let Some((running, rx)) = ids.get(id) {
-            return Err(if *running == print {
+            return Err(if **running == *value || same_job(running) {
                 Sibling::Same(rx.clone())
             } else {
                 Sibling::Conflict
             });
         }
         let (done, rx) = watch::channel(false);
-        ids.insert(id.to_owned(), (print, rx));
+        ids.insert(id.to_owned(), (value.into(), rx));
         Ok(Running {
             ids: self,
             id: id.to_owned(),
@@ -141,7 +149,8 @@ impl JobContext {
             offset: incoming.ticket.offset,
             checked: None,
         };
-        let _running = match self.running.claim(&job.job_id, &incoming.payload) {
+        let same_job = |running: &[u8]| self.codec.decode_job(running).is_ok_and(|r| r == job);
+        let _running = match self.running.claim(&job.job_id, &incoming.payload, same_job) {
             Ok(running) => Some(running),
             // A replayed copy is refused on its own signature (no provider
             // call), with its own result.
@@ -204,14 +213,6 @@ impl JobContext {
             }
         }
     }
-}
-
-/// A 64-bit FNV-1a of a message value: tells a resent message from another
-/// job under the same id.
-fn fingerprint(value: &[u8]) -> u64 {
-    value.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// The text a panic carried.

@@ -501,6 +501,8 @@ struct Intake<'a> {
     report: RunReport,
     /// When the consumer lag was last measured.
     lag_measured: Option<std::time::Instant>,
+    /// When stale hand-off reservations were last released.
+    handoffs_swept: Option<std::time::Instant>,
 }
 
 /// Takes jobs until `shutdown`, at most `max_in_flight` at a time, each on a
@@ -518,6 +520,7 @@ async fn consume(
         pauses: Pauses::default(),
         report: RunReport::default(),
         lag_measured: None,
+        handoffs_swept: None,
     };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -630,10 +633,14 @@ impl Intake<'_> {
         }
         store_offsets(&self.kafka.consumer, &self.kafka.partitions);
         self.measure_lag();
-        self.kafka
-            .jobs
-            .engine
-            .release_stale_handoffs(std::time::Instant::now());
+        let now = std::time::Instant::now();
+        if self
+            .handoffs_swept
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            self.handoffs_swept = Some(now);
+            self.kafka.jobs.engine.release_stale_handoffs(now);
+        }
         while let Some(joined) = self.tasks.try_join_next() {
             if let Err(e) = joined {
                 error!(error = %e, "A job task ended abnormally; its offset stays uncommitted.");
