@@ -250,7 +250,7 @@ impl HttpProvider {
     /// `e` with the key scrubbed out of its text, then cut to
     /// [`MESSAGE_MAX`] bytes (in this order: a cut through an echoed key
     /// would leave its head behind).
-    fn scrub_error(&self, e: ProviderError) -> ProviderError {
+    pub(crate) fn scrub_error(&self, e: ProviderError) -> ProviderError {
         e.map_message(|m| clip_to(&self.scrub(m), MESSAGE_MAX))
     }
 }

@@ -175,14 +175,13 @@ impl OpenAiBatches {
             (None, Some(e)) => match e.code.as_deref() {
                 Some("batch_expired") => LineOutcome::Expired,
                 Some("batch_cancelled") => LineOutcome::Canceled,
-                code => LineOutcome::Failed(
+                code => LineOutcome::Failed(self.http.provider.scrub_error(
                     crate::ProviderError::Decode(format!(
                         "batch line failed ({}): {}",
                         code.unwrap_or("no code"),
-                        self.http.provider.scrub(e.message.as_deref().unwrap_or(""))
-                    ))
-                    .map_message(|m| crate::wire::clip_to(m, crate::wire::MESSAGE_MAX)),
-                ),
+                        e.message.as_deref().unwrap_or("")
+                    )),
+                )),
             },
             (None, None) => LineOutcome::Failed(crate::ProviderError::Decode(
                 "batch line has neither a response nor an error".into(),

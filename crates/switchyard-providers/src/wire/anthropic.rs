@@ -136,10 +136,7 @@ impl WireFormat for Anthropic {
         match r.kind.as_deref() {
             Some("message") => {}
             Some("error") => {
-                let (kind, message) = match serde_json::from_slice::<ErrorBody>(body) {
-                    Ok(e) => (e.error.kind, clip(&e.error.message)),
-                    Err(_) => (String::new(), body_text(body)),
-                };
+                let (kind, message) = error_text(body);
                 return Err(ProviderError::Decode(format!(
                     "an error body with a 2xx status: {kind}: {message}"
                 )));
@@ -199,10 +196,7 @@ impl WireFormat for Anthropic {
     }
 
     fn parse_error(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
-        let (kind, message) = match serde_json::from_slice::<ErrorBody>(body) {
-            Ok(e) => (e.error.kind, clip(&e.error.message)),
-            Err(_) => (String::new(), body_text(body)),
-        };
+        let (kind, message) = error_text(body);
         let message = if kind.is_empty() {
             message
         } else {
@@ -217,6 +211,15 @@ impl WireFormat for Anthropic {
             (status == 429).then(|| rate_limit_info(headers, Utc::now()).retry_hint())?
         });
         ProviderError::from_status(status, message, hint)
+    }
+}
+
+/// The error type and message of an error body (the body's text when it is
+/// not Anthropic's error shape).
+fn error_text(body: &[u8]) -> (String, String) {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => (e.error.kind, clip(&e.error.message)),
+        Err(_) => (String::new(), body_text(body)),
     }
 }
 

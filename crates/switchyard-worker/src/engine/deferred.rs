@@ -60,26 +60,15 @@ impl Engine {
     /// records went to a partition another worker gathers, whose hold its
     /// budget snapshots carry by then).
     pub fn release_stale_handoffs(&self, now: Instant) {
-        let stale: Vec<Reservation> = {
-            let mut handoffs = self.handoffs.lock();
-            let old: Vec<String> = handoffs
-                .iter()
-                .filter(|(_, (_, at))| now.saturating_duration_since(*at) >= HANDOFF_KEPT)
-                .map(|(id, _)| id.clone())
-                .collect();
-            old.iter()
-                .filter_map(|id| handoffs.remove(id).map(|(r, _)| r))
-                .collect()
-        };
-        if stale.is_empty() {
-            return;
-        }
-        let mut ledger = self.ledger.lock();
+        let stale: Vec<Reservation> = self
+            .handoffs
+            .lock()
+            .extract_if(|_, (_, at)| now.saturating_duration_since(*at) >= HANDOFF_KEPT)
+            .map(|(_, (r, _))| r)
+            .collect();
         for r in stale {
-            ledger.settle(r, 0.0, Utc::now());
+            self.settle_budget(r, 0.0);
         }
-        drop(ledger);
-        self.ledger_changed.notify_one();
     }
 
     /// Keeps the reservation of a job handed off to the deferred topic until a
@@ -90,8 +79,7 @@ impl Engine {
             .lock()
             .insert(job_id.to_owned(), (reservation, Instant::now()));
         if let Some((r, _)) = earlier {
-            self.ledger.lock().settle(r, 0.0, Utc::now());
-            self.ledger_changed.notify_one();
+            self.settle_budget(r, 0.0);
         }
     }
 

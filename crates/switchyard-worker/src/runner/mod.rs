@@ -633,12 +633,8 @@ impl Intake<'_> {
         }
         store_offsets(&self.kafka.consumer, &self.kafka.partitions);
         self.measure_lag();
-        let now = std::time::Instant::now();
-        if self
-            .handoffs_swept
-            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
-        {
-            self.handoffs_swept = Some(now);
+        if due(&mut self.handoffs_swept, Duration::from_secs(1)) {
+            let now = std::time::Instant::now();
             self.kafka.jobs.engine.release_stale_handoffs(now);
         }
         while let Some(joined) = self.tasks.try_join_next() {
@@ -669,13 +665,9 @@ impl Intake<'_> {
     /// At most every few seconds, the consumer lag per held partition into
     /// the metrics (from offsets the worker already has: no broker request).
     fn measure_lag(&mut self) {
-        if self
-            .lag_measured
-            .is_some_and(|at| at.elapsed() < STATS_INTERVAL)
-        {
+        if !due(&mut self.lag_measured, STATS_INTERVAL) {
             return;
         }
-        self.lag_measured = Some(std::time::Instant::now());
         let partitions = &self.kafka.partitions;
         self.kafka
             .jobs
@@ -780,6 +772,16 @@ async fn drain(mut tasks: JoinSet<()>, grace: Duration, stop: &CancellationToken
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     abandoned
+}
+
+/// Whether `every` has passed since `last` (or it never happened); if so,
+/// `last` becomes now.
+fn due(last: &mut Option<std::time::Instant>, every: Duration) -> bool {
+    if last.is_some_and(|at| at.elapsed() < every) {
+        return false;
+    }
+    *last = Some(std::time::Instant::now());
+    true
 }
 
 /// Polls the consumer (see [`poll_and_drop`]) until `stopped`.
