@@ -37,7 +37,7 @@ fn config_with_quotas(dir: &std::path::Path, sim_base: &str) -> std::path::PathB
         .unwrap()
         .replace(
             "[[node]]\npath = \"acme/retail/support\"\n",
-            "[[node]]\npath = \"acme/retail/support\"\njobs_per_minute = 100000\ntokens_per_day = 1000000000\n",
+            "[[node]]\npath = \"acme/retail/support\"\njobs_per_minute = 100000\njobs_per_day = 1000000\ntokens_per_day = 1000000000\n",
         );
     assert!(
         org.contains("jobs_per_minute = 100000"),
@@ -141,19 +141,18 @@ async fn a_workers_metrics_have_the_documented_families_and_pass_promtool() {
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
-    let used: f64 = text
-        .lines()
-        .find(|l| {
-            l.starts_with(
-                "switchyard_quota_used{node=\"acme/retail/support\",quota=\"jobs_per_minute\"}",
-            )
-        })
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap();
-    assert!(
-        used >= 1.0,
-        "jobs of the node count against its quota: {used}"
+    // The minute's count may have rolled over while the lag settled; the day's
+    // holds every job (a test across the zone's midnight is the one exception).
+    let minute = value(
+        &text,
+        "switchyard_quota_used{node=\"acme/retail/support\",quota=\"jobs_per_minute\"}",
     );
+    assert!(minute >= 0.0, "the minute quota's use is shown:\n{text}");
+    let day = value(
+        &text,
+        "switchyard_quota_used{node=\"acme/retail/support\",quota=\"jobs_per_day\"}",
+    );
+    assert!(day >= 1.0, "jobs of the node count against its quota: {day}");
     let calls: f64 = text
         .lines()
         .filter(|l| {
