@@ -152,7 +152,10 @@ async fn a_workers_metrics_have_the_documented_families_and_pass_promtool() {
         &text,
         "switchyard_quota_used{node=\"acme/retail/support\",quota=\"jobs_per_day\"}",
     );
-    assert!(day >= 1.0, "jobs of the node count against its quota: {day}");
+    assert!(
+        day >= 1.0,
+        "jobs of the node count against its quota: {day}"
+    );
     let calls: f64 = text
         .lines()
         .filter(|l| {

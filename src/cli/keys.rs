@@ -99,12 +99,16 @@ fn load(config: &PipelineArgs) -> anyhow::Result<(LoadedPipeline, PathBuf)> {
 }
 
 /// Whether the caller may hand out `role` over `scope`: keys are managed
-/// within one's scope, and only an `org-admin` makes `org-admin` keys.
+/// within one's scope, and only an `org-admin` makes `org-admin` and
+/// `approver` keys. A key names its principal freely, so a `bu-admin` who
+/// could make approver keys could approve their own work under another name.
 fn may_grant(caller: &Caller, role: Role, scope: &str) -> anyhow::Result<()> {
     caller.record.authorize(Action::ManageKeys, scope)?;
-    if role == Role::OrgAdmin && !caller.record.holds(Role::OrgAdmin, scope) {
+    if matches!(role, Role::OrgAdmin | Role::Approver)
+        && !caller.record.holds(Role::OrgAdmin, scope)
+    {
         bail!(
-            "`{}` may not create org-admin keys: that needs the role org-admin over `{scope}` or above it",
+            "`{}` may not create {role} keys: that needs the role org-admin over `{scope}` or above it",
             caller.record.principal
         );
     }
@@ -292,4 +296,43 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
         target.key_id
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(role: Role, scope: &str) -> Caller {
+        let (record, key) = new_key(
+            [7; 32],
+            "dana",
+            vec![Grant {
+                role,
+                scope: scope.into(),
+            }],
+            Utc::now(),
+        );
+        Caller { key, record }
+    }
+
+    /// Approver keys come from an org-admin only: a bu-admin could otherwise
+    /// make one under another name and approve the work it submitted.
+    #[test]
+    fn only_an_org_admin_makes_approver_and_org_admin_keys() {
+        let bu_admin = caller(Role::BuAdmin, "acme/retail");
+        assert!(may_grant(&bu_admin, Role::Submitter, "acme/retail/support").is_ok());
+        assert!(may_grant(&bu_admin, Role::BuAdmin, "acme/retail").is_ok());
+        let err = may_grant(&bu_admin, Role::Approver, "acme/retail")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("approver") && err.contains("org-admin"),
+            "{err}"
+        );
+        assert!(may_grant(&bu_admin, Role::OrgAdmin, "acme/retail").is_err());
+        assert!(may_grant(&bu_admin, Role::Submitter, "acme/finance").is_err());
+        let org_admin = caller(Role::OrgAdmin, "acme");
+        assert!(may_grant(&org_admin, Role::Approver, "acme/retail").is_ok());
+        assert!(may_grant(&org_admin, Role::OrgAdmin, "acme").is_ok());
+    }
 }
