@@ -828,7 +828,82 @@ async fn a_batch_above_the_threshold_in_all_is_held_and_released_as_a_whole() {
         assert_eq!(last.status, JobStatus::Succeeded, "{id}: {:?}", last.error);
     }
     assert!(sim_requests(&stack).await >= calls_before + JOBS as u64);
+
+    // The approval covers the jobs the approver saw, no other: a job of the
+    // same batch that copies a released job's header (signed by its
+    // submitter, with new work in it) is held, and stays held.
+    let jobs_topic = &topics.jobs.name;
+    let (released, header) = released_copy(&bootstrap, jobs_topic, want[0]).await;
+    let jcodec = Codec::for_topic(&topics.jobs);
+    let mut extra: Job = jcodec.decode(&released).unwrap();
+    extra.job_id = format!("{batch_id}-extra");
+    extra.request = ChatRequest {
+        max_tokens: Some(50),
+        ..ChatRequest::from_user("Write the quarterly report in full.")
+    };
+    let value = jcodec.encode(&extra).unwrap();
+    let signed = sign::sign(&keys.alice_submit, &value, Utc::now());
+    let calls_after = sim_requests(&stack).await;
+    let producer = producer(&bootstrap);
+    producer
+        .send(
+            FutureRecord::to(jobs_topic)
+                .key(&extra.job_id)
+                .payload(&value)
+                .headers(headers(&signed).insert(Header {
+                    key: switchyard_codec::headers::RELEASED_BY,
+                    value: Some(&header),
+                })),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let extra_ids = [extra.job_id.as_str()];
+    results_until(
+        &results,
+        &rcodec,
+        &mut got,
+        &extra_ids,
+        |_| true,
+        Duration::from_secs(60),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mine = &got[extra_ids[0]];
+    assert_eq!(mine[0].status, JobStatus::Held, "{:?}", mine[0].error);
+    assert_eq!(mine.len(), 1, "the copied approval decided it: {mine:?}");
+    assert_eq!(
+        sim_requests(&stack).await,
+        calls_after,
+        "work the approver never saw reached a provider"
+    );
     stack.stop().await.unwrap();
+}
+
+/// A released job's message on the jobs topic and its release header.
+async fn released_copy(bootstrap: &str, topic: &str, job_id: &str) -> (Vec<u8>, String) {
+    use rdkafka::message::Headers;
+    let consumer = results_consumer(bootstrap, topic);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .expect("the released job is on the jobs topic")
+            .unwrap();
+        if m.key() != Some(job_id.as_bytes()) {
+            continue;
+        }
+        let header = m.headers().and_then(|hs| {
+            hs.iter()
+                .find(|h| h.key == switchyard_codec::headers::RELEASED_BY)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        });
+        if let Some(header) = header {
+            return (m.payload().unwrap().to_vec(), header);
+        }
+    }
 }
 
 /// HTTP requests the simulated providers have answered so far.

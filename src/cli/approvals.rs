@@ -11,6 +11,7 @@ use chrono::Utc;
 use switchyard_core::access::approval::{
     ApprovalBook, ApprovalRecord, Decision, HoldKind, partition_of,
 };
+use switchyard_core::access::cover::Tree;
 use switchyard_core::access::{Action, Keyring};
 use switchyard_core::audit::AuditEntry;
 use switchyard_core::config::LoadedPipeline;
@@ -185,7 +186,7 @@ async fn decide(
     let caller =
         access::authorize(&pipeline, Action::Approve, &node)?.context("deciding needs a key")?;
     let override_budget = approve && requests.iter().any(|r| r.kind == HoldKind::Budget);
-    let decision = Decision::signed(
+    let mut decision = Decision::signed(
         &caller.key,
         &caller.record.principal,
         id,
@@ -195,6 +196,12 @@ async fn decide(
         override_budget,
         Utc::now(),
     );
+    if approve {
+        // An approval releases exactly the jobs listed now: one held later
+        // under this id, or a new job copying the release, waits for another.
+        let tree = Tree::new(requests.iter().filter_map(|r| r.leaf()).collect());
+        decision = decision.covering(&caller.key, tree.cover());
+    }
     check_all(&decision, &keys, &requests)?;
     let jobs = requests.len();
     publish(&pipeline, &decision).await?;

@@ -83,7 +83,8 @@ impl Access {
 
     /// The release decision the job carries, when it is a genuine one for this
     /// job (signed by a known key, approving the job's approval id on its
-    /// project) made within the approval TTL. Only such a decision widens the
+    /// project, its cover holding this very message) made within the approval
+    /// TTL. Only such a decision widens the
     /// job's signature window, so a made-up header cannot make an old signed
     /// job replayable; whether it releases a hold (key unrevoked, role, kind,
     /// own work) is decided in admission, so a job whose approver's key was
@@ -101,6 +102,7 @@ impl Access {
                 && d.approve
                 && d.id == approval_id(job)
                 && d.node == job.project
+                && d.covers_job(&job.job_id, env.value)
                 && d.authentic(&self.keys.read_recursive()).is_ok()
         })
     }
@@ -143,6 +145,7 @@ impl Access {
 
 #[cfg(test)]
 mod tests {
+    use switchyard_core::access::cover::{Tree, leaf};
     use switchyard_core::access::sign::sign;
     use switchyard_core::access::{Grant, Role, new_key};
     use switchyard_core::job::ChatRequest;
@@ -151,7 +154,8 @@ mod tests {
 
     /// A released job may be as old as the window plus the approval TTL, but
     /// only with a genuine decision for it: a made-up release header (a fresh
-    /// date, any signature) must not make an old signed job replayable.
+    /// date, any signature) must not make an old signed job replayable, and a
+    /// genuine one releases only the messages its cover holds.
     #[test]
     fn only_a_genuine_release_widens_the_signature_window() {
         let now: DateTime<Utc> = "2026-12-06T12:00:00Z".parse().unwrap();
@@ -188,7 +192,7 @@ mod tests {
         );
         let value = serde_json::to_vec(&job).unwrap();
         let two_hours_ago = now - chrono::Duration::hours(2);
-        let genuine = Decision::signed(
+        let uncovered = Decision::signed(
             &carol_key,
             "carol",
             &approval_id(&job),
@@ -198,10 +202,18 @@ mod tests {
             false,
             now - chrono::Duration::minutes(1),
         );
+        // The approval covers this job and one other, as the approver saw them.
+        let tree = Tree::new(vec![leaf("j1", &value), leaf("j0", b"{}")]);
+        let mut genuine = uncovered.clone().covering(&carol_key, tree.cover());
+        genuine.proof = tree.proof(&leaf("j1", &value));
         let mut forged = genuine.clone();
         forged.sig = B64_SIG.into();
         let mut elsewhere = genuine.clone();
         elsewhere.id = "appr-other".into();
+        let mut unproven = genuine.clone();
+        unproven.proof = None;
+        let mut others_proof = genuine.clone();
+        others_proof.proof = tree.proof(&leaf("j0", b"{}"));
         let envelope = |released_by: Option<Decision>, offset| Envelope {
             value: &value,
             signed: Some(sign(&erin_key, &value, two_hours_ago)),
@@ -210,7 +222,14 @@ mod tests {
             offset,
             checked: None,
         };
-        for (offset, d) in [(1, None), (2, Some(forged)), (3, Some(elsewhere))] {
+        for (offset, d) in [
+            (1, None),
+            (2, Some(forged)),
+            (3, Some(elsewhere)),
+            (5, Some(uncovered)),
+            (6, Some(unproven)),
+            (7, Some(others_proof)),
+        ] {
             let env = envelope(d, offset);
             assert!(access.release(&env, &job, now).is_none());
             assert!(
@@ -224,6 +243,21 @@ mod tests {
             access.signer(&env, &job, now),
             Signer::Principal("erin".into())
         );
+
+        // The same job id with other content: the genuine release, copied
+        // onto it, does not cover it.
+        let mut other = job.clone();
+        other.request = ChatRequest::from_user("something else to run");
+        let other_value = serde_json::to_vec(&other).unwrap();
+        let env = Envelope {
+            value: &other_value,
+            signed: Some(sign(&erin_key, &other_value, now)),
+            released_by: env.released_by.clone(),
+            partition: 0,
+            offset: 8,
+            checked: None,
+        };
+        assert!(access.release(&env, &other, now).is_none());
     }
 
     /// 64 bytes of zeros in base64: well-formed, never a valid signature.

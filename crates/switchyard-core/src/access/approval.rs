@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use ed25519_dalek::{Signature, Verifier};
 use serde::{Deserialize, Serialize};
 
+use super::cover::{self, Cover, Hash, Tree};
 use super::keys::{KeyRecord, Keyring, PrivateKey};
 use super::roles::{Action, Role};
 use super::sign::Signed;
@@ -68,6 +69,14 @@ pub struct ApprovalRequest {
     /// The held message, to publish again once released.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<HeldCopy>,
+}
+
+impl ApprovalRequest {
+    /// The job's leaf in an approval's cover (`None` without a readable held copy).
+    pub fn leaf(&self) -> Option<Hash> {
+        let value = self.held.as_ref()?.value()?;
+        Some(cover::leaf(&self.job_id, &value))
+    }
 }
 
 /// A held job's message as it was read: what a release publishes again.
@@ -130,6 +139,30 @@ pub struct Settled {
     pub outcome: Settlement,
     /// When.
     pub at: DateTime<Utc>,
+    /// A released job's place in its approval's cover: the cover's root and
+    /// the job's leaf (hex), so that a releaser reading the topic again can
+    /// rebuild the set the decision covers once some of it is settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_in: Option<ReleasedIn>,
+}
+
+/// Where a released job sat in the cover of the decision that released it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleasedIn {
+    /// The cover's root, hex.
+    pub root: String,
+    /// The job's leaf, hex.
+    pub leaf: String,
+}
+
+impl ReleasedIn {
+    /// A job of leaf `leaf` released under `cover`.
+    pub fn of(cover: &Cover, leaf: &Hash) -> Self {
+        Self {
+            root: cover.root.clone(),
+            leaf: hex::encode(leaf),
+        }
+    }
 }
 
 impl ApprovalRequest {
@@ -159,6 +192,15 @@ pub struct Decision {
     pub principal: String,
     /// When it was decided.
     pub at: DateTime<Utc>,
+    /// What an approval releases: the held jobs its approver saw. An approval
+    /// without one releases nothing. Signed with the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covers: Option<Cover>,
+    /// On a released job's copy of the decision only: the job's path to
+    /// `covers.root`, given by the releaser. Not signed: it proves itself
+    /// against the signed root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
     /// Ed25519 signature (base64) over the other fields, as [`Decision::signed_bytes`].
     #[serde(default)]
     pub sig: String,
@@ -244,19 +286,39 @@ impl Decision {
             key_id: key.key_id.clone(),
             principal: principal.to_owned(),
             at,
+            covers: None,
+            proof: None,
             sig: String::new(),
         };
         d.sig = key.sign(&d.signed_bytes());
         d
     }
 
-    /// What is signed: every field but the signature, as JSON in field order.
+    /// The decision covering `cover` (the jobs it releases), signed again by `key`.
+    pub fn covering(mut self, key: &PrivateKey, cover: Cover) -> Self {
+        self.covers = Some(cover);
+        self.sig = key.sign(&self.signed_bytes());
+        self
+    }
+
+    /// What is signed: every field but the signature and the proof, as JSON
+    /// in field order.
     pub fn signed_bytes(&self) -> Vec<u8> {
         let unsigned = Decision {
             sig: String::new(),
+            proof: None,
             ..self.clone()
         };
         serde_json::to_vec(&unsigned).unwrap_or_default()
+    }
+
+    /// Whether this copy of the decision releases the job `job_id` whose
+    /// message is `value`: its proof leads from the job to the signed cover.
+    pub fn covers_job(&self, job_id: &str, value: &[u8]) -> bool {
+        match (&self.covers, &self.proof) {
+            (Some(c), Some(p)) => cover::verify(c, &cover::leaf(job_id, value), p),
+            _ => false,
+        }
     }
 
     /// The key that signed the decision, checked: known, never revoked, and
@@ -334,6 +396,9 @@ impl Decision {
 pub struct ApprovalBook {
     pending: BTreeMap<(String, String), ApprovalRequest>,
     decisions: HashMap<String, Decision>,
+    /// Leaves of released jobs, by approval id and the root of the cover
+    /// that released them.
+    released: HashMap<(String, String), Vec<Hash>>,
 }
 
 /// One approval id's undecided work, for `approvals list`.
@@ -375,14 +440,63 @@ impl ApprovalBook {
             }
             ApprovalRecord::Settled(s) => {
                 self.pending.remove(&(s.id.clone(), s.job_id));
+                if let Some(r) = s.released_in
+                    && let Some(leaf) = hex::decode(&r.leaf)
+                        .ok()
+                        .and_then(|b| Hash::try_from(b).ok())
+                {
+                    self.released
+                        .entry((s.id.clone(), r.root))
+                        .or_default()
+                        .push(leaf);
+                }
                 s.id
             }
         }
     }
 
-    /// Forgets one job's request (it was settled).
-    pub fn settle(&mut self, id: &str, job_id: &str) {
+    /// Forgets one job's request (it was settled); a released job's leaf is
+    /// kept under its cover's root.
+    pub fn settle(&mut self, id: &str, job_id: &str, released_in: Option<(&str, Hash)>) {
         self.pending.remove(&(id.to_owned(), job_id.to_owned()));
+        if let Some((root, leaf)) = released_in {
+            self.released
+                .entry((id.to_owned(), root.to_owned()))
+                .or_default()
+                .push(leaf);
+        }
+    }
+
+    /// The set an approval covers, when this book holds it: the tree, and the
+    /// requests in it still waiting. The set is every waiting request of the
+    /// id with the jobs the same cover released already; failing that, without
+    /// the requests held after the decision was made (they arrived after the
+    /// approver looked). `None` when the decision has no cover or the set
+    /// cannot be rebuilt here: its jobs then stay held.
+    pub fn covered(&self, decision: &Decision) -> Option<(Tree, Vec<&ApprovalRequest>)> {
+        let cover = decision.covers.as_ref()?;
+        let released = self
+            .released
+            .get(&(decision.id.clone(), cover.root.clone()))
+            .map_or(&[][..], Vec::as_slice);
+        let waiting: Vec<(&ApprovalRequest, Hash)> = self
+            .requests_of(&decision.id)
+            .into_iter()
+            .filter_map(|r| Some((r, r.leaf()?)))
+            .collect();
+        let before = |r: &ApprovalRequest| r.created_at <= decision.at;
+        for cut in [false, true] {
+            let members: Vec<_> = waiting.iter().filter(|(r, _)| !cut || before(r)).collect();
+            let leaves = members
+                .iter()
+                .map(|(_, l)| *l)
+                .chain(released.iter().copied());
+            let tree = Tree::new(leaves.collect());
+            if tree.cover() == *cover {
+                return Some((tree, members.into_iter().map(|(r, _)| *r).collect()));
+            }
+        }
+        None
     }
 
     /// The undecided requests of an approval id.
@@ -486,6 +600,96 @@ mod tests {
             expires_at: now() + chrono::Duration::hours(1),
             held: None,
         })
+    }
+
+    /// A held job of batch `b1`, its message `value`, held at `at`.
+    fn held(job: &str, value: &str, at: DateTime<Utc>) -> ApprovalRequest {
+        let ApprovalRecord::Request(mut r) = request("appr-b1", job, 0.01, None) else {
+            unreachable!()
+        };
+        r.created_at = at;
+        r.held = Some(HeldCopy::of(value.as_bytes(), None, None));
+        r
+    }
+
+    fn ids(covered: Option<(Tree, Vec<&ApprovalRequest>)>) -> Vec<String> {
+        covered.map_or_else(Vec::new, |(_, rs)| {
+            rs.iter().map(|r| r.job_id.clone()).collect()
+        })
+    }
+
+    /// An approval releases the jobs its approver saw: not one held under the
+    /// same id afterwards, and nothing when the set cannot be rebuilt. Once
+    /// some of its jobs are settled, the rest are still covered.
+    #[test]
+    fn an_approval_covers_the_jobs_its_approver_saw_and_no_other() {
+        let (carol, carol_key) = key(1, "carol", &[(Role::Approver, "acme")]);
+        let mut keys = Keyring::default();
+        keys.add(carol);
+        let mut book = ApprovalBook::default();
+        let early = now() - chrono::Duration::minutes(5);
+        for (job, value) in [("b1-0", "zero"), ("b1-1", "one")] {
+            book.apply(ApprovalRecord::Request(held(job, value, early)));
+        }
+        let seen: Vec<Hash> = book
+            .requests_of("appr-b1")
+            .iter()
+            .filter_map(|r| r.leaf())
+            .collect();
+        let plain = Decision::signed(
+            &carol_key,
+            "carol",
+            "appr-b1",
+            "acme/bu/t/gated",
+            true,
+            "ok",
+            false,
+            now(),
+        );
+        assert!(
+            book.covered(&plain).is_none(),
+            "an approval without a cover releases nothing"
+        );
+        let decision = plain.covering(&carol_key, Tree::new(seen).cover());
+        assert!(decision.authentic(&keys).is_ok());
+        assert_eq!(ids(book.covered(&decision)), ["b1-0", "b1-1"]);
+
+        // A job held after the decision stays out.
+        let late = held("b1-2", "two", now() + chrono::Duration::seconds(1));
+        book.apply(ApprovalRecord::Request(late));
+        assert_eq!(ids(book.covered(&decision)), ["b1-0", "b1-1"]);
+
+        // One released (and read back from its settled record): the other
+        // is still covered, and its proof checks.
+        let r0 = held("b1-0", "zero", early);
+        let cover = decision.covers.clone().unwrap();
+        book.apply(ApprovalRecord::Settled(Settled {
+            id: "appr-b1".into(),
+            job_id: "b1-0".into(),
+            node: r0.node.clone(),
+            outcome: Settlement::Released,
+            at: now(),
+            released_in: Some(ReleasedIn::of(&cover, &r0.leaf().unwrap())),
+        }));
+        let (tree, rest) = book.covered(&decision).unwrap();
+        assert_eq!(rest.len(), 1);
+        let mut copy = decision.clone();
+        copy.proof = tree.proof(&rest[0].leaf().unwrap());
+        assert!(copy.covers_job("b1-1", b"one"));
+        assert!(!copy.covers_job("b1-1", b"one, changed"));
+        assert!(!copy.covers_job("b1-2", b"two"));
+        assert!(copy.authentic(&keys).is_ok(), "the proof is not signed");
+
+        // The set cannot be rebuilt (a covered job expired meanwhile): nothing.
+        book.apply(ApprovalRecord::Settled(Settled {
+            id: "appr-b1".into(),
+            job_id: "b1-1".into(),
+            node: r0.node,
+            outcome: Settlement::Expired,
+            at: now(),
+            released_in: None,
+        }));
+        assert!(book.covered(&decision).is_none());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! from text, time comes in as an argument.
 
 pub mod approval;
+pub mod cover;
 mod keys;
 mod roles;
 pub mod sign;

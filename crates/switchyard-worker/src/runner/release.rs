@@ -8,9 +8,11 @@
 //!
 //! - An approval that counts (signed by an approver over the node who did not
 //!   submit the work; for a budget hold, an admin's explicit override)
-//!   publishes each held message again to the jobs topic, with its original
-//!   signature and the decision in a header: the worker checks the decision
-//!   again before the job passes its hold, and the job runs to its final result.
+//!   publishes each held message it covers again to the jobs topic, with its
+//!   original signature and the decision in a header, carrying the job's path
+//!   to the decision's cover: the worker checks the decision and the path
+//!   again before the job passes its hold, and the job runs to its final
+//!   result. Jobs held under the id after the approval wait for another.
 //! - A rejection that counts ends each job `rejected` with the approver's reason.
 //! - A request left undecided past its `expires_at` ends `rejected`, `expired`.
 //! - A decision that does not count is logged; the work stays held.
@@ -28,8 +30,9 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use switchyard_codec::{Codec, headers};
 use switchyard_core::access::approval::{
-    ApprovalBook, ApprovalRecord, ApprovalRequest, Decision, Settled, Settlement,
+    ApprovalBook, ApprovalRecord, ApprovalRequest, Decision, ReleasedIn, Settled, Settlement,
 };
+use switchyard_core::access::cover::Hash;
 use switchyard_core::access::sign;
 use switchyard_core::audit::AuditEntry;
 use switchyard_core::vocab::JobStatus;
@@ -61,6 +64,52 @@ impl Book {
             self.touched.insert(id);
         }
     }
+}
+
+/// The held jobs a decision decides, each with the copy of the decision it
+/// travels with. A rejection decides every job waiting under its id. An
+/// approval releases only the jobs its cover names, each with its proof;
+/// jobs held under the id after it was made wait for another decision, and
+/// an approval whose set this releaser cannot rebuild releases nothing.
+fn decided_jobs(book: &ApprovalBook, decision: &Decision) -> Vec<(ApprovalRequest, Decision)> {
+    if !decision.approve {
+        return book
+            .requests_of(&decision.id)
+            .into_iter()
+            .map(|r| (r.clone(), decision.clone()))
+            .collect();
+    }
+    let waiting = book.requests_of(&decision.id).len();
+    let Some((tree, members)) = book.covered(decision) else {
+        if waiting > 0 {
+            warn!(approval_id = %decision.id, principal = %decision.principal, waiting, covers = decision.covers.as_ref().map(|c| c.jobs), "An approval does not cover the jobs held here (made before they were all held, or without a list of its jobs); they stay held: decide again.");
+        }
+        return Vec::new();
+    };
+    if members.len() < waiting {
+        warn!(approval_id = %decision.id, held_after = waiting - members.len(), "Jobs held after the approval was made stay held: decide again for them.");
+    }
+    members
+        .into_iter()
+        .map(|r| {
+            let mut d = decision.clone();
+            d.proof = r.leaf().and_then(|l| tree.proof(&l));
+            (r.clone(), d)
+        })
+        .collect()
+}
+
+/// A released job's place in its decision's cover.
+fn released_in(
+    request: &ApprovalRequest,
+    decision: &Decision,
+    settled: Settlement,
+) -> Option<(ReleasedIn, Hash)> {
+    if settled != Settlement::Released {
+        return None;
+    }
+    let (cover, leaf) = (decision.covers.as_ref()?, request.leaf()?);
+    Some((ReleasedIn::of(cover, &leaf), leaf))
 }
 
 /// The releaser's outputs.
@@ -151,15 +200,21 @@ impl Releaser {
             let Some(decision) = book.book.decision(&id).cloned() else {
                 continue;
             };
-            let requests: Vec<ApprovalRequest> =
-                book.book.requests_of(&id).into_iter().cloned().collect();
-            for request in requests {
+            for (request, decision) in decided_jobs(&book.book, &decision) {
                 let Some(outcome) = self.decided(&request, &decision).await else {
                     return false;
                 };
                 if let Some(settled) = outcome {
-                    book.book.settle(&request.id, &request.job_id);
-                    if !self.settle(&request, settled, now).await {
+                    let released_in = released_in(&request, &decision, settled);
+                    book.book.settle(
+                        &request.id,
+                        &request.job_id,
+                        released_in.as_ref().map(|(r, l)| (r.root.as_str(), *l)),
+                    );
+                    if !self
+                        .settle(&request, settled, now, released_in.map(|(r, _)| r))
+                        .await
+                    {
                         return false;
                     }
                 }
@@ -182,8 +237,8 @@ impl Releaser {
                     return false;
                 }
                 self.audit(&request, "expired", None, &message);
-                book.book.settle(&request.id, &request.job_id);
-                if !self.settle(&request, Settlement::Expired, now).await {
+                book.book.settle(&request.id, &request.job_id, None);
+                if !self.settle(&request, Settlement::Expired, now, None).await {
                     return false;
                 }
             }
@@ -360,6 +415,7 @@ impl Releaser {
         request: &ApprovalRequest,
         outcome: Settlement,
         at: DateTime<Utc>,
+        released_in: Option<ReleasedIn>,
     ) -> bool {
         let record = ApprovalRecord::Settled(Settled {
             id: request.id.clone(),
@@ -367,6 +423,7 @@ impl Releaser {
             node: request.node.clone(),
             outcome,
             at,
+            released_in,
         });
         self.approvals.send(&record, &self.stop).await.is_ok()
     }
