@@ -45,7 +45,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    switchyard_worker::run(engine, &pipeline.config, shutdown).await?;
+    // On the runtime, not on the thread that waits for it: jobs spawned from a
+    // runtime thread run where they were spawned, instead of each one waking
+    // a runtime thread from outside (docs/decisions.md, Performance).
+    let config = pipeline.config.clone();
+    tokio::spawn(async move { switchyard_worker::run(engine, &config, shutdown).await })
+        .await
+        .map_err(|e| anyhow::anyhow!("the worker stopped abnormally: {e}"))??;
     if let Some(w) = watcher {
         w.abort();
     }
