@@ -196,14 +196,22 @@ async fn decide(
         override_budget,
         Utc::now(),
     );
+    let mut jobs = requests.len();
     if approve {
         // An approval releases exactly the jobs listed now: one held later
         // under this id, or a new job copying the release, waits for another.
         let tree = Tree::new(requests.iter().filter_map(|r| r.leaf()).collect());
-        decision = decision.covering(&caller.key, tree.cover());
+        let cover = tree.cover();
+        if cover.jobs < jobs {
+            eprintln!(
+                "warning: {} held job(s) under `{id}` have no readable copy of their message; they end `approval_unreleasable`",
+                jobs - cover.jobs
+            );
+        }
+        jobs = cover.jobs;
+        decision = decision.covering(&caller.key, cover);
     }
     check_all(&decision, &keys, &requests)?;
-    let jobs = requests.len();
     publish(&pipeline, &decision).await?;
     let log = access::audit_log(&pipeline)?;
     access::record(
@@ -229,7 +237,7 @@ async fn decide(
     .await;
     if approve {
         println!(
-            "{id} approved{}: {jobs} held job(s) of `{node}` are released and run to their final results",
+            "{id} approved{}: the {jobs} held job(s) of `{node}` waiting now are released and run to their final results (jobs held under `{id}` later need another approval)",
             if override_budget {
                 " (an override of the budget cap, recorded as such)"
             } else {

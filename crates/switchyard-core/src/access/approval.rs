@@ -7,7 +7,7 @@
 //! principal), and, to release work held by a budget (an override of the cap),
 //! also `org-admin` or `bu-admin` over the node.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -396,9 +396,12 @@ impl Decision {
 pub struct ApprovalBook {
     pending: BTreeMap<(String, String), ApprovalRequest>,
     decisions: HashMap<String, Decision>,
+    /// The leaf of each waiting request with a readable held copy, computed
+    /// once when it is taken in.
+    leaves: HashMap<(String, String), Hash>,
     /// Leaves of released jobs, by approval id and the root of the cover
     /// that released them.
-    released: HashMap<(String, String), Vec<Hash>>,
+    released: HashMap<(String, String), BTreeSet<Hash>>,
 }
 
 /// One approval id's undecided work, for `approvals list`.
@@ -430,7 +433,12 @@ impl ApprovalBook {
         match record {
             ApprovalRecord::Request(r) => {
                 let id = r.id.clone();
-                self.pending.insert((r.id.clone(), r.job_id.clone()), r);
+                let key = (r.id.clone(), r.job_id.clone());
+                match r.leaf() {
+                    Some(leaf) => self.leaves.insert(key.clone(), leaf),
+                    None => self.leaves.remove(&key),
+                };
+                self.pending.insert(key, r);
                 id
             }
             ApprovalRecord::Decision(d) => {
@@ -439,7 +447,9 @@ impl ApprovalBook {
                 id
             }
             ApprovalRecord::Settled(s) => {
-                self.pending.remove(&(s.id.clone(), s.job_id));
+                let key = (s.id.clone(), s.job_id);
+                self.pending.remove(&key);
+                self.leaves.remove(&key);
                 if let Some(r) = s.released_in
                     && let Some(leaf) = hex::decode(&r.leaf)
                         .ok()
@@ -448,7 +458,7 @@ impl ApprovalBook {
                     self.released
                         .entry((s.id.clone(), r.root))
                         .or_default()
-                        .push(leaf);
+                        .insert(leaf);
                 }
                 s.id
             }
@@ -458,31 +468,43 @@ impl ApprovalBook {
     /// Forgets one job's request (it was settled); a released job's leaf is
     /// kept under its cover's root.
     pub fn settle(&mut self, id: &str, job_id: &str, released_in: Option<(&str, Hash)>) {
-        self.pending.remove(&(id.to_owned(), job_id.to_owned()));
+        let key = (id.to_owned(), job_id.to_owned());
+        self.pending.remove(&key);
+        self.leaves.remove(&key);
         if let Some((root, leaf)) = released_in {
             self.released
                 .entry((id.to_owned(), root.to_owned()))
                 .or_default()
-                .push(leaf);
+                .insert(leaf);
         }
     }
 
+    /// A waiting request's leaf (`None` without a readable held copy).
+    pub fn leaf_of(&self, request: &ApprovalRequest) -> Option<Hash> {
+        self.leaves
+            .get(&(request.id.clone(), request.job_id.clone()))
+            .copied()
+    }
+
     /// The set an approval covers, when this book holds it: the tree, and the
-    /// requests in it still waiting. The set is every waiting request of the
-    /// id with the jobs the same cover released already; failing that, without
-    /// the requests held after the decision was made (they arrived after the
-    /// approver looked). `None` when the decision has no cover or the set
-    /// cannot be rebuilt here: its jobs then stay held.
+    /// requests in it still to release. The set is every waiting request of
+    /// the id with the jobs the same cover released already; failing that,
+    /// without the requests held after the decision was made (they arrived
+    /// after the approver looked). A waiting copy of a job the cover released
+    /// already (held again) is in the set but not released twice. `None` when
+    /// the decision has no cover or the set cannot be rebuilt here: its jobs
+    /// then stay held.
     pub fn covered(&self, decision: &Decision) -> Option<(Tree, Vec<&ApprovalRequest>)> {
         let cover = decision.covers.as_ref()?;
+        let empty = BTreeSet::new();
         let released = self
             .released
             .get(&(decision.id.clone(), cover.root.clone()))
-            .map_or(&[][..], Vec::as_slice);
+            .unwrap_or(&empty);
         let waiting: Vec<(&ApprovalRequest, Hash)> = self
             .requests_of(&decision.id)
             .into_iter()
-            .filter_map(|r| Some((r, r.leaf()?)))
+            .filter_map(|r| Some((r, self.leaf_of(r)?)))
             .collect();
         let before = |r: &ApprovalRequest| r.created_at <= decision.at;
         for cut in [false, true] {
@@ -493,7 +515,12 @@ impl ApprovalBook {
                 .chain(released.iter().copied());
             let tree = Tree::new(leaves.collect());
             if tree.cover() == *cover {
-                return Some((tree, members.into_iter().map(|(r, _)| *r).collect()));
+                let to_release = members
+                    .into_iter()
+                    .filter(|(_, l)| !released.contains(l))
+                    .map(|(r, _)| *r)
+                    .collect();
+                return Some((tree, to_release));
             }
         }
         None
@@ -671,8 +698,11 @@ mod tests {
             at: now(),
             released_in: Some(ReleasedIn::of(&cover, &r0.leaf().unwrap())),
         }));
+        // A copy of the released job held again is not released twice.
+        book.apply(ApprovalRecord::Request(held("b1-0", "zero", early)));
         let (tree, rest) = book.covered(&decision).unwrap();
         assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].job_id, "b1-1");
         let mut copy = decision.clone();
         copy.proof = tree.proof(&rest[0].leaf().unwrap());
         assert!(copy.covers_job("b1-1", b"one"));

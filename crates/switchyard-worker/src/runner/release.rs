@@ -68,32 +68,40 @@ impl Book {
 
 /// The held jobs a decision decides, each with the copy of the decision it
 /// travels with. A rejection decides every job waiting under its id. An
-/// approval releases only the jobs its cover names, each with its proof;
-/// jobs held under the id after it was made wait for another decision, and
-/// an approval whose set this releaser cannot rebuild releases nothing.
+/// approval releases only the jobs its cover names, each with its proof (and
+/// ends those whose held copy cannot be read, as `approval_unreleasable`);
+/// jobs held under the id after it was made, and copies of jobs it released
+/// already, wait for another decision; an approval whose set this releaser
+/// cannot rebuild releases nothing.
 fn decided_jobs(book: &ApprovalBook, decision: &Decision) -> Vec<(ApprovalRequest, Decision)> {
+    let waiting = book.requests_of(&decision.id);
     if !decision.approve {
-        return book
-            .requests_of(&decision.id)
+        return waiting
             .into_iter()
             .map(|r| (r.clone(), decision.clone()))
             .collect();
     }
-    let waiting = book.requests_of(&decision.id).len();
     let Some((tree, members)) = book.covered(decision) else {
-        if waiting > 0 {
-            warn!(approval_id = %decision.id, principal = %decision.principal, waiting, covers = decision.covers.as_ref().map(|c| c.jobs), "An approval does not cover the jobs held here (made before they were all held, or without a list of its jobs); they stay held: decide again.");
+        if !waiting.is_empty() {
+            warn!(approval_id = %decision.id, principal = %decision.principal, waiting = waiting.len(), covers = decision.covers.as_ref().map(|c| c.jobs), "An approval does not cover the jobs held here (made before they were all held, or without a list of its jobs); they stay held: decide again.");
         }
         return Vec::new();
     };
-    if members.len() < waiting {
-        warn!(approval_id = %decision.id, held_after = waiting - members.len(), "Jobs held after the approval was made stay held: decide again for them.");
+    let unreadable: Vec<&ApprovalRequest> = waiting
+        .iter()
+        .copied()
+        .filter(|r| book.leaf_of(r).is_none())
+        .collect();
+    let left = waiting.len() - members.len() - unreadable.len();
+    if left > 0 {
+        warn!(approval_id = %decision.id, left, "Jobs held after the approval was made, or held again after it released them, stay held: decide again for them.");
     }
     members
         .into_iter()
+        .chain(unreadable)
         .map(|r| {
             let mut d = decision.clone();
-            d.proof = r.leaf().and_then(|l| tree.proof(&l));
+            d.proof = book.leaf_of(r).and_then(|l| tree.proof(&l));
             (r.clone(), d)
         })
         .collect()
@@ -101,14 +109,14 @@ fn decided_jobs(book: &ApprovalBook, decision: &Decision) -> Vec<(ApprovalReques
 
 /// A released job's place in its decision's cover.
 fn released_in(
-    request: &ApprovalRequest,
+    leaf: Option<Hash>,
     decision: &Decision,
     settled: Settlement,
 ) -> Option<(ReleasedIn, Hash)> {
     if settled != Settlement::Released {
         return None;
     }
-    let (cover, leaf) = (decision.covers.as_ref()?, request.leaf()?);
+    let (cover, leaf) = (decision.covers.as_ref()?, leaf?);
     Some((ReleasedIn::of(cover, &leaf), leaf))
 }
 
@@ -200,12 +208,16 @@ impl Releaser {
             let Some(decision) = book.book.decision(&id).cloned() else {
                 continue;
             };
+            if !self.in_force(&decision, &book.book) {
+                continue;
+            }
             for (request, decision) in decided_jobs(&book.book, &decision) {
                 let Some(outcome) = self.decided(&request, &decision).await else {
                     return false;
                 };
                 if let Some(settled) = outcome {
-                    let released_in = released_in(&request, &decision, settled);
+                    let leaf = book.book.leaf_of(&request);
+                    let released_in = released_in(leaf, &decision, settled);
                     book.book.settle(
                         &request.id,
                         &request.job_id,
@@ -244,6 +256,20 @@ impl Releaser {
             }
         }
         true
+    }
+
+    /// Whether a decision may still act on newly held work: made within the
+    /// approval TTL (checked before its set is rebuilt, so an old decision
+    /// costs nothing when more work is held under its id).
+    fn in_force(&self, decision: &Decision, book: &ApprovalBook) -> bool {
+        let age = (Utc::now() - decision.at).to_std().unwrap_or_default();
+        if age <= self.ttl {
+            return true;
+        }
+        if !book.requests_of(&decision.id).is_empty() {
+            warn!(approval_id = %decision.id, decided_at = %decision.at, "A decision older than the approval TTL does not release newly held work; decide again.");
+        }
+        false
     }
 
     /// What a decision does to one held job: `Some(Some(_))` settled,
