@@ -71,14 +71,6 @@ pub struct ApprovalRequest {
     pub held: Option<HeldCopy>,
 }
 
-impl ApprovalRequest {
-    /// The job's leaf in an approval's cover (`None` without a readable held copy).
-    pub fn leaf(&self) -> Option<Hash> {
-        let value = self.held.as_ref()?.value()?;
-        Some(cover::leaf(&self.job_id, &value))
-    }
-}
-
 /// A held job's message as it was read: what a release publishes again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeldCopy {
@@ -169,6 +161,12 @@ impl ApprovalRequest {
     /// Its key on the approvals topic.
     pub fn key(&self) -> String {
         format!("{}|{}", self.id, self.job_id)
+    }
+
+    /// The job's leaf in an approval's cover (`None` without a readable held copy).
+    pub fn leaf(&self) -> Option<Hash> {
+        let value = self.held.as_ref()?.value()?;
+        Some(cover::leaf(&self.job_id, &value))
     }
 }
 
@@ -462,20 +460,6 @@ impl ApprovalBook {
                 }
                 s.id
             }
-        }
-    }
-
-    /// Forgets one job's request (it was settled); a released job's leaf is
-    /// kept under its cover's root.
-    pub fn settle(&mut self, id: &str, job_id: &str, released_in: Option<(&str, Hash)>) {
-        let key = (id.to_owned(), job_id.to_owned());
-        self.pending.remove(&key);
-        self.leaves.remove(&key);
-        if let Some((root, leaf)) = released_in {
-            self.released
-                .entry((id.to_owned(), root.to_owned()))
-                .or_default()
-                .insert(leaf);
         }
     }
 

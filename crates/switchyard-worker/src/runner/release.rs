@@ -108,16 +108,11 @@ fn decided_jobs(book: &ApprovalBook, decision: &Decision) -> Vec<(ApprovalReques
 }
 
 /// A released job's place in its decision's cover.
-fn released_in(
-    leaf: Option<Hash>,
-    decision: &Decision,
-    settled: Settlement,
-) -> Option<(ReleasedIn, Hash)> {
+fn released_in(leaf: Option<Hash>, decision: &Decision, settled: Settlement) -> Option<ReleasedIn> {
     if settled != Settlement::Released {
         return None;
     }
-    let (cover, leaf) = (decision.covers.as_ref()?, leaf?);
-    Some((ReleasedIn::of(cover, &leaf), leaf))
+    Some(ReleasedIn::of(decision.covers.as_ref()?, &leaf?))
 }
 
 /// The releaser's outputs.
@@ -216,15 +211,9 @@ impl Releaser {
                     return false;
                 };
                 if let Some(settled) = outcome {
-                    let leaf = book.book.leaf_of(&request);
-                    let released_in = released_in(leaf, &decision, settled);
-                    book.book.settle(
-                        &request.id,
-                        &request.job_id,
-                        released_in.as_ref().map(|(r, l)| (r.root.as_str(), *l)),
-                    );
+                    let released_in = released_in(book.book.leaf_of(&request), &decision, settled);
                     if !self
-                        .settle(&request, settled, now, released_in.map(|(r, _)| r))
+                        .settle(&mut book.book, &request, settled, now, released_in)
                         .await
                     {
                         return false;
@@ -249,8 +238,10 @@ impl Releaser {
                     return false;
                 }
                 self.audit(&request, "expired", None, &message);
-                book.book.settle(&request.id, &request.job_id, None);
-                if !self.settle(&request, Settlement::Expired, now, None).await {
+                if !self
+                    .settle(&mut book.book, &request, Settlement::Expired, now, None)
+                    .await
+                {
                     return false;
                 }
             }
@@ -435,9 +426,11 @@ impl Releaser {
         });
     }
 
-    /// Replaces a held job's request with how it ended.
+    /// Replaces a held job's request with how it ended, in `book` at once
+    /// (as reading the record back will) and on the topic.
     async fn settle(
         &self,
+        book: &mut ApprovalBook,
         request: &ApprovalRequest,
         outcome: Settlement,
         at: DateTime<Utc>,
@@ -451,6 +444,7 @@ impl Releaser {
             at,
             released_in,
         });
+        book.apply(record.clone());
         self.approvals.send(&record, &self.stop).await.is_ok()
     }
 }
