@@ -28,7 +28,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::FutureProducer;
 use switchyard_codec::{Codec, headers};
-use switchyard_core::access::approval::Decision;
+use switchyard_core::access::approval::{Decision, HeldFrom};
 use switchyard_core::access::sign::{self, Signed};
 use switchyard_core::audit::AuditEntry;
 use switchyard_core::config::PipelineConfig;
@@ -77,6 +77,9 @@ pub(crate) struct Incoming {
     signed: Option<Signed>,
     /// The release decision, when the message carries one that parses.
     released_by: Option<Decision>,
+    /// The topic it was read from: the jobs topic, or the deferred topic (a
+    /// deferred job's record, when the job runs live).
+    from: HeldFrom,
 }
 
 impl Incoming {
@@ -89,6 +92,7 @@ impl Incoming {
             ticket: Ticket::detached(partition, offset),
             signed: None,
             released_by: None,
+            from: HeldFrom::Deferred,
         }
     }
 
@@ -100,6 +104,7 @@ impl Incoming {
             ticket,
             signed,
             released_by,
+            from: HeldFrom::Jobs,
         }
     }
 }
@@ -393,6 +398,7 @@ fn releaser(
         engine: jobs.engine.clone(),
         consumer,
         jobs: jobs_out,
+        deferred: jobs.publisher.deferred.clone(),
         job_codec: jobs.codec.clone(),
         results: jobs.publisher.results.clone(),
         approvals: jobs.publisher.approvals.clone(),

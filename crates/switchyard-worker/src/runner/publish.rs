@@ -197,6 +197,7 @@ impl Publisher {
             &incoming.payload,
             incoming.key.as_deref(),
             incoming.signed.clone(),
+            incoming.from,
         ));
         match self
             .approvals

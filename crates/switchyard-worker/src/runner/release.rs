@@ -13,6 +13,9 @@
 //!   to the decision's cover: the worker checks the decision and the path
 //!   again before the job passes its hold, and the job runs to its final
 //!   result. Jobs held under the id after the approval wait for another.
+//!   A deferred job held when it came to run live (its budget ran out while
+//!   it waited) goes back to the deferred topic instead, its record carrying
+//!   the decision, and the gatherer runs it again.
 //! - A rejection that counts ends each job `rejected` with the approver's reason.
 //! - A request left undecided past its `expires_at` ends `rejected`, `expired`.
 //! - A decision that does not count is logged; the work stays held.
@@ -30,11 +33,14 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use switchyard_codec::{Codec, headers};
 use switchyard_core::access::approval::{
-    ApprovalBook, ApprovalRecord, ApprovalRequest, Decision, ReleasedIn, Settled, Settlement,
+    ApprovalBook, ApprovalRecord, ApprovalRequest, Decision, HeldFrom, ReleasedIn, Settled,
+    Settlement,
 };
 use switchyard_core::access::cover::Hash;
 use switchyard_core::access::sign;
 use switchyard_core::audit::AuditEntry;
+use switchyard_core::deferred::DeferredRecord;
+use switchyard_core::job::Job;
 use switchyard_core::vocab::JobStatus;
 use switchyard_kafka::produce::PublishError;
 use tokio_util::sync::CancellationToken;
@@ -120,6 +126,8 @@ pub(super) struct Releaser {
     pub engine: Arc<Engine>,
     pub consumer: CompactedConsumer,
     pub jobs: Out,
+    /// The deferred topic, where a deferred job held on its live run goes back.
+    pub deferred: Out,
     pub job_codec: Codec,
     pub results: (Out, Codec),
     pub approvals: ApprovalsOut,
@@ -320,7 +328,8 @@ impl Releaser {
         }))
     }
 
-    /// Publishes the held message again, with its signature and the decision.
+    /// Publishes the held message again, with its signature and the decision
+    /// (a deferred job's record goes back to the deferred topic, released).
     async fn release(&self, request: &ApprovalRequest, decision: &Decision) -> bool {
         let Some((value, copy)) = request
             .held
@@ -331,6 +340,9 @@ impl Releaser {
                 "the held message is missing from its approval request; submit the job again";
             return self.reject(request, "approval_unreleasable", message).await;
         };
+        if copy.from == HeldFrom::Deferred {
+            return self.release_deferred(request, decision, &value).await;
+        }
         let mut fields = vec![(
             headers::RELEASED_BY,
             serde_json::to_string(decision).unwrap_or_default(),
@@ -361,14 +373,61 @@ impl Releaser {
         }
     }
 
+    /// Writes a deferred job held on its live run back to the deferred topic
+    /// (keyed by its job id, as the hand-off was) with the decision in its
+    /// record: the gatherer takes it up again, and its next run is admitted
+    /// past the hold as released by it. The decision is one this releaser
+    /// checked, over a cover it rebuilt with this record in it.
+    async fn release_deferred(
+        &self,
+        request: &ApprovalRequest,
+        decision: &Decision,
+        value: &[u8],
+    ) -> bool {
+        let Ok(DeferredRecord::Job(mut record)) = serde_json::from_slice::<DeferredRecord>(value)
+        else {
+            let message = "the held deferred record cannot be read back; submit the job again";
+            return self.reject(request, "approval_unreleasable", message).await;
+        };
+        record.released_by = Some(Box::new(decision.clone()));
+        let bytes = serde_json::to_vec(&DeferredRecord::Job(record)).unwrap_or_default();
+        let sent = switchyard_kafka::produce::publish(
+            &self.deferred.producer,
+            &self.deferred.name,
+            Some(request.job_id.as_bytes()),
+            &bytes,
+            None,
+            &self.stop,
+        )
+        .await;
+        match sent {
+            Ok(()) => true,
+            Err(PublishError::Stopped) => false,
+            Err(PublishError::Refused(e)) => {
+                let message = format!("the deferred topic refused the released job: {e}");
+                self.reject(request, "approval_unreleasable", &message)
+                    .await
+            }
+        }
+    }
+
+    /// The job a held copy holds: the message as its producer wrote it, or
+    /// the job of a deferred record.
+    fn held_job(&self, request: &ApprovalRequest) -> Option<Job> {
+        let copy = request.held.as_ref()?;
+        let value = copy.value()?;
+        match copy.from {
+            HeldFrom::Jobs => self.job_codec.decode_job(&value).ok(),
+            HeldFrom::Deferred => match serde_json::from_slice::<DeferredRecord>(&value).ok()? {
+                DeferredRecord::Job(record) => Some(record.job),
+                DeferredRecord::Batch(_) => None,
+            },
+        }
+    }
+
     /// Ends a held job `rejected` (its last result), saying why.
     async fn reject(&self, request: &ApprovalRequest, code: &'static str, message: &str) -> bool {
-        let job = request
-            .held
-            .as_ref()
-            .and_then(|h| h.value())
-            .and_then(|v| self.job_codec.decode_job(&v).ok());
-        let Some(job) = job else {
+        let Some(job) = self.held_job(request) else {
             error!(approval_id = %request.id, job_id = %request.job_id, code, "A held job's message cannot be read back; it ends without a second result.");
             return true;
         };
