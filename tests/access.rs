@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rdkafka::consumer::StreamConsumer;
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, Message};
 use rdkafka::producer::FutureRecord;
 use switchyard_codec::Codec;
 use switchyard_core::access::sign::{self, Signed};
@@ -119,22 +119,6 @@ fn job(id: &str, project: &str, model: Option<&str>, max_tokens: u32) -> Job {
     }
 }
 
-fn headers(s: &Signed) -> OwnedHeaders {
-    OwnedHeaders::new()
-        .insert(Header {
-            key: sign::KEY_ID,
-            value: Some(&s.key_id),
-        })
-        .insert(Header {
-            key: sign::TS,
-            value: Some(&s.ts),
-        })
-        .insert(Header {
-            key: sign::SIG,
-            value: Some(&s.sig),
-        })
-}
-
 /// Produces `value` keyed by job id, with signature headers when given.
 async fn send(bootstrap: &str, topic: &str, id: &str, value: &[u8], signed: Option<&Signed>) {
     send_to(bootstrap, topic, None, id, value, signed).await;
@@ -155,7 +139,7 @@ async fn send_to(
         record = record.partition(p);
     }
     if let Some(s) = signed {
-        record = record.headers(headers(s));
+        record = record.headers(signature_headers(s));
     }
     producer
         .send(record, Duration::from_secs(10))
@@ -850,7 +834,7 @@ async fn a_batch_above_the_threshold_in_all_is_held_and_released_as_a_whole() {
             FutureRecord::to(jobs_topic)
                 .key(&extra.job_id)
                 .payload(&value)
-                .headers(headers(&signed).insert(Header {
+                .headers(signature_headers(&signed).insert(Header {
                     key: switchyard_codec::headers::RELEASED_BY,
                     value: Some(&header),
                 })),

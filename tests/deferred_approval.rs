@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use switchyard_codec::Codec;
@@ -138,19 +138,7 @@ async fn a_deferred_job_held_on_its_live_run_runs_live_once_approved() {
     job.mode = Some(JobMode::Deferred);
     let value = Codec::for_topic(&topics.jobs).encode(&job).unwrap();
     let s = sign::sign(&submitter, &value, Utc::now());
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: sign::KEY_ID,
-            value: Some(&s.key_id),
-        })
-        .insert(Header {
-            key: sign::TS,
-            value: Some(&s.ts),
-        })
-        .insert(Header {
-            key: sign::SIG,
-            value: Some(&s.sig),
-        });
+    let headers = signature_headers(&s);
     let producer = producer(&bootstrap);
     producer
         .send(

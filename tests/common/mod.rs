@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use switchyard_codec::Codec;
+use switchyard_core::access::sign::{self, Signed};
 use switchyard_core::config::{KafkaConfig, TopicConfig};
 use switchyard_core::job::{ChatRequest, Job};
 use switchyard_core::result::JobResult;
@@ -581,4 +582,21 @@ pub fn documented_families() -> BTreeMap<String, Vec<String>> {
         }
     }
     out
+}
+
+/// The three signature headers of a signed job.
+pub fn signature_headers(s: &Signed) -> OwnedHeaders {
+    OwnedHeaders::new()
+        .insert(Header {
+            key: sign::KEY_ID,
+            value: Some(&s.key_id),
+        })
+        .insert(Header {
+            key: sign::TS,
+            value: Some(&s.ts),
+        })
+        .insert(Header {
+            key: sign::SIG,
+            value: Some(&s.sig),
+        })
 }

@@ -89,10 +89,19 @@ pub struct DeferredJob {
     /// hand-off, for the same reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released_by: Option<Box<Decision>>,
+    /// What of its earlier attempts' cost the budgets count already: all of
+    /// it for a job written back released after a hold on its live run (that
+    /// run settled it), else nothing.
+    #[serde(default, skip_serializing_if = "is_zero_usd")]
+    pub settled_usd: f64,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_zero_usd(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// Bytes a request takes in a provider batch beyond its own JSON (custom id,
@@ -127,6 +136,7 @@ impl DeferredJob {
             handed_on: 0,
             signer: None,
             released_by: None,
+            settled_usd: 0.0,
         }
     }
 
@@ -156,6 +166,21 @@ impl DeferredJob {
     /// What its earlier attempts (failed lines that billed) cost.
     pub fn earlier_cost_usd(&self) -> f64 {
         self.attempts.iter().map(|a| a.cost_usd).sum()
+    }
+
+    /// What of its earlier attempts' cost its budgets do not count yet.
+    pub fn unsettled_cost_usd(&self) -> f64 {
+        (self.earlier_cost_usd() - self.settled_usd).max(0.0)
+    }
+
+    /// The job written back after an approver released it from a hold on its
+    /// live run: the run settled its earlier attempts' cost, and the decision
+    /// admits its next run past the hold.
+    pub fn released(mut self, decision: Decision) -> Self {
+        self.released_by = Some(Box::new(decision));
+        self.settled_usd = self.earlier_cost_usd();
+        self.handed_on += 1;
+        self
     }
 }
 

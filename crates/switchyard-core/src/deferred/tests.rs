@@ -273,3 +273,41 @@ fn plans_cut_by_size() {
         .collect();
     assert_eq!(sizes, [1, 1, 1]);
 }
+
+#[test]
+fn a_job_released_after_a_hold_on_its_live_run_counts_its_earlier_cost_once() {
+    let target = crate::result::AttemptTarget {
+        deployment: "dep-a",
+        provider: "openai",
+        model: "gpt-5-nano",
+    };
+    let mut attempt = crate::result::Attempt::skipped(target, "errored".into());
+    attempt.cost_usd = 0.25;
+    let failed = job("j1", 0, None).after_failure("dep-a", attempt);
+    assert_eq!(failed.unsettled_cost_usd(), 0.25);
+    let decision = crate::access::approval::Decision {
+        id: "appr-j1".into(),
+        node: "a/b/c/d".into(),
+        approve: true,
+        reason: String::new(),
+        override_budget: true,
+        key_id: "k".into(),
+        principal: "bob".into(),
+        at: t(10),
+        covers: None,
+        proof: None,
+        sig: String::new(),
+    };
+    let back = failed.clone().released(decision.clone());
+    // Its live run settled the earlier cost; the result still shows it.
+    assert_eq!(back.unsettled_cost_usd(), 0.0);
+    assert_eq!(back.earlier_cost_usd(), 0.25);
+    assert_eq!(back.released_by.as_deref(), Some(&decision));
+    // Written again, it is no replay of the record it came from.
+    assert_eq!(back.handed_on, failed.handed_on + 1);
+    let json = serde_json::to_string(&DeferredRecord::Job(back.clone())).unwrap();
+    assert_eq!(
+        serde_json::from_str::<DeferredRecord>(&json).unwrap(),
+        DeferredRecord::Job(back)
+    );
+}

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::Consumer;
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedHeaders};
 use switchyard_codec::{Codec, headers};
 use switchyard_core::access::approval::{
     ApprovalBook, ApprovalRecord, ApprovalRequest, Decision, HeldFrom, ReleasedIn, Settled,
@@ -340,7 +340,7 @@ impl Releaser {
                 "the held message is missing from its approval request; submit the job again";
             return self.reject(request, "approval_unreleasable", message).await;
         };
-        if copy.from == HeldFrom::Deferred {
+        if self.held_from(copy.from, &value) == HeldFrom::Deferred {
             return self.release_deferred(request, decision, &value).await;
         }
         let mut fields = vec![(
@@ -353,24 +353,9 @@ impl Releaser {
             fields.push((sign::SIG, s.sig.clone()));
         }
         let key = copy.key();
-        let sent = switchyard_kafka::produce::publish(
-            &self.jobs.producer,
-            &self.jobs.name,
-            key.as_deref(),
-            &value,
-            Some(&owned_headers(&fields)),
-            &self.stop,
-        )
-        .await;
-        match sent {
-            Ok(()) => true,
-            Err(PublishError::Stopped) => false,
-            Err(PublishError::Refused(e)) => {
-                let message = format!("the jobs topic refused the released job: {e}");
-                self.reject(request, "approval_unreleasable", &message)
-                    .await
-            }
-        }
+        let headers = owned_headers(&fields);
+        self.put_back(request, &self.jobs, key.as_deref(), &value, Some(&headers))
+            .await
     }
 
     /// Writes a deferred job held on its live run back to the deferred topic
@@ -384,19 +369,34 @@ impl Releaser {
         decision: &Decision,
         value: &[u8],
     ) -> bool {
-        let Ok(DeferredRecord::Job(mut record)) = serde_json::from_slice::<DeferredRecord>(value)
+        let Ok(DeferredRecord::Job(record)) = serde_json::from_slice::<DeferredRecord>(value)
         else {
             let message = "the held deferred record cannot be read back; submit the job again";
             return self.reject(request, "approval_unreleasable", message).await;
         };
-        record.released_by = Some(Box::new(decision.clone()));
-        let bytes = serde_json::to_vec(&DeferredRecord::Job(record)).unwrap_or_default();
+        let record = DeferredRecord::Job(record.released(decision.clone()));
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        let key = Some(request.job_id.as_bytes());
+        self.put_back(request, &self.deferred, key, &bytes, None)
+            .await
+    }
+
+    /// Publishes a released job to `to` until acknowledged; a topic that
+    /// refuses it ends the job `approval_unreleasable`. False when stopped.
+    async fn put_back(
+        &self,
+        request: &ApprovalRequest,
+        to: &Out,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: Option<&OwnedHeaders>,
+    ) -> bool {
         let sent = switchyard_kafka::produce::publish(
-            &self.deferred.producer,
-            &self.deferred.name,
-            Some(request.job_id.as_bytes()),
-            &bytes,
-            None,
+            &to.producer,
+            &to.name,
+            key,
+            value,
+            headers,
             &self.stop,
         )
         .await;
@@ -404,7 +404,7 @@ impl Releaser {
             Ok(()) => true,
             Err(PublishError::Stopped) => false,
             Err(PublishError::Refused(e)) => {
-                let message = format!("the deferred topic refused the released job: {e}");
+                let message = format!("the topic `{}` refused the released job: {e}", to.name);
                 self.reject(request, "approval_unreleasable", &message)
                     .await
             }
@@ -416,13 +416,29 @@ impl Releaser {
     fn held_job(&self, request: &ApprovalRequest) -> Option<Job> {
         let copy = request.held.as_ref()?;
         let value = copy.value()?;
-        match copy.from {
+        match self.held_from(copy.from, &value) {
             HeldFrom::Jobs => self.job_codec.decode_job(&value).ok(),
             HeldFrom::Deferred => match serde_json::from_slice::<DeferredRecord>(&value).ok()? {
                 DeferredRecord::Job(record) => Some(record.job),
                 DeferredRecord::Batch(_) => None,
             },
         }
+    }
+
+    /// Where a held copy came from. Workers older than [`HeldFrom`] held a
+    /// deferred job's live run with its deferred record as a jobs-topic copy:
+    /// a copy that is no job but a deferred job's record came from there.
+    fn held_from(&self, from: HeldFrom, value: &[u8]) -> HeldFrom {
+        if from == HeldFrom::Jobs
+            && self.job_codec.decode_job(value).is_err()
+            && matches!(
+                serde_json::from_slice::<DeferredRecord>(value),
+                Ok(DeferredRecord::Job(_))
+            )
+        {
+            return HeldFrom::Deferred;
+        }
+        from
     }
 
     /// Ends a held job `rejected` (its last result), saying why.

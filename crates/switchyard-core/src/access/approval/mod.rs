@@ -134,7 +134,8 @@ impl HeldCopy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Settlement {
-    /// Published again to the jobs topic with the decision that released it.
+    /// Published again with the decision that released it: to the jobs
+    /// topic, or (a deferred job held on its live run) the deferred topic.
     Released,
     /// Ended `rejected` by an approver.
     Rejected,

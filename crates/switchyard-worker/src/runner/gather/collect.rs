@@ -198,6 +198,7 @@ impl Gatherer {
         let mut handed_on = 0usize;
         for (i, job, offset) in jobs {
             let id = job.job.job_id.clone();
+            let settled = job.settled_usd;
             let original =
                 serde_json::to_vec(&DeferredRecord::Job(job.clone())).unwrap_or_default();
             let line = Line {
@@ -215,7 +216,7 @@ impl Gatherer {
                 Settled::Stopped => return false,
                 Settled::Ended(outcome) => {
                     let cost = match &outcome {
-                        Outcome::Finished { result, .. } => result.cost_usd,
+                        Outcome::Finished { result, .. } => (result.cost_usd - settled).max(0.0),
                         _ => 0.0,
                     };
                     if !self.publish(p, offset, &id, original, &outcome).await {
@@ -431,7 +432,7 @@ impl Gatherer {
         };
         let (record, offset) = job;
         let original = serde_json::to_vec(&DeferredRecord::Job(record.clone())).unwrap_or_default();
-        let billed = record.earlier_cost_usd();
+        let billed = record.unsettled_cost_usd();
         let outcome = self.engine.cancel_deferred(record);
         if !self.publish(p, offset, job_id, original, &outcome).await {
             return false;

@@ -493,7 +493,7 @@ impl Gatherer {
         };
         // The live run reserves its own worst case; what earlier lines billed
         // is spent already.
-        self.settle_hold(part, job_id, record.earlier_cost_usd());
+        self.settle_hold(part, job_id, record.unsettled_cost_usd());
         live.running.insert(job_id.to_owned());
         let this = self.clone();
         let id = job_id.to_owned();
