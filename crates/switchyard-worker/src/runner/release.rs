@@ -39,7 +39,7 @@ use switchyard_core::access::approval::{
 use switchyard_core::access::cover::Hash;
 use switchyard_core::access::sign;
 use switchyard_core::audit::AuditEntry;
-use switchyard_core::deferred::DeferredRecord;
+use switchyard_core::deferred::{DeferredJob, DeferredRecord};
 use switchyard_core::job::Job;
 use switchyard_core::vocab::JobStatus;
 use switchyard_kafka::produce::PublishError;
@@ -119,6 +119,16 @@ fn released_in(leaf: Option<Hash>, decision: &Decision, settled: Settlement) -> 
         return None;
     }
     Some(ReleasedIn::of(decision.covers.as_ref()?, &leaf?))
+}
+
+/// What a held copy's value holds.
+enum HeldValue {
+    /// A job as its producer wrote it.
+    Job(Box<Job>),
+    /// A deferred job's record.
+    Deferred(Box<DeferredJob>),
+    /// Neither.
+    Unreadable,
 }
 
 /// The releaser's outputs.
@@ -340,8 +350,15 @@ impl Releaser {
                 "the held message is missing from its approval request; submit the job again";
             return self.reject(request, "approval_unreleasable", message).await;
         };
-        if self.held_from(copy.from, &value) == HeldFrom::Deferred {
-            return self.release_deferred(request, decision, &value).await;
+        match self.read_held(copy.from, &value) {
+            HeldValue::Deferred(record) => {
+                return self.release_deferred(request, decision, record).await;
+            }
+            HeldValue::Unreadable if copy.from == HeldFrom::Deferred => {
+                let message = "the held deferred record cannot be read back; submit the job again";
+                return self.reject(request, "approval_unreleasable", message).await;
+            }
+            HeldValue::Job(_) | HeldValue::Unreadable => {}
         }
         let mut fields = vec![(
             headers::RELEASED_BY,
@@ -367,13 +384,8 @@ impl Releaser {
         &self,
         request: &ApprovalRequest,
         decision: &Decision,
-        value: &[u8],
+        record: Box<DeferredJob>,
     ) -> bool {
-        let Ok(DeferredRecord::Job(record)) = serde_json::from_slice::<DeferredRecord>(value)
-        else {
-            let message = "the held deferred record cannot be read back; submit the job again";
-            return self.reject(request, "approval_unreleasable", message).await;
-        };
         let record = DeferredRecord::Job(record.released(decision.clone()));
         let bytes = serde_json::to_vec(&record).unwrap_or_default();
         let key = Some(request.job_id.as_bytes());
@@ -415,30 +427,26 @@ impl Releaser {
     /// the job of a deferred record.
     fn held_job(&self, request: &ApprovalRequest) -> Option<Job> {
         let copy = request.held.as_ref()?;
-        let value = copy.value()?;
-        match self.held_from(copy.from, &value) {
-            HeldFrom::Jobs => self.job_codec.decode_job(&value).ok(),
-            HeldFrom::Deferred => match serde_json::from_slice::<DeferredRecord>(&value).ok()? {
-                DeferredRecord::Job(record) => Some(record.job),
-                DeferredRecord::Batch(_) => None,
-            },
+        match self.read_held(copy.from, &copy.value()?) {
+            HeldValue::Job(job) => Some(*job),
+            HeldValue::Deferred(record) => Some(record.job),
+            HeldValue::Unreadable => None,
         }
     }
 
-    /// Where a held copy came from. Workers older than [`HeldFrom`] held a
+    /// A held copy's value read back. Workers older than [`HeldFrom`] held a
     /// deferred job's live run with its deferred record as a jobs-topic copy:
-    /// a copy that is no job but a deferred job's record came from there.
-    fn held_from(&self, from: HeldFrom, value: &[u8]) -> HeldFrom {
+    /// a jobs-topic copy that is no job but a deferred job's record is one.
+    fn read_held(&self, from: HeldFrom, value: &[u8]) -> HeldValue {
         if from == HeldFrom::Jobs
-            && self.job_codec.decode_job(value).is_err()
-            && matches!(
-                serde_json::from_slice::<DeferredRecord>(value),
-                Ok(DeferredRecord::Job(_))
-            )
+            && let Ok(job) = self.job_codec.decode_job(value)
         {
-            return HeldFrom::Deferred;
+            return HeldValue::Job(Box::new(job));
         }
-        from
+        match serde_json::from_slice::<DeferredRecord>(value) {
+            Ok(DeferredRecord::Job(record)) => HeldValue::Deferred(Box::new(record)),
+            _ => HeldValue::Unreadable,
+        }
     }
 
     /// Ends a held job `rejected` (its last result), saying why.
